@@ -1,0 +1,77 @@
+//! Crash-safe file replacement inside a cap-std directory.
+//!
+//! Every state file osctl writes goes through [`write_atomic`]: write a
+//! uniquely named temporary file in the same directory, fsync it, rename it
+//! over the target, then fsync the directory so the rename itself is durable.
+//! After a crash a reader sees either the old file or the new one, never a
+//! torn one; a leftover temporary (`.tmp-*`) is ignored by readers.
+
+use std::io::Write;
+
+use cap_std::fs::{Dir, OpenOptions};
+use rustix::fs::{Mode, OFlags, fsync, openat};
+
+/// Prefix of temporary files; readers skip names starting with it.
+pub const TMP_PREFIX: &str = ".tmp-";
+
+/// Replaces `name` in `dir` with `data`, durably.
+pub fn write_atomic(dir: &Dir, name: &str, data: &[u8]) -> std::io::Result<()> {
+    let tmp = format!("{TMP_PREFIX}{}-{name}", std::process::id());
+    let result = (|| {
+        let mut f = dir.open_with(
+            &tmp,
+            OpenOptions::new().write(true).create(true).truncate(true),
+        )?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        dir.rename(&tmp, dir, name)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = dir.remove_file(&tmp);
+    }
+    result
+}
+
+/// Removes `name` from `dir` durably; a missing file is not an error.
+pub fn remove_durably(dir: &Dir, name: &str) -> std::io::Result<()> {
+    match dir.remove_file(name) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// fsyncs a directory, making renames and unlinks in it durable.
+///
+/// cap-std holds directories as `O_PATH` descriptors, which cannot be
+/// fsynced; open the directory itself read-only for the call.
+pub fn sync_dir(dir: &Dir) -> std::io::Result<()> {
+    let fd = openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    fsync(&fd).map_err(std::io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_and_leaves_no_temporaries() {
+        let td = tempfile::tempdir().unwrap();
+        let dir = Dir::open_ambient_dir(td.path(), cap_std::ambient_authority()).unwrap();
+        write_atomic(&dir, "a.json", b"one").unwrap();
+        write_atomic(&dir, "a.json", b"two").unwrap();
+        assert_eq!(std::fs::read(td.path().join("a.json")).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(td.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+        remove_durably(&dir, "a.json").unwrap();
+        remove_durably(&dir, "a.json").unwrap();
+        assert!(!td.path().join("a.json").exists());
+    }
+}

@@ -1,0 +1,234 @@
+//! Importing one layer: blob → decompress → split into the store, verified.
+//!
+//! ```text
+//!  blob reader ──▶ progress ──▶ inflate ──▶ sha256 (diff_id) ──▶ split_async
+//!  (size/digest                 (gzip,      (checked after the     (objects +
+//!   checked at EOF)              zstd)       tar is drained)        splitstream)
+//! ```
+//!
+//! The layer's splitstream is *registered* under its diff_id only after
+//! three checks pass: the blob's digest and size, the uncompressed stream's
+//! sha256 against the config's `rootfs.diff_ids` entry (composefs-oci does not
+//! check it), and every entry path staying inside the root. Until then the
+//! objects it wrote are unreferenced and `gc` removes them; no image, record
+//! or ref ever points at an unverified layer. A verified layer stays
+//! registered even if a later layer fails, so a retried pull resumes.
+
+use std::sync::Arc;
+
+use composefs::fsverity::Sha256HashValue;
+use composefs::repository::Repository;
+use composefs_oci::LAYER_CONTENT_TYPE;
+use oci_spec::image::MediaType;
+use osctl_image::verify::DigestReader;
+use osctl_image::{BlobReader, Compression};
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::StoreError;
+
+pub(crate) type Repo = Repository<Sha256HashValue>;
+
+/// Receives the count of compressed bytes read so far for one layer.
+pub(crate) type ByteCallback = Box<dyn Fn(u64) + Send + Sync>;
+
+/// Streams one layer into the store and registers it under `diff_id`.
+/// `what` names the layer in errors.
+pub(crate) async fn import_layer(
+    repo: Arc<Repo>,
+    blob: BlobReader,
+    compression: Compression,
+    diff_id: &str,
+    what: &str,
+    on_bytes: ByteCallback,
+) -> Result<Sha256HashValue, StoreError> {
+    let io_err = |e: std::io::Error| StoreError::Fetch(format!("{what}: {e}"));
+    let mut counted = Progress {
+        inner: blob,
+        read: 0,
+        on_bytes,
+    };
+    let media = match compression {
+        Compression::None => MediaType::ImageLayer,
+        Compression::Gzip => MediaType::ImageLayerGzip,
+        Compression::Zstd => MediaType::ImageLayerZstd,
+    };
+    let (verity, actual_diff_id) = {
+        let inflated = composefs_oci::layer::decompress_async(&mut counted, &media)
+            .map_err(|e| StoreError::Fetch(format!("{what}: {e:#}")))?;
+        let mut hashing = DigestReader::new(inflated);
+        let (verity, _stats) =
+            composefs_oci::tar::split_async(&mut hashing, repo.clone(), LAYER_CONTENT_TYPE)
+                .await
+                .map_err(|e| io_or_store(what, e))?;
+        // The tar parser stops at the end-of-archive marker; the diff_id covers
+        // every byte, including trailing padding, so drain the rest.
+        tokio::io::copy(&mut hashing, &mut tokio::io::sink())
+            .await
+            .map_err(io_err)?;
+        (verity, hashing.finish().0)
+    };
+    // Read the compressed blob to its end so its size/digest check runs even
+    // when the decompressor stopped early (bytes after the last gzip member).
+    tokio::io::copy(&mut counted, &mut tokio::io::sink())
+        .await
+        .map_err(io_err)?;
+    if actual_diff_id != diff_id {
+        return Err(StoreError::DiffIdMismatch {
+            what: what.to_string(),
+            expected: diff_id.to_string(),
+            actual: actual_diff_id,
+        });
+    }
+    let check_repo = repo.clone();
+    let check_what = what.to_string();
+    let verity = tokio::task::spawn_blocking(move || {
+        check_layer_paths(&check_repo, &verity, &check_what).map(|()| verity)
+    })
+    .await
+    .map_err(|e| StoreError::Other(e.to_string()))??;
+    let parsed = diff_id
+        .parse()
+        .map_err(|_| StoreError::Malformed(format!("{what}: invalid diff_id {diff_id}")))?;
+    repo.register_stream(&verity, &composefs_oci::layer_content_id(&parsed), None)
+        .await
+        .map_err(|e| StoreError::Repo(format!("registering {what}: {e:#}")))?;
+    Ok(verity)
+}
+
+/// Errors from `split_async` are anyhow chains; an I/O error inside (a
+/// broken transfer, a digest mismatch at EOF) is the user-relevant part.
+fn io_or_store(what: &str, e: anyhow::Error) -> StoreError {
+    if let Some(io) = e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
+        return StoreError::Fetch(format!("{what}: {io}"));
+    }
+    StoreError::Malformed(format!("{what}: not a valid tar stream: {e:#}"))
+}
+
+/// Walks the raw tar headers kept in the layer's splitstream and refuses any
+/// entry (or hardlink target) that is absolute or has a `..` component.
+///
+/// This reads only the splitstream's inline data (headers and small files),
+/// not the external objects, so it costs little next to the import. It has
+/// to parse the *raw* header: composefs-oci's entry reader normalises an
+/// absolute path to a relative one, which would hide the offence.
+fn check_layer_paths(repo: &Repo, verity: &Sha256HashValue, what: &str) -> Result<(), StoreError> {
+    use tar_core::parse::{ParseEvent, Parser};
+    let malformed = |why: String| StoreError::Malformed(format!("{what}: {why}"));
+    let mut reader = repo
+        .open_stream("", Some(verity), Some(LAYER_CONTENT_TYPE))
+        .map_err(|e| StoreError::Repo(format!("reopening {what}: {e:#}")))?;
+    let mut block = [0u8; 512];
+    loop {
+        let mut parser = Parser::with_defaults();
+        let mut header: Vec<u8> = Vec::new();
+        let size = loop {
+            if !reader
+                .read_inline_exact(&mut block)
+                .map_err(|e| malformed(format!("{e:#}")))?
+            {
+                return Ok(());
+            }
+            header.extend_from_slice(&block);
+            let outcome = loop {
+                match parser
+                    .parse(&header)
+                    .map_err(|e| malformed(e.to_string()))?
+                {
+                    ParseEvent::NeedData { .. } => break None,
+                    ParseEvent::GlobalExtensions { consumed, .. } => {
+                        header.drain(..consumed);
+                        continue;
+                    }
+                    ParseEvent::End { .. } => return Ok(()),
+                    ParseEvent::Entry { entry, .. } => {
+                        check_path(&entry.path, "path").map_err(&malformed)?;
+                        if entry.entry_type == tar_core::EntryType::Link
+                            && let Some(t) = &entry.link_target
+                        {
+                            check_path(t, "hardlink target").map_err(&malformed)?;
+                        }
+                        break Some(entry.size);
+                    }
+                    ParseEvent::SparseEntry { .. } => {
+                        return Err(malformed("sparse tar entries are not supported".into()));
+                    }
+                }
+            };
+            if let Some(size) = outcome {
+                break size;
+            }
+        };
+        let stored = size.next_multiple_of(512);
+        reader
+            .read_exact(size as usize, stored as usize)
+            .map_err(|e| malformed(format!("{e:#}")))?;
+    }
+}
+
+/// A tar member name must stay inside the root: not absolute, no `..`.
+fn check_path(raw: &[u8], kind: &str) -> Result<(), String> {
+    let shown = String::from_utf8_lossy(raw);
+    if raw.first() == Some(&b'/') {
+        return Err(format!(
+            "tar entry {kind} '{shown}' is absolute; refusing the layer"
+        ));
+    }
+    if raw.split(|b| *b == b'/').any(|c| c == b"..") {
+        return Err(format!(
+            "tar entry {kind} '{shown}' escapes the root; refusing the layer"
+        ));
+    }
+    Ok(())
+}
+
+/// Counts compressed bytes for progress reporting.
+struct Progress {
+    inner: BlobReader,
+    read: u64,
+    on_bytes: ByteCallback,
+}
+
+impl AsyncRead for Progress {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.read += n as u64;
+            (this.on_bytes)(this.read);
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_path;
+
+    #[test]
+    fn paths_that_escape_are_refused() {
+        assert!(check_path(b"usr/bin/sh", "path").is_ok());
+        assert!(check_path(b"./etc/passwd", "path").is_ok());
+        assert!(check_path(b"a/..b/c", "path").is_ok());
+        assert!(
+            check_path(b"../etc/shadow", "path")
+                .unwrap_err()
+                .contains("escapes")
+        );
+        assert!(
+            check_path(b"usr/../../x", "path")
+                .unwrap_err()
+                .contains("escapes")
+        );
+        assert!(
+            check_path(b"/etc/passwd", "path")
+                .unwrap_err()
+                .contains("absolute")
+        );
+    }
+}

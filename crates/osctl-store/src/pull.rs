@@ -1,0 +1,320 @@
+//! A pull: resolve → config → layers (concurrent) → EROFS image → refs → record.
+//!
+//! Order is what makes a pull crash-safe: nothing that names the image (the
+//! GC refs, then the record) is written until everything it names is in the
+//! store and synced. An interrupted or failed pull leaves at most verified
+//! layers (reused by the next attempt) and unreferenced objects (`gc` food),
+//! never a record of a partial image.
+//!
+//! Layers run as separate tokio tasks so that inflating and hashing two
+//! layers uses both cores; [`LAYER_CONCURRENCY`] bounds how many are in flight.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use composefs::fsverity::{FsVerityHashValue, Sha256HashValue};
+use composefs::generic_tree::OciTransformOptions;
+use oci_spec::image::{Descriptor, ImageConfiguration};
+use osctl_image::manifest::layer_compression;
+use osctl_image::{FetchOptions, ImageRef, Source};
+
+use crate::import::{Repo, import_layer};
+use crate::record::{ImageRecord, LayerRecord, RECORD_VERSION, gc_ref_name, record_key};
+use crate::{Store, StoreError};
+
+/// Layers fetched at once. Three keeps two cores busy while one layer waits
+/// on the network, without opening many connections to the registry.
+pub const LAYER_CONCURRENCY: usize = 3;
+
+/// Largest config blob accepted (configs are a few KiB; history-heavy ones
+/// reach hundreds). The limit keeps a hostile registry from filling memory.
+const MAX_CONFIG: u64 = 8 * 1024 * 1024;
+
+/// Hears about a pull's progress. All methods have empty defaults; reporting
+/// (bars, lines, JSON) lives in the CLI, not here.
+pub trait PullObserver: Send + Sync {
+    fn resolved(&self, _reference: &str, _manifest_digest: &str, _layers: usize) {}
+    fn up_to_date(&self) {}
+    fn layer_started(&self, _index: usize, _digest: &str, _size: u64) {}
+    fn layer_progress(&self, _index: usize, _read: u64) {}
+    fn layer_finished(&self, _index: usize, _reused: bool) {}
+    fn building_image(&self) {}
+}
+
+/// An observer that ignores everything (`--quiet`, library use).
+pub struct Silent;
+impl PullObserver for Silent {}
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct PullOutcome {
+    record: ImageRecord,
+    layers_fetched: usize,
+    layers_reused: usize,
+    up_to_date: bool,
+}
+
+impl PullOutcome {
+    pub fn record(&self) -> &ImageRecord {
+        &self.record
+    }
+    /// Layers downloaded and imported by this pull.
+    pub fn layers_fetched(&self) -> usize {
+        self.layers_fetched
+    }
+    /// Layers already in the store.
+    pub fn layers_reused(&self) -> usize {
+        self.layers_reused
+    }
+    /// The reference already pointed at this manifest: nothing was done.
+    pub fn up_to_date(&self) -> bool {
+        self.up_to_date
+    }
+}
+
+impl Store {
+    /// Pulls `imgref` into the store and records it.
+    pub async fn pull(
+        &self,
+        imgref: &ImageRef,
+        opts: &FetchOptions,
+        observer: Arc<dyn PullObserver>,
+    ) -> Result<PullOutcome, StoreError> {
+        let reference = imgref.to_string();
+        let key = record_key(&reference);
+        let source = Arc::new(Source::open(imgref, opts).await?);
+        let resolved = source.resolve().await?;
+        let manifest = resolved.manifest();
+        let layers = manifest.layers();
+        observer.resolved(&reference, resolved.digest(), layers.len());
+
+        // Refuse what cannot be imported before downloading anything.
+        let mut compressions = Vec::with_capacity(layers.len());
+        for (i, l) in layers.iter().enumerate() {
+            let c = layer_compression(l.media_type()).ok_or_else(|| {
+                StoreError::from(osctl_image::FetchError::UnsupportedMediaType {
+                    what: format!("layer {} ({}) of {reference}", i + 1, l.digest()),
+                    media_type: l.media_type().to_string(),
+                })
+            })?;
+            compressions.push(c);
+        }
+
+        let records = self.records()?;
+        if let Some(r) = records.iter().find(|r| {
+            r.key() == key && r.manifest_digest() == resolved.digest() && self.image_exists(r)
+        }) {
+            observer.up_to_date();
+            return Ok(PullOutcome {
+                record: r.clone(),
+                layers_fetched: 0,
+                layers_reused: layers.len(),
+                up_to_date: true,
+            });
+        }
+
+        let config_desc = manifest.config();
+        let config_what = format!("config {} of {reference}", config_desc.digest());
+        let config_raw = match records
+            .iter()
+            .find(|r| r.config_digest() == config_desc.digest().to_string())
+        {
+            Some(r) => r.config_raw().as_bytes().to_vec(),
+            None => {
+                source
+                    .read_small_blob(config_desc, &config_what, MAX_CONFIG)
+                    .await?
+            }
+        };
+        let config: ImageConfiguration = serde_json::from_slice(&config_raw)
+            .map_err(|e| StoreError::Malformed(format!("{config_what} is not valid JSON: {e}")))?;
+        let diff_ids: Vec<String> = config.rootfs().diff_ids().to_vec();
+        if diff_ids.len() != layers.len() {
+            return Err(StoreError::Malformed(format!(
+                "{config_what} lists {} diff_ids but the manifest has {} layers",
+                diff_ids.len(),
+                layers.len()
+            )));
+        }
+
+        let (layer_verities, fetched) = self
+            .import_layers(
+                &source,
+                layers,
+                &compressions,
+                &diff_ids,
+                &reference,
+                &observer,
+            )
+            .await?;
+
+        observer.building_image();
+        let repo = self.repo().clone();
+        let cfg = config_raw.clone();
+        let ref_name = gc_ref_name(&key);
+        let image_id = tokio::task::spawn_blocking(move || {
+            build_image(&repo, &cfg, layer_verities, &ref_name)
+        })
+        .await
+        .map_err(|e| StoreError::Other(e.to_string()))??;
+
+        let record = ImageRecord {
+            version: RECORD_VERSION,
+            reference: reference.clone(),
+            transport: imgref.transport().to_string(),
+            manifest_digest: resolved.digest().to_string(),
+            index_digest: resolved.index_digest().map(str::to_string),
+            config_digest: config_desc.digest().to_string(),
+            image_id: image_id.to_hex(),
+            layers: layers
+                .iter()
+                .zip(&diff_ids)
+                .map(|(l, d)| LayerRecord {
+                    digest: l.digest().to_string(),
+                    diff_id: d.clone(),
+                    media_type: l.media_type().to_string(),
+                    size: l.size(),
+                })
+                .collect(),
+            created: config.created().clone(),
+            architecture: config.architecture().to_string(),
+            os: config.os().to_string(),
+            labels: config
+                .config()
+                .as_ref()
+                .and_then(|c| c.labels().clone())
+                .map(|m| m.into_iter().collect())
+                .unwrap_or_default(),
+            pulled: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            manifest: String::from_utf8(resolved.raw().to_vec()).map_err(|_| {
+                StoreError::Malformed(format!("manifest of {reference} is not UTF-8"))
+            })?,
+            config: String::from_utf8(config_raw)
+                .map_err(|_| StoreError::Malformed(format!("{config_what} is not UTF-8")))?,
+        };
+        self.write_record(&record)?;
+        Ok(PullOutcome {
+            record,
+            layers_fetched: fetched,
+            layers_reused: layers.len() - fetched,
+            up_to_date: false,
+        })
+    }
+
+    /// Imports the layers not yet in the store, concurrently. Returns the
+    /// diff_id → splitstream verity map and how many layers were fetched.
+    async fn import_layers(
+        &self,
+        source: &Arc<Source>,
+        layers: &[Descriptor],
+        compressions: &[osctl_image::Compression],
+        diff_ids: &[String],
+        reference: &str,
+        observer: &Arc<dyn PullObserver>,
+    ) -> Result<(HashMap<Box<str>, Sha256HashValue>, usize), StoreError> {
+        let repo = self.repo();
+        let mut verities: HashMap<Box<str>, Sha256HashValue> = HashMap::new();
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(LAYER_CONCURRENCY));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut queued = std::collections::HashSet::new();
+        let mut fetched = 0;
+        for (i, (desc, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
+            observer.layer_started(i, &desc.digest().to_string(), desc.size());
+            let content_id = diff_id_content(diff_id, i, reference)?;
+            if let Some(v) = repo
+                .has_stream(&content_id)
+                .map_err(|e| StoreError::Repo(format!("{e:#}")))?
+            {
+                verities.insert(diff_id.as_str().into(), v);
+                observer.layer_finished(i, true);
+                continue;
+            }
+            // Two layers with one diff_id (e.g. two empty layers) import once.
+            if !queued.insert(diff_id.clone()) {
+                observer.layer_finished(i, true);
+                continue;
+            }
+            fetched += 1;
+            let (source, repo, observer, sem) = (
+                source.clone(),
+                repo.clone(),
+                observer.clone(),
+                semaphore.clone(),
+            );
+            let (desc, diff_id, compression) = (desc.clone(), diff_id.clone(), compressions[i]);
+            let what = format!("layer {} ({}) of {reference}", i + 1, desc.digest());
+            tasks.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let blob = source.open_blob(&desc).await?;
+                let obs = observer.clone();
+                let verity = import_layer(
+                    repo,
+                    blob,
+                    compression,
+                    &diff_id,
+                    &what,
+                    Box::new(move |n| obs.layer_progress(i, n)),
+                )
+                .await?;
+                observer.layer_finished(i, false);
+                Ok::<_, StoreError>((diff_id, verity))
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined.map_err(|e| StoreError::Other(e.to_string()))? {
+                Ok((diff_id, verity)) => {
+                    verities.insert(diff_id.into(), verity);
+                }
+                Err(e) => {
+                    // The first failure decides; the others are cancelled.
+                    tasks.abort_all();
+                    return Err(e);
+                }
+            }
+        }
+        Ok((verities, fetched))
+    }
+}
+
+fn diff_id_content(diff_id: &str, i: usize, reference: &str) -> Result<String, StoreError> {
+    let d: oci_spec::image::Digest = diff_id.parse().map_err(|_| {
+        StoreError::Malformed(format!(
+            "config of {reference}: diff_id {} ('{diff_id}') is not a digest",
+            i + 1
+        ))
+    })?;
+    Ok(composefs_oci::layer_content_id(&d))
+}
+
+/// Writes the config splitstream, builds and commits the EROFS image, and
+/// names both as GC roots. Blocking: run it off the async threads.
+fn build_image(
+    repo: &Arc<Repo>,
+    config_raw: &[u8],
+    layers: HashMap<Box<str>, Sha256HashValue>,
+    ref_name: &str,
+) -> Result<Sha256HashValue, StoreError> {
+    let repo_err = |step: &str, e: anyhow::Error| StoreError::Repo(format!("{step}: {e:#}"));
+    let none = HashMap::new();
+    let (config_digest, config_verity) =
+        composefs_oci::write_config_raw(repo, config_raw, layers.clone(), None, None, &none)
+            .map_err(|e| repo_err("writing config", e))?;
+    let fs = composefs_oci::image::create_filesystem(
+        repo,
+        &config_digest,
+        Some(&config_verity),
+        &OciTransformOptions::default(),
+    )
+    .map_err(|e| StoreError::Malformed(format!("building the image filesystem: {e:#}")))?;
+    let image_id = fs
+        .commit_image(repo, Some(ref_name))
+        .map_err(|e| repo_err("writing the EROFS image", e))?;
+    // Rewrite the config stream with a named ref to the image, so that GC
+    // walking from the config keeps the image too.
+    composefs_oci::write_config_raw(repo, config_raw, layers, Some(&image_id), None, &none)
+        .map_err(|e| repo_err("linking config to image", e))?;
+    repo.name_stream(&format!("oci-config-{config_digest}"), ref_name)
+        .map_err(|e| repo_err("naming the config stream", e))?;
+    repo.sync().map_err(|e| repo_err("syncing the store", e))?;
+    Ok(image_id)
+}

@@ -1,0 +1,120 @@
+//! Image records: what osctl knows about each pulled reference.
+//!
+//! One JSON file per reference in `sysroot/osctl/images/<key>.json`, where
+//! `<key>` is the sha256 of the canonical reference string, so any reference
+//! (slashes, colons, paths) maps to a safe, fixed-length file name. The
+//! record keeps the manifest and config **raw**, exactly as fetched, because
+//! their digests are over those bytes; re-serialising would change them.
+//!
+//! A record is written last in a pull, after every object, stream and ref it
+//! points to is durable: a record that exists always describes a complete
+//! image.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Version of the record format, bumped on incompatible changes.
+pub const RECORD_VERSION: u32 = 1;
+
+/// One layer as the manifest describes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerRecord {
+    pub digest: String,
+    pub diff_id: String,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// Everything osctl records about one pulled image reference.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRecord {
+    pub(crate) version: u32,
+    pub(crate) reference: String,
+    pub(crate) transport: String,
+    pub(crate) manifest_digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) index_digest: Option<String>,
+    pub(crate) config_digest: String,
+    /// fs-verity digest (hex) of the composefs EROFS image.
+    pub(crate) image_id: String,
+    pub(crate) layers: Vec<LayerRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) created: Option<String>,
+    pub(crate) architecture: String,
+    pub(crate) os: String,
+    #[serde(default)]
+    pub(crate) labels: BTreeMap<String, String>,
+    /// When osctl stored it (RFC 3339, UTC).
+    pub(crate) pulled: String,
+    pub(crate) manifest: String,
+    pub(crate) config: String,
+}
+
+impl ImageRecord {
+    /// The canonical reference (`registry/repo:tag`, `oci:/path:tag`, …).
+    pub fn reference(&self) -> &str {
+        &self.reference
+    }
+    pub fn transport(&self) -> &str {
+        &self.transport
+    }
+    pub fn manifest_digest(&self) -> &str {
+        &self.manifest_digest
+    }
+    pub fn config_digest(&self) -> &str {
+        &self.config_digest
+    }
+    /// The composefs image id: the EROFS image's fs-verity digest in hex.
+    pub fn image_id(&self) -> &str {
+        &self.image_id
+    }
+    pub fn layers(&self) -> &[LayerRecord] {
+        &self.layers
+    }
+    /// Sum of the (compressed) layer sizes, as registries report image size.
+    pub fn size(&self) -> u64 {
+        self.layers.iter().map(|l| l.size).sum()
+    }
+    pub fn created(&self) -> Option<&str> {
+        self.created.as_deref()
+    }
+    pub fn architecture(&self) -> &str {
+        &self.architecture
+    }
+    pub fn os(&self) -> &str {
+        &self.os
+    }
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+    pub fn pulled(&self) -> &str {
+        &self.pulled
+    }
+    /// The manifest bytes exactly as fetched.
+    pub fn manifest_raw(&self) -> &str {
+        &self.manifest
+    }
+    /// The config bytes exactly as fetched.
+    pub fn config_raw(&self) -> &str {
+        &self.config
+    }
+    /// The record's file-name key (see the module docs).
+    pub fn key(&self) -> String {
+        record_key(&self.reference)
+    }
+}
+
+/// sha256 hex of the canonical reference string.
+pub fn record_key(reference: &str) -> String {
+    hex::encode(Sha256::digest(reference.as_bytes()))
+}
+
+/// Name of the composefs refs (stream and image) that keep a record's data
+/// alive through garbage collection.
+pub fn gc_ref_name(key: &str) -> String {
+    format!("osctl/{key}")
+}

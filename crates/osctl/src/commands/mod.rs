@@ -1,0 +1,9 @@
+//! One module per command; each parses its arguments and calls a library.
+
+pub mod fsck;
+pub mod gc;
+pub mod image;
+pub mod image_list;
+pub mod image_mount;
+pub mod image_pull;
+pub mod image_rm;

@@ -1,0 +1,79 @@
+//! `osctl`: the command line. Each command lives in its own file under
+//! `commands/`, parses its arguments and calls a library crate; how progress
+//! and results are shown is in `progress.rs` and `output.rs`, apart from the
+//! operations they report on.
+#![forbid(unsafe_code)]
+
+mod commands;
+mod output;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Turn an OCI container image into the operating system of a machine.
+#[derive(Parser)]
+#[command(name = "osctl", version, about, propagate_version = true)]
+struct Cli {
+    /// Root of the machine's filesystem tree; the store lives in
+    /// <SYSROOT>/sysroot/composefs.
+    #[arg(long, global = true, env = "OSCTL_SYSROOT", default_value = "/")]
+    sysroot: PathBuf,
+
+    /// Log detail on stderr (error, warn, info, debug, trace).
+    #[arg(long, global = true, env = "OSCTL_LOG", default_value = "warn")]
+    log_level: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage images in the store.
+    #[command(subcommand)]
+    Image(commands::image::ImageCommand),
+    /// Check every object, stream, image and record in the store.
+    Fsck(commands::fsck::FsckArgs),
+    /// Remove everything in the store that no image references.
+    Gc(commands::gc::GcArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Image(cmd) => commands::image::run(cmd, &cli.sysroot).await,
+            Command::Fsck(args) => commands::fsck::run(args, &cli.sysroot).await,
+            Command::Gc(args) => commands::gc::run(args, &cli.sysroot),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line, the whole cause chain: what failed and why.
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -8,7 +8,8 @@
 //!   else `/etc/containers/registries.conf` plus `registries.conf.d/*.conf`):
 //!   certificates are not verified and plain HTTP is allowed;
 //! - a loopback registry (`localhost`, `127.0.0.0/8`, `::1`): plain HTTP is
-//!   allowed, but if it speaks TLS its certificate is still verified.
+//!   allowed, but if it speaks TLS its certificate is still verified. An
+//!   explicit `--tls-verify=true` removes this exception.
 //!
 //! Extra CA certificates come from `--cert-dir` or the containers/docker
 //! `certs.d/<host:port>/*.crt` directories.
@@ -59,7 +60,8 @@ pub fn policy_for(
         Some(v) => !v,
         None => insecure_in_registries_conf(registry)?,
     };
-    let allow_http = insecure || is_loopback(registry);
+    // An explicit --tls-verify=true takes the loopback exception away too.
+    let allow_http = insecure || (tls_verify.is_none() && is_loopback(registry));
     let mut ca_files = Vec::new();
     let dirs: Vec<PathBuf> = match cert_dir {
         Some(d) => vec![d.to_path_buf()],

@@ -113,7 +113,8 @@ fn io_or_store(what: &str, e: anyhow::Error) -> StoreError {
 /// absolute path to a relative one, which would hide the offence.
 fn check_layer_paths(repo: &Repo, verity: &Sha256HashValue, what: &str) -> Result<(), StoreError> {
     use tar_core::parse::{ParseEvent, Parser};
-    let malformed = |why: String| StoreError::Malformed(format!("{what}: {why}"));
+    let malformed =
+        |why: String| StoreError::Malformed(format!("{what}: not a valid tar archive: {why}"));
     let mut reader = repo
         .open_stream("", Some(verity), Some(LAYER_CONTENT_TYPE))
         .map_err(|e| StoreError::Repo(format!("reopening {what}: {e:#}")))?;
@@ -141,11 +142,12 @@ fn check_layer_paths(repo: &Repo, verity: &Sha256HashValue, what: &str) -> Resul
                     }
                     ParseEvent::End { .. } => return Ok(()),
                     ParseEvent::Entry { entry, .. } => {
-                        check_path(&entry.path, "path").map_err(&malformed)?;
+                        let refuse = |why: String| StoreError::Malformed(format!("{what}: {why}"));
+                        check_path(&entry.path, "path").map_err(refuse)?;
                         if entry.entry_type == tar_core::EntryType::Link
                             && let Some(t) = &entry.link_target
                         {
-                            check_path(t, "hardlink target").map_err(&malformed)?;
+                            check_path(t, "hardlink target").map_err(refuse)?;
                         }
                         break Some(entry.size);
                     }
@@ -166,8 +168,12 @@ fn check_layer_paths(repo: &Repo, verity: &Sha256HashValue, what: &str) -> Resul
 }
 
 /// A tar member name must stay inside the root: not absolute, no `..`.
+/// The root itself (`/`, `./`, `.`) is fine: umoci and others write it.
 fn check_path(raw: &[u8], kind: &str) -> Result<(), String> {
     let shown = String::from_utf8_lossy(raw);
+    if raw.split(|b| *b == b'/').all(|c| c.is_empty() || c == b".") {
+        return Ok(());
+    }
     if raw.first() == Some(&b'/') {
         return Err(format!(
             "tar entry {kind} '{shown}' is absolute; refusing the layer"

@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod atomic;
+mod image;
 mod import;
 mod maintenance;
 pub mod pull;

@@ -13,12 +13,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use composefs::fsverity::{FsVerityHashValue, Sha256HashValue};
-use composefs::generic_tree::OciTransformOptions;
 use oci_spec::image::{Descriptor, ImageConfiguration};
 use osctl_image::manifest::layer_compression;
 use osctl_image::{FetchOptions, ImageRef, Source};
 
-use crate::import::{Repo, import_layer};
+use crate::import::import_layer;
 use crate::record::{ImageRecord, LayerRecord, RECORD_VERSION, gc_ref_name, record_key};
 use crate::{Store, StoreError};
 
@@ -152,8 +151,9 @@ impl Store {
         let repo = self.repo().clone();
         let cfg = config_raw.clone();
         let ref_name = gc_ref_name(&key);
+        let ids = diff_ids.clone();
         let image_id = tokio::task::spawn_blocking(move || {
-            build_image(&repo, &cfg, layer_verities, &ref_name)
+            crate::image::build_image(&repo, &cfg, &ids, layer_verities, &ref_name)
         })
         .await
         .map_err(|e| StoreError::Other(e.to_string()))??;
@@ -284,37 +284,4 @@ fn diff_id_content(diff_id: &str, i: usize, reference: &str) -> Result<String, S
         ))
     })?;
     Ok(composefs_oci::layer_content_id(&d))
-}
-
-/// Writes the config splitstream, builds and commits the EROFS image, and
-/// names both as GC roots. Blocking: run it off the async threads.
-fn build_image(
-    repo: &Arc<Repo>,
-    config_raw: &[u8],
-    layers: HashMap<Box<str>, Sha256HashValue>,
-    ref_name: &str,
-) -> Result<Sha256HashValue, StoreError> {
-    let repo_err = |step: &str, e: anyhow::Error| StoreError::Repo(format!("{step}: {e:#}"));
-    let none = HashMap::new();
-    let (config_digest, config_verity) =
-        composefs_oci::write_config_raw(repo, config_raw, layers.clone(), None, None, &none)
-            .map_err(|e| repo_err("writing config", e))?;
-    let fs = composefs_oci::image::create_filesystem(
-        repo,
-        &config_digest,
-        Some(&config_verity),
-        &OciTransformOptions::default(),
-    )
-    .map_err(|e| StoreError::Malformed(format!("building the image filesystem: {e:#}")))?;
-    let image_id = fs
-        .commit_image(repo, Some(ref_name))
-        .map_err(|e| repo_err("writing the EROFS image", e))?;
-    // Rewrite the config stream with a named ref to the image, so that GC
-    // walking from the config keeps the image too.
-    composefs_oci::write_config_raw(repo, config_raw, layers, Some(&image_id), None, &none)
-        .map_err(|e| repo_err("linking config to image", e))?;
-    repo.name_stream(&format!("oci-config-{config_digest}"), ref_name)
-        .map_err(|e| repo_err("naming the config stream", e))?;
-    repo.sync().map_err(|e| repo_err("syncing the store", e))?;
-    Ok(image_id)
 }

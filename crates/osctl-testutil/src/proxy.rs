@@ -1,0 +1,337 @@
+//! A TCP proxy that drops connections in the middle of blob downloads.
+//!
+//! # The model
+//!
+//! [`DropProxy`] listens on `127.0.0.1` (a port bound as 0, so no race) and
+//! forwards each client connection to the upstream registry, one thread per
+//! connection, plain blocking std I/O. It understands just enough HTTP/1.1 to
+//! know where a response body starts and which request it answers:
+//!
+//! * Every request is forwarded with `Connection: close` (and the response
+//!   is given one too), so each client connection carries exactly one
+//!   exchange and the end of the upstream stream is the end of the response.
+//!   Clients simply open a new connection per request; no keep-alive framing
+//!   (chunked bodies, pipelining) has to be parsed.
+//! * For a `GET` whose path contains `/blobs/` answered with 200 or 206 and a
+//!   body longer than `after_bytes`, only the first `after_bytes` bytes of
+//!   the body are forwarded, then both connections are shut down. The client
+//!   sees a response that ends early, exactly as when a connection drops.
+//! * Everything else (manifests, HEAD, uploads, errors) passes through.
+//!
+//! Only plain-HTTP upstreams work: with TLS the proxy could not see paths.
+//! `max_cuts` lets a test cut the first N downloads and then let a retry
+//! through, to test resumption.
+//!
+//! # Served manifests
+//!
+//! distribution refuses to store a manifest that is not JSON or has an
+//! unknown media type (see [`crate::registry`]), yet osctl must handle a
+//! registry that serves one. [`DropProxy::serve_manifest`] makes the proxy
+//! answer `GET`/`HEAD /v2/<repo>/manifests/<reference>` itself with given
+//! bytes and Content-Type. This is the only response in this crate that does
+//! not come from the real registry; everything else still does.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::http::find;
+
+const MAX_HEAD: usize = 64 * 1024;
+
+pub struct DropProxy {
+    addr: String,
+    shared: Arc<Shared>,
+    accept_thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    upstream: String,
+    /// `u64::MAX` means: never cut.
+    after_bytes: AtomicU64,
+    /// Cut at most this many responses (`u64::MAX`: no limit).
+    max_cuts: u64,
+    cuts: AtomicU64,
+    requests: AtomicU64,
+    stop: AtomicBool,
+    /// Request path → (Content-Type, body) answered by the proxy itself.
+    manifests: Mutex<HashMap<String, (String, Vec<u8>)>>,
+}
+
+impl DropProxy {
+    /// A proxy that cuts nothing (for [`DropProxy::serve_manifest`]).
+    pub fn passthrough(upstream_addr: &str) -> Result<DropProxy> {
+        Self::start(upstream_addr, u64::MAX)
+    }
+
+    /// Proxies to `upstream_addr` (`127.0.0.1:PORT`), cutting every blob
+    /// download after `after_bytes` bytes of body.
+    pub fn start(upstream_addr: &str, after_bytes: u64) -> Result<DropProxy> {
+        Self::start_limited(upstream_addr, after_bytes, u64::MAX)
+    }
+
+    /// Like [`DropProxy::start`] but cuts only the first `max_cuts` blob
+    /// downloads; later ones pass through whole.
+    pub fn start_limited(
+        upstream_addr: &str,
+        after_bytes: u64,
+        max_cuts: u64,
+    ) -> Result<DropProxy> {
+        let listener = TcpListener::bind("127.0.0.1:0").context("binding the proxy")?;
+        let addr = listener.local_addr()?.to_string();
+        let shared = Arc::new(Shared {
+            upstream: upstream_addr.to_string(),
+            after_bytes: AtomicU64::new(after_bytes),
+            max_cuts,
+            cuts: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            manifests: Mutex::new(HashMap::new()),
+        });
+        let accept_shared = shared.clone();
+        let accept_thread = std::thread::Builder::new()
+            .name("drop-proxy".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if accept_shared.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(client) = conn else { continue };
+                    let shared = accept_shared.clone();
+                    std::thread::spawn(move || {
+                        if let Err(e) = handle(client, &shared) {
+                            eprintln!("drop-proxy: {e:#}");
+                        }
+                    });
+                }
+            })?;
+        Ok(DropProxy {
+            addr,
+            shared,
+            accept_thread: Some(accept_thread),
+        })
+    }
+
+    /// `127.0.0.1:PORT` of the proxy.
+    pub fn addr(&self) -> String {
+        self.addr.clone()
+    }
+
+    /// `127.0.0.1:PROXYPORT/<repo_and_tag>`.
+    pub fn image_ref(&self, repo_and_tag: &str) -> String {
+        format!("{}/{repo_and_tag}", self.addr)
+    }
+
+    /// How many responses were cut so far.
+    pub fn cuts(&self) -> u64 {
+        self.shared.cuts.load(Ordering::SeqCst)
+    }
+
+    /// How many requests went through (cut or not).
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Answers `GET`/`HEAD /v2/<repo>/manifests/<reference>` with `body` as
+    /// `content_type` (and its sha256 as Docker-Content-Digest) instead of
+    /// asking the registry. See the module docs for why this exists.
+    pub fn serve_manifest(&self, repo: &str, reference: &str, content_type: &str, body: &[u8]) {
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let mut manifests = self.shared.manifests.lock().expect("poisoned");
+        manifests.insert(path, (content_type.to_string(), body.to_vec()));
+    }
+
+    /// Changes the cut point for new connections; `None` stops cutting.
+    pub fn set_after_bytes(&self, after_bytes: Option<u64>) {
+        self.shared
+            .after_bytes
+            .store(after_bytes.unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+}
+
+impl Drop for DropProxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept() so the thread sees `stop`.
+        let _ = TcpStream::connect(&self.addr);
+        if let Some(t) = self.accept_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn handle(mut client: TcpStream, shared: &Shared) -> Result<()> {
+    // Timeouts so a stuck peer cannot keep a thread forever.
+    client.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let (head, leftover) = match read_head(&mut client)? {
+        Some(v) => v,
+        // Closed without a request (e.g. our own wake-up), or a TLS hello.
+        None => return Ok(()),
+    };
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let request_line = head.lines().next().unwrap_or_default().to_string();
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+
+    let path = target.split('?').next().unwrap_or_default();
+    let served = shared
+        .manifests
+        .lock()
+        .expect("poisoned")
+        .get(path)
+        .cloned();
+    if let Some((content_type, body)) = served
+        && matches!(method, "GET" | "HEAD")
+    {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+             Docker-Content-Digest: {}\r\nConnection: close\r\n\r\n",
+            body.len(),
+            crate::sha256_digest(&body)
+        );
+        client.write_all(head.as_bytes())?;
+        if method == "GET" {
+            client.write_all(&body)?;
+        }
+        let _ = client.shutdown(Shutdown::Both);
+        return Ok(());
+    }
+
+    let mut upstream = TcpStream::connect(&shared.upstream)
+        .with_context(|| format!("connecting to {}", shared.upstream))?;
+    upstream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    upstream.write_all(force_close(&head).as_bytes())?;
+    upstream.write_all(&leftover)?;
+    // The rest of a request body (uploads) flows on its own thread.
+    let (mut c_read, mut u_write) = (client.try_clone()?, upstream.try_clone()?);
+    std::thread::spawn(move || {
+        let _ = io::copy(&mut c_read, &mut u_write);
+        let _ = u_write.shutdown(Shutdown::Write);
+    });
+
+    let Some((resp_head, body_start)) = read_head(&mut upstream)? else {
+        bail!("upstream closed without answering {request_line}");
+    };
+    let status: u16 = resp_head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let content_length =
+        header_value(&resp_head, "content-length").and_then(|v| v.parse::<u64>().ok());
+    client.write_all(force_close(&resp_head).as_bytes())?;
+
+    let after = shared.after_bytes.load(Ordering::SeqCst);
+    let eligible = method == "GET"
+        && target.contains("/blobs/")
+        && matches!(status, 200 | 206)
+        && content_length.is_none_or(|len| len > after);
+    let cut = eligible
+        && shared
+            .cuts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < shared.max_cuts).then_some(n + 1)
+            })
+            .is_ok();
+    if cut {
+        let first = body_start
+            .len()
+            .min(usize::try_from(after).unwrap_or(usize::MAX));
+        client.write_all(&body_start[..first])?;
+        let remaining = after - first as u64;
+        io::copy(&mut (&mut upstream).take(remaining), &mut client)?;
+    } else {
+        client.write_all(&body_start)?;
+        io::copy(&mut upstream, &mut client)?;
+    }
+    client.flush()?;
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = upstream.shutdown(Shutdown::Both);
+    Ok(())
+}
+
+/// Reads up to the end of an HTTP head; returns it and whatever body bytes
+/// came along in the same reads. `None` if the peer closed before any byte
+/// or started a TLS handshake (this proxy speaks plain HTTP only).
+fn read_head(stream: &mut TcpStream) -> Result<Option<(String, Vec<u8>)>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            bail!("connection closed inside an HTTP head");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf[0] == 0x16 {
+            // A TLS ClientHello: clients like skopeo try https before falling
+            // back to http. Closing at once makes the fallback immediate
+            // (waiting for an HTTP head would stall until their timeout).
+            return Ok(None);
+        }
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            return Ok(Some((head, buf[end + 4..].to_vec())));
+        }
+        if buf.len() > MAX_HEAD {
+            bail!("HTTP head larger than {MAX_HEAD} bytes");
+        }
+    }
+}
+
+/// The head with any connection-management headers replaced by
+/// `Connection: close`.
+fn force_close(head: &str) -> String {
+    let mut out = String::new();
+    for line in head.trim_end_matches("\r\n").split("\r\n") {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if !matches!(
+            name.as_str(),
+            "connection" | "keep-alive" | "proxy-connection"
+        ) {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out
+}
+
+fn header_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n")
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn force_close_replaces_keep_alive() {
+        let head =
+            "GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\n\r\n";
+        assert_eq!(
+            force_close(head),
+            "GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+    }
+}

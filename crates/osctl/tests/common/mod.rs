@@ -1,0 +1,186 @@
+//! Helpers shared by the CLI integration tests: run the real `osctl` binary
+//! on a scratch sysroot and look at what it left behind.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use osctl_testutil::{Entry, ImageSpec, Layer, Registry, Tree, snapshot, write_layout};
+use serde_json::Value;
+
+/// A scratch sysroot and the `osctl` binary under test.
+pub struct Osctl {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Osctl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Osctl {
+    pub fn new() -> Self {
+        Osctl {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn sysroot(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `osctl --sysroot <scratch> …`, isolated from the host's auth and
+    /// registries configuration.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_osctl"));
+        c.arg("--sysroot").arg(self.sysroot());
+        c.env("HOME", self.sysroot())
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env(
+                "CONTAINERS_REGISTRIES_CONF",
+                self.sysroot().join("no-registries.conf"),
+            );
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("running osctl")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "osctl {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[track_caller]
+    pub fn pull(&self, reference: &str) -> String {
+        self.ok(&["image", "pull", "--progress", "plain", reference])
+    }
+
+    pub fn list(&self) -> Vec<Value> {
+        let out = self.ok(&["image", "list", "--format", "json"]);
+        serde_json::from_str::<Value>(&out)
+            .expect("image list JSON")
+            .as_array()
+            .expect("array")
+            .clone()
+    }
+
+    /// The image id `image list` shows for `reference`.
+    pub fn image_id(&self, reference: &str) -> String {
+        self.list()
+            .iter()
+            .find(|i| i["reference"] == reference)
+            .unwrap_or_else(|| panic!("{reference} not in image list"))["imageId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    #[track_caller]
+    pub fn fsck_clean(&self) {
+        let out = self.run(&["fsck"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(" 0 problem(s)"),
+            "fsck not clean:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.sysroot().join("sysroot/composefs")
+    }
+
+    /// Content objects in the store.
+    pub fn objects(&self) -> usize {
+        let Ok(rd) = std::fs::read_dir(self.store().join("objects")) else {
+            return 0;
+        };
+        rd.flatten()
+            .map(|d| std::fs::read_dir(d.path()).map(|f| f.count()).unwrap_or(0))
+            .sum()
+    }
+
+    /// Mounts `reference` and returns the mounted tree's snapshot.
+    pub fn mounted_tree(&self, reference: &str) -> Tree {
+        let mnt = tempfile::tempdir().unwrap();
+        self.ok(&["image", "mount", reference, mnt.path().to_str().unwrap()]);
+        let _guard = Unmount(mnt.path().to_path_buf());
+        snapshot(mnt.path())
+    }
+
+    /// Runs a pull that must fail; asserts a one-line `error:` naming every
+    /// `needle`, and that the store is exactly as it was (same image list,
+    /// fsck clean). Returns the error line.
+    #[track_caller]
+    pub fn pull_fails(&self, args: &[&str], needles: &[&str]) -> String {
+        let before = self.list();
+        let mut full = vec!["image", "pull", "--progress", "none"];
+        full.extend_from_slice(args);
+        let out = self.run(&full);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "pull {args:?} should fail; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "error must be one line, got: {stderr}");
+        assert!(lines[0].starts_with("error: "), "{stderr}");
+        for n in needles {
+            assert!(stderr.contains(n), "error should mention {n:?}: {stderr}");
+        }
+        assert_eq!(
+            self.list(),
+            before,
+            "image list changed after a failed pull"
+        );
+        self.fsck_clean();
+        lines[0].to_string()
+    }
+}
+
+struct Unmount(PathBuf);
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A small good image pushed as `<repo>:good`, so fault tests can show that
+/// what was in the store before is still there after.
+pub fn push_good(registry: &Registry, repo: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ImageSpec::new(vec![Layer::new(vec![
+        Entry::dir("etc"),
+        Entry::file("etc/good", "still here\n"),
+    ])]);
+    write_layout(dir.path(), "good", &spec).unwrap();
+    registry
+        .push_oci_layout(dir.path(), "good", &format!("{repo}:good"))
+        .unwrap();
+    registry.image_ref(&format!("{repo}:good"))
+}
+
+/// Builds `spec` as a layout and pushes it; returns (reference, built image).
+pub fn push_spec(
+    registry: &Registry,
+    repo_tag: &str,
+    spec: &ImageSpec,
+) -> (String, osctl_testutil::BuiltImage) {
+    let dir = tempfile::tempdir().unwrap();
+    let built = write_layout(dir.path(), "t", spec).unwrap();
+    registry.push_oci_layout(dir.path(), "t", repo_tag).unwrap();
+    (registry.image_ref(repo_tag), built)
+}

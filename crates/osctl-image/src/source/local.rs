@@ -54,8 +54,9 @@ impl LocalSource {
             what: format!("OCI layout {}", path.display()),
             why,
         };
-        let dir = cap_std::fs::Dir::open_ambient_dir(path, cap_std::ambient_authority())
-            .map_err(|e| not_layout(e.to_string()))?;
+        let dir = cap_std::fs::Dir::open_ambient_dir(path, cap_std::ambient_authority()).map_err(
+            |e| FetchError::Other(format!("cannot open OCI layout {}: {e}", path.display())),
+        )?;
         let oci = OciDir::open(dir).map_err(|e| not_layout(e.to_string()))?;
         Ok(LocalSource {
             layout: Layout::Dir(oci),

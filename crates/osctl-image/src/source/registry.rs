@@ -127,8 +127,15 @@ impl RegistrySource {
             .await
             .map_err(|e| self.classify(e, &what))?;
         let stream = sized.stream.map_err(|e| {
-            // Say plainly that the transfer broke, whatever layer reported it.
-            std::io::Error::new(e.kind(), format!("transfer failed: {}", error_chain(&e)))
+            // Say plainly what went wrong, whichever layer reported it: bad
+            // content (the verifying stream) or a broken transfer.
+            let chain = error_chain(&e);
+            let what = if chain.contains("Invalid digest") {
+                "digest mismatch"
+            } else {
+                "transfer failed"
+            };
+            std::io::Error::new(e.kind(), format!("{what}: {chain}"))
         });
         let reader = tokio_util::io::StreamReader::new(stream);
         Ok(Box::new(DigestReader::verifying(
@@ -202,9 +209,14 @@ impl RegistrySource {
                 let chain = error_chain(&r);
                 let lower = chain.to_lowercase();
                 if lower.contains("certificate") || lower.contains("ssl") || lower.contains("tls") {
+                    let hint = if lower.contains("wrong version number") {
+                        " (the registry speaks plain HTTP; allow it with --tls-verify=false)"
+                    } else {
+                        ""
+                    };
                     FetchError::Tls {
                         registry,
-                        detail: chain,
+                        detail: format!("{chain}{hint}"),
                     }
                 } else if r.is_connect() || r.is_timeout() {
                     FetchError::Connect {

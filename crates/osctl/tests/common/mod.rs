@@ -147,6 +147,7 @@ impl Osctl {
             "image list changed after a failed pull"
         );
         self.fsck_clean();
+        eprintln!("{}", lines[0]);
         lines[0].to_string()
     }
 }

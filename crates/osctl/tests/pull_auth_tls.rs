@@ -1,0 +1,188 @@
+//! Credentials (htpasswd basic auth) and transport security (TLS, plain
+//! HTTP) against real registries.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Osctl, push_spec};
+use osctl_testutil::{Entry, ImageSpec, Layer, Registry, RegistryOptions};
+
+fn spec() -> ImageSpec {
+    ImageSpec::new(vec![Layer::new(vec![Entry::file("etc/secret-os", "v1\n")])])
+}
+
+fn auth_json(path: &Path, key: &str, user: &str, password: &str) {
+    use std::io::Write;
+    let b64 = {
+        // base64 by hand keeps the test free of another dependency.
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let input = format!("{user}:{password}").into_bytes();
+        let mut out = String::new();
+        for chunk in input.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    };
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut f = std::fs::File::create(path).unwrap();
+    write!(f, r#"{{"auths": {{"{key}": {{"auth": "{b64}"}}}}}}"#).unwrap();
+}
+
+#[test]
+fn basic_auth_from_every_auth_file_location() {
+    let registry =
+        Registry::start(RegistryOptions::default().with_auth("alice", "s3cret")).unwrap();
+    let (reference, _) = push_spec(&registry, "private/os:v1", &spec());
+    let addr = registry.addr();
+    let osctl = Osctl::new();
+
+    // No credentials anywhere: 401, naming the registry.
+    let err = osctl.pull_fails(&[&reference], &["401", &addr]);
+    assert!(
+        err.contains("no auth file exists") || err.contains("no credentials"),
+        "{err}"
+    );
+
+    // --authfile with the right password.
+    let good = osctl.sysroot().join("good-auth.json");
+    auth_json(&good, &addr, "alice", "s3cret");
+    osctl.ok(&[
+        "image",
+        "pull",
+        "--authfile",
+        good.to_str().unwrap(),
+        &reference,
+    ]);
+
+    // --authfile with a wrong password: the error names the file consulted.
+    let other = Osctl::new();
+    let bad = other.sysroot().join("bad-auth.json");
+    auth_json(&bad, &format!("https://{addr}"), "alice", "wrong");
+    let err = other.pull_fails(
+        &["--authfile", bad.to_str().unwrap(), &reference],
+        &["401", &addr],
+    );
+    assert!(err.contains(bad.to_str().unwrap()), "{err}");
+
+    // An explicit auth file that does not exist is an error, not anonymous.
+    let missing = other.sysroot().join("missing.json");
+    other.pull_fails(
+        &["--authfile", missing.to_str().unwrap(), &reference],
+        &["missing.json", "does not exist"],
+    );
+
+    // docker's ~/.docker/config.json (HOME is the scratch sysroot in tests),
+    // keyed by repository namespace.
+    auth_json(
+        &other.sysroot().join(".docker/config.json"),
+        &format!("{addr}/private"),
+        "alice",
+        "s3cret",
+    );
+    other.pull(&reference);
+
+    // $REGISTRY_AUTH_FILE comes before the defaults.
+    let third = Osctl::new();
+    let env_file = third.sysroot().join("env-auth.json");
+    auth_json(&env_file, &addr, "alice", "s3cret");
+    let out = third
+        .cmd()
+        .env("REGISTRY_AUTH_FILE", &env_file)
+        .args(["image", "pull", "--quiet", &reference])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        third.image_id(&reference)
+    );
+}
+
+#[test]
+fn tls_registry_is_verified() {
+    let registry = Registry::start(RegistryOptions::default().with_tls()).unwrap();
+    let (reference, _) = push_spec(&registry, "tls/os:v1", &spec());
+    let osctl = Osctl::new();
+    // A self-signed certificate nobody told osctl about: refused.
+    osctl.pull_fails(
+        &[&reference],
+        &["TLS failure talking to registry", &registry.addr()],
+    );
+    // Trusted through --cert-dir.
+    let cert_dir = registry.cert_dir().expect("TLS registry has a cert dir");
+    osctl.ok(&[
+        "image",
+        "pull",
+        "--cert-dir",
+        cert_dir.to_str().unwrap(),
+        &reference,
+    ]);
+
+    // --tls-verify=false skips verification.
+    let insecure = Osctl::new();
+    insecure.ok(&["image", "pull", "--tls-verify=false", &reference]);
+
+    // …and so does registries.conf `insecure = true`.
+    let conf = Osctl::new();
+    let conf_file = conf.sysroot().join("registries.conf");
+    std::fs::write(
+        &conf_file,
+        format!(
+            "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
+            registry.addr()
+        ),
+    )
+    .unwrap();
+    let out = conf
+        .cmd()
+        .env("CONTAINERS_REGISTRIES_CONF", &conf_file)
+        .args(["image", "pull", &reference])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A broken registries.conf is named.
+    std::fs::write(&conf_file, "[[registry]\nlocation=").unwrap();
+    let out = conf
+        .cmd()
+        .env("CONTAINERS_REGISTRIES_CONF", &conf_file)
+        .args(["image", "pull", &reference])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("registries.conf"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn plain_http_only_where_allowed() {
+    let registry = Registry::start(RegistryOptions::default()).unwrap();
+    let (reference, _) = push_spec(&registry, "http/os:v1", &spec());
+    // Loopback: plain HTTP is allowed by default…
+    Osctl::new().pull(&reference);
+    // …but not when TLS verification is demanded explicitly.
+    Osctl::new().pull_fails(&["--tls-verify=true", &reference], &[&registry.addr()]);
+}

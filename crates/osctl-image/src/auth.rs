@@ -30,14 +30,9 @@ use crate::FetchError;
 /// Credentials found for one registry, and where they came from.
 #[derive(Clone)]
 pub struct Credentials {
-    kind: CredentialKind,
+    user: String,
+    password: String,
     source: PathBuf,
-}
-
-#[derive(Clone)]
-enum CredentialKind {
-    Basic { user: String, password: String },
-    IdentityToken(String),
 }
 
 impl std::fmt::Debug for Credentials {
@@ -56,13 +51,7 @@ impl Credentials {
     }
 
     pub(crate) fn to_registry_auth(&self) -> oci_client::secrets::RegistryAuth {
-        use oci_client::secrets::RegistryAuth;
-        match &self.kind {
-            CredentialKind::Basic { user, password } => {
-                RegistryAuth::Basic(user.clone(), password.clone())
-            }
-            CredentialKind::IdentityToken(t) => RegistryAuth::Bearer(t.clone()),
-        }
+        oci_client::secrets::RegistryAuth::Basic(self.user.clone(), self.password.clone())
     }
 }
 
@@ -176,12 +165,16 @@ pub fn lookup(
                 .find(|(k, _)| normalize_key(k) == *key)
                 .map(|(_, v)| v);
             if let Some(entry) = entry {
-                let kind = decode_entry(entry).map_err(|why| FetchError::AuthFile {
+                let (user, password) = decode_entry(entry).map_err(|why| FetchError::AuthFile {
                     path: file.clone(),
                     why: format!("entry for {key}: {why}"),
                 })?;
                 return Ok(AuthLookup {
-                    credentials: Some(Credentials { kind, source: file }),
+                    credentials: Some(Credentials {
+                        user,
+                        password,
+                        source: file,
+                    }),
                     consulted,
                 });
             }
@@ -193,29 +186,29 @@ pub fn lookup(
     })
 }
 
-fn decode_entry(e: &AuthEntry) -> Result<CredentialKind, String> {
-    if let Some(t) = e.identity_token.as_deref().filter(|t| !t.is_empty()) {
-        return Ok(CredentialKind::IdentityToken(t.to_string()));
-    }
+fn decode_entry(e: &AuthEntry) -> Result<(String, String), String> {
     if let (Some(u), Some(p)) = (&e.username, &e.password) {
-        return Ok(CredentialKind::Basic {
-            user: u.clone(),
-            password: p.clone(),
-        });
+        return Ok((u.clone(), p.clone()));
     }
-    let auth = e
-        .auth
-        .as_deref()
-        .ok_or("neither auth nor username/password")?;
+    let Some(auth) = e.auth.as_deref().filter(|a| !a.is_empty()) else {
+        // docker's identitytoken is an OAuth2 refresh token that must be
+        // exchanged at the registry's token service; osctl does not speak
+        // that exchange, and sending it as a bearer token would only fail.
+        let has_token = e.identity_token.as_deref().is_some_and(|t| !t.is_empty());
+        return Err(if has_token {
+            "identity tokens (OAuth2 refresh tokens from docker login) are not supported; \
+             store a username and password (podman login does)"
+                .into()
+        } else {
+            "neither auth nor username/password".into()
+        });
+    };
     let raw = base64::engine::general_purpose::STANDARD
         .decode(auth.trim())
         .map_err(|_| "auth is not base64")?;
     let text = String::from_utf8(raw).map_err(|_| "auth is not UTF-8")?;
     let (user, password) = text.split_once(':').ok_or("auth is not user:password")?;
-    Ok(CredentialKind::Basic {
-        user: user.into(),
-        password: password.into(),
-    })
+    Ok((user.into(), password.into()))
 }
 
 /// `https://index.docker.io/v1/` → `docker.io`; `https://r:5000/` → `r:5000`.
@@ -267,12 +260,8 @@ mod tests {
             ),
         );
         let l = lookup(Some(&f), "r:5000", "ns/app").unwrap();
-        match &l.credentials().unwrap().kind {
-            CredentialKind::Basic { user, password } => {
-                assert_eq!((user.as_str(), password.as_str()), ("app", "two"))
-            }
-            _ => panic!("expected basic credentials"),
-        }
+        let c = l.credentials().unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("app", "two"));
         assert!(l.describe().contains("auth.json"));
         let l = lookup(Some(&f), "r:5000", "other").unwrap();
         assert!(l.credentials().is_some());
@@ -291,6 +280,21 @@ mod tests {
         let e = lookup(Some(&missing), "r", "x").unwrap_err().to_string();
         assert!(
             e.contains("missing.json") && e.contains("does not exist"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn identity_tokens_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = write(
+            dir.path(),
+            "config.json",
+            r#"{"auths": {"r:1": {"auth": "", "identitytoken": "refresh"}}}"#,
+        );
+        let e = lookup(Some(&f), "r:1", "x").unwrap_err().to_string();
+        assert!(
+            e.contains("identity tokens") && e.contains("config.json"),
             "{e}"
         );
     }

@@ -77,8 +77,8 @@ impl std::fmt::Display for Platform {
 
 /// What a manifest fetch returned, before platform resolution.
 pub enum ParsedManifest {
-    Image(ImageManifest),
-    Index(ImageIndex),
+    Image(Box<ImageManifest>),
+    Index(Box<ImageIndex>),
 }
 
 #[derive(Deserialize)]
@@ -128,11 +128,11 @@ pub fn parse_manifest(
     };
     if is_index {
         let idx: ImageIndex = serde_json::from_slice(raw).map_err(|e| malformed(e.to_string()))?;
-        Ok(ParsedManifest::Index(idx))
+        Ok(ParsedManifest::Index(Box::new(idx)))
     } else {
         let m: ImageManifest = serde_json::from_slice(raw).map_err(|e| malformed(e.to_string()))?;
         check_config_type(&m, what)?;
-        Ok(ParsedManifest::Image(m))
+        Ok(ParsedManifest::Image(Box::new(m)))
     }
 }
 

@@ -77,6 +77,7 @@ pub(crate) fn build_image(
     .map_err(|e| repo_err("writing the config", e))?;
     repo.name_stream(&format!("oci-config-{config_digest}"), ref_name)
         .map_err(|e| repo_err("naming the config stream", e))?;
+    tracing::debug!("image committed; syncing the store");
     repo.sync().map_err(|e| repo_err("syncing the store", e))?;
     Ok(image_id)
 }

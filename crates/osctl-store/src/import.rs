@@ -46,13 +46,14 @@ pub(crate) async fn import_layer(
         inner: blob,
         read: 0,
         on_bytes,
+        failed: None,
     };
     let media = match compression {
         Compression::None => MediaType::ImageLayer,
         Compression::Gzip => MediaType::ImageLayerGzip,
         Compression::Zstd => MediaType::ImageLayerZstd,
     };
-    let (verity, actual_diff_id) = {
+    let split = async {
         let inflated = composefs_oci::layer::decompress_async(&mut counted, &media)
             .map_err(|e| StoreError::Fetch(format!("{what}: {e:#}")))?;
         let mut hashing = DigestReader::new(inflated);
@@ -65,13 +66,19 @@ pub(crate) async fn import_layer(
         tokio::io::copy(&mut hashing, &mut tokio::io::sink())
             .await
             .map_err(io_err)?;
-        (verity, hashing.finish().0)
-    };
+        Ok::<_, StoreError>((verity, hashing.finish().0))
+    }
+    .await;
     // Read the compressed blob to its end so its size/digest check runs even
-    // when the decompressor stopped early (bytes after the last gzip member).
-    tokio::io::copy(&mut counted, &mut tokio::io::sink())
-        .await
-        .map_err(io_err)?;
+    // when the decompressor stopped early (bytes after the last gzip member)
+    // or failed: a corrupt blob is reported as the digest mismatch it is,
+    // not as whatever the decompressor or tar parser tripped over first.
+    let drained = tokio::io::copy(&mut counted, &mut tokio::io::sink()).await;
+    let (verity, actual_diff_id) = match (split, drained) {
+        (Ok(done), Ok(_)) => done,
+        (_, Err(blob_error)) => return Err(io_err(blob_error)),
+        (Err(e), Ok(_)) => return Err(e),
+    };
     if actual_diff_id != diff_id {
         return Err(StoreError::DiffIdMismatch {
             what: what.to_string(),
@@ -92,6 +99,7 @@ pub(crate) async fn import_layer(
     repo.register_stream(&verity, &composefs_oci::layer_content_id(&parsed), None)
         .await
         .map_err(|e| StoreError::Repo(format!("registering {what}: {e:#}")))?;
+    tracing::debug!(%what, "layer registered");
     Ok(verity)
 }
 
@@ -187,11 +195,15 @@ fn check_path(raw: &[u8], kind: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Counts compressed bytes for progress reporting.
+/// Counts compressed bytes for progress reporting, and remembers the first
+/// error of the blob stream so that reading on after a failure repeats it
+/// (a stream polled again after an error may report a misleading second one,
+/// e.g. a digest mismatch over the bytes that did arrive).
 struct Progress {
     inner: BlobReader,
     read: u64,
     on_bytes: ByteCallback,
+    failed: Option<(std::io::ErrorKind, String)>,
 }
 
 impl AsyncRead for Progress {
@@ -201,8 +213,14 @@ impl AsyncRead for Progress {
         buf: &mut ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if let Some((kind, msg)) = &this.failed {
+            return std::task::Poll::Ready(Err(std::io::Error::new(*kind, msg.clone())));
+        }
         let before = buf.filled().len();
         let r = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Err(e)) = &r {
+            this.failed = Some((e.kind(), e.to_string()));
+        }
         let n = buf.filled().len() - before;
         if n > 0 {
             this.read += n as u64;

@@ -21,9 +21,10 @@ use crate::import::import_layer;
 use crate::record::{ImageRecord, LayerRecord, RECORD_VERSION, gc_ref_name, record_key};
 use crate::{Store, StoreError};
 
-/// Layers fetched at once. Three keeps two cores busy while one layer waits
-/// on the network, without opening many connections to the registry.
-pub const LAYER_CONCURRENCY: usize = 3;
+/// Layers imported at once. Two keeps both cores of the reference machine
+/// busy (inflate + hashing are CPU-bound); three was no faster there and
+/// raised peak memory by ~5 MiB; one was 10% slower (docs/performance.md).
+pub const LAYER_CONCURRENCY: usize = 2;
 
 /// Largest config blob accepted (configs are a few KiB; history-heavy ones
 /// reach hundreds). The limit keeps a hostile registry from filling memory.
@@ -147,6 +148,7 @@ impl Store {
             )
             .await?;
 
+        tracing::debug!(fetched, "layers imported");
         observer.building_image();
         let repo = self.repo().clone();
         let cfg = config_raw.clone();
@@ -193,6 +195,7 @@ impl Store {
                 .map_err(|_| StoreError::Malformed(format!("{config_what} is not UTF-8")))?,
         };
         self.write_record(&record)?;
+        tracing::debug!(image_id = %record.image_id(), "record written");
         Ok(PullOutcome {
             record,
             layers_fetched: fetched,
@@ -219,7 +222,7 @@ impl Store {
         let mut queued = std::collections::HashSet::new();
         let mut fetched = 0;
         for (i, (desc, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
-            observer.layer_started(i, &desc.digest().to_string(), desc.size());
+            observer.layer_started(i, desc.digest().as_ref(), desc.size());
             let content_id = diff_id_content(diff_id, i, reference)?;
             if let Some(v) = repo
                 .has_stream(&content_id)

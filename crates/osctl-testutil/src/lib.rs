@@ -7,7 +7,8 @@
 //!
 //! * [`registry::Registry`] runs Debian's `docker-registry` (CNCF distribution
 //!   v2.8) on `127.0.0.1` and a free port, optionally behind htpasswd basic
-//!   auth and/or a self-signed TLS certificate. Its storage is a plain
+//!   auth or bearer-token auth ([`token::TokenServer`], a Docker token
+//!   server in the test process), and/or a self-signed TLS certificate. Its storage is a plain
 //!   directory, so tests can corrupt a stored blob in place.
 //! * [`spec`] describes images as data ([`ImageSpec`], [`Layer`], [`Entry`])
 //!   and encodes layers with our own tar writer, so tests control every
@@ -32,6 +33,7 @@ pub mod layout;
 pub mod proxy;
 pub mod registry;
 pub mod spec;
+pub mod token;
 pub mod tree;
 
 mod expected;
@@ -53,6 +55,7 @@ pub use layout::{
 };
 pub use proxy::DropProxy;
 pub use registry::{ManifestFormat, PushOptions, Registry, RegistryOptions};
+pub use token::{Grant, IssuedToken, TokenServer};
 pub use tree::{
     CompareOptions, Node, NodeKind, Tree, assert_trees_equal, diff_trees, diff_trees_with,
     snapshot, try_snapshot,
@@ -148,6 +151,22 @@ fn describe(cmd: &Command) -> String {
         s.push_str(&arg.to_string_lossy());
     }
     s
+}
+
+/// Writes a containers auth file (`auth.json`, as `podman login` does) with
+/// one entry: `{"auths": {KEY: {"auth": base64(user:password)}}}`.
+pub fn write_auth_json(
+    path: &std::path::Path,
+    key: &str,
+    user: &str,
+    password: &str,
+) -> Result<()> {
+    let auth = http::base64(format!("{user}:{password}").as_bytes());
+    let json = serde_json::json!({"auths": {key: {"auth": auth}}});
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, json.to_string()).with_context(|| format!("writing {}", path.display()))
 }
 
 /// `sha256:<hex>` of `bytes`, the digest form OCI uses everywhere.

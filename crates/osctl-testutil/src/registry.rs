@@ -5,9 +5,10 @@
 //! Each [`Registry`] is its own `docker-registry serve CONFIG.yml` process
 //! with everything in one temporary directory: the config, the filesystem
 //! storage (so tests can find and tamper with stored blobs), the htpasswd
-//! file, the TLS key pair and the log. It listens on `127.0.0.1` only, on a
-//! port picked just before start; if another process grabs the port first the
-//! start is retried on a new one. Dropping the value kills the process.
+//! file or the token server's key pair, the TLS key pair and the log. It
+//! listens on `127.0.0.1` only, on a port picked just before start; if another
+//! process grabs the port first the start is retried on a new one. Dropping
+//! the value kills the process (and stops its token server).
 //!
 //! Images get in through `skopeo copy` from an OCI layout, the way a user
 //! would publish them. Two escape hatches exist for content skopeo refuses to
@@ -23,6 +24,12 @@
 //! that do not match the digest they are served under; unparseable content
 //! gets a 500 instead. So a manifest that is not JSON, or of an unknown media
 //! type, cannot be served by this registry at all.
+//!
+//! Auth is htpasswd basic auth ([`RegistryOptions::with_auth`]) or bearer
+//! tokens from a [`TokenServer`] running in the test process
+//! ([`RegistryOptions::with_token_auth`]; see [`crate::token`] for the model).
+//! Either way [`Registry::creds`] gives skopeo the user and password, and
+//! [`Registry::request`] authenticates the harness's own requests.
 //!
 //! The registry log (`log_path()`) is the first thing to read when a test
 //! fails; set `OSCTL_TESTUTIL_KEEP=1` to keep the directory.
@@ -40,11 +47,15 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
 use crate::http::{self, HttpResponse, Request};
+use crate::token::TokenServer;
 
 #[derive(Clone, Debug, Default)]
 pub struct RegistryOptions {
     /// Require HTTP basic auth with this user and password (htpasswd, bcrypt).
     pub auth: Option<(String, String)>,
+    /// Require bearer tokens from a token server that knows this user and
+    /// password (see [`crate::token`]). Exclusive with `auth`.
+    pub token_auth: Option<(String, String)>,
     /// Serve HTTPS with a fresh self-signed certificate for 127.0.0.1 and
     /// localhost; see [`Registry::ca_cert_path`].
     pub tls: bool,
@@ -53,6 +64,10 @@ pub struct RegistryOptions {
 impl RegistryOptions {
     pub fn with_auth(mut self, user: &str, password: &str) -> Self {
         self.auth = Some((user.into(), password.into()));
+        self
+    }
+    pub fn with_token_auth(mut self, user: &str, password: &str) -> Self {
+        self.token_auth = Some((user.into(), password.into()));
         self
     }
     pub fn with_tls(mut self) -> Self {
@@ -83,6 +98,7 @@ pub struct Registry {
     child: Child,
     addr: String,
     options: RegistryOptions,
+    token: Option<TokenServer>,
     dir: tempfile::TempDir,
 }
 
@@ -97,23 +113,31 @@ impl Drop for Registry {
 impl Registry {
     /// Starts a registry and returns once `GET /v2/` answers 200 or 401.
     pub fn start(options: RegistryOptions) -> Result<Registry> {
+        if options.auth.is_some() && options.token_auth.is_some() {
+            bail!("RegistryOptions: auth and token_auth are exclusive");
+        }
         let dir = crate::tempdir();
         fs::create_dir_all(dir.path().join("storage"))?;
         if let Some((user, password)) = &options.auth {
             let out = crate::run(Command::new("htpasswd").args(["-Bbn", user, password]))?;
             fs::write(dir.path().join("htpasswd"), out.stdout)?;
         }
+        let token_dir = dir.path().join("token");
+        let token = (options.token_auth.as_ref())
+            .map(|(user, password)| TokenServer::start(&token_dir, user, password))
+            .transpose()?;
         if options.tls {
             make_certificate(dir.path())?;
         }
         let mut last_err = None;
         for _ in 0..3 {
-            match Self::try_start(&dir, &options) {
+            match Self::try_start(&dir, &options, token.as_ref()) {
                 Ok((child, addr)) => {
                     return Ok(Registry {
                         child,
                         addr,
                         options,
+                        token,
                         dir,
                     });
                 }
@@ -123,10 +147,14 @@ impl Registry {
         Err(last_err.expect("at least one attempt"))
     }
 
-    fn try_start(dir: &tempfile::TempDir, options: &RegistryOptions) -> Result<(Child, String)> {
+    fn try_start(
+        dir: &tempfile::TempDir,
+        options: &RegistryOptions,
+        token: Option<&TokenServer>,
+    ) -> Result<(Child, String)> {
         let addr = format!("127.0.0.1:{}", crate::free_port());
         let config = dir.path().join("config.yml");
-        fs::write(&config, config_yaml(dir.path(), &addr, options))?;
+        fs::write(&config, config_yaml(dir.path(), &addr, options, token))?;
         let log_path = dir.path().join("registry.log");
         let log = File::options().create(true).append(true).open(&log_path)?;
         let mut child = Command::new("docker-registry")
@@ -152,7 +180,13 @@ impl Registry {
             if registry_log().contains(&format!("listening on {addr}"))
                 && TcpStream::connect(&addr).is_ok()
             {
-                let probe = request(&addr, dir.path(), options, "GET", "/v2/", vec![], &[]);
+                let target = Target {
+                    addr: &addr,
+                    dir: dir.path(),
+                    options,
+                    token,
+                };
+                let probe = request(&target, "GET", "/v2/", vec![], &[]);
                 if let Ok(resp) = probe
                     && matches!(resp.status, 200 | 401)
                 {
@@ -229,9 +263,16 @@ impl Registry {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    /// `user:password` if the registry requires auth.
+    /// The token server of a token-auth registry.
+    pub fn token_server(&self) -> Option<&TokenServer> {
+        self.token.as_ref()
+    }
+
+    /// `user:password` if the registry requires auth (basic or token).
     pub fn creds(&self) -> Option<String> {
-        self.options.auth.as_ref().map(|(u, p)| format!("{u}:{p}"))
+        let auth = self.options.auth.as_ref();
+        auth.or(self.options.token_auth.as_ref())
+            .map(|(u, p)| format!("{u}:{p}"))
     }
 
     /// skopeo flags to reach this registry as a *source* or for inspect:
@@ -363,8 +404,8 @@ impl Registry {
         serde_json::from_slice(&out.stdout).context("parsing skopeo inspect output")
     }
 
-    /// Sends one request to the registry API, with basic auth if configured.
-    /// `target` is path and query, e.g. `/v2/_catalog`.
+    /// Sends one request to the registry API, with basic auth or a bearer
+    /// token if configured. `target` is path and query, e.g. `/v2/_catalog`.
     pub fn request(
         &self,
         method: &str,
@@ -376,15 +417,13 @@ impl Registry {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        request(
-            &self.addr,
-            self.dir.path(),
-            &self.options,
-            method,
-            target,
-            headers,
-            body,
-        )
+        let to = Target {
+            addr: &self.addr,
+            dir: self.dir.path(),
+            options: &self.options,
+            token: self.token.as_ref(),
+        };
+        request(&to, method, target, headers, body)
     }
 
     /// PUTs `body` as the manifest `<repo>:<reference>` with `content_type`,
@@ -462,18 +501,29 @@ impl Registry {
     }
 }
 
+/// Where a harness request goes and how it authenticates.
+struct Target<'a> {
+    addr: &'a str,
+    dir: &'a Path,
+    options: &'a RegistryOptions,
+    token: Option<&'a TokenServer>,
+}
+
 fn request(
-    addr: &str,
-    dir: &Path,
-    options: &RegistryOptions,
+    to: &Target<'_>,
     method: &str,
     target: &str,
     mut headers: Vec<(String, String)>,
     body: &[u8],
 ) -> Result<HttpResponse> {
+    let (addr, options) = (to.addr, to.options);
     if let Some((user, password)) = &options.auth {
         let token = http::base64(format!("{user}:{password}").as_bytes());
         headers.push(("Authorization".into(), format!("Basic {token}")));
+    }
+    if let Some(server) = to.token {
+        let jwt = server.mint_for_target(target)?;
+        headers.push(("Authorization".into(), format!("Bearer {jwt}")));
     }
     let req = Request {
         method,
@@ -482,13 +532,18 @@ fn request(
         body,
     };
     if options.tls {
-        http::send_curl(addr, &dir.join("certs/ca.crt"), &req)
+        http::send_curl(addr, &to.dir.join("certs/ca.crt"), &req)
     } else {
         http::send_plain(addr, &req)
     }
 }
 
-fn config_yaml(dir: &Path, addr: &str, options: &RegistryOptions) -> String {
+fn config_yaml(
+    dir: &Path,
+    addr: &str,
+    options: &RegistryOptions,
+    token: Option<&TokenServer>,
+) -> String {
     let d = dir.display();
     // Upload purging and the storage health check are background work we
     // don't want racing with tests; delete is enabled so tests can use it.
@@ -520,32 +575,68 @@ http:
             "auth:\n  htpasswd:\n    realm: osctl-testutil\n    path: {d}/htpasswd\n"
         ));
     }
+    if let Some(server) = token {
+        yaml.push_str(&server.config_yaml());
+    }
     yaml
 }
 
-/// A self-signed EC certificate valid for 127.0.0.1 and localhost. It is its
-/// own CA: clients trust it directly via `certs/ca.crt`.
+/// A throw-away CA and a server certificate it signed, valid for 127.0.0.1
+/// and localhost. Clients trust the CA via `certs/ca.crt`. Two certificates
+/// rather than one self-signed one, because strict verifiers (rustls/webpki)
+/// refuse a CA certificate presented as the server's own.
 fn make_certificate(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir.join("tls"))?;
     fs::create_dir_all(dir.join("certs"))?;
+    let tls = dir.join("tls");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     crate::run(
         Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-            ])
-            .args(["-days", "7", "-subj", "/CN=127.0.0.1"])
-            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+            .args(["req", "-x509"])
+            .args(ec)
+            .args(["-days", "7", "-subj", "/CN=osctl-testutil CA"])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
             .arg("-keyout")
-            .arg(dir.join("tls/key.pem"))
+            .arg(tls.join("ca-key.pem"))
             .arg("-out")
-            .arg(dir.join("tls/cert.pem")),
+            .arg(tls.join("ca.pem")),
     )?;
-    fs::copy(dir.join("tls/cert.pem"), dir.join("certs/ca.crt"))?;
+    crate::run(
+        Command::new("openssl")
+            .arg("req")
+            .args(ec)
+            .args(["-subj", "/CN=127.0.0.1"])
+            .arg("-keyout")
+            .arg(tls.join("key.pem"))
+            .arg("-out")
+            .arg(tls.join("server.csr")),
+    )?;
+    fs::write(
+        tls.join("server.ext"),
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )?;
+    crate::run(
+        Command::new("openssl")
+            .args(["x509", "-req", "-days", "7", "-set_serial", "2"])
+            .arg("-in")
+            .arg(tls.join("server.csr"))
+            .arg("-CA")
+            .arg(tls.join("ca.pem"))
+            .arg("-CAkey")
+            .arg(tls.join("ca-key.pem"))
+            .arg("-extfile")
+            .arg(tls.join("server.ext"))
+            .arg("-out")
+            .arg(tls.join("cert.pem")),
+    )?;
+    fs::copy(tls.join("ca.pem"), dir.join("certs/ca.crt"))?;
     Ok(())
 }

@@ -13,6 +13,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Turn an OCI container image into the operating system of a machine.
 #[derive(Parser)]
 #[command(name = "osctl", version, about, propagate_version = true)]
@@ -43,9 +46,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // rustls-platform-verifier logs every rejected certificate at ERROR; osctl
+    // reports the same failure in its one-line error, so silence the echo
+    // unless the user asks for that target explicitly.
+    let mut filter = cli.log_level.clone();
+    if !filter.contains("rustls_platform_verifier") {
+        filter.push_str(",rustls_platform_verifier=off");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+            tracing_subscriber::EnvFilter::try_new(&filter)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)

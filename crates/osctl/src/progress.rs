@@ -93,7 +93,16 @@ impl PullObserver for Bars {
 /// large layer so a log shows the pull is alive.
 #[derive(Default)]
 struct Lines {
-    state: Mutex<Vec<(String, u64, u8, Option<Instant>)>>,
+    state: Mutex<Vec<LineState>>,
+}
+
+/// One layer as the plain reporter tracks it.
+#[derive(Clone, Default)]
+struct LineState {
+    short_digest: String,
+    size: u64,
+    quarters_reported: u8,
+    started: Option<Instant>,
 }
 
 impl Lines {
@@ -111,44 +120,56 @@ impl PullObserver for Lines {
             "Pulling {reference} ({}, {layers} layers)",
             short_id(digest)
         ));
-        *self.state.lock().unwrap() = vec![(String::new(), 0, 0, None); layers];
+        *self.state.lock().unwrap() = vec![LineState::default(); layers];
     }
     fn up_to_date(&self) {
         self.say("Manifest unchanged; nothing to fetch".into());
     }
     fn layer_started(&self, index: usize, digest: &str, size: u64) {
         if let Some(s) = self.state.lock().unwrap().get_mut(index) {
-            *s = (short_id(digest).to_string(), size, 0, Some(Instant::now()));
+            *s = LineState {
+                short_digest: short_id(digest).to_string(),
+                size,
+                quarters_reported: 0,
+                started: Some(Instant::now()),
+            };
         }
     }
     fn layer_progress(&self, index: usize, read: u64) {
         let mut st = self.state.lock().unwrap();
-        let Some((id, size, quarters, _)) = st.get_mut(index) else {
+        let Some(layer) = st.get_mut(index) else {
             return;
         };
-        if *size < QUARTER_LINES_MIN {
+        if layer.size < QUARTER_LINES_MIN {
             return;
         }
-        let q = (read.saturating_mul(4) / (*size).max(1)).min(4) as u8;
-        if q > *quarters && q < 4 {
-            *quarters = q;
-            let line = format!("layer {id}: {}% of {}", q as u32 * 25, human_bytes(*size));
+        let q = (read.saturating_mul(4) / layer.size.max(1)).min(4) as u8;
+        if q > layer.quarters_reported && q < 4 {
+            layer.quarters_reported = q;
+            let line = format!(
+                "layer {}: {}% of {}",
+                layer.short_digest,
+                q as u32 * 25,
+                human_bytes(layer.size)
+            );
             drop(st);
             self.say(line);
         }
     }
     fn layer_finished(&self, index: usize, reused: bool) {
         let st = self.state.lock().unwrap();
-        let Some((id, size, _, started)) = st.get(index) else {
+        let Some(layer) = st.get(index) else {
             return;
         };
+        let id = &layer.short_digest;
         let line = if reused {
             format!("layer {id}: already present")
         } else {
-            let secs = started
+            let secs = layer
+                .started
                 .map_or(Duration::ZERO, |t| t.elapsed())
                 .as_secs_f64();
-            format!("layer {id}: {} in {secs:.1}s", human_bytes(*size))
+            format!("layer {id}: {} in {secs:.1}s", human_bytes(layer.size))
         };
         drop(st);
         self.say(line);

@@ -190,22 +190,18 @@ impl LocalSource {
             ParsedManifest::Image(m) => Ok(ResolvedManifest {
                 digest: top.digest().to_string(),
                 raw,
-                manifest: m,
+                manifest: *m,
                 index_digest: None,
             }),
             ParsedManifest::Index(idx) => {
                 let chosen = manifest::select_platform(&idx, &self.platform, &what)?;
                 let what = format!("manifest {} in {location}", chosen.digest());
                 let raw2 = self.read_document(chosen, &what)?;
-                match manifest::parse_manifest(
-                    &raw2,
-                    Some(&chosen.media_type().to_string()),
-                    &what,
-                )? {
+                match manifest::parse_manifest(&raw2, Some(chosen.media_type().as_ref()), &what)? {
                     ParsedManifest::Image(m) => Ok(ResolvedManifest {
                         digest: chosen.digest().to_string(),
                         raw: raw2,
-                        manifest: m,
+                        manifest: *m,
                         index_digest: Some(top.digest().to_string()),
                     }),
                     ParsedManifest::Index(_) => Err(FetchError::Malformed {

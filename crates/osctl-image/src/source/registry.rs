@@ -45,6 +45,7 @@ pub struct RegistrySource {
 
 impl RegistrySource {
     pub async fn open(reference: Reference, opts: &FetchOptions) -> Result<Self, FetchError> {
+        install_crypto_provider();
         let registry = reference.resolve_registry().to_string();
         let policy = registries::policy_for(&registry, opts.tls_verify, opts.cert_dir.as_deref())?;
         let lookup = auth::lookup(opts.authfile.as_deref(), &registry, reference.repository())?;
@@ -53,7 +54,7 @@ impl RegistrySource {
             .map(|c| c.to_registry_auth())
             .unwrap_or(RegistryAuth::Anonymous);
         let use_http = policy.allow_http && speaks_plain_http(&registry).await;
-        tracing::debug!(%registry, use_http, insecure = policy.insecure, "registry transport");
+        tracing::debug!(%registry, use_http, insecure = policy.insecure, ca_files = ?policy.ca_files, "registry transport");
         let client = build_client(&registry, &policy, use_http)?;
         Ok(RegistrySource {
             client,
@@ -84,7 +85,7 @@ impl RegistrySource {
             ParsedManifest::Image(m) => Ok(ResolvedManifest {
                 raw,
                 digest,
-                manifest: m,
+                manifest: *m,
                 index_digest: None,
             }),
             ParsedManifest::Index(idx) => {
@@ -99,7 +100,7 @@ impl RegistrySource {
                     ParsedManifest::Image(m) => Ok(ResolvedManifest {
                         raw: raw2,
                         digest: digest2,
-                        manifest: m,
+                        manifest: *m,
                         index_digest: Some(digest),
                     }),
                     ParsedManifest::Index(_) => Err(FetchError::Malformed {
@@ -208,8 +209,20 @@ impl RegistrySource {
             OciDistributionError::RequestError(r) => {
                 let chain = error_chain(&r);
                 let lower = chain.to_lowercase();
-                if lower.contains("certificate") || lower.contains("ssl") || lower.contains("tls") {
-                    let hint = if lower.contains("wrong version number") {
+                if [
+                    "certificate",
+                    "ssl",
+                    "tls",
+                    "corrupt message",
+                    "invalidcontenttype",
+                ]
+                .iter()
+                .any(|k| lower.contains(k))
+                {
+                    let hint = if lower.contains("wrong version number")
+                        || lower.contains("corrupt message")
+                        || lower.contains("invalidcontenttype")
+                    {
                         " (the registry speaks plain HTTP; allow it with --tls-verify=false)"
                     } else {
                         ""
@@ -272,6 +285,15 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// rustls needs one process-wide crypto provider; osctl uses ring's. A
+/// provider installed earlier by the embedding program is kept.
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 fn build_client(registry: &str, policy: &TlsPolicy, use_http: bool) -> Result<Client, FetchError> {
     let mut certs = Vec::new();
     for f in &policy.ca_files {
@@ -304,24 +326,38 @@ fn build_client(registry: &str, policy: &TlsPolicy, use_http: bool) -> Result<Cl
 
 /// Whether a registry that may be spoken to in plain HTTP actually speaks it.
 ///
-/// The probe is an unauthenticated `GET /v2/` over plain HTTP, so no secret
-/// ever travels unencrypted. A TLS-only server either drops the connection or
-/// answers 400 ("client sent an HTTP request to an HTTPS server"); either way
-/// osctl then uses HTTPS with full verification.
+/// The probe is one unauthenticated `GET /v2/` over plain HTTP/1.0 on a bare
+/// TCP connection, so no secret ever travels unencrypted and no HTTP client
+/// (with its TLS set-up) is built for it. A TLS-only server either drops the
+/// connection, answers with a TLS alert, or answers 400 ("client sent an HTTP
+/// request to an HTTPS server"); in every such case osctl uses HTTPS with
+/// full verification.
 async fn speaks_plain_http(registry: &str) -> bool {
-    let Ok(client) = reqwest::Client::builder().timeout(PROBE_TIMEOUT).build() else {
-        return false;
-    };
-    match client.get(format!("http://{registry}/v2/")).send().await {
-        Ok(resp) => {
-            let status = resp.status();
-            if status == reqwest::StatusCode::BAD_REQUEST {
-                let body = resp.text().await.unwrap_or_default();
-                !body.contains("HTTPS")
-            } else {
-                true
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut conn = tokio::net::TcpStream::connect(registry).await.ok()?;
+        let request = format!("GET /v2/ HTTP/1.0\r\nHost: {registry}\r\nUser-Agent: osctl\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 1024];
+        while answer.len() < 4096 {
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
             }
         }
-        Err(_) => false,
-    }
+        Some(answer)
+    };
+    let Ok(Some(answer)) = tokio::time::timeout(PROBE_TIMEOUT, probe).await else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&answer);
+    let Some(status) = text
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse::<u16>().ok())
+    else {
+        return false;
+    };
+    !(status == 400 && text.contains("HTTPS"))
 }

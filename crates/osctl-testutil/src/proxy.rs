@@ -62,6 +62,8 @@ struct Shared {
     stop: AtomicBool,
     /// Request path → (Content-Type, body) answered by the proxy itself.
     manifests: Mutex<HashMap<String, (String, Vec<u8>)>>,
+    /// Repositories every request for which is answered 403 DENIED.
+    denied: Mutex<Vec<String>>,
 }
 
 impl DropProxy {
@@ -93,6 +95,7 @@ impl DropProxy {
             requests: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             manifests: Mutex::new(HashMap::new()),
+            denied: Mutex::new(Vec::new()),
         });
         let accept_shared = shared.clone();
         let accept_thread = std::thread::Builder::new()
@@ -147,6 +150,19 @@ impl DropProxy {
         manifests.insert(path, (content_type.to_string(), body.to_vec()));
     }
 
+    /// Answers every request under `/v2/<repo>/` with `403 Forbidden` and a
+    /// distribution-spec `DENIED` error, as an authorising front (or a
+    /// registry's access policy) does for a known user without access.
+    /// distribution itself only ever answers 401, so this is the one way to
+    /// see a 403 here.
+    pub fn deny_repository(&self, repo: &str) {
+        self.shared
+            .denied
+            .lock()
+            .expect("poisoned")
+            .push(format!("/v2/{repo}/"));
+    }
+
     /// Changes the cut point for new connections; `None` stops cutting.
     pub fn set_after_bytes(&self, after_bytes: Option<u64>) {
         self.shared
@@ -183,6 +199,24 @@ fn handle(mut client: TcpStream, shared: &Shared) -> Result<()> {
     );
 
     let path = target.split('?').next().unwrap_or_default();
+    let denied = shared
+        .denied
+        .lock()
+        .expect("poisoned")
+        .iter()
+        .any(|prefix| path.starts_with(prefix.as_str()));
+    if denied {
+        let body = br#"{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}"#;
+        let head = format!(
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        );
+        client.write_all(head.as_bytes())?;
+        client.write_all(body)?;
+        let _ = client.shutdown(Shutdown::Both);
+        return Ok(());
+    }
     let served = shared
         .manifests
         .lock()

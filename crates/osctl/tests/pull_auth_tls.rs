@@ -116,6 +116,21 @@ fn basic_auth_from_every_auth_file_location() {
 }
 
 #[test]
+fn forbidden_is_reported_as_denied() {
+    let registry = Registry::start(RegistryOptions::default()).unwrap();
+    let (_, _) = push_spec(&registry, "locked/os:v1", &spec());
+    let proxy = osctl_testutil::DropProxy::passthrough(&registry.addr()).unwrap();
+    proxy.deny_repository("locked/os");
+    let reference = proxy.image_ref("locked/os:v1");
+    let osctl = Osctl::new();
+    let err = osctl.pull_fails(&[&reference], &["403 denied", &proxy.addr()]);
+    assert!(
+        err.contains("no auth file exists"),
+        "names where credentials came from: {err}"
+    );
+}
+
+#[test]
 fn tls_registry_is_verified() {
     let registry = Registry::start(RegistryOptions::default().with_tls()).unwrap();
     let (reference, _) = push_spec(&registry, "tls/os:v1", &spec());

@@ -82,7 +82,7 @@ fn human_output_snapshots() {
     // Layers finish in any order; sizes are masked (they depend on gzip).
     let mut lines: Vec<String> = norm(&String::from_utf8_lossy(&out.stderr))
         .lines()
-        .map(|l| mask_bytes(l))
+        .map(mask_bytes)
         .collect();
     lines[1..3].sort();
     assert_eq!(

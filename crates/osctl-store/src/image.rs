@@ -40,6 +40,35 @@ pub(crate) fn build_image(
     ref_name: &str,
 ) -> Result<Sha256HashValue, StoreError> {
     let repo_err = |step: &str, e: anyhow::Error| StoreError::Repo(format!("{step}: {e:#}"));
+    let fs = build_tree(repo, diff_ids, &layers)?;
+    let image_id = fs
+        .commit_image(repo, Some(ref_name))
+        .map_err(|e| repo_err("writing the EROFS image", e))?;
+    // The config stream names its layers and the image, so GC walking from
+    // the config (rooted by the record's ref) keeps all of them.
+    let (config_digest, _) = composefs_oci::write_config_raw(
+        repo,
+        config_raw,
+        layers,
+        Some(&image_id),
+        None,
+        &HashMap::new(),
+    )
+    .map_err(|e| repo_err("writing the config", e))?;
+    repo.name_stream(&format!("oci-config-{config_digest}"), ref_name)
+        .map_err(|e| repo_err("naming the config stream", e))?;
+    tracing::debug!("image committed; syncing the store");
+    repo.sync().map_err(|e| repo_err("syncing the store", e))?;
+    Ok(image_id)
+}
+
+/// The image's filesystem tree: the layers applied in order, made
+/// canonical. Reads only the layers' splitstreams, never file contents.
+pub(crate) fn build_tree(
+    repo: &Repo,
+    diff_ids: &[String],
+    layers: &HashMap<Box<str>, Sha256HashValue>,
+) -> Result<FileSystem<Sha256HashValue>, StoreError> {
     let mut fs = FileSystem::new(Stat::uninitialized());
     for (i, diff_id) in diff_ids.iter().enumerate() {
         let bad = |e: String| StoreError::Malformed(format!("layer {} ({diff_id}): {e}", i + 1));
@@ -61,25 +90,7 @@ pub(crate) fn build_image(
     }
     canonicalize(&mut fs)
         .map_err(|e| StoreError::Malformed(format!("building the image filesystem: {e}")))?;
-    let image_id = fs
-        .commit_image(repo, Some(ref_name))
-        .map_err(|e| repo_err("writing the EROFS image", e))?;
-    // The config stream names its layers and the image, so GC walking from
-    // the config (rooted by the record's ref) keeps all of them.
-    let (config_digest, _) = composefs_oci::write_config_raw(
-        repo,
-        config_raw,
-        layers,
-        Some(&image_id),
-        None,
-        &HashMap::new(),
-    )
-    .map_err(|e| repo_err("writing the config", e))?;
-    repo.name_stream(&format!("oci-config-{config_digest}"), ref_name)
-        .map_err(|e| repo_err("naming the config stream", e))?;
-    tracing::debug!("image committed; syncing the store");
-    repo.sync().map_err(|e| repo_err("syncing the store", e))?;
-    Ok(image_id)
+    Ok(fs)
 }
 
 /// What a container runtime would present, made deterministic (composefs

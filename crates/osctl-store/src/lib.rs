@@ -36,6 +36,7 @@ mod import;
 mod maintenance;
 pub mod pull;
 pub mod record;
+pub mod tree;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,7 @@ use osctl_image::{FetchError, ImageRef};
 pub use maintenance::{FsckReport, GcReport};
 pub use pull::{PullObserver, PullOutcome, Silent};
 pub use record::ImageRecord;
+pub use tree::{EntryKind, ImageTree};
 
 use import::Repo;
 

@@ -1,0 +1,276 @@
+//! Reading files out of a stored image without mounting it.
+//!
+//! Deploying needs a few things from an image: its kernel and initramfs, its
+//! os-release, kargs.d files, and its pristine `/etc` and `/var` to copy.
+//! Mounting the composefs image would need root and a kernel with erofs, and
+//! ties every deployment test to mount privileges. Instead, [`ImageTree`]
+//! rebuilds the image's directory tree from the layer splitstreams (the same
+//! tree the EROFS image was made from; ~0.1 s for 17k entries) and reads file
+//! contents straight from the store's objects.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cap_std::fs::{Dir, OpenOptions, Permissions, PermissionsExt};
+use composefs::fsverity::Sha256HashValue;
+use composefs::generic_tree::{Inode, LeafContent, Stat};
+use composefs::tree::{FileSystem, RegularFile};
+use rustix::fs::{AtFlags, FileType, Mode};
+
+use crate::import::Repo;
+
+/// A regular file's content as the tree holds it.
+type File = RegularFile<Sha256HashValue>;
+use crate::{ImageRecord, Store, StoreError};
+
+/// Kind of an entry in an image directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Directory,
+    Regular,
+    Symlink,
+    Other,
+}
+
+/// An image's filesystem tree, readable without a mount.
+pub struct ImageTree {
+    fs: FileSystem<Sha256HashValue>,
+    repo: Arc<Repo>,
+    reference: String,
+}
+
+impl Store {
+    /// The filesystem tree of a pulled image.
+    pub fn image_tree(&self, record: &ImageRecord) -> Result<ImageTree, StoreError> {
+        let mut layers = HashMap::new();
+        for (i, l) in record.layers().iter().enumerate() {
+            let missing = || {
+                StoreError::Repo(format!(
+                    "{}: layer {} ({}) is missing from the store",
+                    record.reference(),
+                    i + 1,
+                    l.digest
+                ))
+            };
+            let d: oci_spec::image::Digest = l.diff_id.parse().map_err(|_| missing())?;
+            let verity = self
+                .repo()
+                .has_stream(&composefs_oci::layer_content_id(&d))
+                .map_err(|e| StoreError::Repo(format!("{e:#}")))?
+                .ok_or_else(missing)?;
+            layers.insert(l.diff_id.as_str().into(), verity);
+        }
+        let diff_ids: Vec<String> = record.layers().iter().map(|l| l.diff_id.clone()).collect();
+        let fs = crate::image::build_tree(self.repo(), &diff_ids, &layers)?;
+        Ok(ImageTree {
+            fs,
+            repo: self.repo().clone(),
+            reference: record.reference().to_string(),
+        })
+    }
+}
+
+impl ImageTree {
+    fn err(&self, path: &Path, why: impl std::fmt::Display) -> StoreError {
+        StoreError::Malformed(format!("{} in {}: {why}", path.display(), self.reference))
+    }
+
+    fn lookup(&self, path: &Path) -> Option<&Inode<File>> {
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        let name = path.file_name()?;
+        let dir = self.fs.root.get_directory_opt(parent.as_os_str()).ok()??;
+        dir.lookup(name)
+    }
+
+    /// What is at `path` (absolute within the image), without following a
+    /// final symlink; `None` if nothing is.
+    pub fn kind(&self, path: &Path) -> Option<EntryKind> {
+        if path.file_name().is_none() {
+            return Some(EntryKind::Directory);
+        }
+        Some(match self.lookup(path)? {
+            Inode::Directory(_) => EntryKind::Directory,
+            Inode::Leaf(id, _) => match &self.fs.leaves[id.0].content {
+                LeafContent::Regular(_) => EntryKind::Regular,
+                LeafContent::Symlink(_) => EntryKind::Symlink,
+                _ => EntryKind::Other,
+            },
+        })
+    }
+
+    /// Names in the directory at `path`, sorted; empty if it is not a directory.
+    pub fn list(&self, path: &Path) -> Vec<(String, EntryKind)> {
+        let Ok(Some(dir)) = self.fs.root.get_directory_opt(path.as_os_str()) else {
+            return Vec::new();
+        };
+        dir.sorted_entries()
+            .map(|(name, _)| {
+                let kind = self.kind(&path.join(name)).unwrap_or(EntryKind::Other);
+                (name.to_string_lossy().into_owned(), kind)
+            })
+            .collect()
+    }
+
+    /// A reader of the regular file at `path`; `None` if there is none.
+    pub fn open(&self, path: &Path) -> Result<Option<Box<dyn Read + Send>>, StoreError> {
+        let Some(Inode::Leaf(id, _)) = self.lookup(path) else {
+            return Ok(None);
+        };
+        match &self.fs.leaves[id.0].content {
+            LeafContent::Regular(RegularFile::Inline(data)) => {
+                Ok(Some(Box::new(std::io::Cursor::new(data.to_vec()))))
+            }
+            LeafContent::Regular(
+                RegularFile::External(oid, _) | RegularFile::ExternalNoVerity(oid, _),
+            ) => {
+                let fd = self
+                    .repo
+                    .open_object(oid)
+                    .map_err(|e| self.err(path, format!("object missing: {e:#}")))?;
+                Ok(Some(Box::new(std::fs::File::from(fd))))
+            }
+            LeafContent::Regular(_) => Err(self.err(path, "sparse files are not supported")),
+            _ => Ok(None),
+        }
+    }
+
+    /// The whole regular file at `path`, if any.
+    pub fn read(&self, path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(mut r) = self.open(path)? else {
+            return Ok(None);
+        };
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).map_err(|e| self.err(path, e))?;
+        Ok(Some(v))
+    }
+
+    /// Copies the subtree at `path` into `target` (which must exist),
+    /// keeping modes, owners, xattrs, symlinks, device nodes and hard links.
+    /// Nothing outside `target` is touched: every write goes through it.
+    pub fn export(&self, path: &Path, target: &Dir) -> Result<(), StoreError> {
+        let Ok(Some(dir)) = self.fs.root.get_directory_opt(path.as_os_str()) else {
+            return Err(self.err(path, "not a directory"));
+        };
+        let mut links: HashMap<usize, PathBuf> = HashMap::new();
+        apply_dir_meta(target, Path::new("."), &dir.stat).map_err(|e| self.err(path, e))?;
+        self.export_dir(dir, Path::new(""), target, &mut links, path)
+    }
+
+    fn export_dir(
+        &self,
+        dir: &composefs::generic_tree::Directory<File>,
+        rel: &Path,
+        target: &Dir,
+        links: &mut HashMap<usize, PathBuf>,
+        shown: &Path,
+    ) -> Result<(), StoreError> {
+        for (name, inode) in dir.sorted_entries() {
+            let here = rel.join(name);
+            let fail = |e: std::io::Error| self.err(&shown.join(&here), e);
+            match inode {
+                Inode::Directory(sub) => {
+                    target.create_dir(&here).map_err(fail)?;
+                    self.export_dir(sub, &here, target, links, shown)?;
+                    apply_dir_meta(target, &here, &sub.stat).map_err(fail)?;
+                }
+                Inode::Leaf(id, _) => {
+                    if let Some(first) = links.get(&id.0) {
+                        target.hard_link(first, target, &here).map_err(fail)?;
+                        continue;
+                    }
+                    let leaf = &self.fs.leaves[id.0];
+                    self.export_leaf(&leaf.content, &leaf.stat, &here, target, &shown.join(&here))?;
+                    links.insert(id.0, here);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn export_leaf(
+        &self,
+        content: &LeafContent<File>,
+        stat: &Stat,
+        here: &Path,
+        target: &Dir,
+        shown: &Path,
+    ) -> Result<(), StoreError> {
+        let fail = |e: std::io::Error| self.err(shown, e);
+        let mode = stat.st_mode & 0o7777;
+        match content {
+            LeafContent::Regular(_) => {
+                let mut src = self
+                    .open(shown)?
+                    .ok_or_else(|| self.err(shown, "unreadable"))?;
+                let mut f = target
+                    .open_with(here, OpenOptions::new().write(true).create_new(true))
+                    .map_err(fail)?;
+                std::io::copy(&mut src, &mut f).map_err(fail)?;
+                f.flush().map_err(fail)?;
+                set_xattrs(&f, stat).map_err(fail)?;
+                drop(f);
+            }
+            LeafContent::Symlink(to) => {
+                // cap-std refuses absolute link targets (they would escape its
+                // sandbox if followed); a link is stored, not followed, here.
+                rustix::fs::symlinkat(Path::new(to), target, here).map_err(|e| fail(e.into()))?;
+                chown(target, here, stat).map_err(fail)?;
+                return Ok(());
+            }
+            LeafContent::Fifo => mknod(target, here, FileType::Fifo, mode, 0).map_err(fail)?,
+            LeafContent::CharacterDevice(d) => {
+                mknod(target, here, FileType::CharacterDevice, mode, *d).map_err(fail)?
+            }
+            LeafContent::BlockDevice(d) => {
+                mknod(target, here, FileType::BlockDevice, mode, *d).map_err(fail)?
+            }
+            LeafContent::Socket => return Ok(()), // sockets are runtime objects
+        }
+        chown(target, here, stat).map_err(fail)?;
+        // chmod after chown: chown clears setuid/setgid bits.
+        target
+            .set_permissions(here, Permissions::from_mode(mode))
+            .map_err(fail)
+    }
+}
+
+fn apply_dir_meta(target: &Dir, here: &Path, stat: &Stat) -> std::io::Result<()> {
+    chown(target, here, stat)?;
+    target.set_permissions(here, Permissions::from_mode(stat.st_mode & 0o7777))?;
+    let d = target.open_dir(here)?;
+    let fd = rustix::fs::openat(
+        &d,
+        ".",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    set_xattrs(&fd, stat)
+}
+
+fn chown(target: &Dir, here: &Path, stat: &Stat) -> std::io::Result<()> {
+    rustix::fs::chownat(
+        target,
+        here,
+        Some(rustix::fs::Uid::from_raw(stat.st_uid)),
+        Some(rustix::fs::Gid::from_raw(stat.st_gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}
+
+fn mknod(target: &Dir, here: &Path, kind: FileType, mode: u32, dev: u64) -> std::io::Result<()> {
+    rustix::fs::mknodat(target, here, kind, Mode::from_raw_mode(mode), dev)?;
+    Ok(())
+}
+
+fn set_xattrs(fd: &impl std::os::fd::AsFd, stat: &Stat) -> std::io::Result<()> {
+    for (name, value) in &stat.xattrs {
+        let name: &OsStr = name;
+        rustix::fs::fsetxattr(fd, name.as_bytes(), value, rustix::fs::XattrFlags::empty())?;
+    }
+    Ok(())
+}

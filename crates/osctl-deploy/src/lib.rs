@@ -83,10 +83,25 @@
 //! shutdown, as bootc's finalize step does) and discard `target` on error.
 #![forbid(unsafe_code)]
 
+pub mod boot;
 mod copy;
+pub mod failpoint;
+mod finalize;
+pub mod layout;
 mod merge;
 mod node;
+pub mod origin;
 mod report;
+mod stage;
+pub mod status;
+pub mod sysroot;
+mod upgrade;
+mod view;
+
+pub use finalize::{FinalizeOutcome, RollbackOutcome};
+pub use stage::StageOutcome;
+pub use sysroot::{Deployment, DeploymentState, Sysroot, SysrootOptions};
+pub use upgrade::UpdateCheck;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -94,6 +109,31 @@ use std::path::{Path, PathBuf};
 use cap_std::fs::Dir;
 
 pub use report::{ChangeKind, ConflictKind, EtcChange, EtcConflict, EtcMergeReport, EtcSkipped};
+
+/// Why a deployment operation failed; one line naming the thing at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Store(#[from] osctl_store::StoreError),
+    #[error(transparent)]
+    Image(#[from] osctl_image::FetchError),
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    #[error(transparent)]
+    Etc(#[from] EtcMergeError),
+    #[error("{}: {why}", path.display())]
+    Io { path: PathBuf, why: String },
+    #[error("no rollback deployment: nothing but the booted deployment exists")]
+    NoRollback,
+    #[error("no deployment matches '{0}' (ids are in osctl status; give 6 or more digits)")]
+    NoSuchDeployment(String),
+    #[error("'{0}' matches several deployments; give more digits")]
+    Ambiguous(String),
+    #[error("nothing to upgrade: no deployment is booted or staged (use osctl switch IMAGE)")]
+    NothingTracked,
+    #[error("{0}")]
+    Other(String),
+}
 
 /// An I/O failure during the merge; nothing else is an error.
 #[derive(Debug, thiserror::Error)]

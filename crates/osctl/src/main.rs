@@ -25,6 +25,11 @@ struct Cli {
     #[arg(long, global = true, env = "OSCTL_SYSROOT", default_value = "/")]
     sysroot: PathBuf,
 
+    /// Where boot entries and kernels go (the ESP or /boot);
+    /// default <SYSROOT>/boot.
+    #[arg(long, global = true, env = "OSCTL_BOOT_DIR")]
+    boot_dir: Option<PathBuf>,
+
     /// Log detail on stderr (error, warn, info, debug, trace).
     #[arg(long, global = true, env = "OSCTL_LOG", default_value = "warn")]
     log_level: String,
@@ -35,6 +40,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Pull an image and stage it as the next boot's deployment.
+    Switch(commands::switch::SwitchArgs),
+    /// Fetch the tracked image again and stage it if it changed.
+    Upgrade(commands::upgrade::UpgradeArgs),
+    /// Boot the previous deployment next (drops a staged one).
+    Rollback(commands::rollback::RollbackArgs),
+    /// Show the booted, staged and rollback deployments.
+    Status(commands::status::StatusArgs),
+    /// Never prune this deployment.
+    Pin(commands::pin::PinArgs),
+    /// Allow pruning this deployment again.
+    Unpin(commands::pin::PinArgs),
+    /// Merge /etc and make the staged deployment the default (run at shutdown).
+    Finalize(commands::finalize::FinalizeArgs),
     /// Manage images in the store.
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
@@ -70,11 +89,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let boot = cli.boot_dir.as_deref();
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Switch(a) => commands::switch::run(a, &cli.sysroot, boot).await,
+            Command::Upgrade(a) => commands::upgrade::run(a, &cli.sysroot, boot).await,
+            Command::Rollback(a) => commands::rollback::run(a, &cli.sysroot, boot),
+            Command::Status(a) => commands::status::run(a, &cli.sysroot, boot),
+            Command::Pin(a) => commands::pin::run(a, true, &cli.sysroot, boot),
+            Command::Unpin(a) => commands::pin::run(a, false, &cli.sysroot, boot),
+            Command::Finalize(a) => commands::finalize::run(a, &cli.sysroot, boot),
             Command::Image(cmd) => commands::image::run(cmd, &cli.sysroot).await,
             Command::Fsck(args) => commands::fsck::run(args, &cli.sysroot).await,
-            Command::Gc(args) => commands::gc::run(args, &cli.sysroot),
+            Command::Gc(args) => commands::gc::run(args, &cli.sysroot, boot),
         }
     });
     match result {

@@ -1,4 +1,5 @@
-//! `osctl gc`.
+//! `osctl gc`: prune deployments nobody needs (not booted, staged,
+//! rollback or pinned), then free what no image or deployment references.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,7 +12,13 @@ use crate::output::human_bytes;
 #[derive(Args)]
 pub struct GcArgs {}
 
-pub fn run(_args: GcArgs, sysroot: &Path) -> anyhow::Result<ExitCode> {
+pub fn run(_args: GcArgs, sysroot: &Path, boot: Option<&Path>) -> anyhow::Result<ExitCode> {
+    // Deployments first: pruning one releases its image's GC root.
+    if let Some(deployments) = super::deploy_common::open_existing(sysroot, boot)? {
+        for id in deployments.prune()? {
+            println!("Pruned deployment {}", id.short());
+        }
+    }
     let store = Store::open(sysroot)?;
     let r = store.gc()?;
     println!(

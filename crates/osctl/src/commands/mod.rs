@@ -1,5 +1,7 @@
 //! One module per command; each parses its arguments and calls a library.
 
+pub mod deploy_common;
+pub mod finalize;
 pub mod fsck;
 pub mod gc;
 pub mod image;
@@ -7,3 +9,8 @@ pub mod image_list;
 pub mod image_mount;
 pub mod image_pull;
 pub mod image_rm;
+pub mod pin;
+pub mod rollback;
+pub mod status;
+pub mod switch;
+pub mod upgrade;

@@ -185,3 +185,54 @@ pub fn push_spec(
     registry.push_oci_layout(dir.path(), "t", repo_tag).unwrap();
     (registry.image_ref(repo_tag), built)
 }
+
+/// An OS-like image: kernel + initramfs where bootc keeps them, os-release,
+/// a kargs.d file, the given /etc entries, a /var seed file and a /usr
+/// file that changes with `version`.
+pub fn os_spec(version: &str, kargs: &[&str], etc: Vec<Entry>) -> ImageSpec {
+    let kargs_toml = format!(
+        "kargs = [{}]\n",
+        kargs
+            .iter()
+            .map(|k| format!("\"{k}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut base = vec![
+        Entry::dir("usr"),
+        Entry::dir("usr/lib"),
+        Entry::file(
+            "usr/lib/modules/6.12.0-osctl/vmlinuz",
+            format!("kernel for {version}").repeat(50),
+        ),
+        Entry::file(
+            "usr/lib/modules/6.12.0-osctl/initramfs.img",
+            vec![b'i'; 3000],
+        ),
+        Entry::file(
+            "usr/lib/os-release",
+            format!("NAME=\"Test OS\"\nPRETTY_NAME=\"Test OS {version}\"\nVERSION_ID={version}\n"),
+        ),
+        Entry::file("usr/lib/bootc/kargs.d/10-test.toml", kargs_toml),
+        Entry::file("usr/bin/tool", format!("#!/bin/sh\necho {version}\n")),
+        Entry::dir("etc"),
+        Entry::dir("var"),
+        Entry::file("var/lib/seed", format!("seeded by {version}\n")),
+    ];
+    base.extend(etc);
+    ImageSpec::new(vec![Layer::new(base)]).with_label("org.opencontainers.image.version", version)
+}
+
+/// `osctl` with a simulated kernel command line naming `booted` (or none).
+pub fn booted_cmd(osctl: &Osctl, booted: Option<&str>) -> Command {
+    let file = osctl.sysroot().join("cmdline");
+    let line = match booted {
+        Some(id) => format!("BOOT_IMAGE=/vmlinuz ro composefs={id}\n"),
+        None => "BOOT_IMAGE=/vmlinuz ro\n".to_string(),
+    };
+    std::fs::write(&file, line).unwrap();
+    let mut c = osctl.cmd();
+    c.env("OSCTL_CMDLINE_FILE", &file);
+    c.env("OSCTL_REBOOT_COMMAND", "true");
+    c
+}

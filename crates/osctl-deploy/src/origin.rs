@@ -1,0 +1,81 @@
+//! A deployment's origin: what it was made from and what osctl decided
+//! about it. One JSON file per deployment (`origin.json`), written with
+//! write-temp + fsync + rename, so a reader sees the old or the new file.
+
+use serde::{Deserialize, Serialize};
+
+use crate::report::EtcConflict;
+
+/// Format version of `origin.json`, bumped on incompatible changes.
+pub const ORIGIN_VERSION: u32 = 1;
+
+/// What an `upgrade --check` found for the tracked reference.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedUpdate {
+    /// Manifest digest the reference resolves to now.
+    pub manifest_digest: String,
+    pub version: Option<String>,
+    pub timestamp: Option<String>,
+    pub architecture: String,
+    /// When the check ran (RFC 3339, UTC).
+    pub checked: String,
+}
+
+/// Everything osctl records about one deployment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Origin {
+    pub version: u32,
+    /// The image reference without its transport (bootc's `image.image`).
+    pub image: String,
+    /// bootc's transport name: `registry`, `oci`, `oci-archive`.
+    pub transport: String,
+    pub manifest_digest: String,
+    /// The composefs image id (= the deployment id).
+    pub image_id: String,
+    pub architecture: String,
+    /// The image's `org.opencontainers.image.version` label.
+    pub image_version: Option<String>,
+    /// The image's creation time (config `created`).
+    pub timestamp: Option<String>,
+    /// `PRETTY_NAME` (or `NAME`) from the image's os-release.
+    pub os_name: Option<String>,
+    /// The kernel release found under `/usr/lib/modules`.
+    pub kernel_version: String,
+    /// sha256 over vmlinuz then initramfs: names the shared boot files dir.
+    pub boot_digest: String,
+    /// Kernel arguments from the image's kargs.d files, in file order.
+    pub image_kargs: Vec<String>,
+    /// Machine-local kernel arguments, carried from deployment to deployment.
+    pub local_kargs: Vec<String>,
+    /// Pinned deployments are never pruned.
+    #[serde(default)]
+    pub pinned: bool,
+    /// When the deployment was created (RFC 3339, UTC).
+    pub deployed: String,
+    /// Conflicts of the /etc merge made when this deployment was finalized.
+    #[serde(default)]
+    pub etc_conflicts: Vec<EtcConflict>,
+    /// The last `upgrade --check` result, if any.
+    #[serde(default)]
+    pub cached_update: Option<CachedUpdate>,
+}
+
+impl Origin {
+    /// The reference, with its transport, ready to pull again.
+    pub fn image_ref(&self) -> Result<osctl_image::ImageRef, osctl_image::FetchError> {
+        match self.transport.as_str() {
+            "registry" => osctl_image::ImageRef::parse(&self.image),
+            t => osctl_image::ImageRef::parse(&format!("{t}:{}", self.image)),
+        }
+    }
+
+    /// All kernel arguments for the boot entry, image ones first.
+    pub fn kargs(&self) -> impl Iterator<Item = &str> {
+        self.image_kargs
+            .iter()
+            .chain(&self.local_kargs)
+            .map(String::as_str)
+    }
+}

@@ -1,0 +1,205 @@
+//! The serde model of bootc's `BootcHost` object (`org.containers.bootc/v1`),
+//! plus osctl's own per-entry block.
+//!
+//! Field names, nesting and enum spellings follow bootc's published schema
+//! (`host-v1.schema.json`). Every type also deserialises, so osctl (or a fleet
+//! tool) can read bootc's own output: unknown fields such as `ostree` are
+//! ignored, and missing ones take the schema's defaults.
+
+use serde::{Deserialize, Serialize};
+
+use crate::EtcConflict;
+
+/// `apiVersion` of the host object.
+pub const API_VERSION: &str = "org.containers.bootc/v1";
+/// `kind` of the host object.
+pub const KIND: &str = "BootcHost";
+
+/// The host object, as `osctl status --format json|yaml` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Host {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: HostSpec,
+    #[serde(default)]
+    pub status: HostStatus,
+}
+
+/// `metadata`: only `name` (always `host`) is used.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `spec`: what the host should run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostSpec {
+    /// The tracked image; `null` before the first deployment.
+    #[serde(default)]
+    pub image: Option<ImageReference>,
+    #[serde(default)]
+    pub boot_order: BootOrder,
+}
+
+/// An image reference with its transport (`registry`, `oci`, `oci-archive`).
+///
+/// bootc's optional `signature` is not modelled: osctl has no signature
+/// policy yet, and an absent field is what the schema expects then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageReference {
+    pub image: String,
+    pub transport: String,
+}
+
+/// `spec.bootOrder`: which deployment boots next.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BootOrder {
+    /// The staged deployment, else the booted one.
+    #[default]
+    Default,
+    /// The rollback deployment (`osctl rollback` was run).
+    Rollback,
+}
+
+/// `status`: what the host has.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostStatus {
+    pub staged: Option<BootEntry>,
+    pub booted: Option<BootEntry>,
+    pub rollback: Option<BootEntry>,
+    /// Deployments kept besides those three (pinned ones).
+    #[serde(default)]
+    pub other_deployments: Vec<BootEntry>,
+    #[serde(default)]
+    pub rollback_queued: bool,
+    /// `bootcHost` once a deployment is booted, else `null`.
+    #[serde(rename = "type", default)]
+    pub host_type: Option<HostType>,
+}
+
+/// `status.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HostType {
+    BootcHost,
+}
+
+/// One deployment (bootc: a boot entry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootEntry {
+    #[serde(default)]
+    pub image: Option<ImageStatus>,
+    /// A newer image found by `upgrade --check`; `null` when there is none.
+    #[serde(default)]
+    pub cached_update: Option<ImageStatus>,
+    pub incompatible: bool,
+    pub pinned: bool,
+    #[serde(default)]
+    pub soft_reboot_capable: bool,
+    #[serde(default)]
+    pub download_only: bool,
+    /// bootc's ostree container store; always `null` for osctl.
+    #[serde(default)]
+    pub store: Option<Store>,
+    #[serde(default)]
+    pub composefs: Option<BootEntryComposefs>,
+    /// osctl's own fields; absent in bootc's output. The schema's `BootEntry`
+    /// has no `additionalProperties: false`, so they validate here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub osctl: Option<OsctlEntry>,
+}
+
+/// What an image is: reference, digest, label version, creation time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStatus {
+    pub image: ImageReference,
+    /// The `org.opencontainers.image.version` label.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The image's creation time, RFC 3339 (`null` if unknown or malformed).
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// The manifest digest, `sha256:…`.
+    pub image_digest: String,
+    /// OCI architecture name (`amd64`, `arm64`, …).
+    pub architecture: String,
+}
+
+/// bootc's `store` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Store {
+    OstreeContainer,
+}
+
+/// The composefs side of a boot entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootEntryComposefs {
+    /// The composefs image id (fs-verity digest of the EROFS image).
+    pub verity: String,
+    pub boot_type: BootType,
+    pub bootloader: Bootloader,
+    /// `true` when the kernel argument is `composefs=?<id>`.
+    pub missing_verity_allowed: bool,
+    /// sha256 over vmlinuz then initramfs; type 1 (BLS) entries only.
+    #[serde(default)]
+    pub boot_digest: Option<String>,
+}
+
+/// How the entry boots: BLS type 1 (kernel + initramfs) or a UKI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BootType {
+    Bls,
+    Uki,
+}
+
+/// Which bootloader reads the entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bootloader {
+    Grub,
+    GrubCc,
+    Systemd,
+    /// The boot entries are written but no bootloader is managed.
+    None,
+}
+
+/// osctl's fields for one deployment, under `osctl` in its boot entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OsctlEntry {
+    /// The full deployment id (= `composefs.verity`); `osctl pin` takes it.
+    pub deployment_id: String,
+    /// When the deployment was created (RFC 3339).
+    pub deployed: String,
+    /// `PRETTY_NAME` from the image's os-release.
+    #[serde(default)]
+    pub os_name: Option<String>,
+    pub kernel_version: String,
+    /// The boot entry's kernel arguments after `composefs=`: image, then local.
+    #[serde(default)]
+    pub kargs: Vec<String>,
+    /// The machine-local subset of `kargs`, carried to the next deployment.
+    #[serde(default)]
+    pub local_kargs: Vec<String>,
+    /// When `upgrade --check` last ran for this deployment, if ever.
+    #[serde(default)]
+    pub update_checked: Option<String>,
+    /// `/etc` merge conflicts of the finalize that made this deployment;
+    /// paths are relative to `/etc`. The administrator's version was kept.
+    #[serde(default)]
+    pub etc_conflicts: Vec<EtcConflict>,
+}

@@ -1,0 +1,286 @@
+//! `osctl status`: the host's deployments as bootc's `BootcHost` object.
+//!
+//! # Model
+//!
+//! The state machine reads the sysroot into a [`HostView`]: plain data, one
+//! [`EntryView`] (deployment id + its [`Origin`] + boot facts) per slot.
+//! [`to_host`] maps it onto [`Host`], a serde model of bootc's host object
+//! (`org.containers.bootc/v1`, schema `host-v1.schema.json`), which
+//! [`render_json`] and [`render_yaml`] print. [`render_human`] prints a short
+//! summary *from the same [`Host`]*, so the three formats cannot disagree.
+//!
+//! Why a model of bootc's object rather than osctl's own: tools and people
+//! that drive bootc (`jq .status.booted.image.imageDigest`, fleet
+//! dashboards, Ansible facts) then work on osctl unchanged; the JSON output
+//! validates against bootc's published schema, which the tests check.
+//!
+//! # Mapping
+//!
+//! | host field | from |
+//! |---|---|
+//! | `spec.image` | [`HostView::spec_image`] (the tracked reference) |
+//! | `spec.bootOrder` | `rollback` when [`HostView::rollback_queued`], else `default` |
+//! | `status.type` | `bootcHost` when a deployment is booted, else `null` |
+//! | entry `image` | origin `image`/`transport`, `imageVersion`, `timestamp`, `manifestDigest`, `architecture` |
+//! | entry `cachedUpdate` | origin `cachedUpdate`, only when its digest differs from the entry's |
+//! | entry `pinned` | origin `pinned`; `incompatible`, `softRebootCapable`, `downloadOnly` are `false`, `store` is `null` |
+//! | entry `composefs` | `verity` = image id, `bootType`, `bootloader`, `missingVerityAllowed` = `!verity_required`, `bootDigest` (BLS only) |
+//!
+//! osctl's own fields live in an `osctl` object inside each boot entry
+//! ([`OsctlEntry`]: deployment id, creation time, os name, kernel, kernel
+//! arguments, when updates were last checked, `/etc` merge conflicts). The
+//! schema's `BootEntry` does not forbid additional properties, so the
+//! output stays valid; bootc's own readers ignore the unknown key.
+//!
+//! Timestamps pass through unchanged in JSON/YAML (as bootc does) when
+//! they are RFC 3339; a malformed one becomes `null`, because the schema
+//! says `format: date-time`. The human form drops sub-second digits (as bootc
+//! does) and keeps the zone as written (image timestamps are UTC in practice).
+//!
+//! `--booted` is [`booted_only`]: the view without staged, rollback and other
+//! deployments; the tracked image and `rollbackQueued` stay, since they are
+//! facts about the host.
+
+mod host;
+mod human;
+
+pub use host::{
+    API_VERSION, BootEntry, BootEntryComposefs, BootOrder, BootType, Bootloader, Host, HostSpec,
+    HostStatus, HostType, ImageReference, ImageStatus, KIND, ObjectMeta, OsctlEntry, Store,
+};
+
+use crate::layout::DeploymentId;
+use crate::origin::Origin;
+
+/// Everything `osctl status` shows, as the state machine reads it from the
+/// sysroot.
+#[derive(Debug, Clone, Default)]
+pub struct HostView {
+    /// The tracked reference (the staged deployment's origin, else the
+    /// booted one's); `None` on a fresh machine.
+    pub spec_image: Option<ImageReference>,
+    pub staged: Option<EntryView>,
+    pub booted: Option<EntryView>,
+    pub rollback: Option<EntryView>,
+    /// Deployments kept besides those three (pinned ones).
+    pub other: Vec<EntryView>,
+    /// The next boot is the rollback deployment.
+    pub rollback_queued: bool,
+}
+
+/// One deployment. Its `/etc` merge conflicts are `origin.etc_conflicts`.
+#[derive(Debug, Clone)]
+pub struct EntryView {
+    pub id: DeploymentId,
+    pub origin: Origin,
+    /// BLS type 1 today.
+    pub boot_type: BootType,
+    /// `Systemd` when osctl manages systemd-boot's loader.conf, else `None`.
+    pub bootloader: Bootloader,
+    /// The entry says `composefs=<id>` (not `composefs=?<id>`).
+    pub verity_required: bool,
+}
+
+impl EntryView {
+    /// The reference this deployment was made from.
+    pub fn image_reference(&self) -> ImageReference {
+        ImageReference {
+            image: self.origin.image.clone(),
+            transport: self.origin.transport.clone(),
+        }
+    }
+}
+
+/// The host object for `view`.
+pub fn to_host(view: &HostView) -> Host {
+    let entry = |e: &Option<EntryView>| e.as_ref().map(boot_entry);
+    Host {
+        api_version: API_VERSION.to_owned(),
+        kind: KIND.to_owned(),
+        metadata: ObjectMeta {
+            name: Some("host".to_owned()),
+        },
+        spec: HostSpec {
+            image: view.spec_image.clone(),
+            boot_order: if view.rollback_queued {
+                BootOrder::Rollback
+            } else {
+                BootOrder::Default
+            },
+        },
+        status: HostStatus {
+            staged: entry(&view.staged),
+            booted: entry(&view.booted),
+            rollback: entry(&view.rollback),
+            other_deployments: view.other.iter().map(boot_entry).collect(),
+            rollback_queued: view.rollback_queued,
+            host_type: view.booted.as_ref().map(|_| HostType::BootcHost),
+        },
+    }
+}
+
+fn boot_entry(e: &EntryView) -> BootEntry {
+    let o = &e.origin;
+    let cached_update = o
+        .cached_update
+        .as_ref()
+        .filter(|u| u.manifest_digest != o.manifest_digest)
+        .map(|u| ImageStatus {
+            image: e.image_reference(),
+            version: u.version.clone(),
+            timestamp: valid_timestamp(u.timestamp.as_deref()),
+            image_digest: u.manifest_digest.clone(),
+            architecture: u.architecture.clone(),
+        });
+    BootEntry {
+        image: Some(ImageStatus {
+            image: e.image_reference(),
+            version: o.image_version.clone(),
+            timestamp: valid_timestamp(o.timestamp.as_deref()),
+            image_digest: o.manifest_digest.clone(),
+            architecture: o.architecture.clone(),
+        }),
+        cached_update,
+        incompatible: false,
+        pinned: o.pinned,
+        soft_reboot_capable: false,
+        download_only: false,
+        store: None,
+        composefs: Some(BootEntryComposefs {
+            verity: e.id.as_str().to_owned(),
+            boot_type: e.boot_type,
+            bootloader: e.bootloader,
+            missing_verity_allowed: !e.verity_required,
+            boot_digest: (e.boot_type == BootType::Bls).then(|| o.boot_digest.clone()),
+        }),
+        osctl: Some(OsctlEntry {
+            deployment_id: e.id.as_str().to_owned(),
+            deployed: o.deployed.clone(),
+            os_name: o.os_name.clone(),
+            kernel_version: o.kernel_version.clone(),
+            kargs: o.kargs().map(str::to_owned).collect(),
+            local_kargs: o.local_kargs.clone(),
+            update_checked: o.cached_update.as_ref().map(|u| u.checked.clone()),
+            etc_conflicts: o.etc_conflicts.clone(),
+        }),
+    }
+}
+
+/// `--booted`: only the booted deployment (the tracked image and
+/// `rollback_queued` are kept).
+pub fn booted_only(view: &HostView) -> HostView {
+    HostView {
+        spec_image: view.spec_image.clone(),
+        staged: None,
+        booted: view.booted.clone(),
+        rollback: None,
+        other: Vec::new(),
+        rollback_queued: view.rollback_queued,
+    }
+}
+
+/// Pretty-printed JSON, ending with a newline.
+pub fn render_json(host: &Host) -> String {
+    let mut out = serde_json::to_string_pretty(host).expect("the host model always serialises");
+    out.push('\n');
+    out
+}
+
+/// YAML, ending with a newline.
+pub fn render_yaml(host: &Host) -> String {
+    yaml_serde::to_string(host).expect("the host model always serialises")
+}
+
+/// The short human-readable summary, ending with a newline.
+pub fn render_human(view: &HostView) -> String {
+    human::render(&to_host(view))
+}
+
+/// `s` if it is an RFC 3339 date-time, else `None`.
+fn valid_timestamp(s: Option<&str>) -> Option<String> {
+    s.filter(|s| split_rfc3339(s).is_some()).map(str::to_owned)
+}
+
+/// Splits an RFC 3339 date-time into `(date 'T' time-to-seconds, zone)`,
+/// dropping any fraction: `2023-10-14T19:22:15.42Z` → (`2023-10-14T19:22:15`, `Z`).
+pub(crate) fn split_rfc3339(s: &str) -> Option<(&str, &str)> {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| {
+        b.get(r.clone())
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+    };
+    let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().unwrap_or(u32::MAX);
+    let shape = b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && matches!(b[10], b'T' | b't')
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    if !shape
+        || !(1..=12).contains(&num(5..7))
+        || !(1..=31).contains(&num(8..10))
+        || num(11..13) > 23
+        || num(14..16) > 59
+        || num(17..19) > 60
+    {
+        return None;
+    }
+    let mut zone = 19;
+    if b[zone] == b'.' {
+        zone += 1;
+        let start = zone;
+        while zone < b.len() && b[zone].is_ascii_digit() {
+            zone += 1;
+        }
+        if zone == start {
+            return None;
+        }
+    }
+    let tz = &s[zone..];
+    let offset_ok = |t: &[u8]| {
+        t.len() == 6
+            && matches!(t[0], b'+' | b'-')
+            && digits(zone + 1..zone + 3)
+            && t[3] == b':'
+            && digits(zone + 4..zone + 6)
+            && num(zone + 1..zone + 3) <= 23
+            && num(zone + 4..zone + 6) <= 59
+    };
+    (matches!(tz, "Z" | "z") || offset_ok(tz.as_bytes())).then(|| (&s[..19], tz))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_rfc3339;
+
+    #[test]
+    fn rfc3339_split() {
+        assert_eq!(
+            split_rfc3339("2023-10-14T19:22:15.42Z"),
+            Some(("2023-10-14T19:22:15", "Z"))
+        );
+        assert_eq!(
+            split_rfc3339("2026-11-25T10:00:00+01:00"),
+            Some(("2026-11-25T10:00:00", "+01:00"))
+        );
+        for bad in [
+            "",
+            "2026-11-25",
+            "2026-11-25 10:00:00Z",
+            "2026-13-25T10:00:00Z",
+            "2026-11-25T10:00:00",
+            "2026-11-25T10:00:00.Z",
+            "2026-11-25T10:00:00+1:00",
+            "2026-11-25T10:00:00Zjunk",
+            "２026-11-25T10:00:00Z",
+        ] {
+            assert_eq!(split_rfc3339(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! `upgrade`: re-resolve the tracked reference and stage what it points to
+//! now; `upgrade --check` fetches only the manifest and config and records
+//! the answer as the booted deployment's `cachedUpdate` (as bootc does), so
+//! `status` can show it without another network round trip.
+
+use std::sync::Arc;
+
+use oci_spec::image::ImageConfiguration;
+use osctl_image::{FetchOptions, ImageRef, Source};
+use osctl_store::PullObserver;
+
+use crate::DeployError;
+use crate::origin::CachedUpdate;
+use crate::stage::{StageOutcome, now};
+use crate::sysroot::Sysroot;
+
+/// Configs are small; this bounds what a hostile registry can make osctl hold.
+const MAX_CONFIG: u64 = 8 * 1024 * 1024;
+
+/// What `upgrade --check` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateCheck {
+    /// The reference still resolves to the deployed manifest.
+    UpToDate { image: String },
+    /// It resolves to another manifest.
+    Available { image: String, update: CachedUpdate },
+}
+
+impl Sysroot {
+    /// The reference upgrades follow: the staged deployment's, else the booted one's.
+    pub fn tracked(&self) -> Result<(ImageRef, String), DeployError> {
+        let state = self.state()?;
+        let d = state
+            .staged
+            .or(state.booted)
+            .ok_or(DeployError::NothingTracked)?;
+        let imgref = d.origin().image_ref()?;
+        Ok((imgref, d.origin().manifest_digest.clone()))
+    }
+
+    /// Resolves the tracked reference without downloading layers.
+    pub async fn check_update(&self, fetch: &FetchOptions) -> Result<UpdateCheck, DeployError> {
+        let (imgref, deployed) = self.tracked()?;
+        let source = Source::open(&imgref, fetch).await?;
+        let resolved = source.resolve().await?;
+        let image = imgref.to_string();
+        let check = if resolved.digest() == deployed {
+            UpdateCheck::UpToDate { image }
+        } else {
+            let desc = resolved.manifest().config();
+            let what = format!("config {} of {image}", desc.digest());
+            let raw = source.read_small_blob(desc, &what, MAX_CONFIG).await?;
+            let config: ImageConfiguration = serde_json::from_slice(&raw)
+                .map_err(|e| DeployError::Other(format!("{what} is not valid JSON: {e}")))?;
+            UpdateCheck::Available {
+                image,
+                update: CachedUpdate {
+                    manifest_digest: resolved.digest().to_string(),
+                    version: config
+                        .config()
+                        .as_ref()
+                        .and_then(|c| c.labels().as_ref())
+                        .and_then(|l| l.get("org.opencontainers.image.version").cloned()),
+                    timestamp: config.created().clone(),
+                    architecture: config.architecture().to_string(),
+                    checked: now(),
+                },
+            }
+        };
+        if let Some(booted) = self.state()?.booted {
+            let mut origin = booted.origin().clone();
+            origin.cached_update = match &check {
+                UpdateCheck::Available { update, .. } => Some(update.clone()),
+                UpdateCheck::UpToDate { .. } => None,
+            };
+            self.write_origin(booted.id(), &origin)?;
+        }
+        Ok(check)
+    }
+
+    /// Pulls the tracked reference and stages it if it changed.
+    pub async fn upgrade(
+        &self,
+        fetch: &FetchOptions,
+        observer: Arc<dyn PullObserver>,
+    ) -> Result<StageOutcome, DeployError> {
+        let (imgref, _) = self.tracked()?;
+        self.stage(&imgref, fetch, observer).await
+    }
+}

@@ -1,0 +1,48 @@
+//! From the deployments on disk to the status model.
+
+use crate::DeployError;
+use crate::boot;
+use crate::status::{BootType, Bootloader, EntryView, HostView};
+use crate::sysroot::{Deployment, DeploymentState, Sysroot};
+
+impl Sysroot {
+    /// The host as `osctl status` shows it.
+    pub fn host_view(&self) -> Result<HostView, DeployError> {
+        let state = self.state()?;
+        // osctl manages systemd-boot's loader.conf once it has written one.
+        let bootloader = if boot::read_default(self.boot())?.is_some() {
+            Bootloader::Systemd
+        } else {
+            Bootloader::None
+        };
+        let entry = |d: &Deployment| EntryView {
+            id: d.id().clone(),
+            origin: d.origin().clone(),
+            boot_type: BootType::Bls,
+            bootloader,
+            verity_required: true,
+        };
+        let DeploymentState {
+            booted,
+            staged,
+            rollback,
+            others,
+            rollback_queued,
+            ..
+        } = state;
+        let staged = staged.as_ref().map(entry);
+        let booted = booted.as_ref().map(entry);
+        let spec_image = staged
+            .as_ref()
+            .or(booted.as_ref())
+            .map(EntryView::image_reference);
+        Ok(HostView {
+            spec_image,
+            staged,
+            booted,
+            rollback: rollback.as_ref().map(entry),
+            other: others.iter().map(entry).collect(),
+            rollback_queued,
+        })
+    }
+}

@@ -1,0 +1,496 @@
+//! `osctl status` formats: every render validates against bootc's published
+//! host schema, keeps the keys of bootc's own example, carries the right
+//! values, and the human form matches literal snapshots.
+
+use osctl_deploy::EtcConflict;
+use osctl_deploy::layout::DeploymentId;
+use osctl_deploy::origin::{CachedUpdate, ORIGIN_VERSION, Origin};
+use osctl_deploy::status::{
+    BootType, Bootloader, EntryView, Host, HostView, booted_only, render_human, render_json,
+    render_yaml, to_host,
+};
+use serde_json::{Value, json};
+
+const SCHEMA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/schemas/bootc-host-v1.schema.json"
+);
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/schemas/bootc-example-staged-booted.yaml"
+);
+
+fn read_shared(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!("{path}: {e}: the shared/ directory must sit beside the repository (as in CI)")
+    })
+}
+
+/// bootc's schema, compiled with `format` assertions on (so `date-time` counts).
+struct Schema {
+    schemas: boon::Schemas,
+    index: boon::SchemaIndex,
+}
+
+impl Schema {
+    fn load() -> Schema {
+        let doc: Value = serde_json::from_str(&read_shared(SCHEMA)).expect("schema is JSON");
+        let mut schemas = boon::Schemas::new();
+        let mut compiler = boon::Compiler::new();
+        compiler.enable_format_assertions();
+        compiler.add_resource("bootc-host-v1.json", doc).unwrap();
+        let index = compiler
+            .compile("bootc-host-v1.json", &mut schemas)
+            .expect("bootc's schema compiles");
+        Schema { schemas, index }
+    }
+
+    fn check(&self, what: &str, instance: &Value) {
+        if let Err(e) = self.schemas.validate(instance, self.index) {
+            panic!("{what} does not validate against bootc's schema:\n{e:#}\n{instance:#}");
+        }
+    }
+
+    /// JSON and YAML renders of `view`, and the `--booted` ones, all validate.
+    fn check_view(&self, name: &str, view: &HostView) {
+        for (which, v) in [("full", view.clone()), ("--booted", booted_only(view))] {
+            let host = to_host(&v);
+            let json: Value = serde_json::from_str(&render_json(&host)).unwrap();
+            self.check(&format!("{name} {which} JSON"), &json);
+            let yaml: Value = yaml_serde::from_str(&render_yaml(&host)).unwrap();
+            self.check(&format!("{name} {which} YAML"), &yaml);
+            assert_eq!(json, yaml, "{name} {which}: JSON and YAML differ");
+        }
+    }
+}
+
+fn id(c: char) -> DeploymentId {
+    DeploymentId::parse(&c.to_string().repeat(64)).unwrap()
+}
+
+fn digest(c: char) -> String {
+    format!("sha256:{}", c.to_string().repeat(64))
+}
+
+fn conflict(path: &str, kind: &str) -> EtcConflict {
+    serde_json::from_value(
+        json!({"path": path, "kind": kind, "resolution": "kept the local version"}),
+    )
+    .unwrap()
+}
+
+/// A registry deployment of `image` at `version`; the id's digit is `c`.
+fn entry(c: char, image: &str, version: &str, timestamp: &str) -> EntryView {
+    EntryView {
+        id: id(c),
+        origin: Origin {
+            version: ORIGIN_VERSION,
+            image: image.to_owned(),
+            transport: "registry".to_owned(),
+            manifest_digest: digest(c),
+            image_id: c.to_string().repeat(64),
+            architecture: "amd64".to_owned(),
+            image_version: Some(version.to_owned()),
+            timestamp: Some(timestamp.to_owned()),
+            os_name: Some("Debian GNU/Linux 13 (trixie)".to_owned()),
+            kernel_version: "6.12.0-1-amd64".to_owned(),
+            boot_digest: digest('b'),
+            image_kargs: vec!["console=ttyS0".to_owned()],
+            local_kargs: vec!["quiet".to_owned()],
+            pinned: false,
+            deployed: "2026-11-25T11:00:00Z".to_owned(),
+            etc_conflicts: Vec::new(),
+            cached_update: None,
+        },
+        boot_type: BootType::Bls,
+        bootloader: Bootloader::Systemd,
+        verity_required: true,
+    }
+}
+
+const REF: &str = "quay.io/example/os:latest";
+
+/// Staged 2.0 (with conflicts), booted 1.1 (an update was found), rollback
+/// 1.0 (pinned, fs-verity optional), another pinned 0.9 (no bootloader).
+fn full_view() -> HostView {
+    let mut staged = entry('1', REF, "2.0", "2026-11-25T10:00:00.123456789Z");
+    staged.origin.etc_conflicts = vec![
+        conflict("ssh/sshd_config", "bothModified"),
+        conflict("motd.d", "typeChanged"),
+    ];
+    let mut booted = entry('2', REF, "1.1", "2026-11-01T09:30:00Z");
+    booted.origin.cached_update = Some(CachedUpdate {
+        manifest_digest: digest('3'),
+        version: Some("2.1".to_owned()),
+        timestamp: Some("2026-12-01T08:00:00.5Z".to_owned()),
+        architecture: "amd64".to_owned(),
+        checked: "2026-12-02T00:00:00Z".to_owned(),
+    });
+    let mut rollback = entry('4', REF, "1.0", "2026-10-01T09:30:00Z");
+    rollback.origin.pinned = true;
+    rollback.verity_required = false;
+    let mut other = entry(
+        '5',
+        "oci-archive-os.tar",
+        "0.9",
+        "2026-09-01T00:00:00+02:00",
+    );
+    other.origin.transport = "oci-archive".to_owned();
+    other.origin.pinned = true;
+    other.bootloader = Bootloader::None;
+    HostView {
+        spec_image: Some(staged.image_reference()),
+        staged: Some(staged),
+        booted: Some(booted),
+        rollback: Some(rollback),
+        other: vec![other],
+        rollback_queued: false,
+    }
+}
+
+/// bootc's example fixture as osctl would report it: staged and booted.
+fn example_view() -> HostView {
+    let image = "quay.io/example/someimage:latest";
+    let mut staged = entry('a', image, "nightly", "2023-10-14T19:22:15.42Z");
+    staged.origin.manifest_digest =
+        "sha256:16dc2b6256b4ff0d2ec18d2dbfb06d117904010c8cf9732cdb022818cf7a7566".to_owned();
+    let mut booted = entry('c', image, "nightly", "2023-09-30T19:22:16Z");
+    booted.origin.manifest_digest =
+        "sha256:736b359467c9437c1ac915acaae952aad854e07eb4a16a94999a48af08c83c34".to_owned();
+    for e in [&mut staged, &mut booted] {
+        e.origin.architecture = "arm64".to_owned();
+    }
+    HostView {
+        spec_image: Some(staged.image_reference()),
+        staged: Some(staged),
+        booted: Some(booted),
+        ..HostView::default()
+    }
+}
+
+fn json_of(view: &HostView) -> Value {
+    serde_json::to_value(to_host(view)).unwrap()
+}
+
+#[test]
+fn every_render_validates_against_bootc_schema() {
+    let schema = Schema::load();
+    schema.check_view("staged+booted+rollback+other", &full_view());
+    schema.check_view("fresh machine", &HostView::default());
+    schema.check_view("bootc example", &example_view());
+    let mut queued = full_view();
+    queued.staged = None;
+    queued.rollback_queued = true;
+    schema.check_view("rollback queued", &queued);
+}
+
+#[test]
+fn validator_rejects_what_bootc_would_not_accept() {
+    // Guards the test above against a validator that accepts anything.
+    let schema = Schema::load();
+    let good = json_of(&full_view());
+    for (pointer, bad) in [
+        ("/status/booted/composefs/bootType", json!("bls")),
+        ("/status/booted/image/timestamp", json!("yesterday")),
+        ("/status/booted/pinned", json!("no")),
+        ("/spec/bootOrder", json!("next")),
+        ("/status/booted/store", json!("composefs")),
+    ] {
+        let mut v = good.clone();
+        *v.pointer_mut(pointer).unwrap() = bad;
+        assert!(
+            schema.schemas.validate(&v, schema.index).is_err(),
+            "{pointer} accepted"
+        );
+    }
+}
+
+#[test]
+fn missing_schema_fails_with_a_clear_message() {
+    let err = std::panic::catch_unwind(|| read_shared("/nonexistent/shared/x.json")).unwrap_err();
+    let msg = err.downcast_ref::<String>().unwrap();
+    assert!(msg.contains("shared/ directory must sit beside"), "{msg}");
+}
+
+#[test]
+fn fresh_machine_is_all_null() {
+    let v = json_of(&HostView::default());
+    assert_eq!(
+        v,
+        json!({
+            "apiVersion": "org.containers.bootc/v1",
+            "kind": "BootcHost",
+            "metadata": {"name": "host"},
+            "spec": {"image": null, "bootOrder": "default"},
+            "status": {"staged": null, "booted": null, "rollback": null,
+                       "otherDeployments": [], "rollbackQueued": false, "type": null}
+        })
+    );
+}
+
+#[test]
+fn boot_entry_fields() {
+    let v = json_of(&full_view());
+    let booted = &v["status"]["booted"];
+    assert_eq!(
+        v["spec"]["image"],
+        json!({"image": REF, "transport": "registry"})
+    );
+    assert_eq!(v["status"]["type"], "bootcHost");
+    assert_eq!(
+        booted["image"],
+        json!({"image": {"image": REF, "transport": "registry"}, "version": "1.1",
+               "timestamp": "2026-11-01T09:30:00Z", "imageDigest": digest('2'),
+               "architecture": "amd64"})
+    );
+    for (k, want) in [
+        ("incompatible", false),
+        ("pinned", false),
+        ("softRebootCapable", false),
+        ("downloadOnly", false),
+    ] {
+        assert_eq!(booted[k], want, "{k}");
+    }
+    assert_eq!(booted["store"], Value::Null);
+    assert_eq!(
+        booted["composefs"],
+        json!({"verity": "2".repeat(64), "bootType": "Bls", "bootloader": "systemd",
+               "missingVerityAllowed": false, "bootDigest": digest('b')})
+    );
+    // JSON keeps the timestamp's fraction, as bootc does.
+    let staged = &v["status"]["staged"];
+    assert_eq!(
+        staged["image"]["timestamp"],
+        "2026-11-25T10:00:00.123456789Z"
+    );
+    let rollback = &v["status"]["rollback"];
+    assert_eq!(rollback["pinned"], true);
+    assert_eq!(rollback["composefs"]["missingVerityAllowed"], true);
+    assert_eq!(rollback["composefs"]["verity"], "4".repeat(64));
+    let other = &v["status"]["otherDeployments"];
+    assert_eq!(other.as_array().unwrap().len(), 1);
+    assert_eq!(other[0]["pinned"], true);
+    assert_eq!(other[0]["composefs"]["bootloader"], "none");
+    assert_eq!(other[0]["image"]["image"]["transport"], "oci-archive");
+}
+
+#[test]
+fn cached_update_only_when_it_is_newer() {
+    let mut view = full_view();
+    let v = json_of(&view);
+    assert_eq!(
+        v["status"]["booted"]["cachedUpdate"],
+        json!({"image": {"image": REF, "transport": "registry"}, "version": "2.1",
+               "timestamp": "2026-12-01T08:00:00.5Z", "imageDigest": digest('3'),
+               "architecture": "amd64"})
+    );
+    assert_eq!(v["status"]["staged"]["cachedUpdate"], Value::Null);
+    assert_eq!(
+        v["status"]["booted"]["osctl"]["updateChecked"],
+        "2026-12-02T00:00:00Z"
+    );
+    assert_eq!(v["status"]["staged"]["osctl"]["updateChecked"], Value::Null);
+
+    // A check that found the deployment's own digest: no update, but checked.
+    let booted = view.booted.as_mut().unwrap();
+    booted
+        .origin
+        .cached_update
+        .as_mut()
+        .unwrap()
+        .manifest_digest = digest('2');
+    let v = json_of(&view);
+    assert_eq!(v["status"]["booted"]["cachedUpdate"], Value::Null);
+    assert_eq!(
+        v["status"]["booted"]["osctl"]["updateChecked"],
+        "2026-12-02T00:00:00Z"
+    );
+}
+
+#[test]
+fn rollback_queued_sets_boot_order() {
+    let mut view = full_view();
+    assert_eq!(json_of(&view)["spec"]["bootOrder"], "default");
+    assert_eq!(json_of(&view)["status"]["rollbackQueued"], false);
+    view.rollback_queued = true;
+    let v = json_of(&view);
+    assert_eq!(v["spec"]["bootOrder"], "rollback");
+    assert_eq!(v["status"]["rollbackQueued"], true);
+}
+
+#[test]
+fn osctl_fields_sit_in_each_boot_entry() {
+    let v = json_of(&full_view());
+    assert_eq!(
+        v["status"]["staged"]["osctl"],
+        json!({
+            "deploymentId": "1".repeat(64),
+            "deployed": "2026-11-25T11:00:00Z",
+            "osName": "Debian GNU/Linux 13 (trixie)",
+            "kernelVersion": "6.12.0-1-amd64",
+            "kargs": ["console=ttyS0", "quiet"],
+            "localKargs": ["quiet"],
+            "updateChecked": null,
+            "etcConflicts": [
+                {"path": "ssh/sshd_config", "kind": "bothModified", "resolution": "kept the local version"},
+                {"path": "motd.d", "kind": "typeChanged", "resolution": "kept the local version"}
+            ]
+        })
+    );
+    assert_eq!(v["status"]["booted"]["osctl"]["etcConflicts"], json!([]));
+}
+
+#[test]
+fn booted_only_keeps_the_booted_entry() {
+    let mut view = full_view();
+    view.rollback_queued = true;
+    let v = json_of(&booted_only(&view));
+    assert_eq!(v["status"]["staged"], Value::Null);
+    assert_eq!(v["status"]["rollback"], Value::Null);
+    assert_eq!(v["status"]["otherDeployments"], json!([]));
+    assert_eq!(
+        v["status"]["booted"]["osctl"]["deploymentId"],
+        "2".repeat(64)
+    );
+    assert_eq!(v["status"]["rollbackQueued"], true);
+    assert_eq!(v["spec"]["bootOrder"], "rollback");
+    assert_eq!(v["spec"]["image"]["image"], REF);
+}
+
+#[test]
+fn malformed_timestamp_becomes_null() {
+    let mut view = full_view();
+    view.booted.as_mut().unwrap().origin.timestamp = Some("last tuesday".to_owned());
+    let v = json_of(&view);
+    assert_eq!(v["status"]["booted"]["image"]["timestamp"], Value::Null);
+    Schema::load().check("malformed timestamp", &v);
+}
+
+/// Every key path of `v` (`status.booted.image.imageDigest`), objects only.
+fn key_paths(prefix: &str, v: &Value, out: &mut Vec<String>) {
+    if let Value::Object(map) = v {
+        for (k, child) in map {
+            let path = format!("{prefix}{k}");
+            key_paths(&format!("{path}."), child, out);
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn yaml_has_the_keys_of_bootcs_example() {
+    let example: Value = yaml_serde::from_str(&read_shared(EXAMPLE)).unwrap();
+    let ours: Value = yaml_serde::from_str(&render_yaml(&to_host(&example_view()))).unwrap();
+
+    // ostree-backend fields and signatures have no osctl counterpart.
+    let not_ours =
+        |p: &str| p.contains("ostree") || p.ends_with("signature") || p == "status.isContainer";
+    let mut theirs = Vec::new();
+    key_paths("", &example, &mut theirs);
+    let mut mine = Vec::new();
+    key_paths("", &ours, &mut mine);
+    let missing: Vec<_> = theirs
+        .iter()
+        .filter(|p| !not_ours(p) && !mine.contains(p))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "keys of bootc's example missing: {missing:?}"
+    );
+    assert!(
+        theirs.iter().filter(|p| !not_ours(p)).count() >= 25,
+        "the comparison covers too few keys: {theirs:?}"
+    );
+
+    // Values both have, other than osctl's own ids, are equal.
+    for p in &theirs {
+        if not_ours(p) || p.as_str() == "apiVersion" {
+            continue;
+        }
+        let pointer = format!("/{}", p.replace('.', "/"));
+        let (a, b) = (
+            &example.pointer(&pointer).unwrap(),
+            &ours.pointer(&pointer).unwrap(),
+        );
+        if !a.is_object() {
+            assert_eq!(a, b, "{p}");
+        }
+    }
+    assert_eq!(ours["apiVersion"], "org.containers.bootc/v1");
+    assert!(
+        example["apiVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("org.containers.bootc/")
+    );
+
+    // osctl's model reads bootc's own output, ignoring ostree fields.
+    let parsed: Host = yaml_serde::from_str(&read_shared(EXAMPLE)).unwrap();
+    let staged = parsed.status.staged.unwrap().image.unwrap();
+    assert_eq!(staged.version.as_deref(), Some("nightly"));
+    assert_eq!(staged.timestamp.as_deref(), Some("2023-10-14T19:22:15.42Z"));
+    assert!(parsed.status.booted.unwrap().composefs.is_none());
+}
+
+#[test]
+fn human_staged_booted_rollback() {
+    let got = render_human(&full_view());
+    let want = "  Staged image: quay.io/example/os:latest
+        Digest: sha256:1111111111111111111111111111111111111111111111111111111111111111 (amd64)
+       Version: 2.0 (2026-11-25T10:00:00Z)
+        Kernel: 6.12.0-1-amd64
+    Deployment: 111111111111
+/etc conflicts: /etc/ssh/sshd_config (both modified)
+                /etc/motd.d (file type changed)
+
+● Booted image: quay.io/example/os:latest
+        Digest: sha256:2222222222222222222222222222222222222222222222222222222222222222 (amd64)
+       Version: 1.1 (2026-11-01T09:30:00Z)
+        Kernel: 6.12.0-1-amd64
+    Deployment: 222222222222
+        Update: 2.1 (2026-12-01T08:00:00Z)
+
+  Rollback image: quay.io/example/os:latest
+          Digest: sha256:4444444444444444444444444444444444444444444444444444444444444444 (amd64)
+         Version: 1.0 (2026-10-01T09:30:00Z)
+          Kernel: 6.12.0-1-amd64
+      Deployment: 444444444444
+          Pinned: yes
+
+Other deployments: 555555555555 (0.9, pinned)
+";
+    assert_eq!(got, want, "\n--- got:\n{got}");
+}
+
+#[test]
+fn human_booted_with_rollback_queued_and_many_conflicts() {
+    let mut view = full_view();
+    let booted = view.booted.as_mut().unwrap();
+    booted.origin.transport = "oci".to_owned();
+    booted.origin.image = "/var/lib/images/os:1.1".to_owned();
+    booted.origin.image_version = None;
+    booted.origin.cached_update = None;
+    booted.origin.etc_conflicts = ["a", "b", "c", "d"]
+        .map(|p| conflict(p, "bothAdded"))
+        .to_vec();
+    view.rollback_queued = true;
+    let got = render_human(&booted_only(&view));
+    let want = "● Booted image: oci:/var/lib/images/os:1.1
+        Digest: sha256:2222222222222222222222222222222222222222222222222222222222222222 (amd64)
+     Timestamp: 2026-11-01T09:30:00Z
+        Kernel: 6.12.0-1-amd64
+    Deployment: 222222222222
+/etc conflicts: 4 (run osctl status --format yaml for the list)
+
+Rollback queued: the next boot is the rollback deployment
+";
+    assert_eq!(got, want, "\n--- got:\n{got}");
+}
+
+#[test]
+fn human_fresh_machine() {
+    assert_eq!(
+        render_human(&HostView::default()),
+        "No deployments yet (osctl switch IMAGE deploys one).\n"
+    );
+}

@@ -1,0 +1,73 @@
+//! What the deployment commands share: opening the sysroot, fetch flags,
+//! and the `--apply` reboot.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use osctl_deploy::{Sysroot, SysrootOptions};
+use osctl_image::{FetchOptions, Platform};
+
+/// The registry options of `switch` and `upgrade` (as in `image pull`).
+#[derive(Args, Clone)]
+pub struct FetchArgs {
+    /// Auth file to use instead of the default search list.
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Verify the registry's TLS certificate; false also allows plain HTTP.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_verify: Option<bool>,
+    /// Directory of extra CA certificates (*.crt) for the registry.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// Platform to take from a multi-arch image (default: this host's).
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+}
+
+impl FetchArgs {
+    pub fn options(&self) -> anyhow::Result<FetchOptions> {
+        Ok(FetchOptions {
+            authfile: self.authfile.clone(),
+            platform: self.platform.as_deref().map(Platform::parse).transpose()?,
+            tls_verify: self.tls_verify,
+            cert_dir: self.cert_dir.clone(),
+        })
+    }
+}
+
+/// Environment variable overriding the reboot command of `--apply`
+/// (default `systemctl reboot`); tests set it to `true`.
+pub const REBOOT_ENV: &str = "OSCTL_REBOOT_COMMAND";
+
+/// Opens the sysroot, creating the store and state directories if needed
+/// (for commands that deploy).
+pub fn open(sysroot: &Path, boot_dir: Option<&Path>) -> anyhow::Result<Sysroot> {
+    Ok(Sysroot::open(&SysrootOptions {
+        sysroot: sysroot.to_path_buf(),
+        boot_dir: boot_dir.map(Path::to_path_buf),
+    })?)
+}
+
+/// Opens the sysroot only if something was ever deployed there: commands
+/// that only read or rearrange deployments must not create anything.
+pub fn open_existing(sysroot: &Path, boot_dir: Option<&Path>) -> anyhow::Result<Option<Sysroot>> {
+    if !sysroot.join(osctl_deploy::layout::DEPLOY_DIR).is_dir() {
+        return Ok(None);
+    }
+    open(sysroot, boot_dir).map(Some)
+}
+
+/// Finalizes the staged deployment and reboots into it.
+pub fn apply(sysroot: &Sysroot) -> anyhow::Result<()> {
+    sysroot.finalize()?;
+    let command = std::env::var(REBOOT_ENV).unwrap_or_else(|_| "systemctl reboot".to_string());
+    println!("Rebooting ({command})");
+    let mut words = command.split_whitespace();
+    let program = words.next().unwrap_or("true");
+    let status = std::process::Command::new(program).args(words).status()?;
+    anyhow::ensure!(
+        status.success(),
+        "reboot command '{command}' failed: {status}"
+    );
+    Ok(())
+}

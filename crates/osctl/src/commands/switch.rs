@@ -1,0 +1,76 @@
+//! `osctl switch IMAGE [--apply] [--retain]`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Args;
+use osctl_deploy::StageOutcome;
+use osctl_image::ImageRef;
+
+use super::deploy_common::{self, FetchArgs};
+use crate::progress::{self, ProgressMode};
+
+#[derive(Args)]
+pub struct SwitchArgs {
+    /// The image to deploy (same forms as `image pull`).
+    pub image: String,
+    /// Finalize and reboot into it now.
+    #[arg(long)]
+    pub apply: bool,
+    /// Keep old deployments instead of pruning those no longer needed.
+    #[arg(long)]
+    pub retain: bool,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+    /// How to show progress: bars on a terminal, plain lines otherwise.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+}
+
+pub async fn run(
+    args: SwitchArgs,
+    sysroot: &Path,
+    boot: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let imgref = ImageRef::parse(&args.image)?;
+    let fetch = args.fetch.options()?;
+    let sysroot = deploy_common::open(sysroot, boot)?;
+    let outcome = sysroot
+        .stage(&imgref, &fetch, progress::observer(args.progress))
+        .await?;
+    report(&outcome, &imgref.to_string());
+    if !args.retain {
+        for id in sysroot.prune()? {
+            println!("Pruned deployment {}", id.short());
+        }
+    }
+    if args.apply
+        && matches!(
+            outcome,
+            StageOutcome::Staged(_) | StageOutcome::AlreadyStaged(_)
+        )
+    {
+        deploy_common::apply(&sysroot)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn report(outcome: &StageOutcome, image: &str) {
+    match outcome {
+        StageOutcome::Staged(id) => {
+            println!(
+                "Staged {image} as deployment {}; it boots after the next reboot",
+                id.short()
+            )
+        }
+        StageOutcome::AlreadyStaged(id) => {
+            println!("{image} is already staged (deployment {})", id.short())
+        }
+        StageOutcome::AlreadyBooted(id) => {
+            println!(
+                "{image} is the booted deployment ({}); nothing staged",
+                id.short()
+            )
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Crash safety: osctl is killed (SIGABRT, no cleanup) at every named fail
+//! point of switch, finalize, rollback, pin and prune. After each crash the
+//! previous default entry, its kernel, initramfs and image are intact,
+//! `osctl fsck` is clean, `osctl status` works, and re-running the command
+//! succeeds.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+
+use common::{Osctl, booted_cmd, os_spec};
+use osctl_testutil::{Entry, Registry, RegistryOptions, write_layout};
+
+fn push(registry: &Registry, spec: &osctl_testutil::ImageSpec, tag: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    write_layout(dir.path(), "t", spec).unwrap();
+    registry.push_oci_layout(dir.path(), "t", tag).unwrap();
+}
+
+fn ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A machine booted into v1, with v2 and v3 in the registry.
+fn booted_machine(registry: &Registry) -> (Osctl, String) {
+    let osctl = Osctl::new();
+    let v1 = registry.image_ref("os:v1");
+    ok(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &v1]));
+    ok(booted_cmd(&osctl, None).arg("finalize"));
+    let loader = std::fs::read_to_string(osctl.sysroot().join("boot/loader/loader.conf")).unwrap();
+    let id = loader
+        .lines()
+        .find_map(|l| l.strip_prefix("default osctl-"))
+        .unwrap()
+        .trim_end_matches(".conf")
+        .to_string();
+    (osctl, id)
+}
+
+/// The default entry names `id`, and its kernel, initramfs and image exist.
+fn assert_boots(osctl: &Osctl, id: &str, booted: &str, what: &str) {
+    let root = osctl.sysroot();
+    let loader = std::fs::read_to_string(root.join("boot/loader/loader.conf")).unwrap();
+    assert!(
+        loader.contains(&format!("default osctl-{id}.conf")),
+        "{what}: default changed: {loader}"
+    );
+    let entry = std::fs::read_to_string(root.join(format!("boot/loader/entries/osctl-{id}.conf")))
+        .unwrap_or_else(|e| panic!("{what}: entry of {id} missing: {e}"));
+    for key in ["linux", "initrd"] {
+        let rel = entry
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap()
+            .trim()
+            .trim_start_matches('/');
+        assert!(
+            root.join("boot").join(rel).is_file(),
+            "{what}: {key} {rel} missing"
+        );
+    }
+    assert!(
+        Path::new(&root.join(format!("sysroot/composefs/images/{id}"))).exists(),
+        "{what}: image {id} missing"
+    );
+    osctl.fsck_clean();
+    ok(booted_cmd(osctl, Some(booted)).args(["status", "--format", "json"]));
+}
+
+/// Boots `reference` on top of the machine's current booted deployment:
+/// switch, finalize, and return the new booted id.
+fn upgrade_and_boot(osctl: &Osctl, booted: &str, reference: &str) -> String {
+    ok(booted_cmd(osctl, Some(booted)).args([
+        "switch",
+        "--retain",
+        "--progress",
+        "none",
+        reference,
+    ]));
+    ok(booted_cmd(osctl, Some(booted)).arg("finalize"));
+    let loader = std::fs::read_to_string(osctl.sysroot().join("boot/loader/loader.conf")).unwrap();
+    loader
+        .lines()
+        .find_map(|l| l.strip_prefix("default osctl-"))
+        .unwrap()
+        .trim_end_matches(".conf")
+        .to_string()
+}
+
+#[test]
+fn every_fail_point_leaves_a_bootable_machine() {
+    let registry = Registry::start(RegistryOptions::default()).unwrap();
+    for v in ["1", "2", "3"] {
+        let spec = os_spec(&format!("{v}.0"), &["quiet"], vec![Entry::file("etc/a", v)]);
+        push(&registry, &spec, &format!("os:v{v}"));
+    }
+    let (v2, v3) = (registry.image_ref("os:v2"), registry.image_ref("os:v3"));
+    let mut reached = Vec::new();
+    for point in osctl_deploy::failpoint::ALL {
+        let (osctl, v1_id) = booted_machine(&registry);
+        // (booted deployment, the one that must stay the default, command)
+        let (booted, keep, args): (String, String, Vec<String>) = match point
+            .split(':')
+            .next()
+            .unwrap()
+        {
+            "stage" => (
+                v1_id.clone(),
+                v1_id.clone(),
+                words(&["switch", "--retain", "--progress", "none", &v2]),
+            ),
+            "finalize" => {
+                ok(booted_cmd(&osctl, Some(&v1_id)).args(["switch", "--progress", "none", &v2]));
+                (v1_id.clone(), v1_id.clone(), words(&["finalize"]))
+            }
+            "rollback" => {
+                // v2 booted (v1 its rollback), v3 staged: rollback drops
+                // v3 and queues v1; once the default is written, v1 it is.
+                let v2_id = upgrade_and_boot(&osctl, &v1_id, &v2);
+                ok(booted_cmd(&osctl, Some(&v2_id)).args([
+                    "switch",
+                    "--retain",
+                    "--progress",
+                    "none",
+                    &v3,
+                ]));
+                let keep = if *point == "rollback:after-default" {
+                    v1_id.clone()
+                } else {
+                    v2_id.clone()
+                };
+                (v2_id, keep, words(&["rollback"]))
+            }
+            "prune" => {
+                // v1 → v2 → v3 booted: v2 is the rollback, v1 is pruned.
+                let v2_id = upgrade_and_boot(&osctl, &v1_id, &v2);
+                let v3_id = upgrade_and_boot(&osctl, &v2_id, &v3);
+                (v3_id.clone(), v3_id, words(&["gc"]))
+            }
+            "pin" => (v1_id.clone(), v1_id.clone(), words(&["pin", &v1_id[..12]])),
+            other => panic!("fail point family {other} has no test"),
+        };
+        let out = booted_cmd(&osctl, Some(&booted))
+            .env(osctl_deploy::failpoint::ENV, point)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(6),
+            "{point} was not reached by {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        reached.push(*point);
+        if *point == "finalize:after-default" {
+            // The crash came after the new default was written: the staged
+            // deployment boots next, and the old one is still complete.
+            assert_boots_entry(&osctl, &v1_id, point);
+            osctl.fsck_clean();
+        } else {
+            assert_boots(&osctl, &keep, &booted, point);
+        }
+        ok(booted_cmd(&osctl, Some(&booted)).args(&args));
+        osctl.fsck_clean();
+    }
+    assert_eq!(reached.len(), osctl_deploy::failpoint::ALL.len());
+    eprintln!(
+        "{} fail points reached; the machine stayed bootable after each",
+        reached.len()
+    );
+}
+
+fn words(w: &[&str]) -> Vec<String> {
+    w.iter().map(|s| s.to_string()).collect()
+}
+
+/// The entry of `id` and its kernel files exist (whatever the default is).
+fn assert_boots_entry(osctl: &Osctl, id: &str, what: &str) {
+    let root = osctl.sysroot();
+    let entry = std::fs::read_to_string(root.join(format!("boot/loader/entries/osctl-{id}.conf")))
+        .unwrap_or_else(|e| panic!("{what}: entry of {id} missing: {e}"));
+    assert!(entry.contains(&format!("composefs={id}")), "{what}");
+}

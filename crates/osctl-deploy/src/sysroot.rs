@@ -106,7 +106,10 @@ impl Sysroot {
         let lock = root
             .open_with(
                 LOCK_FILE,
-                cap_std::fs::OpenOptions::new().create(true).truncate(false).write(true),
+                cap_std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true),
             )
             .map_err(|e| io(&lock_path, e))?
             .into_std();

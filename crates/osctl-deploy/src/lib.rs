@@ -1,4 +1,23 @@
-//! osctl deployments: the three-way merge of `/etc`.
+//! osctl deployments: the *deploy* step of the data path.
+//!
+//! ```text
+//!  store record ─▶ Sysroot::stage ─▶ state/deploy/<id> + boot entry + staged marker
+//!                  Sysroot::finalize ─▶ /etc merged, loader.conf default ← id
+//!                  Sysroot::rollback / prune / set_pinned / check_update
+//! ```
+//!
+//! - [`sysroot`]: the deployments on disk and who is booted, staged, rollback
+//!   (derived from the kernel command line, `loader.conf` and `state/staged`;
+//!   no database that could disagree with them after a crash);
+//! - `stage`, `finalize`, `upgrade`: the operations, each step durable before
+//!   the next, with [`failpoint`]s for crash tests;
+//! - [`boot`]: kernels, kargs.d, BLS entries and `loader.conf`;
+//! - [`status`]: bootc's `BootcHost` model and its renderings;
+//! - [`merge_etc`]: the three-way `/etc` merge, described below.
+//!
+//! The layout on disk is in [`layout`] and docs/deployments.md.
+//!
+//! # The /etc merge
 //!
 //! When a machine moves to a new image, its new `/etc` is built from three
 //! trees: `old`, the booted image's pristine `/etc`; `current`, the live

@@ -216,3 +216,40 @@ fn switch_boot_edit_upgrade_finalize_rollback() {
     }
     osctl.fsck_clean();
 }
+
+#[test]
+fn apply_finalizes_then_reboots() {
+    let registry = Registry::start(RegistryOptions::default()).unwrap();
+    push(&registry, &v1(), "os:v1");
+    let osctl = Osctl::new();
+    let marker = osctl.sysroot().join("rebooted");
+    let out = booted_cmd(&osctl, None)
+        .env(
+            "OSCTL_REBOOT_COMMAND",
+            format!("touch {}", marker.display()),
+        )
+        .args([
+            "switch",
+            "--apply",
+            "--progress",
+            "none",
+            &registry.image_ref("os:v1"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(marker.exists(), "the reboot command ran");
+    let loader = read(osctl.sysroot().join("boot/loader/loader.conf"));
+    assert!(
+        loader.starts_with("default osctl-"),
+        "finalized before the reboot: {loader}"
+    );
+    assert!(!osctl.sysroot().join("sysroot/state/staged").exists());
+    // Human status: the new deployment boots next.
+    let human = run(booted_cmd(&osctl, None).args(["status", "--format", "human"]));
+    assert!(human.contains("os:v1"), "{human}");
+}

@@ -6,15 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{Osctl, booted_cmd, os_spec};
-use osctl_testutil::{Entry, ImageSpec, Layer, Registry, RegistryOptions, write_layout};
-
-fn push(registry: &Registry, spec: &ImageSpec, tag: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    write_layout(dir.path(), "t", spec).unwrap();
-    registry.push_oci_layout(dir.path(), "t", tag).unwrap();
-    registry.image_ref(tag)
-}
+use common::{Osctl, booted_cmd, os_spec, push_tag};
+use osctl_testutil::{Entry, ImageSpec, Layer, Registry, RegistryOptions};
 
 /// Every file under the state and boot dirs, with its content: what must
 /// not change when a command fails.
@@ -70,8 +63,8 @@ fn fails_cleanly(osctl: &Osctl, booted: Option<&str>, args: &[&str], needles: &[
 #[test]
 fn images_that_cannot_boot_are_refused() {
     let registry = Registry::start(RegistryOptions::default()).unwrap();
-    let good = push(&registry, &os_spec("1.0", &[], vec![]), "os:good");
-    let no_kernel = push(
+    let good = push_tag(&registry, &os_spec("1.0", &[], vec![]), "os:good");
+    let no_kernel = push_tag(
         &registry,
         &ImageSpec::new(vec![Layer::new(vec![Entry::file(
             "usr/lib/os-release",
@@ -84,13 +77,13 @@ fn images_that_cannot_boot_are_refused() {
         Entry::file("usr/lib/modules/6.13.0/vmlinuz", "k2"),
         Entry::file("usr/lib/modules/6.13.0/initramfs.img", "i2"),
     ]));
-    let two_kernels = push(&registry, &two, "os:twokernels");
+    let two_kernels = push_tag(&registry, &two, "os:twokernels");
     let mut bad_kargs = os_spec("1.0", &[], vec![]);
     bad_kargs.layers.push(Layer::new(vec![Entry::file(
         "usr/lib/bootc/kargs.d/20-broken.toml",
         "kargs = [\"unterminated",
     )]));
-    let bad_kargs = push(&registry, &bad_kargs, "os:badkargs");
+    let bad_kargs = push_tag(&registry, &bad_kargs, "os:badkargs");
 
     let osctl = Osctl::new();
     let out = booted_cmd(&osctl, None)
@@ -128,7 +121,7 @@ fn images_that_cannot_boot_are_refused() {
 #[test]
 fn rollback_without_a_rollback_deployment() {
     let registry = Registry::start(RegistryOptions::default()).unwrap();
-    let good = push(&registry, &os_spec("1.0", &[], vec![]), "os:good");
+    let good = push_tag(&registry, &os_spec("1.0", &[], vec![]), "os:good");
     let osctl = Osctl::new();
     fails_cleanly(&osctl, None, &["rollback"], &["no rollback deployment"]);
     let out = booted_cmd(&osctl, None)
@@ -170,14 +163,14 @@ fn rollback_without_a_rollback_deployment() {
 #[test]
 fn disk_full_during_switch_keeps_the_machine_intact() {
     let registry = Registry::start(RegistryOptions::default()).unwrap();
-    let small = push(&registry, &os_spec("1.0", &[], vec![]), "os:small");
+    let small = push_tag(&registry, &os_spec("1.0", &[], vec![]), "os:small");
     let mut big = os_spec("2.0", &[], vec![]);
     big.layers.push(Layer::new(vec![Entry::large_file(
         "usr/share/big.bin",
         24 * 1024 * 1024,
         9,
     )]));
-    let big = push(&registry, &big, "os:big");
+    let big = push_tag(&registry, &big, "os:big");
 
     // A 16 MiB tmpfs as the sysroot: v1 fits, v2 does not.
     let osctl = Osctl::new();

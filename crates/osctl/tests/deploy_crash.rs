@@ -9,14 +9,8 @@ mod common;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
-use common::{Osctl, booted_cmd, os_spec};
-use osctl_testutil::{Entry, Registry, RegistryOptions, write_layout};
-
-fn push(registry: &Registry, spec: &osctl_testutil::ImageSpec, tag: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    write_layout(dir.path(), "t", spec).unwrap();
-    registry.push_oci_layout(dir.path(), "t", tag).unwrap();
-}
+use common::{Osctl, booted_cmd, os_spec, push_tag};
+use osctl_testutil::{Entry, Registry, RegistryOptions};
 
 fn ok(cmd: &mut std::process::Command) -> String {
     let out = cmd.output().unwrap();
@@ -100,7 +94,7 @@ fn every_fail_point_leaves_a_bootable_machine() {
     let registry = Registry::start(RegistryOptions::default()).unwrap();
     for v in ["1", "2", "3"] {
         let spec = os_spec(&format!("{v}.0"), &["quiet"], vec![Entry::file("etc/a", v)]);
-        push(&registry, &spec, &format!("os:v{v}"));
+        push_tag(&registry, &spec, &format!("os:v{v}"));
     }
     let (v2, v3) = (registry.image_ref("os:v2"), registry.image_ref("os:v3"));
     let mut reached = Vec::new();

@@ -7,15 +7,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Osctl, booted_cmd, os_spec};
-use osctl_testutil::{Entry, Registry, RegistryOptions, write_layout};
+use common::{Osctl, booted_cmd, os_spec, push_tag};
+use osctl_testutil::{Entry, Registry, RegistryOptions};
 use serde_json::Value;
-
-fn push(registry: &Registry, spec: &osctl_testutil::ImageSpec, tag: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    write_layout(dir.path(), "t", spec).unwrap();
-    registry.push_oci_layout(dir.path(), "t", tag).unwrap();
-}
 
 fn v1() -> osctl_testutil::ImageSpec {
     os_spec(
@@ -70,7 +64,7 @@ fn read(p: PathBuf) -> String {
 #[test]
 fn switch_boot_edit_upgrade_finalize_rollback() {
     let registry = Registry::start(RegistryOptions::default()).unwrap();
-    push(&registry, &v1(), "os:stable");
+    push_tag(&registry, &v1(), "os:stable");
     let reference = registry.image_ref("os:stable");
     let osctl = Osctl::new();
     let root = osctl.sysroot().to_path_buf();
@@ -111,7 +105,7 @@ fn switch_boot_edit_upgrade_finalize_rollback() {
     // No update yet; then v2 is pushed to the same tag.
     let out = run(booted_cmd(&osctl, Some(&v1_id)).args(["upgrade", "--check"]));
     assert!(out.contains("No update available"), "{out}");
-    push(&registry, &v2(), "os:stable");
+    push_tag(&registry, &v2(), "os:stable");
     let blob_gets = |log: &str| {
         log.lines()
             .filter(|l| l.contains("GET /v2/os/blobs/sha256:"))
@@ -220,7 +214,7 @@ fn switch_boot_edit_upgrade_finalize_rollback() {
 #[test]
 fn apply_finalizes_then_reboots() {
     let registry = Registry::start(RegistryOptions::default()).unwrap();
-    push(&registry, &v1(), "os:v1");
+    push_tag(&registry, &v1(), "os:v1");
     let osctl = Osctl::new();
     let marker = osctl.sysroot().join("rebooted");
     let out = booted_cmd(&osctl, None)

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use osctl_deploy::{Sysroot, SysrootOptions};
+use osctl_deploy::{StageOutcome, Sysroot, SysrootOptions};
 use osctl_image::{FetchOptions, Platform};
 
 /// The registry options of `switch` and `upgrade` (as in `image pull`).
@@ -58,7 +58,7 @@ pub fn open_existing(sysroot: &Path, boot_dir: Option<&Path>) -> anyhow::Result<
 }
 
 /// Finalizes the staged deployment and reboots into it.
-pub fn apply(sysroot: &Sysroot) -> anyhow::Result<()> {
+pub fn apply_and_reboot(sysroot: &Sysroot) -> anyhow::Result<()> {
     sysroot.finalize()?;
     let command = std::env::var(REBOOT_ENV).unwrap_or_else(|_| "systemctl reboot".to_string());
     println!("Rebooting ({command})");
@@ -69,5 +69,28 @@ pub fn apply(sysroot: &Sysroot) -> anyhow::Result<()> {
         status.success(),
         "reboot command '{command}' failed: {status}"
     );
+    Ok(())
+}
+
+/// What `switch` and `upgrade` do after staging: prune old deployments
+/// (unless retained) and, with `--apply`, finalize and reboot.
+pub fn after_stage(
+    sysroot: &Sysroot,
+    outcome: &StageOutcome,
+    prune: bool,
+    apply: bool,
+) -> anyhow::Result<()> {
+    if prune {
+        for id in sysroot.prune()? {
+            println!("Pruned deployment {}", id.short());
+        }
+    }
+    let something_staged = matches!(
+        outcome,
+        StageOutcome::Staged(_) | StageOutcome::AlreadyStaged(_)
+    );
+    if apply && something_staged {
+        apply_and_reboot(sysroot)?;
+    }
     Ok(())
 }

@@ -29,7 +29,7 @@ pub fn run(args: RollbackArgs, sysroot: &Path, boot: Option<&Path>) -> anyhow::R
         ),
     }
     if args.apply {
-        deploy_common::apply(&sysroot)?;
+        deploy_common::apply_and_reboot(&sysroot)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -39,19 +39,7 @@ pub async fn run(
         .stage(&imgref, &fetch, progress::observer(args.progress))
         .await?;
     report(&outcome, &imgref.to_string());
-    if !args.retain {
-        for id in sysroot.prune()? {
-            println!("Pruned deployment {}", id.short());
-        }
-    }
-    if args.apply
-        && matches!(
-            outcome,
-            StageOutcome::Staged(_) | StageOutcome::AlreadyStaged(_)
-        )
-    {
-        deploy_common::apply(&sysroot)?;
-    }
+    deploy_common::after_stage(&sysroot, &outcome, !args.retain, args.apply)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -56,16 +56,6 @@ pub async fn run(
         StageOutcome::AlreadyBooted(_) => println!("No update available for {imgref}"),
         other => report(other, &imgref.to_string()),
     }
-    for id in sysroot.prune()? {
-        println!("Pruned deployment {}", id.short());
-    }
-    if args.apply
-        && matches!(
-            outcome,
-            StageOutcome::Staged(_) | StageOutcome::AlreadyStaged(_)
-        )
-    {
-        deploy_common::apply(&sysroot)?;
-    }
+    deploy_common::after_stage(&sysroot, &outcome, true, args.apply)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -236,3 +236,11 @@ pub fn booted_cmd(osctl: &Osctl, booted: Option<&str>) -> Command {
     c.env("OSCTL_REBOOT_COMMAND", "true");
     c
 }
+
+/// Writes `spec` as a layout and pushes it as `repo_tag`; returns the reference.
+pub fn push_tag(registry: &Registry, spec: &ImageSpec, repo_tag: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    write_layout(dir.path(), "t", spec).unwrap();
+    registry.push_oci_layout(dir.path(), "t", repo_tag).unwrap();
+    registry.image_ref(repo_tag)
+}

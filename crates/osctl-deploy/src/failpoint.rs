@@ -28,8 +28,8 @@ pub const ALL: &[&str] = &[
     "finalize:after-merge",
     "finalize:after-etc-swap",
     "finalize:after-default",
-    "rollback:after-drop-staged",
     "rollback:after-default",
+    "rollback:after-drop-staged",
     "pin:after-origin",
 ];
 

@@ -46,6 +46,7 @@ pub enum RollbackOutcome {
 impl Sysroot {
     /// Merges `/etc` into the staged deployment and makes it the default.
     pub fn finalize(&self) -> Result<FinalizeOutcome, DeployError> {
+        self.lock()?;
         let state = self.state()?;
         let Some(staged) = state.staged.clone() else {
             return Ok(FinalizeOutcome::NothingStaged);
@@ -62,6 +63,19 @@ impl Sysroot {
             None => None,
         };
         failpoint::hit("finalize:after-etc-swap");
+        // The merged /etc lives on the root filesystem, the default on the
+        // ESP: flush the former before the latter can name it. Rewriting
+        // the entry first heals one lost to a crash of an earlier run.
+        let staged_dir = self.open_state(&staged.id().state_dir().to_string_lossy())?;
+        osctl_store::atomic::sync_filesystem(&staged_dir).map_err(|e| DeployError::Io {
+            path: self.path().join(staged.id().state_dir()),
+            why: e.to_string(),
+        })?;
+        boot::write_entry(
+            self.boot(),
+            staged.id(),
+            &self.entry_for(staged.id(), staged.origin()),
+        )?;
         boot::write_default(self.boot(), staged.id())?;
         failpoint::hit("finalize:after-default");
         let state_dir = self.open_state(layout::STATE_DIR)?;
@@ -147,6 +161,7 @@ impl Sysroot {
     /// Makes the rollback deployment boot next (dropping a staged one), or
     /// undoes a queued rollback.
     pub fn rollback(&self) -> Result<RollbackOutcome, DeployError> {
+        self.lock()?;
         let state = self.state()?;
         if state.rollback_queued
             && let Some(booted) = &state.booted
@@ -158,17 +173,20 @@ impl Sysroot {
         let Some(rollback) = state.rollback else {
             return Err(DeployError::NoRollback);
         };
+        // Default first: dropping a finalized staged deployment must never
+        // leave the default naming it.
+        boot::write_default(self.boot(), rollback.id())?;
+        failpoint::hit("rollback:after-default");
         if let Some(staged) = &state.staged {
             self.drop_deployment(staged.id())?;
             failpoint::hit("rollback:after-drop-staged");
         }
-        boot::write_default(self.boot(), rollback.id())?;
-        failpoint::hit("rollback:after-default");
         Ok(RollbackOutcome::Queued(rollback.id().clone()))
     }
 
     /// Sets or clears a deployment's pin; pinned deployments are never pruned.
     pub fn set_pinned(&self, prefix: &str, pinned: bool) -> Result<DeploymentId, DeployError> {
+        self.lock()?;
         let d = self.find(prefix)?;
         let mut origin = d.origin().clone();
         origin.pinned = pinned;
@@ -180,8 +198,14 @@ impl Sysroot {
     /// Removes deployments that are not booted, staged, rollback or pinned,
     /// then kernels no remaining deployment uses. Returns the removed ids.
     pub fn prune(&self) -> Result<Vec<DeploymentId>, DeployError> {
+        self.lock()?;
         let state = self.state()?;
         let mut removed = Vec::new();
+        // Leftovers of an interrupted stage (state without an entry).
+        for id in self.incomplete()? {
+            self.drop_deployment(&id)?;
+            removed.push(id);
+        }
         for d in &state.others {
             if d.origin().pinned || state.default.as_ref() == Some(d.id()) {
                 continue;

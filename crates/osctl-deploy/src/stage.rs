@@ -62,6 +62,7 @@ impl Sysroot {
     ) -> Result<StageOutcome, DeployError> {
         let id = DeploymentId::parse(record.image_id())
             .ok_or_else(|| DeployError::Other(format!("bad image id {}", record.image_id())))?;
+        self.lock()?;
         let state = self.state()?;
         if state.booted.as_ref().is_some_and(|b| b.id() == &id) {
             // Switching back to the booted image drops a staged one.
@@ -86,8 +87,11 @@ impl Sysroot {
             .map(|b| b.origin().local_kargs.clone())
             .unwrap_or_default();
 
-        // A non-booted, non-staged deployment of the same image is rebuilt.
+        // A non-booted, non-staged deployment of the same image is rebuilt
+        // (it keeps its pin).
+        let mut pinned = false;
         if self.root().try_exists(id.state_dir()).unwrap_or(false) {
+            pinned = self.load(&id).map(|d| d.origin().pinned).unwrap_or(false);
             self.drop_deployment(&id)?;
         }
         let origin = Origin {
@@ -107,7 +111,7 @@ impl Sysroot {
             boot_digest: String::new(),
             image_kargs,
             local_kargs,
-            pinned: false,
+            pinned,
             deployed: now(),
             etc_conflicts: Vec::new(),
             cached_update: None,
@@ -126,7 +130,7 @@ impl Sysroot {
         self.write_origin(&id, &origin)?;
         failpoint::hit("stage:after-kernel");
 
-        boot::write_entry(self.boot(), &id, &entry_for(&id, &origin))?;
+        boot::write_entry(self.boot(), &id, &self.entry_for(&id, &origin))?;
         failpoint::hit("stage:after-entry");
 
         // Only one staged deployment at a time: a newer switch replaces it.
@@ -178,6 +182,8 @@ impl Sysroot {
             let etc = dir.open_dir(layout::ETC_DIR).map_err(io)?;
             tree.export(Path::new("/etc"), &etc)?;
         }
+        // The exported /etc must be on disk before the directory can count.
+        osctl_store::atomic::sync_filesystem(&dir).map_err(io)?;
         osctl_store::atomic::sync_dir(&dir).map_err(io)?;
         deploy.rename(&tmp_name, &deploy, id.as_str()).map_err(io)?;
         osctl_store::atomic::sync_dir(&deploy).map_err(io)
@@ -187,16 +193,24 @@ impl Sysroot {
     /// loader never offers a deployment without state), then state, then
     /// its GC root. Kernels and store objects are left to `prune`/`gc`.
     pub(crate) fn drop_deployment(&self, id: &DeploymentId) -> Result<(), DeployError> {
-        boot::remove_entry(self.boot(), id)?;
         let io = |e: std::io::Error| DeployError::Io {
             path: self.path().join(id.state_dir()),
             why: e.to_string(),
         };
-        let staged = self.staged_id()?;
-        if staged.as_ref() == Some(id) {
+        // Never leave the default naming a deployment without an entry:
+        // point it back at the booted deployment first.
+        if boot::read_default(self.boot())?.as_ref() == Some(id)
+            && let Some(booted) = self.booted_id()?.filter(|b| b != id)
+        {
+            boot::write_default(self.boot(), &booted)?;
+        }
+        // The staged marker goes before the entry: finalize must never find
+        // a marker naming a deployment without an entry.
+        if self.staged_id()?.as_ref() == Some(id) {
             let state_dir = self.root().open_dir(layout::STATE_DIR).map_err(io)?;
             osctl_store::atomic::remove_durably(&state_dir, "staged").map_err(io)?;
         }
+        boot::remove_entry(self.boot(), id)?;
         let deploy = self.root().open_dir(layout::DEPLOY_DIR).map_err(io)?;
         if deploy.try_exists(id.as_str()).map_err(io)? {
             // Rename first: a half-deleted directory must not look like a
@@ -211,15 +225,28 @@ impl Sysroot {
     }
 }
 
-/// The BLS entry of a deployment.
-pub(crate) fn entry_for(id: &DeploymentId, origin: &Origin) -> BlsEntry {
-    BlsEntry::for_deployment(
-        id,
-        &origin.boot_digest,
-        origin.os_name.as_deref(),
-        origin.image_version.as_deref(),
-        origin.kargs(),
-    )
+impl Sysroot {
+    /// The BLS entry of a deployment. On a store without fs-verity the
+    /// entry says `composefs=?<id>` (verity optional), so the initramfs does
+    /// not demand what the store cannot give.
+    pub(crate) fn entry_for(&self, id: &DeploymentId, origin: &Origin) -> BlsEntry {
+        let mut entry = BlsEntry::for_deployment(
+            id,
+            &origin.boot_digest,
+            origin.os_name.as_deref(),
+            origin.image_version.as_deref(),
+            origin.kargs(),
+        );
+        if self.verity_optional() {
+            entry.options[0] = format!("{}=?{id}", layout::CMDLINE_KEY);
+        }
+        entry
+    }
+
+    /// Whether the store cannot enforce fs-verity (the host has none).
+    pub(crate) fn verity_optional(&self) -> bool {
+        self.store().verity() == osctl_store::VerityMode::Insecure
+    }
 }
 
 pub(crate) fn now() -> String {

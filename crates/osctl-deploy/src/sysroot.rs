@@ -68,8 +68,10 @@ pub struct Sysroot {
     boot_path: PathBuf,
     boot: Dir,
     store: Store,
-    /// Held for the handle's lifetime: one osctl changes deployments at a time.
-    _lock: std::fs::File,
+    /// Taken by the first operation that changes deployments and held for
+    /// the handle's lifetime: one osctl changes them at a time. Reading
+    /// (status) and pulling never wait for it.
+    lock: std::sync::OnceLock<std::fs::File>,
 }
 
 /// The lock file, relative to the sysroot.
@@ -100,10 +102,29 @@ impl Sysroot {
             .map_err(|e| io(&boot_path, e))?;
         let boot = Dir::open_ambient_dir(&boot_path, cap_std::ambient_authority())
             .map_err(|e| io(&boot_path, e))?;
-        // Another osctl (an upgrade timer, finalize at shutdown) waits here
-        // rather than interleaving its writes with ours.
-        let lock_path = opts.sysroot.join(LOCK_FILE);
-        let lock = root
+        Ok(Sysroot {
+            path: opts.sysroot.clone(),
+            root,
+            boot_path,
+            boot,
+            store,
+            lock: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Waits for and takes the deployment lock (idempotent). Every
+    /// operation that changes deployments or boot entries calls it first.
+    pub(crate) fn lock(&self) -> Result<(), DeployError> {
+        if self.lock.get().is_some() {
+            return Ok(());
+        }
+        let lock_path = self.path.join(LOCK_FILE);
+        let io = |e: std::io::Error| DeployError::Io {
+            path: lock_path.clone(),
+            why: e.to_string(),
+        };
+        let file = self
+            .root
             .open_with(
                 LOCK_FILE,
                 cap_std::fs::OpenOptions::new()
@@ -111,18 +132,14 @@ impl Sysroot {
                     .truncate(false)
                     .write(true),
             )
-            .map_err(|e| io(&lock_path, e))?
+            .map_err(io)?
             .into_std();
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| io(&lock_path, e.into()))?;
-        Ok(Sysroot {
-            path: opts.sysroot.clone(),
-            root,
-            boot_path,
-            boot,
-            store,
-            _lock: lock,
-        })
+        // Another osctl (an upgrade timer, finalize at shutdown) waits here
+        // rather than interleaving its writes with ours.
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io(e.into()))?;
+        let _ = self.lock.set(file);
+        Ok(())
     }
 
     pub fn store(&self) -> &Store {
@@ -184,6 +201,7 @@ impl Sysroot {
             path: dir_path.clone(),
             why: e.to_string(),
         };
+        let with_entries = self.ids_with_entries()?;
         let mut out = Vec::new();
         for entry in self.root.read_dir(layout::DEPLOY_DIR).map_err(io)? {
             let entry = entry.map_err(io)?;
@@ -192,7 +210,10 @@ impl Sysroot {
             let Some(id) = DeploymentId::parse(&name) else {
                 continue;
             };
-            if !self.exists(&id) {
+            // A deployment is complete once its boot entry exists (the last
+            // step of staging before the marker); an interrupted stage's
+            // leftovers are not deployments, and prune removes them.
+            if !self.exists(&id) || !with_entries.contains(&id) {
                 continue;
             }
             out.push(self.load(&id)?);
@@ -203,6 +224,32 @@ impl Sysroot {
                 .cmp(&a.origin.deployed)
                 .then(a.id.cmp(&b.id))
         });
+        Ok(out)
+    }
+
+    /// Ids that have a boot entry (with or without a boot counter).
+    fn ids_with_entries(&self) -> Result<std::collections::HashSet<DeploymentId>, DeployError> {
+        Ok(boot::read_entries(&self.boot)?
+            .into_iter()
+            .map(|e| e.id)
+            .collect())
+    }
+
+    /// State directories without a boot entry: what an interrupted stage
+    /// leaves behind.
+    pub(crate) fn incomplete(&self) -> Result<Vec<DeploymentId>, DeployError> {
+        let with_entries = self.ids_with_entries()?;
+        let mut out = Vec::new();
+        let Ok(rd) = self.root.read_dir(layout::DEPLOY_DIR) else {
+            return Ok(out);
+        };
+        for entry in rd.flatten() {
+            if let Some(id) = DeploymentId::parse(&entry.file_name().to_string_lossy())
+                && !with_entries.contains(&id)
+            {
+                out.push(id);
+            }
+        }
         Ok(out)
     }
 

@@ -67,6 +67,7 @@ impl Sysroot {
                 },
             }
         };
+        self.lock()?;
         if let Some(booted) = self.state()?.booted {
             let mut origin = booted.origin().clone();
             origin.cached_update = match &check {

@@ -20,7 +20,7 @@ impl Sysroot {
             origin: d.origin().clone(),
             boot_type: BootType::Bls,
             bootloader,
-            verity_required: true,
+            verity_required: !self.verity_optional(),
         };
         let DeploymentState {
             booted,

@@ -57,6 +57,18 @@ pub fn sync_dir(dir: &Dir) -> std::io::Result<()> {
     fsync(&fd).map_err(std::io::Error::from)
 }
 
+/// Flushes the whole filesystem holding `dir` (syncfs): for trees written
+/// file by file, where fsyncing each one would cost more than one syncfs.
+pub fn sync_filesystem(dir: &Dir) -> std::io::Result<()> {
+    let fd = openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::fs::syncfs(&fd).map_err(std::io::Error::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -142,9 +142,11 @@ fn switch_boot_edit_upgrade_finalize_rollback() {
     );
     let entry = read(root.join(format!("boot/loader/entries/osctl-{v2_id}.conf")));
     let options = entry.lines().find(|l| l.starts_with("options")).unwrap();
+    // The host has no fs-verity, so the store is insecure and the entry
+    // says verity is optional (`?`).
     assert_eq!(
         options,
-        format!("options composefs={v2_id} console=ttyS0 loglevel=3")
+        format!("options composefs=?{v2_id} console=ttyS0 loglevel=3")
     );
     let linux = entry.lines().find(|l| l.starts_with("linux")).unwrap();
     let kernel = root.join("boot").join(
@@ -246,4 +248,47 @@ fn apply_finalizes_then_reboots() {
     // Human status: the new deployment boots next.
     let human = run(booted_cmd(&osctl, None).args(["status", "--format", "human"]));
     assert!(human.contains("os:v1"), "{human}");
+}
+
+#[test]
+fn replacing_a_finalized_update_never_leaves_the_default_dangling() {
+    let registry = Registry::start(RegistryOptions::default()).unwrap();
+    let v1_ref = push_tag(&registry, &v1(), "os:v1");
+    let v2_ref = push_tag(&registry, &v2(), "os:v2");
+    let v3_ref = push_tag(&registry, &os_spec("3.0", &[], vec![]), "os:v3");
+    let osctl = Osctl::new();
+    let root = osctl.sysroot().to_path_buf();
+    let default_has_entry = || {
+        let loader = read(root.join("boot/loader/loader.conf"));
+        let name = loader
+            .lines()
+            .find_map(|l| l.strip_prefix("default "))
+            .unwrap()
+            .trim()
+            .to_string();
+        assert!(
+            root.join("boot/loader/entries").join(&name).is_file(),
+            "dangling default {name}"
+        );
+        name
+    };
+    run(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &v1_ref]));
+    run(booted_cmd(&osctl, None).arg("finalize"));
+    let v1_id = default_has_entry()
+        .trim_start_matches("osctl-")
+        .trim_end_matches(".conf")
+        .to_string();
+    // v2 finalized (the default), then replaced by v3 before any reboot.
+    run(booted_cmd(&osctl, Some(&v1_id)).args(["switch", "--progress", "none", &v2_ref]));
+    run(booted_cmd(&osctl, Some(&v1_id)).arg("finalize"));
+    run(booted_cmd(&osctl, Some(&v1_id)).args(["switch", "--progress", "none", &v3_ref]));
+    assert!(
+        default_has_entry().contains(&v1_id),
+        "the default went back to the booted v1"
+    );
+    // Switching back to the booted image drops v3 the same way.
+    run(booted_cmd(&osctl, Some(&v1_id)).args(["switch", "--progress", "none", &v1_ref]));
+    default_has_entry();
+    let st = status(&osctl, Some(&v1_id));
+    assert!(st["status"]["staged"].is_null(), "{st}");
 }

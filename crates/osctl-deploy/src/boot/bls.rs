@@ -67,7 +67,7 @@ impl BlsEntry {
         self.options
             .iter()
             .find_map(|o| o.strip_prefix(&prefix))
-            .and_then(DeploymentId::parse)
+            .and_then(|v| DeploymentId::parse(v.trim_start_matches('?')))
     }
 
     /// The entry file's text. Control characters (newlines included) in a

@@ -27,9 +27,10 @@
 //!   files sorted by name; `kargs = [...]` and an optional
 //!   `match-architectures = [...]` (Rust architecture names, as bootc). As in
 //!   bootc, parsing is strict: an unknown key, a missing `kargs` or an entry
-//!   that is not exactly one argument fails, naming the file. On an update
-//!   only the image's old → new change is applied to the machine's
-//!   arguments ([`diff_kargs`]), so local arguments survive.
+//!   that is not exactly one argument fails, naming the file. osctl keeps
+//!   image arguments and machine-local ones apart in each deployment's
+//!   origin, so an update replaces the image's and carries the local ones;
+//!   [`diff_kargs`] computes the same result for a combined list.
 //! - **Entries** ([`write_entry`], [`read_entries`]): one
 //!   `loader/entries/osctl-<id>.conf` per deployment, `options` =
 //!   `composefs=<id>` then the kernel arguments. Only files named

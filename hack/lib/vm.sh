@@ -1,0 +1,493 @@
+# shellcheck shell=bash
+# A QEMU test harness for boot tests: one VM at a time, TCG (KVM does not work on the project's
+# machines), serial console timestamped into a log, explicit markers printed by a test unit in
+# the guest, fail-fast on a kernel panic or a root-setup failure, a hard timeout per VM.
+# Also: building raw GPT disks from partition images without loop devices, and installing a
+# test unit into a guest root tree.
+#
+# Source it after lib/common.sh. Typical use:
+#
+#   vm_init "$workdir"                               # logs go to $workdir/<name>.log
+#   vm_start smoke --disk disk.raw --kernel vmlinuz --initrd initramfs.img \
+#     --append "root=/dev/vda2 rw $VM_KERNEL_CONSOLE_ARGS"     # or --uefi instead of the three
+#   vm_wait_test smoke                               # waits for "OSCTL-TEST: smoke PASS|FAIL ..."
+#   vm_wait_exit                                     # the guest powers off
+#   vm_summary                                       # "N passed, N failed"; non-zero on failures
+#
+# Starting, waiting, stopping:
+#   vm_init DIR                      log directory; resets the results
+#   vm_start NAME [options] [-- QEMU_ARGS...]
+#       --kernel F --initrd F --append S    direct kernel boot
+#       --uefi                              OVMF (q35, OVMF_CODE_4M read-only + a private VARS copy)
+#       --disk F | --disk-ro F              raw disk (virtio, cache=unsafe), in order: vda, vdb, ...
+#       --timeout S                         hard limit for this VM, in seconds ($VM_TIMEOUT)
+#       --mem MB                            ($VM_MEM)
+#       --no-reboot                         a guest reboot ends QEMU instead
+#     The serial console is written, one line at a time, to $VM_LOG as "[  12.345] text"
+#     (seconds since QEMU started; \r and terminal escape sequences removed).
+#   vm_wait_marker ERE [SECONDS]     wait for a serial line matching ERE, after the cursor (the
+#                                    last line matched); sets VM_MATCH (the text), VM_MATCH_AT
+#                                    (seconds), VM_WAIT_FAILURE (why it returned non-zero: a
+#                                    fail-fast line, "qemu exited", "timeout"). Returns 0 when found.
+#                                    Fail-fast lines: $VM_FAIL_ERE (Kernel panic,
+#                                    OSCTL-ROOT-SETUP-FAILED, ...), seen after the cursor.
+#   vm_wait_test NAME [SECONDS]      vm_wait_marker for "OSCTL-TEST: NAME (PASS|FAIL)" and records
+#                                    the result as VMNAME/NAME (vm_result); returns 0 on PASS
+#   vm_wait_exit [SECONDS]           wait for QEMU to exit (guest power-off); kills it on timeout
+#   vm_stop                          kill QEMU (idempotent); also installed as an exit hook
+#   vm_elapsed                       seconds since QEMU started, e.g. 12.345
+#   vm_cpu_note                      after exit: QEMU's CPU time vs wall time (a busy host slows
+#                                    TCG guests down; this tells)
+#   vm_tail [N]                      the last N log lines, on stderr (for failures)
+# Results:
+#   vm_result NAME pass|fail [DETAIL]    count and print one result line
+#   vm_summary                           print "N passed, N failed"; returns 1 if any failed or
+#                                        nothing ran
+# Disks (no loop devices, no mounts):
+#   vm_ext4_image IMG SIZE_MIB STAGEDIR [LABEL]    mkfs.ext4 -O verity -d STAGEDIR
+#   vm_esp_image IMG SIZE_MIB                      empty FAT32 ESP (mkfs.vfat -C)
+#   vm_esp_put IMG SRC DEST                        copy a file into the ESP (parents created)
+#   vm_esp_write IMG DEST < CONTENT                write stdin to DEST in the ESP
+#   vm_disk_assemble DISK KIND:IMG...              GPT disk: one partition per image, 1 MiB
+#                                                  aligned, KIND esp|root|data; partition N is
+#                                                  the Nth argument
+#   vm_tree_mib DIR                                the size of a tree in MiB (rounded up)
+# Guest test units:
+#   vm_guest_test_unit ROOT NAME SCRIPT [--no-poweroff]
+#       installs SCRIPT as /usr/local/libexec/osctl-test/NAME, run by osctl-test-NAME.service after
+#       multi-user.target with its output on /dev/ttyS0, then powers off. The script prints its
+#       own "OSCTL-TEST: NAME PASS|FAIL ..." line; if it exits non-zero, the unit prints
+#       "OSCTL-TEST: NAME FAIL exit=N".
+#
+# Needs qemu-system-x86_64, timeout (coreutils), awk; ovmf for --uefi; e2fsprogs, dosfstools,
+# mtools, fdisk (sfdisk) for the disk helpers.
+
+VM_QEMU=${VM_QEMU:-qemu-system-x86_64}
+VM_MEM=${VM_MEM:-1024}
+VM_TIMEOUT=${VM_TIMEOUT:-180}
+# Appended by callers to a direct-boot command line; systemd-boot entries use the same.
+# shellcheck disable=SC2034
+VM_KERNEL_CONSOLE_ARGS="console=ttyS0,115200 panic=-1"
+# Lines that end a wait at once (extended regular expression, matched against the serial text).
+VM_FAIL_ERE=${VM_FAIL_ERE:-'Kernel panic|OSCTL-ROOT-SETUP-FAILED|ALERT! .* does not exist|Gave up waiting for root'}
+
+VM_DIR=""
+VM_NAME=""
+VM_LOG=""
+VM_PID=""
+VM_CURSOR=0
+VM_MATCH=""
+VM_MATCH_AT=""
+VM_WAIT_FAILURE=""
+VM_PASSED=0
+VM_FAILED=0
+VM_RESULTS=()
+VM_OVMF_CODE=""
+VM_OVMF_VARS=""
+_VM_T0_US=0
+_VM_STAMP_PID=""
+_VM_DEADLINE_US=0
+_VM_HOOKED=0
+
+vm_init() {
+  VM_DIR=$1
+  mkdir -p "$VM_DIR"
+  VM_PASSED=0
+  VM_FAILED=0
+  VM_RESULTS=()
+  if [ "$_VM_HOOKED" -eq 0 ]; then
+    cleanup_add vm_stop
+    _VM_HOOKED=1
+  fi
+}
+
+_vm_now_us() { echo "${EPOCHREALTIME//[!0-9]/}"; }
+
+# _vm_fmt_us N — microseconds as seconds with three decimals.
+_vm_fmt_us() { printf '%d.%03d' $(($1 / 1000000)) $((($1 / 1000) % 1000)); }
+
+vm_elapsed() { _vm_fmt_us $(($(_vm_now_us) - _VM_T0_US)); }
+
+# vm_ovmf_find — sets VM_OVMF_CODE and VM_OVMF_VARS (Debian's ovmf package paths).
+vm_ovmf_find() {
+  local d
+  for d in /usr/share/OVMF /usr/share/ovmf /usr/share/qemu; do
+    if [ -f "$d/OVMF_CODE_4M.fd" ] && [ -f "$d/OVMF_VARS_4M.fd" ]; then
+      VM_OVMF_CODE="$d/OVMF_CODE_4M.fd"
+      VM_OVMF_VARS="$d/OVMF_VARS_4M.fd"
+      return 0
+    fi
+  done
+  die "OVMF_CODE_4M.fd/OVMF_VARS_4M.fd not found (install the ovmf package)"
+}
+
+# _vm_stamp T0_US — copy stdin to stdout line by line, prefixed with the seconds since T0_US,
+# without carriage returns and terminal escape sequences. Runs in its own process.
+_vm_stamp() {
+  local t0=$1 line now d
+  shopt -s extglob
+  while IFS= read -r line || [ -n "$line" ]; do
+    now=${EPOCHREALTIME//[!0-9]/}
+    d=$((now - t0))
+    line=${line//$'\r'/}
+    line=${line//$'\e'\[*([0-9;?=])[A-Za-z]/}
+    line=${line//$'\e'[()][A-Za-z0-9]/}
+    line=${line//$'\e'/}
+    printf '[%4d.%03d] %s\n' $((d / 1000000)) $(((d / 1000) % 1000)) "$line"
+  done
+}
+
+vm_start() {
+  local name=$1
+  shift
+  [ -n "$VM_DIR" ] || die "vm_start: call vm_init DIR first"
+  if [ -n "$VM_PID" ] && kill -0 "$VM_PID" 2>/dev/null; then
+    die "vm_start $name: VM '$VM_NAME' is still running (one VM at a time)"
+  fi
+  local kernel="" initrd="" append="" uefi=0 timeout=$VM_TIMEOUT mem=$VM_MEM noreboot=0
+  local -a drives=() extra=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --kernel) kernel=$2; shift 2 ;;
+      --initrd) initrd=$2; shift 2 ;;
+      --append) append=$2; shift 2 ;;
+      --uefi) uefi=1; shift ;;
+      --disk) drives+=("file=$2,if=virtio,format=raw,cache=unsafe"); shift 2 ;;
+      --disk-ro) drives+=("file=$2,if=virtio,format=raw,cache=unsafe,readonly=on"); shift 2 ;;
+      --timeout) timeout=$2; shift 2 ;;
+      --mem) mem=$2; shift 2 ;;
+      --no-reboot) noreboot=1; shift ;;
+      --) shift; extra=("$@"); break ;;
+      *) die "vm_start: unknown option '$1'" ;;
+    esac
+  done
+  if [ "$uefi" -eq 1 ] && [ -n "$kernel" ]; then
+    die "vm_start $name: --uefi and --kernel exclude each other"
+  fi
+  if [ "$uefi" -eq 0 ] && [ -z "$kernel" ]; then
+    die "vm_start $name: give --kernel (direct boot) or --uefi"
+  fi
+
+  local -a cmd=("$VM_QEMU" -accel "tcg,tb-size=256" -cpu max -m "$mem" -smp 1
+    -nodefaults -display none -nic none
+    -chardev "stdio,id=ser0,signal=off" -serial chardev:ser0)
+  if [ "$uefi" -eq 1 ]; then
+    [ -n "$VM_OVMF_CODE" ] || vm_ovmf_find
+    cp "$VM_OVMF_VARS" "$VM_DIR/$name.OVMF_VARS.fd"
+    cmd+=(-machine q35
+      -drive "if=pflash,format=raw,unit=0,readonly=on,file=$VM_OVMF_CODE"
+      -drive "if=pflash,format=raw,unit=1,file=$VM_DIR/$name.OVMF_VARS.fd")
+  else
+    cmd+=(-kernel "$kernel")
+    [ -z "$initrd" ] || cmd+=(-initrd "$initrd")
+    [ -z "$append" ] || cmd+=(-append "$append")
+  fi
+  local d
+  for d in "${drives[@]}"; do
+    cmd+=(-drive "$d")
+  done
+  [ "$noreboot" -eq 0 ] || cmd+=(-no-reboot)
+  cmd+=("${extra[@]}")
+
+  VM_NAME=$name
+  VM_LOG="$VM_DIR/$name.log"
+  VM_CURSOR=0
+  : >"$VM_LOG"
+  printf '%q ' "${cmd[@]}" >"$VM_DIR/$name.cmd"
+  echo >>"$VM_DIR/$name.cmd"
+
+  local fd
+  _VM_T0_US=$(_vm_now_us)
+  _VM_DEADLINE_US=$((_VM_T0_US + timeout * 1000000))
+  exec {fd}> >(_vm_stamp "$_VM_T0_US" >"$VM_LOG")
+  _VM_STAMP_PID=$!
+  # timeout(1) is the hard limit even if this script dies: TERM, then KILL 5 s later.
+  local -a timer=()
+  rm -f "$VM_DIR/$name.time"
+  # QEMU's own CPU time next to the wall time shows whether the host was busy (TCG is CPU-bound).
+  [ ! -x /usr/bin/time ] || timer=(/usr/bin/time -o "$VM_DIR/$name.time" -f '%e %U %S')
+  timeout --kill-after=5 "$timeout" "${timer[@]}" "${cmd[@]}" </dev/null 1>&"$fd" \
+    2>"$VM_DIR/$name.qemu.err" &
+  VM_PID=$!
+  exec {fd}>&-
+  log "vm $name: started (pid $VM_PID, timeout ${timeout} s, log $VM_LOG)"
+}
+
+_vm_running() { [ -n "$VM_PID" ] && kill -0 "$VM_PID" 2>/dev/null; }
+
+# _vm_reap — wait for QEMU (already exited or killed) and the stamper to finish the log.
+_vm_reap() {
+  local i
+  if [ -n "$VM_PID" ]; then
+    wait "$VM_PID" 2>/dev/null || true
+    VM_PID=""
+  fi
+  if [ -n "$_VM_STAMP_PID" ]; then
+    for ((i = 0; i < 50; i++)); do
+      kill -0 "$_VM_STAMP_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    _VM_STAMP_PID=""
+  fi
+}
+
+vm_stop() {
+  if _vm_running; then
+    kill -TERM "$VM_PID" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 50; i++)); do
+      _vm_running || break
+      sleep 0.1
+    done
+    _vm_running && kill -KILL "$VM_PID" 2>/dev/null
+  fi
+  _vm_reap
+}
+
+# _vm_scan ERE — one pass over the log after the cursor: prints "ok LINENO" or "fail LINENO" for
+# the first line matching ERE or $VM_FAIL_ERE, or nothing.
+_vm_scan() {
+  awk -v start="$VM_CURSOR" -v want="$1" -v fail="$VM_FAIL_ERE" '
+    NR <= start { next }
+    { t = $0; sub(/^\[ *[0-9]+\.[0-9]+\] /, "", t) }
+    t ~ want { print "ok", NR; exit }
+    fail != "" && t ~ fail { print "fail", NR; exit }' "$VM_LOG"
+}
+
+# _vm_line N — sets VM_MATCH and VM_MATCH_AT from log line N.
+_vm_line() {
+  local l
+  l=$(sed -n "${1}p" "$VM_LOG")
+  VM_MATCH_AT=$(sed -E 's/^\[ *([0-9]+\.[0-9]+)\].*/\1/' <<<"$l")
+  VM_MATCH=${l#*] }
+}
+
+vm_wait_marker() {
+  local ere=$1 limit_us=$_VM_DEADLINE_US r kind n
+  [ -z "${2:-}" ] || limit_us=$(($(_vm_now_us) + $2 * 1000000))
+  [ "$limit_us" -le "$_VM_DEADLINE_US" ] || limit_us=$_VM_DEADLINE_US
+  VM_MATCH=""
+  VM_MATCH_AT=""
+  VM_WAIT_FAILURE=""
+  while :; do
+    r=$(_vm_scan "$ere")
+    if [ -n "$r" ]; then
+      kind=${r% *}
+      n=${r#* }
+      _vm_line "$n"
+      VM_CURSOR=$n
+      if [ "$kind" = ok ]; then
+        return 0
+      fi
+      VM_WAIT_FAILURE="at ${VM_MATCH_AT} s: $VM_MATCH"
+      return 1
+    fi
+    if ! _vm_running; then
+      # The stamper may still be writing QEMU's last lines.
+      _vm_reap
+      r=$(_vm_scan "$ere")
+      if [ -n "$r" ]; then continue; fi
+      VM_WAIT_FAILURE="qemu exited at $(vm_elapsed) s ($(tail -n 1 "$VM_DIR/$VM_NAME.qemu.err" 2>/dev/null))"
+      return 1
+    fi
+    if [ "$(_vm_now_us)" -ge "$limit_us" ]; then
+      VM_WAIT_FAILURE="timeout at $(vm_elapsed) s waiting for /$ere/"
+      [ "$limit_us" -lt "$_VM_DEADLINE_US" ] || vm_stop
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+vm_wait_test() {
+  local name=$1 result="$VM_NAME/$1"
+  if ! vm_wait_marker "OSCTL-TEST: $name (PASS|FAIL)" "${2:-}"; then
+    vm_result "$result" fail "$VM_WAIT_FAILURE"
+    vm_tail 25
+    return 1
+  fi
+  local detail=${VM_MATCH#*OSCTL-TEST: "$name" }
+  case "$detail" in
+    PASS*)
+      vm_result "$result" pass "marker at ${VM_MATCH_AT} s: $detail"
+      ;;
+    *)
+      vm_result "$result" fail "marker at ${VM_MATCH_AT} s: $detail"
+      vm_tail 25
+      return 1
+      ;;
+  esac
+}
+
+vm_wait_exit() {
+  local limit_us=$_VM_DEADLINE_US
+  [ -z "${1:-}" ] || limit_us=$(($(_vm_now_us) + $1 * 1000000))
+  while _vm_running; do
+    if [ "$(_vm_now_us)" -ge "$limit_us" ]; then
+      log "vm $VM_NAME: still running at $(vm_elapsed) s; killing it"
+      vm_stop
+      return 1
+    fi
+    sleep 0.1
+  done
+  local at
+  at=$(vm_elapsed)
+  _vm_reap
+  log "vm $VM_NAME: exited at ${at} s$(vm_cpu_note)"
+}
+
+# vm_cpu_note — ", QEMU used U s CPU in W s" once QEMU has exited (needs /usr/bin/time), else "".
+vm_cpu_note() {
+  local f="$VM_DIR/$VM_NAME.time" e u s
+  [ -s "$f" ] || return 0
+  read -r e u s < <(tail -n 1 "$f") || return 0
+  awk -v e="$e" -v u="$u" -v s="$s" 'BEGIN { if (e + 0 > 0) printf ", QEMU used %.1f s CPU in %.1f s (%d%%)", u + s, e, 100 * (u + s) / e }'
+}
+
+vm_tail() {
+  local n=${1:-25}
+  [ -n "$VM_LOG" ] && [ -f "$VM_LOG" ] || return 0
+  {
+    echo "--- last $n lines of $VM_LOG"
+    tail -n "$n" "$VM_LOG"
+    echo "---"
+  } >&2
+}
+
+vm_result() {
+  local name=$1 result=$2 detail=${3:-}
+  case "$result" in
+    pass)
+      VM_PASSED=$((VM_PASSED + 1))
+      VM_RESULTS+=("PASS $name")
+      log "PASS $name${detail:+ — $detail}"
+      ;;
+    *)
+      VM_FAILED=$((VM_FAILED + 1))
+      VM_RESULTS+=("FAIL $name")
+      log "FAIL $name${detail:+ — $detail}"
+      ;;
+  esac
+}
+
+vm_summary() {
+  local r
+  for r in "${VM_RESULTS[@]}"; do
+    echo "  $r"
+  done
+  echo "$VM_PASSED passed, $VM_FAILED failed"
+  [ "$VM_FAILED" -eq 0 ] && [ "$VM_PASSED" -gt 0 ]
+}
+
+# --- disks -------------------------------------------------------------------------------------
+
+vm_tree_mib() {
+  local b
+  b=$(du -sb "$1" | cut -f1)
+  echo $(((b + 1048575) / 1048576))
+}
+
+vm_ext4_image() {
+  local img=$1 mib=$2 stage=$3 label=${4:-root}
+  rm -f "$img"
+  truncate -s "${mib}M" "$img"
+  # -O verity: a verity-capable guest kernel can enable fs-verity on the files (the host cannot).
+  # -b 4096: mke2fs picks 1 KiB blocks for small filesystems, and fs-verity's 4 KiB Merkle tree
+  # blocks must not be larger than the filesystem's ("Unsupported log_blocksize: 12").
+  mkfs.ext4 -q -F -b 4096 -O verity -L "$label" -E root_owner=0:0 -d "$stage" "$img" ||
+    die "mkfs.ext4 -d $stage failed"
+}
+
+vm_esp_image() {
+  local img=$1 mib=$2
+  rm -f "$img"
+  mkfs.vfat -C -F 32 -n ESP "$img" $((mib * 1024)) >/dev/null || die "mkfs.vfat $img failed"
+}
+
+# _vm_esp_mkdirs IMG DIR — create DIR and its parents in the ESP.
+_vm_esp_mkdirs() {
+  local img=$1 dir=${2#/} path="" part
+  local -a parts
+  IFS=/ read -r -a parts <<<"$dir"
+  for part in "${parts[@]}"; do
+    [ -n "$part" ] || continue
+    path="$path/$part"
+    mdir -i "$img" "::$path" >/dev/null 2>&1 || mmd -i "$img" "::$path"
+  done
+}
+
+vm_esp_put() {
+  local img=$1 src=$2 dest=${3#/}
+  _vm_esp_mkdirs "$img" "$(dirname "/$dest")"
+  mcopy -o -i "$img" "$src" "::/$dest" || die "mcopy $src to $img::/$dest failed"
+}
+
+vm_esp_write() {
+  local img=$1 dest=$2 tmp
+  tmp=$(mktemp)
+  cat >"$tmp"
+  vm_esp_put "$img" "$tmp" "$dest"
+  rm -f "$tmp"
+}
+
+vm_disk_assemble() {
+  local disk=$1
+  shift
+  local spec kind img mib start=1 total type script="" n=0
+  local -a imgs=() starts=()
+  script=$'label: gpt\nunit: sectors\n'
+  for spec in "$@"; do
+    kind=${spec%%:*}
+    img=${spec#*:}
+    [ -f "$img" ] || die "vm_disk_assemble: no image $img"
+    case "$kind" in
+      esp) type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B ;;
+      root) type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709 ;; # Linux root (x86-64)
+      data) type=0FC63DAF-8483-4772-8E79-3D69D8477DE4 ;;
+      *) die "vm_disk_assemble: unknown partition kind '$kind' (esp|root|data)" ;;
+    esac
+    mib=$((($(stat -c %s "$img") + 1048575) / 1048576))
+    n=$((n + 1))
+    script+="start=$((start * 2048)), size=$((mib * 2048)), type=$type, name=\"$kind$n\""$'\n'
+    imgs+=("$img")
+    starts+=("$start")
+    start=$((start + mib))
+  done
+  total=$((start + 1)) # the backup GPT
+  rm -f "$disk"
+  truncate -s "${total}M" "$disk"
+  sfdisk -q --no-reread --no-tell-kernel "$disk" <<<"$script" >/dev/null ||
+    die "sfdisk on $disk failed"
+  local i
+  for i in "${!imgs[@]}"; do
+    dd if="${imgs[i]}" of="$disk" bs=1M seek="${starts[i]}" conv=notrunc,sparse status=none ||
+      die "writing ${imgs[i]} into $disk failed"
+  done
+}
+
+# --- guest test units --------------------------------------------------------------------------
+
+vm_guest_test_unit() {
+  local root=$1 name=$2 script=$3 poweroff=1
+  [ "${4:-}" != --no-poweroff ] || poweroff=0
+  install -D -m 0755 "$script" "$root/usr/local/libexec/osctl-test/$name"
+  local unit="osctl-test-$name.service"
+  {
+    echo "[Unit]"
+    echo "Description=osctl VM test $name"
+    echo "After=multi-user.target"
+    echo
+    echo "[Service]"
+    echo "Type=oneshot"
+    echo "ExecStart=/bin/sh -c '/usr/local/libexec/osctl-test/$name || echo \"OSCTL-TEST: $name FAIL exit=\$\$?\"'"
+    [ "$poweroff" -eq 0 ] || echo "ExecStopPost=/usr/bin/systemctl --no-block poweroff"
+    echo "StandardOutput=tty"
+    echo "StandardError=tty"
+    echo "TTYPath=/dev/ttyS0"
+    echo
+    echo "[Install]"
+    echo "WantedBy=multi-user.target"
+  } >"$root/etc/systemd/system/$unit"
+  mkdir -p "$root/etc/systemd/system/multi-user.target.wants"
+  ln -sfn "../$unit" "$root/etc/systemd/system/multi-user.target.wants/$unit"
+}

@@ -36,8 +36,8 @@
 #   vm_wait_exit [SECONDS]           wait for QEMU to exit (guest power-off); kills it on timeout
 #   vm_stop                          kill QEMU (idempotent); also installed as an exit hook
 #   vm_elapsed                       seconds since QEMU started, e.g. 12.345
-#   vm_cpu_note                      after exit: QEMU's CPU time vs wall time (a busy host slows
-#                                    TCG guests down; this tells)
+#   vm_cpu_note                      QEMU's CPU time vs wall time at the last wait (a busy host
+#                                    slows TCG guests down; this tells)
 #   vm_tail [N]                      the last N log lines, on stderr (for failures)
 # Results:
 #   vm_result NAME pass|fail [DETAIL]    count and print one result line
@@ -88,6 +88,9 @@ _VM_T0_US=0
 _VM_STAMP_PID=""
 _VM_DEADLINE_US=0
 _VM_HOOKED=0
+_VM_QEMU_PID=""
+_VM_CPU_TICKS=0
+_VM_CPU_WALL_US=0
 
 vm_init() {
   VM_DIR=$1
@@ -202,13 +205,11 @@ vm_start() {
   exec {fd}> >(_vm_stamp "$_VM_T0_US" >"$VM_LOG")
   _VM_STAMP_PID=$!
   # timeout(1) is the hard limit even if this script dies: TERM, then KILL 5 s later.
-  local -a timer=()
-  rm -f "$VM_DIR/$name.time"
-  # QEMU's own CPU time next to the wall time shows whether the host was busy (TCG is CPU-bound).
-  [ ! -x /usr/bin/time ] || timer=(/usr/bin/time -o "$VM_DIR/$name.time" -f '%e %U %S')
-  timeout --kill-after=5 "$timeout" "${timer[@]}" "${cmd[@]}" </dev/null 1>&"$fd" \
-    2>"$VM_DIR/$name.qemu.err" &
+  timeout --kill-after=5 "$timeout" "${cmd[@]}" </dev/null 1>&"$fd" 2>"$VM_DIR/$name.qemu.err" &
   VM_PID=$!
+  _VM_QEMU_PID=""
+  _VM_CPU_TICKS=0
+  _VM_CPU_WALL_US=0
   exec {fd}>&-
   log "vm $name: started (pid $VM_PID, timeout ${timeout} s, log $VM_LOG)"
 }
@@ -270,6 +271,7 @@ vm_wait_marker() {
   VM_MATCH_AT=""
   VM_WAIT_FAILURE=""
   while :; do
+    _vm_cpu_sample
     r=$(_vm_scan "$ere")
     if [ -n "$r" ]; then
       kind=${r% *}
@@ -309,7 +311,7 @@ vm_wait_test() {
   local detail=${VM_MATCH#*OSCTL-TEST: "$name" }
   case "$detail" in
     PASS*)
-      vm_result "$result" pass "marker at ${VM_MATCH_AT} s: $detail"
+      vm_result "$result" pass "marker at ${VM_MATCH_AT} s$(vm_cpu_note): $detail"
       ;;
     *)
       vm_result "$result" fail "marker at ${VM_MATCH_AT} s: $detail"
@@ -323,6 +325,7 @@ vm_wait_exit() {
   local limit_us=$_VM_DEADLINE_US
   [ -z "${1:-}" ] || limit_us=$(($(_vm_now_us) + $1 * 1000000))
   while _vm_running; do
+    _vm_cpu_sample
     if [ "$(_vm_now_us)" -ge "$limit_us" ]; then
       log "vm $VM_NAME: still running at $(vm_elapsed) s; killing it"
       vm_stop
@@ -336,12 +339,34 @@ vm_wait_exit() {
   log "vm $VM_NAME: exited at ${at} s$(vm_cpu_note)"
 }
 
-# vm_cpu_note — ", QEMU used U s CPU in W s" once QEMU has exited (needs /usr/bin/time), else "".
+# _vm_cpu_sample — remember QEMU's CPU time (user + system) so far, and when it was read.
+_vm_cpu_sample() {
+  [ -n "$VM_PID" ] || return 0
+  if [ -z "$_VM_QEMU_PID" ]; then
+    # timeout(1)'s only child.
+    _VM_QEMU_PID=$(cat "/proc/$VM_PID/task/$VM_PID/children" 2>/dev/null || true)
+    _VM_QEMU_PID=${_VM_QEMU_PID%% *}
+    [ -n "$_VM_QEMU_PID" ] || return 0
+  fi
+  local stat
+  stat=$(cat "/proc/$_VM_QEMU_PID/stat" 2>/dev/null) || return 0
+  stat=${stat##*) }
+  local -a f
+  read -r -a f <<<"$stat"
+  # After "comm)": field 3 is index 0, so utime (14) and stime (15) are 11 and 12.
+  _VM_CPU_TICKS=$((f[11] + f[12]))
+  _VM_CPU_WALL_US=$(($(_vm_now_us) - _VM_T0_US))
+}
+
+# vm_cpu_note — ", QEMU had C s of CPU in its first W s (P%)" from the last sample (taken while
+# waiting), or "". TCG is CPU-bound: well under 100% means a busy host slowed the guest down.
 vm_cpu_note() {
-  local f="$VM_DIR/$VM_NAME.time" e u s
-  [ -s "$f" ] || return 0
-  read -r e u s < <(tail -n 1 "$f") || return 0
-  awk -v e="$e" -v u="$u" -v s="$s" 'BEGIN { if (e + 0 > 0) printf ", QEMU used %.1f s CPU in %.1f s (%d%%)", u + s, e, 100 * (u + s) / e }'
+  [ "$_VM_CPU_WALL_US" -gt 0 ] || return 0
+  local hz
+  hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+  awk -v t="$_VM_CPU_TICKS" -v hz="$hz" -v w="$_VM_CPU_WALL_US" 'BEGIN {
+    c = t / hz; w = w / 1e6
+    printf ", QEMU had %.1f s of CPU in its first %.1f s (%d%%)", c, w, 100 * c / w }'
 }
 
 vm_tail() {

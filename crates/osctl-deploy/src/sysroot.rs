@@ -74,6 +74,9 @@ pub struct Sysroot {
     lock: std::sync::OnceLock<std::fs::File>,
 }
 
+/// Where the boot dir given with `--boot-dir` is remembered.
+const BOOT_DIR_FILE: &str = "sysroot/state/boot-dir";
+
 /// The lock file, relative to the sysroot.
 const LOCK_FILE: &str = "sysroot/state/lock";
 
@@ -94,10 +97,27 @@ impl Sysroot {
             .map_err(|e| io(&opts.sysroot.join(layout::DEPLOY_DIR), e))?;
         root.create_dir_all(layout::VAR_DIR)
             .map_err(|e| io(&opts.sysroot.join(layout::VAR_DIR), e))?;
+        // The boot dir given once is remembered, so a later command without
+        // --boot-dir (a gc timer, finalize at shutdown) sees the same entries.
+        let recorded = root
+            .read_to_string(BOOT_DIR_FILE)
+            .ok()
+            .map(|s| PathBuf::from(s.trim()));
         let boot_path = opts
             .boot_dir
             .clone()
+            .or_else(|| recorded.clone())
             .unwrap_or_else(|| opts.sysroot.join("boot"));
+        if let Some(given) = &opts.boot_dir
+            && recorded.as_ref() != Some(given)
+        {
+            let state = root
+                .open_dir(layout::STATE_DIR)
+                .map_err(|e| io(&opts.sysroot, e))?;
+            let text = format!("{}\n", given.display());
+            osctl_store::atomic::write_atomic(&state, "boot-dir", text.as_bytes())
+                .map_err(|e| io(&opts.sysroot.join(BOOT_DIR_FILE), e))?;
+        }
         std::fs::create_dir_all(boot_path.join(layout::ENTRIES_DIR))
             .map_err(|e| io(&boot_path, e))?;
         let boot = Dir::open_ambient_dir(&boot_path, cap_std::ambient_authority())

@@ -58,6 +58,8 @@ use import::Repo;
 pub const REPO_PATH: &str = "sysroot/composefs";
 /// Path of the image records directory, relative to the sysroot.
 pub const RECORDS_PATH: &str = "sysroot/osctl/images";
+/// Lock file ordering ref writes against ref pruning (see `naming_lock`).
+const NAMING_LOCK: &str = "sysroot/osctl/naming.lock";
 
 /// Whether the store's objects are protected by fs-verity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +268,33 @@ impl Store {
                 path: target.to_path_buf(),
                 why: format!("mounting {}: {e:#}", record.reference()),
             })
+    }
+
+    /// Serialises naming against pruning: a pull holds it shared from
+    /// writing its GC refs to writing its record; `gc` and `rm` hold it
+    /// exclusively while they list records and prune refs, so `gc` can never
+    /// take a fresh pull's refs for the leftovers of an interrupted `rm`.
+    /// (composefs-rs's own lock then keeps `gc` from deleting objects while
+    /// any pull is running.)
+    pub(crate) fn naming_lock(&self, exclusive: bool) -> Result<std::fs::File, StoreError> {
+        let path = self.root.join(NAMING_LOCK);
+        let io = |e: std::io::Error| StoreError::Io {
+            path: path.clone(),
+            why: e.to_string(),
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        let op = if exclusive {
+            rustix::fs::FlockOperation::LockExclusive
+        } else {
+            rustix::fs::FlockOperation::LockShared
+        };
+        rustix::fs::flock(&file, op).map_err(|e| io(e.into()))?;
+        Ok(file)
     }
 
     /// Counts the content objects in the store (for reports and tests).

@@ -51,6 +51,7 @@ impl Store {
 
     /// Forgets `imgref` and frees the space only it used.
     pub fn remove(&self, imgref: &ImageRef) -> Result<(ImageRecord, GcReport), StoreError> {
+        let naming = self.naming_lock(true)?;
         let record = self.get(imgref)?;
         let key = record_key(record.reference());
         let records_dir = self.sysroot().join(crate::RECORDS_PATH);
@@ -77,6 +78,7 @@ impl Store {
                 });
             }
         }
+        drop(naming);
         let report = self.gc()?;
         Ok((record, report))
     }
@@ -84,6 +86,7 @@ impl Store {
     /// Prunes osctl refs without a record, then removes every object,
     /// stream and image no ref reaches.
     pub fn gc(&self) -> Result<GcReport, StoreError> {
+        let naming = self.naming_lock(true)?;
         let keys: std::collections::HashSet<String> =
             self.records()?.iter().map(|r| r.key()).collect();
         let repo_dir = self.repo_dir()?;
@@ -102,6 +105,9 @@ impl Store {
                 }
             }
         }
+        // Released before composefs-rs's GC, which waits for running pulls
+        // to finish: holding both would deadlock against a pull waiting here.
+        drop(naming);
         let r = self
             .repo()
             .gc(&[])

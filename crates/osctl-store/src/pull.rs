@@ -150,6 +150,7 @@ impl Store {
 
         tracing::debug!(fetched, "layers imported");
         observer.building_image();
+        let naming = self.naming_lock(false)?;
         let repo = self.repo().clone();
         let cfg = config_raw.clone();
         let ref_name = gc_ref_name(&key);
@@ -195,6 +196,7 @@ impl Store {
                 .map_err(|_| StoreError::Malformed(format!("{config_what} is not UTF-8")))?,
         };
         self.write_record(&record)?;
+        drop(naming);
         tracing::debug!(image_id = %record.image_id(), "record written");
         Ok(PullOutcome {
             record,

@@ -292,3 +292,22 @@ fn replacing_a_finalized_update_never_leaves_the_default_dangling() {
     let st = status(&osctl, Some(&v1_id));
     assert!(st["status"]["staged"].is_null(), "{st}");
 }
+
+#[test]
+fn the_boot_dir_given_once_is_remembered() {
+    let registry = Registry::start(RegistryOptions::default()).unwrap();
+    let v1_ref = push_tag(&registry, &v1(), "os:v1");
+    let osctl = Osctl::new();
+    let esp = osctl.sysroot().join("efi");
+    std::fs::create_dir(&esp).unwrap();
+    run(booted_cmd(&osctl, None).arg("--boot-dir").arg(&esp).args([
+        "switch",
+        "--progress",
+        "none",
+        &v1_ref,
+    ]));
+    // finalize at shutdown runs without --boot-dir.
+    run(booted_cmd(&osctl, None).arg("finalize"));
+    assert!(read(esp.join("loader/loader.conf")).starts_with("default osctl-"));
+    assert!(!osctl.sysroot().join("boot/loader/loader.conf").exists());
+}

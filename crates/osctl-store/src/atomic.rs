@@ -48,25 +48,23 @@ pub fn remove_durably(dir: &Dir, name: &str) -> std::io::Result<()> {
 /// cap-std holds directories as `O_PATH` descriptors, which cannot be
 /// fsynced; open the directory itself read-only for the call.
 pub fn sync_dir(dir: &Dir) -> std::io::Result<()> {
-    let fd = openat(
+    fsync(&readable(dir)?).map_err(std::io::Error::from)
+}
+
+/// A read-only descriptor of `dir` itself (cap-std's is `O_PATH`).
+fn readable(dir: &Dir) -> std::io::Result<std::os::fd::OwnedFd> {
+    Ok(openat(
         dir,
         ".",
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-    )?;
-    fsync(&fd).map_err(std::io::Error::from)
+    )?)
 }
 
 /// Flushes the whole filesystem holding `dir` (syncfs): for trees written
 /// file by file, where fsyncing each one would cost more than one syncfs.
 pub fn sync_filesystem(dir: &Dir) -> std::io::Result<()> {
-    let fd = openat(
-        dir,
-        ".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    rustix::fs::syncfs(&fd).map_err(std::io::Error::from)
+    rustix::fs::syncfs(&readable(dir)?).map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{Osctl, booted_cmd, os_spec, push_tag};
+use common::{Osctl, booted_cmd, os_spec, push_tag, run_ok};
 use osctl_testutil::{Entry, ImageSpec, Layer, Registry, RegistryOptions};
 
 /// Every file under the state and boot dirs, with its content: what must
@@ -124,11 +124,7 @@ fn rollback_without_a_rollback_deployment() {
     let good = push_tag(&registry, &os_spec("1.0", &[], vec![]), "os:good");
     let osctl = Osctl::new();
     fails_cleanly(&osctl, None, &["rollback"], &["no rollback deployment"]);
-    let out = booted_cmd(&osctl, None)
-        .args(["switch", "--progress", "none", &good])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    run_ok(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &good]));
     booted_cmd(&osctl, None).arg("finalize").output().unwrap();
     let st = booted_cmd(&osctl, None)
         .args(["status", "--format", "json"])

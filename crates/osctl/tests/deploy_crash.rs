@@ -9,26 +9,15 @@ mod common;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
-use common::{Osctl, booted_cmd, os_spec, push_tag};
+use common::{Osctl, booted_cmd, os_spec, push_tag, run_ok};
 use osctl_testutil::{Entry, Registry, RegistryOptions};
-
-fn ok(cmd: &mut std::process::Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A machine booted into v1, with v2 and v3 in the registry.
 fn booted_machine(registry: &Registry) -> (Osctl, String) {
     let osctl = Osctl::new();
     let v1 = registry.image_ref("os:v1");
-    ok(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &v1]));
-    ok(booted_cmd(&osctl, None).arg("finalize"));
+    run_ok(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &v1]));
+    run_ok(booted_cmd(&osctl, None).arg("finalize"));
     let loader = std::fs::read_to_string(osctl.sysroot().join("boot/loader/loader.conf")).unwrap();
     let id = loader
         .lines()
@@ -68,8 +57,8 @@ fn assert_boots(osctl: &Osctl, id: &str, booted: &str, what: &str) {
     osctl.fsck_clean();
     // Whatever status calls staged, booted or rollback has a boot entry:
     // leftovers of an interrupted command are never offered.
-    let st: serde_json::Value = serde_json::from_str(&ok(
-        booted_cmd(osctl, Some(booted)).args(["status", "--format", "json"])
+    let st: serde_json::Value = serde_json::from_str(&run_ok(
+        booted_cmd(osctl, Some(booted)).args(["status", "--format", "json"]),
     ))
     .unwrap();
     for role in ["staged", "booted", "rollback"] {
@@ -86,14 +75,14 @@ fn assert_boots(osctl: &Osctl, id: &str, booted: &str, what: &str) {
 /// Boots `reference` on top of the machine's current booted deployment:
 /// switch, finalize, and return the new booted id.
 fn upgrade_and_boot(osctl: &Osctl, booted: &str, reference: &str) -> String {
-    ok(booted_cmd(osctl, Some(booted)).args([
+    run_ok(booted_cmd(osctl, Some(booted)).args([
         "switch",
         "--retain",
         "--progress",
         "none",
         reference,
     ]));
-    ok(booted_cmd(osctl, Some(booted)).arg("finalize"));
+    run_ok(booted_cmd(osctl, Some(booted)).arg("finalize"));
     let loader = std::fs::read_to_string(osctl.sysroot().join("boot/loader/loader.conf")).unwrap();
     loader
         .lines()
@@ -115,44 +104,46 @@ fn every_fail_point_leaves_a_bootable_machine() {
     for point in osctl_deploy::failpoint::ALL {
         let (osctl, v1_id) = booted_machine(&registry);
         // (booted deployment, the one that must stay the default, command)
-        let (booted, keep, args): (String, String, Vec<String>) = match point
-            .split(':')
-            .next()
-            .unwrap()
-        {
-            "stage" => (
-                v1_id.clone(),
-                v1_id.clone(),
-                words(&["switch", "--retain", "--progress", "none", &v2]),
-            ),
-            "finalize" => {
-                ok(booted_cmd(&osctl, Some(&v1_id)).args(["switch", "--progress", "none", &v2]));
-                (v1_id.clone(), v1_id.clone(), words(&["finalize"]))
-            }
-            "rollback" => {
-                // v2 booted (v1 its rollback), v3 staged: rollback queues
-                // v1, then drops v3.
-                let v2_id = upgrade_and_boot(&osctl, &v1_id, &v2);
-                ok(booted_cmd(&osctl, Some(&v2_id)).args([
-                    "switch",
-                    "--retain",
-                    "--progress",
-                    "none",
-                    &v3,
-                ]));
-                // The default moves to v1 before v3 is dropped.
-                let keep = v1_id.clone();
-                (v2_id, keep, words(&["rollback"]))
-            }
-            "prune" => {
-                // v1 → v2 → v3 booted: v2 is the rollback, v1 is pruned.
-                let v2_id = upgrade_and_boot(&osctl, &v1_id, &v2);
-                let v3_id = upgrade_and_boot(&osctl, &v2_id, &v3);
-                (v3_id.clone(), v3_id, words(&["gc"]))
-            }
-            "pin" => (v1_id.clone(), v1_id.clone(), words(&["pin", &v1_id[..12]])),
-            other => panic!("fail point family {other} has no test"),
-        };
+        let (booted, keep, args): (String, String, Vec<String>) =
+            match point.split(':').next().unwrap() {
+                "stage" => (
+                    v1_id.clone(),
+                    v1_id.clone(),
+                    words(&["switch", "--retain", "--progress", "none", &v2]),
+                ),
+                "finalize" => {
+                    run_ok(booted_cmd(&osctl, Some(&v1_id)).args([
+                        "switch",
+                        "--progress",
+                        "none",
+                        &v2,
+                    ]));
+                    (v1_id.clone(), v1_id.clone(), words(&["finalize"]))
+                }
+                "rollback" => {
+                    // v2 booted (v1 its rollback), v3 staged: rollback queues
+                    // v1, then drops v3.
+                    let v2_id = upgrade_and_boot(&osctl, &v1_id, &v2);
+                    run_ok(booted_cmd(&osctl, Some(&v2_id)).args([
+                        "switch",
+                        "--retain",
+                        "--progress",
+                        "none",
+                        &v3,
+                    ]));
+                    // The default moves to v1 before v3 is dropped.
+                    let keep = v1_id.clone();
+                    (v2_id, keep, words(&["rollback"]))
+                }
+                "prune" => {
+                    // v1 → v2 → v3 booted: v2 is the rollback, v1 is pruned.
+                    let v2_id = upgrade_and_boot(&osctl, &v1_id, &v2);
+                    let v3_id = upgrade_and_boot(&osctl, &v2_id, &v3);
+                    (v3_id.clone(), v3_id, words(&["gc"]))
+                }
+                "pin" => (v1_id.clone(), v1_id.clone(), words(&["pin", &v1_id[..12]])),
+                other => panic!("fail point family {other} has no test"),
+            };
         let out = booted_cmd(&osctl, Some(&booted))
             .env(osctl_deploy::failpoint::ENV, point)
             .args(&args)
@@ -173,7 +164,7 @@ fn every_fail_point_leaves_a_bootable_machine() {
         } else {
             assert_boots(&osctl, &keep, &booted, point);
         }
-        ok(booted_cmd(&osctl, Some(&booted)).args(&args));
+        run_ok(booted_cmd(&osctl, Some(&booted)).args(&args));
         osctl.fsck_clean();
     }
     assert_eq!(reached.len(), osctl_deploy::failpoint::ALL.len());

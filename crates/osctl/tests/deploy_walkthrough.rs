@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Osctl, booted_cmd, os_spec, push_tag};
+use common::{Osctl, booted_cmd, os_spec, push_tag, run_ok};
 use osctl_testutil::{Entry, Registry, RegistryOptions};
 use serde_json::Value;
 
@@ -41,19 +41,8 @@ fn v2() -> osctl_testutil::ImageSpec {
     )
 }
 
-fn run(cmd: &mut std::process::Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn status(osctl: &Osctl, booted: Option<&str>) -> Value {
-    let out = run(booted_cmd(osctl, booted).args(["status", "--format", "json"]));
+    let out = run_ok(booted_cmd(osctl, booted).args(["status", "--format", "json"]));
     serde_json::from_str(&out).unwrap()
 }
 
@@ -70,14 +59,14 @@ fn switch_boot_edit_upgrade_finalize_rollback() {
     let root = osctl.sysroot().to_path_buf();
 
     // Fresh machine: switch + finalize make v1 the default boot entry.
-    let out = run(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &reference]));
+    let out = run_ok(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &reference]));
     assert!(out.contains("Staged"), "{out}");
     let st = status(&osctl, None);
     let v1_id = st["status"]["staged"]["composefs"]["verity"]
         .as_str()
         .unwrap()
         .to_string();
-    run(booted_cmd(&osctl, None).arg("finalize"));
+    run_ok(booted_cmd(&osctl, None).arg("finalize"));
     let loader = read(root.join("boot/loader/loader.conf"));
     assert!(
         loader.contains(&format!("default osctl-{v1_id}.conf")),
@@ -103,7 +92,7 @@ fn switch_boot_edit_upgrade_finalize_rollback() {
     std::fs::write(var.join("lib/app/data"), "precious\n").unwrap();
 
     // No update yet; then v2 is pushed to the same tag.
-    let out = run(booted_cmd(&osctl, Some(&v1_id)).args(["upgrade", "--check"]));
+    let out = run_ok(booted_cmd(&osctl, Some(&v1_id)).args(["upgrade", "--check"]));
     assert!(out.contains("No update available"), "{out}");
     push_tag(&registry, &v2(), "os:stable");
     let blob_gets = |log: &str| {
@@ -112,7 +101,7 @@ fn switch_boot_edit_upgrade_finalize_rollback() {
             .count()
     };
     let before = blob_gets(&registry.log());
-    let out = run(booted_cmd(&osctl, Some(&v1_id)).args(["upgrade", "--check"]));
+    let out = run_ok(booted_cmd(&osctl, Some(&v1_id)).args(["upgrade", "--check"]));
     assert!(
         out.contains("Update available") && out.contains("2.0"),
         "{out}"
@@ -127,7 +116,7 @@ fn switch_boot_edit_upgrade_finalize_rollback() {
     assert_eq!(st["status"]["booted"]["cachedUpdate"]["version"], "2.0");
 
     // Upgrade stages v2; finalize merges /etc and switches the default.
-    run(booted_cmd(&osctl, Some(&v1_id)).args(["upgrade", "--progress", "none"]));
+    run_ok(booted_cmd(&osctl, Some(&v1_id)).args(["upgrade", "--progress", "none"]));
     let st = status(&osctl, Some(&v1_id));
     let v2_id = st["status"]["staged"]["composefs"]["verity"]
         .as_str()
@@ -157,7 +146,7 @@ fn switch_boot_edit_upgrade_finalize_rollback() {
     );
     assert_eq!(read(kernel), "kernel for 2.0".repeat(50));
 
-    let out = run(booted_cmd(&osctl, Some(&v1_id)).arg("finalize"));
+    let out = run_ok(booted_cmd(&osctl, Some(&v1_id)).arg("finalize"));
     assert!(out.contains("conflicts"), "{out}");
     let merged = root.join(format!("sysroot/state/deploy/{v2_id}/etc"));
     assert_eq!(
@@ -198,7 +187,7 @@ fn switch_boot_edit_upgrade_finalize_rollback() {
     );
 
     // Rollback queues v1.
-    run(booted_cmd(&osctl, Some(&v2_id)).arg("rollback"));
+    run_ok(booted_cmd(&osctl, Some(&v2_id)).arg("rollback"));
     let st = status(&osctl, Some(&v2_id));
     assert_eq!(st["status"]["rollbackQueued"], true);
     assert_eq!(st["spec"]["bootOrder"], "rollback");
@@ -206,7 +195,7 @@ fn switch_boot_edit_upgrade_finalize_rollback() {
     assert!(loader.contains(&format!("osctl-{v1_id}.conf")), "{loader}");
 
     // gc keeps both deployments' images; they stay mountable.
-    run(booted_cmd(&osctl, Some(&v2_id)).arg("gc"));
+    run_ok(booted_cmd(&osctl, Some(&v2_id)).arg("gc"));
     for id in [&v1_id, &v2_id] {
         assert!(Path::new(&root.join(format!("sysroot/composefs/images/{id}"))).exists());
     }
@@ -246,7 +235,7 @@ fn apply_finalizes_then_reboots() {
     );
     assert!(!osctl.sysroot().join("sysroot/state/staged").exists());
     // Human status: the new deployment boots next.
-    let human = run(booted_cmd(&osctl, None).args(["status", "--format", "human"]));
+    let human = run_ok(booted_cmd(&osctl, None).args(["status", "--format", "human"]));
     assert!(human.contains("os:v1"), "{human}");
 }
 
@@ -272,22 +261,22 @@ fn replacing_a_finalized_update_never_leaves_the_default_dangling() {
         );
         name
     };
-    run(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &v1_ref]));
-    run(booted_cmd(&osctl, None).arg("finalize"));
+    run_ok(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &v1_ref]));
+    run_ok(booted_cmd(&osctl, None).arg("finalize"));
     let v1_id = default_has_entry()
         .trim_start_matches("osctl-")
         .trim_end_matches(".conf")
         .to_string();
     // v2 finalized (the default), then replaced by v3 before any reboot.
-    run(booted_cmd(&osctl, Some(&v1_id)).args(["switch", "--progress", "none", &v2_ref]));
-    run(booted_cmd(&osctl, Some(&v1_id)).arg("finalize"));
-    run(booted_cmd(&osctl, Some(&v1_id)).args(["switch", "--progress", "none", &v3_ref]));
+    run_ok(booted_cmd(&osctl, Some(&v1_id)).args(["switch", "--progress", "none", &v2_ref]));
+    run_ok(booted_cmd(&osctl, Some(&v1_id)).arg("finalize"));
+    run_ok(booted_cmd(&osctl, Some(&v1_id)).args(["switch", "--progress", "none", &v3_ref]));
     assert!(
         default_has_entry().contains(&v1_id),
         "the default went back to the booted v1"
     );
     // Switching back to the booted image drops v3 the same way.
-    run(booted_cmd(&osctl, Some(&v1_id)).args(["switch", "--progress", "none", &v1_ref]));
+    run_ok(booted_cmd(&osctl, Some(&v1_id)).args(["switch", "--progress", "none", &v1_ref]));
     default_has_entry();
     let st = status(&osctl, Some(&v1_id));
     assert!(st["status"]["staged"].is_null(), "{st}");
@@ -300,14 +289,14 @@ fn the_boot_dir_given_once_is_remembered() {
     let osctl = Osctl::new();
     let esp = osctl.sysroot().join("efi");
     std::fs::create_dir(&esp).unwrap();
-    run(booted_cmd(&osctl, None).arg("--boot-dir").arg(&esp).args([
+    run_ok(booted_cmd(&osctl, None).arg("--boot-dir").arg(&esp).args([
         "switch",
         "--progress",
         "none",
         &v1_ref,
     ]));
     // finalize at shutdown runs without --boot-dir.
-    run(booted_cmd(&osctl, None).arg("finalize"));
+    run_ok(booted_cmd(&osctl, None).arg("finalize"));
     assert!(read(esp.join("loader/loader.conf")).starts_with("default osctl-"));
     assert!(!osctl.sysroot().join("boot/loader/loader.conf").exists());
 }

@@ -244,3 +244,16 @@ pub fn push_tag(registry: &Registry, spec: &ImageSpec, repo_tag: &str) -> String
     registry.push_oci_layout(dir.path(), "t", repo_tag).unwrap();
     registry.image_ref(repo_tag)
 }
+
+/// Runs `cmd`, asserts success (printing its output otherwise), returns stdout.
+#[track_caller]
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("running osctl");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

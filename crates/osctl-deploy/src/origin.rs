@@ -52,8 +52,13 @@ pub struct Origin {
     /// Pinned deployments are never pruned.
     #[serde(default)]
     pub pinned: bool,
-    /// When the deployment was created (RFC 3339, UTC).
+    /// When the deployment was created (RFC 3339, UTC); for people only.
     pub deployed: String,
+    /// Creation order: one more than the highest serial on disk when it was
+    /// staged. Ordering uses this, never the clock, which may step back
+    /// (a machine without a battery-backed RTC, an NTP correction).
+    #[serde(default)]
+    pub serial: u64,
     /// Conflicts of the /etc merge made when this deployment was finalized.
     #[serde(default)]
     pub etc_conflicts: Vec<EtcConflict>,

@@ -113,6 +113,13 @@ impl Sysroot {
             local_kargs,
             pinned,
             deployed: now(),
+            serial: self
+                .deployments()?
+                .iter()
+                .map(|d| d.origin().serial)
+                .max()
+                .unwrap_or(0)
+                + 1,
             etc_conflicts: Vec::new(),
             cached_update: None,
         };

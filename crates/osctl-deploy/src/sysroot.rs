@@ -214,7 +214,7 @@ impl Sysroot {
         }
     }
 
-    /// Every deployment, newest first.
+    /// Every deployment, newest (highest serial) first.
     pub fn deployments(&self) -> Result<Vec<Deployment>, DeployError> {
         let dir_path = self.path.join(layout::DEPLOY_DIR);
         let io = |e: std::io::Error| DeployError::Io {
@@ -238,12 +238,7 @@ impl Sysroot {
             }
             out.push(self.load(&id)?);
         }
-        out.sort_by(|a, b| {
-            b.origin
-                .deployed
-                .cmp(&a.origin.deployed)
-                .then(a.id.cmp(&b.id))
-        });
+        out.sort_by(|a, b| b.origin.serial.cmp(&a.origin.serial).then(a.id.cmp(&b.id)));
         Ok(out)
     }
 
@@ -346,7 +341,7 @@ impl Sysroot {
             // With nothing booted (a fresh install, a scratch sysroot) the
             // default simply boots next.
             let newer = match (&state.booted, rest.iter().find(|d| &d.id == def)) {
-                (Some(b), Some(d)) => d.origin.deployed > b.origin.deployed,
+                (Some(b), Some(d)) => d.origin.serial > b.origin.serial,
                 (None, Some(_)) => true,
                 _ => false,
             };

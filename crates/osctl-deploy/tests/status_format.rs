@@ -99,6 +99,7 @@ fn entry(c: char, image: &str, version: &str, timestamp: &str) -> EntryView {
             local_kargs: vec!["quiet".to_owned()],
             pinned: false,
             deployed: "2026-11-25T11:00:00Z".to_owned(),
+            serial: 1,
             etc_conflicts: Vec::new(),
             cached_update: None,
         },

@@ -300,3 +300,38 @@ fn the_boot_dir_given_once_is_remembered() {
     assert!(read(esp.join("loader/loader.conf")).starts_with("default osctl-"));
     assert!(!osctl.sysroot().join("boot/loader/loader.conf").exists());
 }
+
+#[test]
+fn order_does_not_trust_the_clock() {
+    let registry = Registry::start(RegistryOptions::default()).unwrap();
+    let v1_ref = push_tag(&registry, &v1(), "os:v1");
+    let v2_ref = push_tag(&registry, &v2(), "os:v2");
+    let osctl = Osctl::new();
+    run_ok(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &v1_ref]));
+    run_ok(booted_cmd(&osctl, None).arg("finalize"));
+    let v1_id = status(&osctl, None)["status"]["staged"]["composefs"]["verity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    run_ok(booted_cmd(&osctl, Some(&v1_id)).args(["switch", "--progress", "none", &v2_ref]));
+    run_ok(booted_cmd(&osctl, Some(&v1_id)).arg("finalize"));
+    // The clock stepped back before v2 was made: its timestamp is older
+    // than v1's. It is still the update that boots next, not a rollback.
+    let st = status(&osctl, Some(&v1_id));
+    let v2_id = st["status"]["staged"]["composefs"]["verity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let origin_path = osctl
+        .sysroot()
+        .join(format!("sysroot/state/deploy/{v2_id}/origin.json"));
+    let mut origin: Value = serde_json::from_str(&read(origin_path.clone())).unwrap();
+    origin["deployed"] = "2001-01-01T00:00:00Z".into();
+    std::fs::write(&origin_path, origin.to_string()).unwrap();
+    let st = status(&osctl, Some(&v1_id));
+    assert_eq!(
+        st["status"]["staged"]["composefs"]["verity"],
+        v2_id.as_str()
+    );
+    assert_eq!(st["status"]["rollbackQueued"], false);
+}

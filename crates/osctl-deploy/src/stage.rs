@@ -123,8 +123,12 @@ impl Sysroot {
             etc_conflicts: Vec::new(),
             cached_update: None,
         };
+        let first = self.deployments()?.is_empty();
         self.write_state_dir(&id, record, &origin, &tree)?;
         failpoint::hit("stage:after-state-dir");
+        if first {
+            self.seed_var(&tree)?;
+        }
 
         self.store().add_root(id.as_str(), record)?;
         failpoint::hit("stage:after-root");
@@ -194,6 +198,24 @@ impl Sysroot {
         osctl_store::atomic::sync_dir(&dir).map_err(io)?;
         deploy.rename(&tmp_name, &deploy, id.as_str()).map_err(io)?;
         osctl_store::atomic::sync_dir(&deploy).map_err(io)
+    }
+
+    /// Seeds the shared `/var` from the image, once: when the machine gets
+    /// its first deployment and `/var` is still empty (as bootc does at
+    /// install; afterwards `/var` belongs to the machine, like a volume).
+    fn seed_var(&self, tree: &osctl_store::ImageTree) -> Result<(), DeployError> {
+        let io = |e: std::io::Error| DeployError::Io {
+            path: self.path().join(layout::VAR_DIR),
+            why: e.to_string(),
+        };
+        let var = self.root().open_dir(layout::VAR_DIR).map_err(io)?;
+        if var.entries().map_err(io)?.next().is_some()
+            || tree.kind(Path::new("/var")) != Some(osctl_store::EntryKind::Directory)
+        {
+            return Ok(());
+        }
+        tree.export(Path::new("/var"), &var)?;
+        osctl_store::atomic::sync_filesystem(&var).map_err(io)
     }
 
     /// Removes a deployment that is not booted: entry first (so the boot

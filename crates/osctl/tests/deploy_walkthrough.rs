@@ -88,6 +88,8 @@ fn switch_boot_edit_upgrade_finalize_rollback() {
     std::fs::write(etc.join("local.conf"), "admin added\n").unwrap();
     std::fs::write(etc.join("typechange"), "admin edited the file\n").unwrap();
     let var = root.join("sysroot/state/var");
+    // The first deployment seeded /var from its image; later ones never do.
+    assert_eq!(read(var.join("lib/seed")), "seeded by 1.0\n");
     std::fs::create_dir_all(var.join("lib/app")).unwrap();
     std::fs::write(var.join("lib/app/data"), "precious\n").unwrap();
 
@@ -184,6 +186,11 @@ fn switch_boot_edit_upgrade_finalize_rollback() {
         read(var.join("lib/app/data")),
         "precious\n",
         "/var untouched"
+    );
+    assert_eq!(
+        read(var.join("lib/seed")),
+        "seeded by 1.0\n",
+        "v2's /var is not applied"
     );
 
     // Rollback queues v1.

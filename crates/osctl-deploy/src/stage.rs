@@ -208,14 +208,25 @@ impl Sysroot {
             path: self.path().join(layout::VAR_DIR),
             why: e.to_string(),
         };
-        let var = self.root().open_dir(layout::VAR_DIR).map_err(io)?;
-        if var.entries().map_err(io)?.next().is_some()
+        let state = self.root().open_dir(layout::STATE_DIR).map_err(io)?;
+        if state.read_dir("var").map_err(io)?.next().is_some()
             || tree.kind(Path::new("/var")) != Some(osctl_store::EntryKind::Directory)
         {
             return Ok(());
         }
-        tree.export(Path::new("/var"), &var)?;
-        osctl_store::atomic::sync_filesystem(&var).map_err(io)
+        // Built aside and renamed over the empty /var: an interrupted seed
+        // leaves an empty /var (seeded again next time), never half of one.
+        const SEED: &str = ".var-seed";
+        if state.try_exists(SEED).map_err(io)? {
+            state.remove_dir_all(SEED).map_err(io)?;
+        }
+        state.create_dir(SEED).map_err(io)?;
+        let seed = state.open_dir(SEED).map_err(io)?;
+        tree.export(Path::new("/var"), &seed)?;
+        osctl_store::atomic::sync_filesystem(&seed).map_err(io)?;
+        state.remove_dir("var").map_err(io)?;
+        state.rename(SEED, &state, "var").map_err(io)?;
+        osctl_store::atomic::sync_dir(&state).map_err(io)
     }
 
     /// Removes a deployment that is not booted: entry first (so the boot

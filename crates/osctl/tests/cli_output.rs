@@ -182,3 +182,40 @@ fn fsck_objects(osctl: &Osctl) -> String {
     let out = osctl.ok(&["fsck"]);
     out.split_whitespace().next().unwrap().to_string()
 }
+
+#[test]
+fn progress_bars_on_a_terminal() {
+    // `script` runs osctl on a pseudo-terminal, where it draws indicatif bars
+    // instead of plain lines.
+    let registry = Registry::start(RegistryOptions::default()).unwrap();
+    let spec = ImageSpec::new(vec![Layer::new(vec![Entry::large_file(
+        "usr/share/blob",
+        3_000_000,
+        5,
+    )])]);
+    let (reference, _) = push_spec(&registry, "tty/os:v1", &spec);
+    let osctl = Osctl::new();
+    let command = format!(
+        "{} --sysroot {} image pull {reference}",
+        env!("CARGO_BIN_EXE_osctl"),
+        osctl.sysroot().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("HOME", osctl.sysroot())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Pulling"), "{text}");
+    assert!(
+        text.contains("/2.86 MiB"),
+        "a bar with the layer size: {text}"
+    );
+    assert!(text.contains("done"), "the bar finishes: {text}");
+    assert!(
+        !text.contains("in 0."),
+        "no plain progress lines on a terminal: {text}"
+    );
+    assert!(text.contains("Pulled: "), "{text}");
+}

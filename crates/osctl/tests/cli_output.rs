@@ -209,8 +209,8 @@ fn progress_bars_on_a_terminal() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("Pulling"), "{text}");
     assert!(
-        text.contains("/2.86 MiB"),
-        "a bar with the layer size: {text}"
+        text.contains("[==============================]") && text.contains(" MiB/"),
+        "a full bar with the layer size: {text}"
     );
     assert!(text.contains("done"), "the bar finishes: {text}");
     assert!(

@@ -86,17 +86,8 @@ fn images_that_cannot_boot_are_refused() {
     let bad_kargs = push_tag(&registry, &bad_kargs, "os:badkargs");
 
     let osctl = Osctl::new();
-    let out = booted_cmd(&osctl, None)
-        .args(["switch", "--progress", "none", &good])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = booted_cmd(&osctl, None).arg("finalize").output().unwrap();
-    assert!(out.status.success());
+    run_ok(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &good]));
+    run_ok(booted_cmd(&osctl, None).arg("finalize"));
 
     fails_cleanly(
         &osctl,
@@ -184,15 +175,7 @@ fn disk_full_during_switch_keeps_the_machine_intact() {
         }
     }
     let _guard = Umount(root);
-    let out = booted_cmd(&osctl, None)
-        .args(["switch", "--progress", "none", &small])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &small]));
     booted_cmd(&osctl, None).arg("finalize").output().unwrap();
     let before = snapshot_state(root);
     let out = booted_cmd(&osctl, None)

@@ -215,24 +215,19 @@ fn apply_finalizes_then_reboots() {
     push_tag(&registry, &v1(), "os:v1");
     let osctl = Osctl::new();
     let marker = osctl.sysroot().join("rebooted");
-    let out = booted_cmd(&osctl, None)
-        .env(
-            "OSCTL_REBOOT_COMMAND",
-            format!("touch {}", marker.display()),
-        )
-        .args([
-            "switch",
-            "--apply",
-            "--progress",
-            "none",
-            &registry.image_ref("os:v1"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        booted_cmd(&osctl, None)
+            .env(
+                "OSCTL_REBOOT_COMMAND",
+                format!("touch {}", marker.display()),
+            )
+            .args([
+                "switch",
+                "--apply",
+                "--progress",
+                "none",
+                &registry.image_ref("os:v1"),
+            ]),
     );
     assert!(marker.exists(), "the reboot command ran");
     let loader = read(osctl.sysroot().join("boot/loader/loader.conf"));

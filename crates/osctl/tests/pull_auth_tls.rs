@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Osctl, push_spec};
+use common::{Osctl, push_spec, run_ok};
 use osctl_testutil::{Entry, ImageSpec, Layer, Registry, RegistryOptions};
 
 fn spec() -> ImageSpec {
@@ -98,21 +98,13 @@ fn basic_auth_from_every_auth_file_location() {
     let third = Osctl::new();
     let env_file = third.sysroot().join("env-auth.json");
     auth_json(&env_file, &addr, "alice", "s3cret");
-    let out = third
-        .cmd()
-        .env("REGISTRY_AUTH_FILE", &env_file)
-        .args(["image", "pull", "--quiet", &reference])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_ok(
+        third
+            .cmd()
+            .env("REGISTRY_AUTH_FILE", &env_file)
+            .args(["image", "pull", "--quiet", &reference]),
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        third.image_id(&reference)
-    );
+    assert_eq!(stdout.trim(), third.image_id(&reference));
 }
 
 #[test]
@@ -165,16 +157,10 @@ fn tls_registry_is_verified() {
         ),
     )
     .unwrap();
-    let out = conf
-        .cmd()
-        .env("CONTAINERS_REGISTRIES_CONF", &conf_file)
-        .args(["image", "pull", &reference])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        conf.cmd()
+            .env("CONTAINERS_REGISTRIES_CONF", &conf_file)
+            .args(["image", "pull", &reference]),
     );
 
     // A broken registries.conf is named.

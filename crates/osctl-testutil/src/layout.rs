@@ -173,21 +173,15 @@ pub fn write_oci_archive(layout_dir: &Path, out_tar: &Path) -> Result<()> {
 /// Reads back the image tagged `tag` from any OCI layout (e.g. one umoci or
 /// skopeo wrote), in the same shape [`write_layout`] returns.
 pub fn read_layout_image(dir: &Path, tag: &str) -> Result<BuiltImage> {
-    let index: Value = read_json(&dir.join("index.json"))?;
-    let desc = index["manifests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .with_context(|| format!("no tag {tag:?} in {}/index.json", dir.display()))?;
-    let manifest_digest = str_field(desc, "digest")?;
+    let desc = tagged_descriptor(dir, tag)?;
+    let manifest_digest = str_field(&desc, "digest")?;
     let manifest: Value = read_json(&layout_blob_path(dir, &manifest_digest))?;
     let config_digest = str_field(&manifest["config"], "digest")?;
     let config: Value = read_json(&layout_blob_path(dir, &config_digest))?;
     let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
     Ok(BuiltImage {
         layout_dir: dir.into(),
-        manifest_media_type: str_field(desc, "mediaType")?,
+        manifest_media_type: str_field(&desc, "mediaType")?,
         manifest_size: desc["size"].as_u64().context("descriptor without size")?,
         manifest_digest,
         config_digest,
@@ -220,19 +214,13 @@ pub fn read_layout_image(dir: &Path, tag: &str) -> Result<BuiltImage> {
 /// OCI media types, so a layout holding a Docker manifest or manifest list
 /// cannot be pushed from there; `dir:` copies any manifest verbatim.
 pub fn write_dir_transport(layout_dir: &Path, tag: &str, out_dir: &Path) -> Result<()> {
-    let index: Value = read_json(&layout_dir.join("index.json"))?;
-    let desc = index["manifests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .with_context(|| format!("no tag {tag:?} in {}/index.json", layout_dir.display()))?;
+    let desc = tagged_descriptor(layout_dir, tag)?;
     fs::create_dir_all(out_dir)?;
     fs::write(
         out_dir.join("version"),
         "Directory Transport Version: 1.1\n",
     )?;
-    let top = str_field(desc, "digest")?;
+    let top = str_field(&desc, "digest")?;
     link_blob(layout_dir, &top, &out_dir.join("manifest.json"))?;
     let top_json: Value = read_json(&layout_blob_path(layout_dir, &top))?;
     let mut manifests = vec![top_json.clone()];
@@ -274,14 +262,19 @@ fn link_blob(layout_dir: &Path, digest: &str, dest: &Path) -> Result<()> {
 
 /// The media type of the manifest tagged `tag` in a layout's index.json.
 pub fn tagged_media_type(layout_dir: &Path, tag: &str) -> Result<String> {
+    str_field(&tagged_descriptor(layout_dir, tag)?, "mediaType")
+}
+
+/// The index.json descriptor tagged `tag` in a layout.
+fn tagged_descriptor(layout_dir: &Path, tag: &str) -> Result<Value> {
     let index: Value = read_json(&layout_dir.join("index.json"))?;
-    let desc = index["manifests"]
+    index["manifests"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .with_context(|| format!("no tag {tag:?} in {}/index.json", layout_dir.display()))?;
-    str_field(desc, "mediaType")
+        .cloned()
+        .with_context(|| format!("no tag {tag:?} in {}/index.json", layout_dir.display()))
 }
 
 fn write_image_blobs(dir: &Path, spec: &ImageSpec) -> Result<BuiltImage> {

@@ -13,7 +13,9 @@
 //!   the next, with [`failpoint`]s for crash tests;
 //! - [`boot`]: kernels, kargs.d, BLS entries and `loader.conf`;
 //! - [`status`]: bootc's `BootcHost` model and its renderings;
-//! - [`merge_etc`]: the three-way `/etc` merge, described below.
+//! - [`merge_etc`]: the three-way `/etc` merge, described below;
+//! - [`install`]: `osctl install to-disk|to-filesystem`, a first deployment
+//!   written onto a new disk or a mounted filesystem.
 //!
 //! The layout on disk is in [`layout`] and docs/deployments.md.
 //!
@@ -106,6 +108,7 @@ pub mod boot;
 mod copy;
 pub mod failpoint;
 mod finalize;
+pub mod install;
 pub mod layout;
 mod merge;
 mod node;
@@ -118,8 +121,8 @@ mod upgrade;
 mod view;
 
 pub use finalize::{FinalizeOutcome, RollbackOutcome};
-pub use stage::StageOutcome;
-pub use sysroot::{Deployment, DeploymentState, Sysroot, SysrootOptions};
+pub use stage::{StageOptions, StageOutcome};
+pub use sysroot::{Deployment, DeploymentState, SEAL_AT_BOOT_FILE, Sysroot, SysrootOptions};
 pub use upgrade::UpdateCheck;
 
 use std::io;

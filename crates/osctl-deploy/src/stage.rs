@@ -41,6 +41,15 @@ pub enum StageOutcome {
     AlreadyStaged(DeploymentId),
 }
 
+/// Options of [`Sysroot::stage_record_with`].
+#[derive(Debug, Clone, Default)]
+pub struct StageOptions {
+    /// The new deployment's machine-local kernel arguments. `None` (switch,
+    /// upgrade): carried over from the booted deployment; `osctl install`
+    /// gives the first deployment's (`root=UUID=… rw`, `--karg`s).
+    pub local_kargs: Option<Vec<String>>,
+}
+
 impl Sysroot {
     /// Pulls `imgref` and stages it as the next deployment.
     pub async fn stage(
@@ -59,6 +68,16 @@ impl Sysroot {
         &self,
         imgref: &ImageRef,
         record: &ImageRecord,
+    ) -> Result<StageOutcome, DeployError> {
+        self.stage_record_with(imgref, record, &StageOptions::default())
+    }
+
+    /// [`Sysroot::stage_record`] with options.
+    pub fn stage_record_with(
+        &self,
+        imgref: &ImageRef,
+        record: &ImageRecord,
+        options: &StageOptions,
     ) -> Result<StageOutcome, DeployError> {
         let id = DeploymentId::parse(record.image_id())
             .ok_or_else(|| DeployError::Other(format!("bad image id {}", record.image_id())))?;
@@ -81,11 +100,14 @@ impl Sysroot {
         let kernel = boot::find_kernel(&tree, &name)?;
         let image_kargs = boot::image_kargs(&tree, &name, std::env::consts::ARCH)?;
         let os_name = boot::os_release_name(&tree)?;
-        let local_kargs = state
-            .booted
-            .as_ref()
-            .map(|b| b.origin().local_kargs.clone())
-            .unwrap_or_default();
+        let local_kargs = match &options.local_kargs {
+            Some(given) => given.clone(),
+            None => state
+                .booted
+                .as_ref()
+                .map(|b| b.origin().local_kargs.clone())
+                .unwrap_or_default(),
+        };
 
         // A non-booted, non-staged deployment of the same image is rebuilt
         // (it keeps its pin).
@@ -283,9 +305,16 @@ impl Sysroot {
         entry
     }
 
-    /// Whether the store cannot enforce fs-verity (the host has none).
+    /// Whether the store cannot enforce fs-verity (the host has none) and
+    /// will not be sealed at first boot either (no
+    /// [`SEAL_AT_BOOT_FILE`](crate::sysroot::SEAL_AT_BOOT_FILE) from
+    /// `osctl install`).
     pub(crate) fn verity_optional(&self) -> bool {
         self.store().verity() == osctl_store::VerityMode::Insecure
+            && !self
+                .root()
+                .try_exists(crate::sysroot::SEAL_AT_BOOT_FILE)
+                .unwrap_or(false)
     }
 }
 

@@ -72,6 +72,8 @@ pub struct Sysroot {
     /// the handle's lifetime: one osctl changes them at a time. Reading
     /// (status) and pulling never wait for it.
     lock: std::sync::OnceLock<std::fs::File>,
+    /// Set by [`Sysroot::installing`]: nothing is booted from this sysroot.
+    installing: bool,
 }
 
 /// Where the boot dir given with `--boot-dir` is remembered.
@@ -79,6 +81,14 @@ const BOOT_DIR_FILE: &str = "sysroot/state/boot-dir";
 
 /// The lock file, relative to the sysroot.
 const LOCK_FILE: &str = "sysroot/state/lock";
+
+/// Written by `osctl install` (relative to the sysroot; `/osctl/seal-at-boot`
+/// on the installed root filesystem): the store was built where fs-verity
+/// was unavailable, but the installed filesystem has it and the first boot
+/// enables it on every object ("seals" the store). While it exists, boot
+/// entries demand verity (`composefs=<id>`, not `composefs=?<id>`) although
+/// this store is not sealed yet. See docs/install.md.
+pub const SEAL_AT_BOOT_FILE: &str = "sysroot/osctl/seal-at-boot";
 
 /// The record file kept in each deployment dir, so its image can be read
 /// even after the reference was re-pulled to another digest.
@@ -129,7 +139,16 @@ impl Sysroot {
             boot,
             store,
             lock: std::sync::OnceLock::new(),
+            installing: false,
         })
+    }
+
+    /// Marks a sysroot being installed (`osctl install`): no deployment of
+    /// it is booted, whatever the running system's command line names (the
+    /// host may well run the very image being installed).
+    pub fn installing(mut self) -> Self {
+        self.installing = true;
+        self
     }
 
     /// Waits for and takes the deployment lock (idempotent). Every
@@ -180,6 +199,9 @@ impl Sysroot {
 
     /// The deployment named on the kernel command line, if it exists here.
     pub fn booted_id(&self) -> Result<Option<DeploymentId>, DeployError> {
+        if self.installing {
+            return Ok(None);
+        }
         let file = std::env::var_os(CMDLINE_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/proc/cmdline"));

@@ -54,6 +54,9 @@ enum Command {
     Unpin(commands::pin::PinArgs),
     /// Merge /etc and make the staged deployment the default (run at shutdown).
     Finalize(commands::finalize::FinalizeArgs),
+    /// Install an image onto a new disk or a mounted root filesystem.
+    #[command(subcommand)]
+    Install(commands::install::InstallCommand),
     /// Manage images in the store.
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
@@ -99,6 +102,7 @@ fn main() -> ExitCode {
             Command::Pin(a) => commands::pin::run(a, true, &cli.sysroot, boot),
             Command::Unpin(a) => commands::pin::run(a, false, &cli.sysroot, boot),
             Command::Finalize(a) => commands::finalize::run(a, &cli.sysroot, boot),
+            Command::Install(cmd) => commands::install::run(cmd, &cli.sysroot, boot).await,
             Command::Image(cmd) => commands::image::run(cmd, &cli.sysroot).await,
             Command::Fsck(args) => commands::fsck::run(args, &cli.sysroot).await,
             Command::Gc(args) => commands::gc::run(args, &cli.sysroot, boot),

@@ -9,6 +9,7 @@ pub mod image_list;
 pub mod image_mount;
 pub mod image_pull;
 pub mod image_rm;
+pub mod install;
 pub mod pin;
 pub mod rollback;
 pub mod status;

@@ -257,3 +257,150 @@ pub fn run_ok(cmd: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The systemd-boot binary the image of [`bootable_os_spec`] carries
+/// (not a real EFI program: install only copies it).
+pub const IMAGE_SYSTEMD_BOOT: &[u8] = b"MZ systemd-boot from the test image\n";
+
+/// An image `osctl install` accepts: [`os_spec`] plus the `/sysroot` and
+/// `/boot` mount points, an `/etc/fstab`, and (with `efi`) systemd-boot at
+/// `/usr/lib/systemd/boot/efi/systemd-bootx64.efi`.
+pub fn bootable_os_spec(version: &str, kargs: &[&str], efi: bool) -> ImageSpec {
+    let mut extra = vec![
+        Entry::dir("sysroot"),
+        Entry::dir("boot"),
+        Entry::file(
+            "etc/fstab",
+            "# <file system> <mount point> <type> <options>\n",
+        ),
+    ];
+    if efi {
+        extra.push(Entry::file(
+            "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+            IMAGE_SYSTEMD_BOOT,
+        ));
+    }
+    os_spec(version, kargs, extra)
+}
+
+/// Looking at disks from outside: tools, mtools, loop devices, the GPT.
+pub mod disk {
+    use std::path::Path;
+    use std::process::Command;
+
+    use serde_json::Value;
+
+    /// Runs a tool, asserts success, returns stdout.
+    #[track_caller]
+    pub fn tool(cmd: &mut Command) -> Vec<u8> {
+        let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    #[track_caller]
+    pub fn tool_text(cmd: &mut Command) -> String {
+        String::from_utf8(tool(cmd)).unwrap()
+    }
+
+    /// An mtools command on the FAT filesystem `image` (`FILE@@OFFSET` or a node).
+    pub fn mtools(program: &str, image: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("MTOOLS_SKIP_CHECK", "1")
+            .env("MTOOLSRC", "/dev/null")
+            .arg("-i")
+            .arg(image);
+        c
+    }
+
+    #[track_caller]
+    pub fn esp_file(esp: &str, path: &str) -> Vec<u8> {
+        tool(mtools("mtype", esp).arg(format!("::{path}")))
+    }
+
+    /// Commands run on drop, last pushed first: unmounts, loop detaches.
+    #[derive(Default)]
+    pub struct Cleanup(Vec<Command>);
+
+    impl Cleanup {
+        pub fn push(&mut self, program: &str, args: &[&str]) {
+            let mut c = Command::new(program);
+            c.args(args);
+            self.0.push(c);
+        }
+    }
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            while let Some(mut c) = self.0.pop() {
+                let _ = c.output();
+            }
+        }
+    }
+
+    pub fn s(p: &Path) -> &str {
+        p.to_str().unwrap()
+    }
+
+    /// A loop device over `file` (read-only at an offset, or whole).
+    pub fn attach(file: &Path, window: Option<(u64, u64)>, cleanup: &mut Cleanup) -> String {
+        let mut cmd = Command::new("losetup");
+        if let Some((offset, size)) = window {
+            cmd.args([
+                "-r",
+                "-o",
+                &offset.to_string(),
+                "--sizelimit",
+                &size.to_string(),
+            ]);
+        }
+        let dev = tool_text(cmd.args(["--show", "-f"]).arg(file))
+            .trim()
+            .to_string();
+        cleanup.push("losetup", &["-d", &dev]);
+        dev
+    }
+
+    pub fn sha256(file: &Path) -> String {
+        tool_text(Command::new("sha256sum").arg(file))
+    }
+
+    /// One partition as `sfdisk -J` shows it (start and size in bytes).
+    #[derive(Debug)]
+    pub struct Part {
+        pub start: u64,
+        pub size: u64,
+        pub kind: String,
+        pub uuid: String,
+        pub name: String,
+    }
+
+    pub fn gpt(disk: &Path) -> Vec<Part> {
+        let json: Value =
+            serde_json::from_slice(&tool(Command::new("sfdisk").arg("-J").arg(disk))).unwrap();
+        let table = &json["partitiontable"];
+        assert_eq!(table["label"], "gpt");
+        let sector = table["sectorsize"].as_u64().unwrap_or(512);
+        table["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| Part {
+                start: p["start"].as_u64().unwrap() * sector,
+                size: p["size"].as_u64().unwrap() * sector,
+                kind: p["type"].as_str().unwrap().to_string(),
+                uuid: p["uuid"].as_str().unwrap().to_lowercase(),
+                name: p["name"].as_str().unwrap_or("").to_string(),
+            })
+            .collect()
+    }
+
+    /// A sparse file of `size` bytes.
+    pub fn sparse_file(path: &Path, size: u64) {
+        std::fs::File::create(path).unwrap().set_len(size).unwrap();
+    }
+}

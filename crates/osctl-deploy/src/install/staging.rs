@@ -1,0 +1,327 @@
+//! Building the first deployment in a staging sysroot `S` with the
+//! ordinary deployment code: `S/sysroot` becomes the root filesystem's
+//! content, `S/boot` the boot partition's.
+//!
+//! The sysroot is opened with [`Sysroot::installing`] (nothing is booted
+//! from it, whatever the host's command line says) and without a boot dir
+//! option (so none is remembered in the installed state). The image is
+//! pulled and checked (kernel, `/sysroot`, boot loader) before anything is
+//! staged, staged with the install's kernel arguments, then finalized: the
+//! first deployment is the default and no staged marker remains.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use osctl_store::{EntryKind, ImageRecord, ImageTree, PullObserver, VerityMode};
+
+use super::{ArchBoot, Bootloader, BootloaderSource, CommonOptions, InstallError, Verity};
+use crate::boot;
+use crate::layout::{self, DeploymentId};
+use crate::{FinalizeOutcome, StageOptions, StageOutcome, Sysroot, SysrootOptions};
+
+/// Where images and hosts keep systemd-boot.
+pub const SYSTEMD_BOOT_DIR: &str = "/usr/lib/systemd/boot/efi";
+
+/// A temporary sysroot `S` with `S/sysroot` and `S/boot`, removed on drop.
+pub(super) struct Staging {
+    dir: tempfile::TempDir,
+}
+
+impl Staging {
+    /// A new staging sysroot under `$TMPDIR`, else `/var/tmp` (a disk:
+    /// the store can be large).
+    pub fn new() -> Result<Staging, InstallError> {
+        let parent = std::env::var_os("TMPDIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+        let io = |p: &Path, e: std::io::Error| InstallError::Io {
+            path: p.to_path_buf(),
+            why: format!("creating the staging sysroot: {e}"),
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("osctl-install-")
+            .tempdir_in(&parent)
+            .map_err(|e| io(&parent, e))?;
+        for sub in ["sysroot", "boot"] {
+            let p = dir.path().join(sub);
+            std::fs::create_dir(&p).map_err(|e| io(&p, e))?;
+            // The root filesystem's root directory takes this mode.
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| io(&p, e))?;
+        }
+        Ok(Staging { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    /// Leaves `S` on disk (when a mount in it could not be removed).
+    pub fn keep(self) -> PathBuf {
+        self.dir.keep()
+    }
+    /// `S/sysroot`: the root filesystem's content.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("sysroot")
+    }
+    /// `S/boot`: the boot partition's content.
+    pub fn boot(&self) -> PathBuf {
+        self.dir.path().join("boot")
+    }
+}
+
+/// What [`build`] needs beyond the common options.
+pub(super) struct Request<'a> {
+    pub common: &'a CommonOptions,
+    /// The first deployment's machine-local kernel arguments.
+    pub local_kargs: Vec<String>,
+    /// When to write the seal-at-boot marker (entries then demand fs-verity).
+    pub seal: Seal,
+    /// A line for the deployment's `/etc/fstab`, mounting the ESP at /boot.
+    pub fstab: Option<String>,
+}
+
+/// When [`build`] writes [`SEAL_AT_BOOT_FILE`](crate::SEAL_AT_BOOT_FILE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seal {
+    /// The store is copied onto a filesystem with fs-verity (to-disk).
+    Always,
+    /// The store is written in place on a filesystem that can have
+    /// fs-verity: seal at boot unless it is already enforced.
+    IfInsecure,
+    /// The filesystem cannot have fs-verity.
+    Never,
+}
+
+/// The first deployment, built.
+pub(super) struct Built {
+    pub id: DeploymentId,
+    pub record: ImageRecord,
+    /// The boot entry's `options`.
+    pub cmdline: String,
+    pub bootloader: Option<BootloaderSource>,
+    pub verity: Verity,
+    pub warnings: Vec<String>,
+}
+
+/// Pulls, checks, stages and finalizes into the sysroot at `sysroot`
+/// (whose `boot` is the boot dir).
+pub(super) async fn build(
+    sysroot: &Path,
+    req: &Request<'_>,
+    observer: Arc<dyn PullObserver>,
+) -> Result<Built, InstallError> {
+    let common = req.common;
+    let sysroot = Sysroot::open(&SysrootOptions {
+        sysroot: sysroot.to_path_buf(),
+        boot_dir: None,
+    })?
+    .installing();
+    let verity = match (req.seal, sysroot.store().verity()) {
+        (Seal::Always, _) | (Seal::IfInsecure, VerityMode::Insecure) => Verity::FirstBoot,
+        (_, VerityMode::Enforced) => Verity::Enforced,
+        (Seal::Never, VerityMode::Insecure) => Verity::None,
+    };
+    if verity == Verity::FirstBoot {
+        let marker = sysroot.path().join(crate::SEAL_AT_BOOT_FILE);
+        std::fs::write(
+            &marker,
+            "Written by osctl install: the first boot enables fs-verity on every object of this store.\n",
+        )
+        .map_err(|e| InstallError::Io {
+            path: marker,
+            why: e.to_string(),
+        })?;
+    }
+    let name = common.imgref.to_string();
+    let pulled = sysroot
+        .store()
+        .pull(&common.imgref, &common.fetch, observer)
+        .await?;
+    let record = pulled.record().clone();
+
+    // Everything that can reject the image, before staging.
+    let tree = sysroot.store().image_tree(&record)?;
+    if tree.kind(Path::new("/sysroot")) != Some(EntryKind::Directory) {
+        return Err(InstallError::Image {
+            image: name,
+            why: "has no /sysroot directory (the root setup mounts the physical root there; add `RUN mkdir /sysroot`)".into(),
+        });
+    }
+    boot::find_kernel(&tree, &name)?;
+    let arch = ArchBoot::for_oci(record.architecture()).ok_or_else(|| InstallError::Image {
+        image: name.clone(),
+        why: format!(
+            "architecture {} is not supported by install (amd64, arm64)",
+            record.architecture()
+        ),
+    })?;
+    let efi = match common.bootloader {
+        Bootloader::SystemdBoot => Some(find_systemd_boot(&tree, &name, &arch)?),
+        Bootloader::None => None,
+    };
+    let mut warnings = Vec::new();
+    if req.fstab.is_some() && tree.kind(Path::new("/boot")) != Some(EntryKind::Directory) {
+        warnings.push(format!(
+            "{name} has no /boot directory: the installed system cannot mount the boot partition there"
+        ));
+    }
+
+    (common.on_step)("staging the first deployment");
+    let options = StageOptions {
+        local_kargs: Some(req.local_kargs.clone()),
+    };
+    let id = match sysroot.stage_record_with(&common.imgref, &record, &options)? {
+        StageOutcome::Staged(id) => id,
+        other => {
+            return Err(InstallError::Invalid(format!(
+                "staging into a fresh sysroot: unexpected {other:?}"
+            )));
+        }
+    };
+    match sysroot.finalize()? {
+        FinalizeOutcome::Finalized { .. } => {}
+        FinalizeOutcome::NothingStaged => {
+            return Err(InstallError::Invalid(
+                "finalizing the first deployment: nothing was staged".into(),
+            ));
+        }
+    }
+    let bootloader = match efi {
+        Some((bytes, source)) => {
+            write_efi(sysroot.boot_path(), &arch, &bytes)?;
+            Some(source)
+        }
+        None => None,
+    };
+    if let Some(line) = &req.fstab {
+        let etc = sysroot.path().join(id.state_dir()).join(layout::ETC_DIR);
+        append_fstab(&etc, line)?;
+    }
+    let cmdline = boot::read_entries(sysroot.boot())?
+        .into_iter()
+        .find(|e| e.id == id)
+        .map(|e| e.entry.options.join(" "))
+        .ok_or_else(|| InstallError::Invalid(format!("no boot entry for {id} after staging")))?;
+    for dir in [sysroot.root(), sysroot.boot()] {
+        osctl_store::atomic::sync_filesystem(dir).map_err(|e| InstallError::Io {
+            path: sysroot.path().to_path_buf(),
+            why: format!("syncfs: {e}"),
+        })?;
+    }
+    Ok(Built {
+        id,
+        record,
+        cmdline,
+        bootloader,
+        verity,
+        warnings,
+    })
+}
+
+/// systemd-boot's EFI binary: the image's, else the host's.
+fn find_systemd_boot(
+    tree: &ImageTree,
+    image: &str,
+    arch: &ArchBoot,
+) -> Result<(Vec<u8>, BootloaderSource), InstallError> {
+    let path = Path::new(SYSTEMD_BOOT_DIR).join(arch.systemd_boot);
+    if tree.kind(&path) == Some(EntryKind::Regular)
+        && let Some(bytes) = tree.read(&path)?
+    {
+        return Ok((
+            bytes,
+            BootloaderSource {
+                from: "image".into(),
+                path,
+            },
+        ));
+    }
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok((
+            bytes,
+            BootloaderSource {
+                from: "host".into(),
+                path,
+            },
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(InstallError::Image {
+            image: image.to_owned(),
+            why: format!(
+                "no systemd-boot: neither the image nor this host has {} (install systemd-boot-efi on the host, or give --bootloader none)",
+                path.display()
+            ),
+        }),
+        Err(e) => Err(InstallError::Io {
+            path,
+            why: e.to_string(),
+        }),
+    }
+}
+
+/// `EFI/BOOT/BOOT<ARCH>.EFI` (the removable-media path firmware boots
+/// without NVRAM entries) and `EFI/systemd/systemd-boot<arch>.efi`.
+fn write_efi(boot: &Path, arch: &ArchBoot, bytes: &[u8]) -> Result<(), InstallError> {
+    for (dir, name) in [
+        ("EFI/BOOT", arch.efi_fallback),
+        ("EFI/systemd", arch.systemd_boot),
+    ] {
+        let dir = boot.join(dir);
+        let path = dir.join(name);
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&path, bytes))
+            .and_then(|()| std::fs::File::open(&path)?.sync_all())
+            .map_err(|e| InstallError::Io {
+                path,
+                why: e.to_string(),
+            })?;
+    }
+    Ok(())
+}
+
+/// Appends the ESP's line to the deployment's `etc/fstab` (created 0644
+/// if absent; an existing file keeps its mode and owner).
+///
+/// The line says `nofail,x-systemd.automount`: /boot is mounted on first
+/// access, so boot never waits for it and nothing that runs early (osctl
+/// staging an update, a health check) races a mount still in progress — the
+/// VM test saw `osctl switch` write into the read-only image's empty /boot
+/// when the line had `nofail` alone.
+fn append_fstab(etc: &Path, line: &str) -> Result<(), InstallError> {
+    let path = etc.join("fstab");
+    let io = |e: std::io::Error| InstallError::Io {
+        path: path.clone(),
+        why: e.to_string(),
+    };
+    let existing = match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(InstallError::Io {
+                path,
+                why: "is a symlink; cannot add the /boot mount to it".into(),
+            });
+        }
+        Ok(_) => std::fs::read(&path).map_err(io)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io(e)),
+    };
+    let mut text = String::new();
+    if !existing.is_empty() && !existing.ends_with(b"\n") {
+        text.push('\n');
+    }
+    text.push_str(
+        "# Added by osctl install: the ESP holds the boot entries and kernels that\n\
+         # osctl writes when it stages an update, so it is mounted at /boot.\n",
+    );
+    text.push_str(line);
+    text.push('\n');
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&path)
+        .map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)
+}

@@ -35,6 +35,10 @@ pub enum SetupError {
     )]
     ImageUnsealed { id: String, path: PathBuf },
     #[error(
+        "image {id} could not be mounted: {why} (with fs-verity required, an I/O error means its content no longer matches its digest: it was altered; refusing to boot it)"
+    )]
+    ImageCorrupt { id: String, why: String },
+    #[error(
         "the root filesystem cannot enable fs-verity on {path} ({why}); create it with `mkfs.ext4 -O verity` (or `tune2fs -O verity`), or boot with composefs=?<id> to skip verity"
     )]
     NoVerity { path: PathBuf, why: String },

@@ -187,7 +187,21 @@ impl RootSetup {
             verity,
             &MountOptions::default(),
         )
-        .map_err(SetupError::io("mounting composefs image", image))
+        .map_err(|e| {
+            // The digest check above reads fs-verity's stored digest, not
+            // the data: altered blocks surface here, as EIO from the kernel
+            // verifying what EROFS reads.
+            if verity == VerityRequirement::Required
+                && e.raw_os_error() == Some(Errno::IO.raw_os_error())
+            {
+                SetupError::ImageCorrupt {
+                    id: target.id().to_string(),
+                    why: e.to_string(),
+                }
+            } else {
+                SetupError::io("mounting composefs image", image)(e)
+            }
+        })
     }
 
     /// Steps 1–5 of the module docs; returns whether /var was seeded.

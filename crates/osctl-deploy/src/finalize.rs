@@ -71,12 +71,31 @@ impl Sysroot {
             path: self.path().join(staged.id().state_dir()),
             why: e.to_string(),
         })?;
+        // Keeps the entry's boot counter (a lost entry gets a fresh one).
+        let tries = match boot::read_entries(self.boot())?
+            .into_iter()
+            .find(|e| &e.id == staged.id())
+        {
+            Some(e) => e.tries,
+            None => {
+                let n = self.config()?.boot_tries();
+                (n > 0).then(|| boot::Tries::fresh(n))
+            }
+        };
         boot::write_entry(
             self.boot(),
             staged.id(),
             &self.entry_for(staged.id(), staged.origin()),
+            tries,
         )?;
-        boot::write_default(self.boot(), staged.id())?;
+        // A counted entry boots on trial: systemd-boot falls back to the
+        // booted deployment by itself if its tries run out.
+        match (&tries, &state.booted) {
+            (Some(_), Some(booted)) => {
+                boot::write_trial_default(self.boot(), staged.id(), booted.id())?
+            }
+            _ => boot::write_default(self.boot(), staged.id())?,
+        }
         failpoint::hit("finalize:after-default");
         let state_dir = self.open_state(layout::STATE_DIR)?;
         osctl_store::atomic::remove_durably(&state_dir, "staged").map_err(|e| DeployError::Io {
@@ -195,8 +214,9 @@ impl Sysroot {
         Ok(d.id().clone())
     }
 
-    /// Removes deployments that are not booted, staged, rollback or pinned,
-    /// then kernels no remaining deployment uses. Returns the removed ids.
+    /// Removes deployments that are not booted, staged, rollback or pinned
+    /// (failed ones once `failed-images.json` remembers them), then kernels
+    /// no remaining deployment uses. Returns the removed ids.
     pub fn prune(&self) -> Result<Vec<DeploymentId>, DeployError> {
         self.lock()?;
         let state = self.state()?;
@@ -206,7 +226,18 @@ impl Sysroot {
             self.drop_deployment(&id)?;
             removed.push(id);
         }
-        for d in &state.others {
+        // Failed deployments go once failed-images.json remembers them (so
+        // upgrade still refuses their image and the reason is kept).
+        let remembered: Vec<String> = self
+            .failed_images()?
+            .into_iter()
+            .map(|f| f.image_id)
+            .collect();
+        let failed = state
+            .failed
+            .iter()
+            .filter(|d| remembered.iter().any(|r| r == d.id().as_str()));
+        for d in state.others.iter().chain(failed) {
             if d.origin().pinned || state.default.as_ref() == Some(d.id()) {
                 continue;
             }

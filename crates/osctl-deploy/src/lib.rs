@@ -104,10 +104,13 @@
 //! shutdown, as bootc's finalize step does) and discard `target` on error.
 #![forbid(unsafe_code)]
 
+mod assess;
 pub mod boot;
+pub mod config;
 mod copy;
 pub mod failpoint;
 mod finalize;
+pub mod health;
 pub mod install;
 pub mod layout;
 mod merge;
@@ -120,6 +123,7 @@ pub mod sysroot;
 mod upgrade;
 mod view;
 
+pub use assess::{BlessOutcome, CheckReport, FAILED_IMAGES_FILE, FailedImage};
 pub use finalize::{FinalizeOutcome, RollbackOutcome};
 pub use stage::{StageOptions, StageOutcome};
 pub use sysroot::{Deployment, DeploymentState, SEAL_AT_BOOT_FILE, Sysroot, SysrootOptions};
@@ -153,6 +157,15 @@ pub enum DeployError {
     Ambiguous(String),
     #[error("nothing to upgrade: no deployment is booted or staged (use osctl switch IMAGE)")]
     NothingTracked,
+    #[error(
+        "{image} resolves to {digest}, which failed on this machine ({reason}; {at}): not staging it again; `osctl upgrade --force` does"
+    )]
+    FailedBefore {
+        image: String,
+        digest: String,
+        reason: String,
+        at: String,
+    },
     #[error("{0}")]
     Other(String),
 }

@@ -48,6 +48,10 @@ pub struct StageOptions {
     /// upgrade): carried over from the booted deployment; `osctl install`
     /// gives the first deployment's (`root=UUID=… rw`, `--karg`s).
     pub local_kargs: Option<Vec<String>>,
+    /// Boot attempts the new entry gets (systemd-boot boot counting).
+    /// `None`: `[boot] tries` from /etc/osctl/config.toml; `Some(0)`: no
+    /// counter (`osctl install`: there is nothing to fall back to).
+    pub boot_tries: Option<u32>,
 }
 
 impl Sysroot {
@@ -100,6 +104,10 @@ impl Sysroot {
         let kernel = boot::find_kernel(&tree, &name)?;
         let image_kargs = boot::image_kargs(&tree, &name, std::env::consts::ARCH)?;
         let os_name = boot::os_release_name(&tree)?;
+        let tries = match options.boot_tries {
+            Some(n) => n,
+            None => self.config()?.boot_tries(),
+        };
         let local_kargs = match &options.local_kargs {
             Some(given) => given.clone(),
             None => state
@@ -163,7 +171,9 @@ impl Sysroot {
         self.write_origin(&id, &origin)?;
         failpoint::hit("stage:after-kernel");
 
-        boot::write_entry(self.boot(), &id, &self.entry_for(&id, &origin))?;
+        // A counter only when there is something to fall back to.
+        let tries = (tries > 0 && !first).then(|| boot::Tries::fresh(tries));
+        boot::write_entry(self.boot(), &id, &self.entry_for(&id, &origin), tries)?;
         failpoint::hit("stage:after-entry");
 
         // Only one staged deployment at a time: a newer switch replaces it.

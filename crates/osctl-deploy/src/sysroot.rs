@@ -13,6 +13,8 @@ use osctl_store::{ImageRecord, Store};
 
 use crate::DeployError;
 use crate::boot;
+use crate::config::Config;
+use crate::health::{HEALTH_FILE, HealthRecord, HealthState};
 use crate::layout::{self, DeploymentId};
 use crate::origin::Origin;
 
@@ -20,12 +22,15 @@ use crate::origin::Origin;
 /// instead of `/proc/cmdline`: how tests "boot" a deployment.
 pub const CMDLINE_ENV: &str = "OSCTL_CMDLINE_FILE";
 
-/// A deployment: its id, origin and the image record it was made from.
+/// A deployment: its id, origin and the image record it was made from,
+/// its boot entry's counter and its health record.
 #[derive(Debug, Clone)]
 pub struct Deployment {
     id: DeploymentId,
     origin: Origin,
     record: ImageRecord,
+    tries: Option<boot::Tries>,
+    health: Option<HealthRecord>,
 }
 
 impl Deployment {
@@ -38,6 +43,24 @@ impl Deployment {
     pub fn record(&self) -> &ImageRecord {
         &self.record
     }
+    /// The boot entry's counter: `None` once the deployment was marked good
+    /// (or never counted).
+    pub fn tries(&self) -> Option<boot::Tries> {
+        self.tries
+    }
+    /// The last health record (`state/deploy/<id>/health.json`), if any.
+    pub fn health(&self) -> Option<&HealthRecord> {
+        self.health.as_ref()
+    }
+    /// Failed: its health checks failed, or its boot counter ran out.
+    /// Meaningful for deployments that are not booted.
+    pub fn failed(&self) -> bool {
+        self.tries.is_some_and(|t| t.exhausted())
+            || self
+                .health
+                .as_ref()
+                .is_some_and(|h| h.state == HealthState::Failed)
+    }
 }
 
 /// Who is who among the deployments.
@@ -47,6 +70,9 @@ pub struct DeploymentState {
     pub staged: Option<Deployment>,
     pub rollback: Option<Deployment>,
     pub others: Vec<Deployment>,
+    /// Deployments that failed (health checks, or boot counter run out);
+    /// never staged or rollback.
+    pub failed: Vec<Deployment>,
     /// The next boot is the rollback deployment.
     pub rollback_queued: bool,
     /// The deployment the boot loader starts next, if any.
@@ -243,7 +269,7 @@ impl Sysroot {
             path: dir_path.clone(),
             why: e.to_string(),
         };
-        let with_entries = self.ids_with_entries()?;
+        let with_entries = self.entry_counters()?;
         let mut out = Vec::new();
         for entry in self.root.read_dir(layout::DEPLOY_DIR).map_err(io)? {
             let entry = entry.map_err(io)?;
@@ -255,34 +281,46 @@ impl Sysroot {
             // A deployment is complete once its boot entry exists (the last
             // step of staging before the marker); an interrupted stage's
             // leftovers are not deployments, and prune removes them.
-            if !self.exists(&id) || !with_entries.contains(&id) {
+            let Some(tries) = with_entries.get(&id) else {
+                continue;
+            };
+            if !self.exists(&id) {
                 continue;
             }
-            out.push(self.load(&id)?);
+            let mut d = self.load_without_entry(&id)?;
+            d.tries = *tries;
+            out.push(d);
         }
         out.sort_by(|a, b| b.origin.serial.cmp(&a.origin.serial).then(a.id.cmp(&b.id)));
         Ok(out)
     }
 
-    /// Ids that have a boot entry (with or without a boot counter).
-    fn ids_with_entries(&self) -> Result<std::collections::HashSet<DeploymentId>, DeployError> {
+    /// Ids that have a boot entry, with the entry's boot counter.
+    fn entry_counters(
+        &self,
+    ) -> Result<std::collections::HashMap<DeploymentId, Option<boot::Tries>>, DeployError> {
         Ok(boot::read_entries(&self.boot)?
             .into_iter()
-            .map(|e| e.id)
+            .map(|e| (e.id, e.tries))
             .collect())
+    }
+
+    /// `/etc/osctl/config.toml` of this sysroot.
+    pub fn config(&self) -> Result<Config, DeployError> {
+        Config::load(&self.root, &self.path)
     }
 
     /// State directories without a boot entry: what an interrupted stage
     /// leaves behind.
     pub(crate) fn incomplete(&self) -> Result<Vec<DeploymentId>, DeployError> {
-        let with_entries = self.ids_with_entries()?;
+        let with_entries = self.entry_counters()?;
         let mut out = Vec::new();
         let Ok(rd) = self.root.read_dir(layout::DEPLOY_DIR) else {
             return Ok(out);
         };
         for entry in rd.flatten() {
             if let Some(id) = DeploymentId::parse(&entry.file_name().to_string_lossy())
-                && !with_entries.contains(&id)
+                && !with_entries.contains_key(&id)
             {
                 out.push(id);
             }
@@ -290,8 +328,15 @@ impl Sysroot {
         Ok(out)
     }
 
-    /// Loads one deployment's origin and record.
+    /// Loads one deployment: origin, record, health and entry counter.
     pub fn load(&self, id: &DeploymentId) -> Result<Deployment, DeployError> {
+        let mut d = self.load_without_entry(id)?;
+        d.tries = self.entry_counters()?.get(id).copied().flatten();
+        Ok(d)
+    }
+
+    /// [`Sysroot::load`] without looking at the boot entries.
+    fn load_without_entry(&self, id: &DeploymentId) -> Result<Deployment, DeployError> {
         let dir = id.state_dir();
         let read = |name: &str| -> Result<Vec<u8>, DeployError> {
             self.root.read(dir.join(name)).map_err(|e| DeployError::Io {
@@ -307,10 +352,19 @@ impl Sysroot {
             .map_err(|e| parse_err(layout::ORIGIN_FILE, e))?;
         let record: ImageRecord =
             serde_json::from_slice(&read(RECORD_FILE)?).map_err(|e| parse_err(RECORD_FILE, e))?;
+        // A health record that cannot be read is reported as missing: it is
+        // advisory, and the next check run rewrites it.
+        let health = self
+            .root
+            .read(dir.join(HEALTH_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
         Ok(Deployment {
             id: id.clone(),
             origin,
             record,
+            tries: None,
+            health,
         })
     }
 
@@ -347,6 +401,8 @@ impl Sysroot {
         for d in self.deployments()? {
             if Some(&d.id) == booted.as_ref() {
                 state.booted = Some(d);
+            } else if d.failed() && Some(&d.id) != marked.as_ref() {
+                state.failed.push(d);
             } else {
                 rest.push(d);
             }

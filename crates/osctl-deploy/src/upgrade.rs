@@ -79,13 +79,27 @@ impl Sysroot {
         Ok(check)
     }
 
-    /// Pulls the tracked reference and stages it if it changed.
+    /// Pulls the tracked reference and stages it if it changed. An image
+    /// that already failed on this machine (its health checks, or its boot
+    /// counter ran out) is not staged again unless `force`.
     pub async fn upgrade(
         &self,
         fetch: &FetchOptions,
         observer: Arc<dyn PullObserver>,
+        force: bool,
     ) -> Result<StageOutcome, DeployError> {
         let (imgref, _) = self.tracked()?;
-        self.stage(&imgref, fetch, observer).await
+        let outcome = self.store().pull(&imgref, fetch, observer).await?;
+        crate::failpoint::hit("stage:after-pull");
+        let record = outcome.record();
+        if !force && let Some(failed) = self.failure_of(record.manifest_digest())? {
+            return Err(DeployError::FailedBefore {
+                image: imgref.to_string(),
+                digest: failed.manifest_digest,
+                reason: failed.reason,
+                at: failed.at,
+            });
+        }
+        self.stage_record(&imgref, record)
     }
 }

@@ -21,12 +21,15 @@ impl Sysroot {
             boot_type: BootType::Bls,
             bootloader,
             verity_required: !self.verity_optional(),
+            tries: d.tries(),
+            health: d.health().cloned(),
         };
         let DeploymentState {
             booted,
             staged,
             rollback,
             others,
+            failed,
             rollback_queued,
             ..
         } = state;
@@ -42,6 +45,7 @@ impl Sysroot {
             booted,
             rollback: rollback.as_ref().map(entry),
             other: others.iter().map(entry).collect(),
+            failed: failed.iter().map(entry).collect(),
             rollback_queued,
         })
     }

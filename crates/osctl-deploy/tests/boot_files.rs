@@ -367,7 +367,7 @@ fn entries_written_read_and_removed() {
     let (a, b) = (id('a'), id('b'));
     let entry =
         |id: &DeploymentId| BlsEntry::for_deployment(id, &digest, Some("OS"), Some("1"), ["quiet"]);
-    boot::write_entry(&env.boot(), &a, &entry(&a)).unwrap();
+    boot::write_entry(&env.boot(), &a, &entry(&a), None).unwrap();
     let entries_dir = env.boot_path.join("loader/entries");
     // Foreign entries, odd names and a crash leftover are not ours.
     fs::write(
@@ -408,7 +408,7 @@ fn entries_written_read_and_removed() {
     assert_eq!(found[0].entry, entry(&a));
 
     // Rewriting b gives it one uncounted file; the leftover is cleaned up.
-    boot::write_entry(&env.boot(), &b, &entry(&b)).unwrap();
+    boot::write_entry(&env.boot(), &b, &entry(&b), None).unwrap();
     let found = boot::read_entries(&env.boot()).unwrap();
     assert_eq!(found[1].file_name, format!("osctl-{b}.conf"));
     assert_eq!(found[1].tries, None);

@@ -3,6 +3,8 @@
 //! values, and the human form matches literal snapshots.
 
 use osctl_deploy::EtcConflict;
+use osctl_deploy::boot::Tries;
+use osctl_deploy::health::{HealthRecord, HealthState};
 use osctl_deploy::layout::DeploymentId;
 use osctl_deploy::origin::{CachedUpdate, ORIGIN_VERSION, Origin};
 use osctl_deploy::status::{
@@ -106,6 +108,8 @@ fn entry(c: char, image: &str, version: &str, timestamp: &str) -> EntryView {
         boot_type: BootType::Bls,
         bootloader: Bootloader::Systemd,
         verity_required: true,
+        tries: None,
+        health: None,
     }
 }
 
@@ -145,6 +149,7 @@ fn full_view() -> HostView {
         booted: Some(booted),
         rollback: Some(rollback),
         other: vec![other],
+        failed: Vec::new(),
         rollback_queued: false,
     }
 }
@@ -494,4 +499,194 @@ fn human_fresh_machine() {
         render_human(&HostView::default()),
         "No deployments yet (osctl switch IMAGE deploys one).\n"
     );
+}
+
+/// Boot assessment: booted 2.0 on its second try, checks not run yet
+/// (`pending`); rollback 1.0; 2.1 failed its health check on every try and
+/// 1.9 never came up: both left behind as failed deployments.
+fn assessed_view() -> HostView {
+    let mut booted = entry('2', REF, "2.0", "2026-11-01T09:30:00Z");
+    booted.tries = Some(Tries { left: 2, done: 1 });
+    let rollback = entry('1', REF, "1.0", "2026-10-01T09:30:00Z");
+    let mut checks_failed = entry('3', REF, "2.1", "2026-11-20T09:30:00Z");
+    checks_failed.tries = Some(Tries { left: 0, done: 3 });
+    checks_failed.health = Some(HealthRecord {
+        state: HealthState::Failed,
+        at: "2026-11-21T10:00:00.123456Z".to_owned(),
+        reason: Some("health check 50-app: exit status 1 (connection refused)".to_owned()),
+        failed_check: Some("50-app".to_owned()),
+        checks: Vec::new(),
+    });
+    let mut never_up = entry('6', REF, "1.9", "2026-10-20T09:30:00Z");
+    never_up.tries = Some(Tries { left: 0, done: 3 });
+    HostView {
+        spec_image: Some(booted.image_reference()),
+        booted: Some(booted),
+        rollback: Some(rollback),
+        failed: vec![checks_failed, never_up],
+        ..HostView::default()
+    }
+}
+
+#[test]
+fn boot_assessment_renders_validate() {
+    let schema = Schema::load();
+    let mut view = assessed_view();
+    schema.check_view("booted being assessed, failed others", &view);
+    for state in [HealthState::Checked, HealthState::Good, HealthState::Failed] {
+        view.booted.as_mut().unwrap().health = Some(HealthRecord {
+            state,
+            at: "2026-11-25T10:00:00Z".to_owned(),
+            reason: None,
+            failed_check: None,
+            checks: Vec::new(),
+        });
+        schema.check_view(&format!("booted {state:?}"), &view);
+    }
+    // A failed deployment beside a pinned one.
+    let mut both = full_view();
+    both.failed = assessed_view().failed;
+    schema.check_view("pinned and failed others", &both);
+}
+
+#[test]
+fn boot_assessment_fields() {
+    let v = json_of(&assessed_view());
+    let booted = &v["status"]["booted"]["osctl"];
+    assert_eq!(booted["bootTries"], json!({"left": 2, "done": 1}));
+    assert_eq!(
+        booted["health"],
+        json!({"state": "pending", "reason": null, "failedCheck": null, "checked": null})
+    );
+    // Not being assessed: neither key.
+    let rollback = v["status"]["rollback"]["osctl"].as_object().unwrap();
+    assert!(!rollback.contains_key("bootTries"), "{rollback:?}");
+    assert!(!rollback.contains_key("health"), "{rollback:?}");
+
+    let others = v["status"]["otherDeployments"].as_array().unwrap();
+    assert_eq!(others.len(), 2);
+    assert_eq!(others[0]["composefs"]["verity"], "3".repeat(64));
+    assert_eq!(
+        others[0]["osctl"]["bootTries"],
+        json!({"left": 0, "done": 3})
+    );
+    assert_eq!(
+        others[0]["osctl"]["health"],
+        json!({"state": "failed",
+               "reason": "health check 50-app: exit status 1 (connection refused)",
+               "failedCheck": "50-app", "checked": "2026-11-21T10:00:00.123456Z"})
+    );
+    // No record: the counter says why.
+    assert_eq!(others[1]["osctl"]["health"]["state"], "failed");
+    assert!(
+        others[1]["osctl"]["health"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("boot counter ran out")
+    );
+    // Failed deployments are never staged or rollback.
+    assert_eq!(v["status"]["staged"], Value::Null);
+    assert_eq!(
+        v["status"]["rollback"]["composefs"]["verity"],
+        "1".repeat(64)
+    );
+
+    // --booted: only the booted one.
+    let b = json_of(&booted_only(&assessed_view()));
+    assert_eq!(b["status"]["otherDeployments"], json!([]));
+    assert_eq!(b["status"]["booted"]["osctl"]["health"]["state"], "pending");
+
+    // Marked good: the counter is gone, the state stays.
+    let mut good = assessed_view();
+    let booted = good.booted.as_mut().unwrap();
+    booted.tries = None;
+    booted.health = Some(HealthRecord {
+        state: HealthState::Good,
+        at: "2026-11-25T10:00:00Z".to_owned(),
+        reason: None,
+        failed_check: None,
+        checks: Vec::new(),
+    });
+    let v = json_of(&good);
+    let booted = v["status"]["booted"]["osctl"].as_object().unwrap();
+    assert!(!booted.contains_key("bootTries"), "{booted:?}");
+    assert_eq!(booted["health"]["state"], "good");
+    assert_eq!(booted["health"]["checked"], "2026-11-25T10:00:00Z");
+}
+
+#[test]
+fn the_booted_deployment_on_its_last_try_is_not_failed() {
+    // systemd-boot renames the entry before booting it: on the last try the
+    // running deployment's counter already reads 0 left.
+    let mut view = assessed_view();
+    view.booted.as_mut().unwrap().tries = Some(Tries { left: 0, done: 3 });
+    let v = json_of(&view);
+    let health = &v["status"]["booted"]["osctl"]["health"];
+    assert_eq!(health["state"], "pending", "{health}");
+    assert_eq!(health["reason"], Value::Null);
+    view.booted.as_mut().unwrap().health = Some(HealthRecord {
+        state: HealthState::Checked,
+        at: "2026-11-25T10:00:00Z".to_owned(),
+        reason: None,
+        failed_check: None,
+        checks: Vec::new(),
+    });
+    let v = json_of(&view);
+    assert_eq!(v["status"]["booted"]["osctl"]["health"]["state"], "checked");
+}
+
+#[test]
+fn human_boot_assessment() {
+    let got = render_human(&assessed_view());
+    let want = "● Booted image: quay.io/example/os:latest
+        Digest: sha256:2222222222222222222222222222222222222222222222222222222222222222 (amd64)
+       Version: 2.0 (2026-11-01T09:30:00Z)
+        Kernel: 6.12.0-1-amd64
+    Deployment: 222222222222
+        Health: pending (2 boot attempts left, 1 made)
+
+  Rollback image: quay.io/example/os:latest
+          Digest: sha256:1111111111111111111111111111111111111111111111111111111111111111 (amd64)
+         Version: 1.0 (2026-10-01T09:30:00Z)
+          Kernel: 6.12.0-1-amd64
+      Deployment: 111111111111
+
+Failed deployment: 333333333333 (2.1): health check 50-app: exit status 1 (connection refused)
+Failed deployment: 666666666666 (1.9): the boot loader gave up on it (boot counter ran out)
+";
+    assert_eq!(got, want, "\n--- got:\n{got}");
+
+    // With a pinned other deployment, and the booted one failed.
+    let mut view = full_view();
+    view.staged = None;
+    view.failed = vec![assessed_view().failed.remove(0)];
+    let booted = view.booted.as_mut().unwrap();
+    booted.origin.cached_update = None;
+    booted.tries = Some(Tries { left: 1, done: 2 });
+    booted.health = Some(HealthRecord {
+        state: HealthState::Failed,
+        at: "2026-11-25T10:00:00Z".to_owned(),
+        reason: Some("health check 10-net: timed out".to_owned()),
+        failed_check: Some("10-net".to_owned()),
+        checks: Vec::new(),
+    });
+    let got = render_human(&view);
+    let want = "● Booted image: quay.io/example/os:latest
+        Digest: sha256:2222222222222222222222222222222222222222222222222222222222222222 (amd64)
+       Version: 1.1 (2026-11-01T09:30:00Z)
+        Kernel: 6.12.0-1-amd64
+    Deployment: 222222222222
+        Health: failed (1 boot attempt left, 2 made): health check 10-net: timed out
+
+  Rollback image: quay.io/example/os:latest
+          Digest: sha256:4444444444444444444444444444444444444444444444444444444444444444 (amd64)
+         Version: 1.0 (2026-10-01T09:30:00Z)
+          Kernel: 6.12.0-1-amd64
+      Deployment: 444444444444
+          Pinned: yes
+
+Other deployments: 555555555555 (0.9, pinned)
+Failed deployment: 333333333333 (2.1): health check 50-app: exit status 1 (connection refused)
+";
+    assert_eq!(got, want, "\n--- got:\n{got}");
 }

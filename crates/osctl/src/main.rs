@@ -54,6 +54,9 @@ enum Command {
     Unpin(commands::pin::PinArgs),
     /// Merge /etc and make the staged deployment the default (run at shutdown).
     Finalize(commands::finalize::FinalizeArgs),
+    /// Boot assessment: run the health checks, mark the booted deployment good.
+    #[command(subcommand)]
+    Health(commands::health::HealthCommand),
     /// Install an image onto a new disk or a mounted root filesystem.
     #[command(subcommand)]
     Install(commands::install::InstallCommand),
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
             Command::Pin(a) => commands::pin::run(a, true, &cli.sysroot, boot),
             Command::Unpin(a) => commands::pin::run(a, false, &cli.sysroot, boot),
             Command::Finalize(a) => commands::finalize::run(a, &cli.sysroot, boot),
+            Command::Health(cmd) => commands::health::run(cmd, &cli.sysroot, boot),
             Command::Install(cmd) => commands::install::run(cmd, &cli.sysroot, boot).await,
             Command::Image(cmd) => commands::image::run(cmd, &cli.sysroot).await,
             Command::Fsck(args) => commands::fsck::run(args, &cli.sysroot).await,

@@ -63,17 +63,22 @@ fn assert_boots(osctl: &Osctl, id: &str, booted: &str, what: &str) {
     .unwrap();
     for role in ["staged", "booted", "rollback"] {
         if let Some(id) = st["status"][role]["composefs"]["verity"].as_str() {
-            assert!(
-                root.join(format!("boot/loader/entries/osctl-{id}.conf"))
-                    .is_file(),
-                "{what}: status {role} {id} has no entry"
-            );
+            // `osctl-<id>.conf`, or boot-counted `osctl-<id>+3.conf`.
+            let has_entry = std::fs::read_dir(root.join("boot/loader/entries"))
+                .unwrap()
+                .flatten()
+                .any(|e| {
+                    let name = e.file_name().into_string().unwrap();
+                    name == format!("osctl-{id}.conf") || name.starts_with(&format!("osctl-{id}+"))
+                });
+            assert!(has_entry, "{what}: status {role} {id} has no entry");
         }
     }
 }
 
 /// Boots `reference` on top of the machine's current booted deployment:
-/// switch, finalize, and return the new booted id.
+/// switch, finalize, boot it and mark it good (so its entry loses its boot
+/// counter and it is the exact default), and return the new booted id.
 fn upgrade_and_boot(osctl: &Osctl, booted: &str, reference: &str) -> String {
     run_ok(booted_cmd(osctl, Some(booted)).args([
         "switch",
@@ -82,14 +87,17 @@ fn upgrade_and_boot(osctl: &Osctl, booted: &str, reference: &str) -> String {
         "none",
         reference,
     ]));
-    run_ok(booted_cmd(osctl, Some(booted)).arg("finalize"));
-    let loader = std::fs::read_to_string(osctl.sysroot().join("boot/loader/loader.conf")).unwrap();
-    loader
-        .lines()
-        .find_map(|l| l.strip_prefix("default osctl-"))
+    let st: serde_json::Value = serde_json::from_str(&run_ok(
+        booted_cmd(osctl, Some(booted)).args(["status", "--format", "json"]),
+    ))
+    .unwrap();
+    let id = st["status"]["staged"]["composefs"]["verity"]
+        .as_str()
         .unwrap()
-        .trim_end_matches(".conf")
-        .to_string()
+        .to_string();
+    run_ok(booted_cmd(osctl, Some(booted)).arg("finalize"));
+    run_ok(booted_cmd(osctl, Some(&id)).args(["health", "bless"]));
+    id
 }
 
 #[test]

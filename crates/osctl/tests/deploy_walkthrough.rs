@@ -131,7 +131,9 @@ fn switch_boot_edit_upgrade_finalize_rollback() {
         loader.contains(&v1_id),
         "staging must not change the default: {loader}"
     );
-    let entry = read(root.join(format!("boot/loader/entries/osctl-{v2_id}.conf")));
+    // A new deployment boots on trial: three tries (systemd-boot boot
+    // counting) before the boot loader falls back to v1.
+    let entry = read(root.join(format!("boot/loader/entries/osctl-{v2_id}+3.conf")));
     let options = entry.lines().find(|l| l.starts_with("options")).unwrap();
     // The host has no fs-verity, so the store is insecure and the entry
     // says verity is optional (`?`).

@@ -170,6 +170,29 @@ pub struct Tries {
     pub done: u32,
 }
 
+impl Tries {
+    /// A fresh counter: `left` attempts, none made.
+    pub fn fresh(left: u32) -> Tries {
+        Tries { left, done: 0 }
+    }
+
+    /// No attempts left: systemd-boot considers the entry bad and boots
+    /// another one.
+    pub fn exhausted(&self) -> bool {
+        self.left == 0
+    }
+}
+
+/// `osctl-<id>.conf`, or with a counter `osctl-<id>+LEFT.conf` /
+/// `osctl-<id>+LEFT-DONE.conf` (systemd-boot's syntax).
+pub fn entry_file_name(id: &DeploymentId, tries: Option<Tries>) -> String {
+    match tries {
+        None => id.entry_file_name(),
+        Some(Tries { left, done: 0 }) => format!("{ENTRY_PREFIX}{id}+{left}.conf"),
+        Some(Tries { left, done }) => format!("{ENTRY_PREFIX}{id}+{left}-{done}.conf"),
+    }
+}
+
 /// One of osctl's entry files, as found in `loader/entries`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryFile {
@@ -240,13 +263,19 @@ pub fn read_entries(boot: &Dir) -> Result<Vec<EntryFile>, BootError> {
     Ok(found)
 }
 
-/// Writes deployment `id`'s entry as `loader/entries/osctl-<id>.conf`
-/// (atomically), then removes any boot-counted variant of it, so each
-/// deployment has one entry file.
-pub fn write_entry(boot: &Dir, id: &DeploymentId, entry: &BlsEntry) -> Result<(), BootError> {
+/// Writes deployment `id`'s entry as `loader/entries/osctl-<id>.conf`, or
+/// with `tries` as a boot-counted `osctl-<id>+LEFT[-DONE].conf`
+/// (atomically), then removes any other variant of it, so each deployment
+/// has one entry file.
+pub fn write_entry(
+    boot: &Dir,
+    id: &DeploymentId,
+    entry: &BlsEntry,
+    tries: Option<Tries>,
+) -> Result<(), BootError> {
     let entries = ensure_dir(boot, ENTRIES_DIR)?;
     remove_temporaries(&entries, ENTRIES_DIR, |n| n.contains(ENTRY_PREFIX))?;
-    let name = id.entry_file_name();
+    let name = entry_file_name(id, tries);
     write_atomic(&entries, &name, entry.render().as_bytes())
         .map_err(BootError::io("write", Path::new(ENTRIES_DIR).join(&name)))?;
     for other in entry_files_of(&entries, id)? {
@@ -256,6 +285,32 @@ pub fn write_entry(boot: &Dir, id: &DeploymentId, entry: &BlsEntry) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Marks deployment `id`'s entry good: its boot-counted file is renamed to
+/// the plain `osctl-<id>.conf` (what systemd-bless-boot does). Returns
+/// whether there was a counter to drop.
+pub fn bless_entry(boot: &Dir, id: &DeploymentId) -> Result<bool, BootError> {
+    let Some(entries) = open_dir_opt(boot, ENTRIES_DIR, ENTRIES_DIR)? else {
+        return Ok(false);
+    };
+    let plain = id.entry_file_name();
+    let counted: Vec<String> = entry_files_of(&entries, id)?
+        .into_iter()
+        .filter(|n| n != &plain)
+        .collect();
+    let Some(first) = counted.first() else {
+        return Ok(false);
+    };
+    entries
+        .rename(first, &entries, &plain)
+        .map_err(BootError::io("rename", Path::new(ENTRIES_DIR).join(first)))?;
+    for extra in &counted[1..] {
+        remove_durably(&entries, extra)
+            .map_err(BootError::io("remove", Path::new(ENTRIES_DIR).join(extra)))?;
+    }
+    osctl_store::atomic::sync_dir(&entries).map_err(BootError::io("sync", ENTRIES_DIR))?;
+    Ok(true)
 }
 
 /// Removes every entry file of deployment `id` (counted or not); returns
@@ -272,7 +327,7 @@ pub fn remove_entry(boot: &Dir, id: &DeploymentId) -> Result<bool, BootError> {
     Ok(!names.is_empty())
 }
 
-fn entry_files_of(entries: &Dir, id: &DeploymentId) -> Result<Vec<String>, BootError> {
+pub(super) fn entry_files_of(entries: &Dir, id: &DeploymentId) -> Result<Vec<String>, BootError> {
     let mut names = Vec::new();
     for dirent in entries
         .entries()
@@ -296,21 +351,44 @@ pub fn read_default(boot: &Dir) -> Result<Option<DeploymentId>, BootError> {
         return Ok(None);
     };
     let value = text.lines().filter_map(default_value).next_back();
+    if value == Some(super::trial::TRIAL_DEFAULT) {
+        return Ok(super::trial::pick(&read_entries(boot)?));
+    }
     Ok(value.and_then(|v| match parse_entry_name(v) {
         Some((id, None)) => Some(id),
         _ => None,
     }))
 }
 
+/// The raw value of loader.conf's (last) `default` line.
+pub(super) fn read_default_value(boot: &Dir) -> Result<Option<String>, BootError> {
+    let Some(text) = read_text(boot, LOADER_CONF, Path::new(LOADER_CONF))? else {
+        return Ok(None);
+    };
+    Ok(text
+        .lines()
+        .filter_map(default_value)
+        .next_back()
+        .map(str::to_owned))
+}
+
 /// Makes `osctl-<id>.conf` the default entry: loader.conf's first `default`
 /// line is replaced (later ones dropped), or one is appended; every other
-/// line is kept. The file is replaced atomically.
+/// line is kept. The file is replaced atomically. A trial (see
+/// [`super::trial`]) ends here: the entries' sort keys go back to normal
+/// afterwards.
 pub fn write_default(boot: &Dir, id: &DeploymentId) -> Result<(), BootError> {
+    write_default_value(boot, &id.entry_file_name())?;
+    super::trial::normalize_sort_keys(boot)
+}
+
+/// Sets loader.conf's `default` to `value` (atomically).
+pub(super) fn write_default_value(boot: &Dir, value: &str) -> Result<(), BootError> {
     let (loader_dir, file) = LOADER_CONF.rsplit_once('/').expect("loader/loader.conf");
     let loader = ensure_dir(boot, loader_dir)?;
     remove_temporaries(&loader, loader_dir, |n| n.ends_with(file))?;
     let old = read_text(&loader, file, Path::new(LOADER_CONF))?.unwrap_or_default();
-    let ours = format!("default {}", id.entry_file_name());
+    let ours = format!("default {value}");
     let mut lines = Vec::new();
     let mut placed = false;
     for line in old.lines() {

@@ -53,6 +53,7 @@
 mod bls;
 mod kargs;
 mod kernel;
+mod trial;
 
 use std::path::{Path, PathBuf};
 
@@ -61,14 +62,15 @@ use osctl_store::StoreError;
 use osctl_store::atomic::{TMP_PREFIX, sync_dir};
 
 pub use bls::{
-    BlsEntry, EntryFile, SORT_KEY, Tries, entry_title, os_release_name, read_default, read_entries,
-    remove_entry, write_default, write_entry,
+    BlsEntry, EntryFile, SORT_KEY, Tries, bless_entry, entry_file_name, entry_title,
+    os_release_name, read_default, read_entries, remove_entry, write_default, write_entry,
 };
 pub use kargs::{diff_kargs, image_kargs, split_cmdline};
 pub use kernel::{
     INITRAMFS, KernelFiles, MODULES_DIR, VMLINUZ, boot_digest, find_kernel, install_kernel,
     remove_unused_kernels,
 };
+pub use trial::{SORT_KEY_FALLBACK, SORT_KEY_TRYING, TRIAL_DEFAULT, is_trial, write_trial_default};
 
 /// Why a boot-file operation failed; one line naming the image, file or
 /// boot-dir path at fault (I/O causes are chained as sources).

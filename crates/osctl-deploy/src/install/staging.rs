@@ -171,6 +171,8 @@ pub(super) async fn build(
     (common.on_step)("staging the first deployment");
     let options = StageOptions {
         local_kargs: Some(req.local_kargs.clone()),
+        // The first deployment has nothing to fall back to.
+        boot_tries: Some(0),
     };
     let id = match sysroot.stage_record_with(&common.imgref, &record, &options)? {
         StageOutcome::Staged(id) => id,

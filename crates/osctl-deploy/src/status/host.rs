@@ -202,4 +202,37 @@ pub struct OsctlEntry {
     /// paths are relative to `/etc`. The administrator's version was kept.
     #[serde(default)]
     pub etc_conflicts: Vec<EtcConflict>,
+    /// The boot entry's counter (systemd-boot boot counting), while the
+    /// deployment is being assessed; absent once it was marked good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_tries: Option<BootTries>,
+    /// Boot assessment: what `state/deploy/<id>/health.json` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+/// `osctl.bootTries`: attempts left and made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootTries {
+    pub left: u32,
+    pub done: u32,
+}
+
+/// `osctl.health`: the deployment's boot assessment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// `pending` (being assessed, checks not run yet), `checked` (checks
+    /// passed, not yet marked good), `good`, or `failed`.
+    pub state: String,
+    /// Why it failed, one line.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The required check that failed, by name.
+    #[serde(default)]
+    pub failed_check: Option<String>,
+    /// When the checks last ran (RFC 3339).
+    #[serde(default)]
+    pub checked: Option<String>,
 }

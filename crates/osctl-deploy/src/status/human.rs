@@ -29,8 +29,20 @@ pub(super) fn render(host: &Host) -> String {
     .collect();
 
     let mut tail = String::new();
-    if !st.other_deployments.is_empty() {
-        let _ = writeln!(tail, "Other deployments: {}", others(&st.other_deployments));
+    let failed = |e: &&BootEntry| {
+        e.osctl
+            .as_ref()
+            .and_then(|o| o.health.as_ref())
+            .is_some_and(|h| h.state == "failed")
+    };
+    let (bad, kept): (Vec<&BootEntry>, Vec<&BootEntry>) =
+        st.other_deployments.iter().partition(failed);
+    if !kept.is_empty() {
+        let kept: Vec<BootEntry> = kept.into_iter().cloned().collect();
+        let _ = writeln!(tail, "Other deployments: {}", others(&kept));
+    }
+    for e in bad {
+        let _ = writeln!(tail, "Failed deployment: {}", failed_line(e));
     }
     if st.rollback_queued {
         tail.push_str("Rollback queued: the next boot is the rollback deployment\n");
@@ -73,6 +85,23 @@ fn entry_block(slot: &str, entry: &BootEntry, booted: bool) -> String {
     if let Some(osctl) = &entry.osctl {
         row("Kernel", &osctl.kernel_version);
         row("Deployment", short(&osctl.deployment_id));
+        if let Some(h) = &osctl.health {
+            let mut value = h.state.clone();
+            if let Some(t) = osctl.boot_tries {
+                let plural = |n: u32| if n == 1 { "" } else { "s" };
+                let _ = write!(
+                    value,
+                    " ({} boot attempt{} left, {} made)",
+                    t.left,
+                    plural(t.left),
+                    t.done
+                );
+            }
+            if let Some(reason) = &h.reason {
+                let _ = write!(value, ": {reason}");
+            }
+            row("Health", &value);
+        }
     }
     if entry.pinned {
         row("Pinned", "yes");
@@ -140,6 +169,20 @@ fn conflict(c: &EtcConflict) -> String {
         ConflictKind::ModifiedButImageDeleted => "changed here, deleted by the image",
     };
     format!("{path} ({kind})")
+}
+
+/// `0123456789ab (2.0): health check 50-app: exit status 1 (…)`.
+fn failed_line(e: &BootEntry) -> String {
+    let mut line = others(std::slice::from_ref(e));
+    if let Some(reason) = e
+        .osctl
+        .as_ref()
+        .and_then(|o| o.health.as_ref())
+        .and_then(|h| h.reason.as_deref())
+    {
+        let _ = write!(line, ": {reason}");
+    }
+    line
 }
 
 /// `0123456789ab (1.0, pinned), …`

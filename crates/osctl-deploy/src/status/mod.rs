@@ -45,10 +45,13 @@ mod host;
 mod human;
 
 pub use host::{
-    API_VERSION, BootEntry, BootEntryComposefs, BootOrder, BootType, Bootloader, Host, HostSpec,
-    HostStatus, HostType, ImageReference, ImageStatus, KIND, ObjectMeta, OsctlEntry, Store,
+    API_VERSION, BootEntry, BootEntryComposefs, BootOrder, BootTries, BootType, Bootloader, Health,
+    Host, HostSpec, HostStatus, HostType, ImageReference, ImageStatus, KIND, ObjectMeta,
+    OsctlEntry, Store,
 };
 
+use crate::boot::Tries;
+use crate::health::{HealthRecord, HealthState};
 use crate::layout::DeploymentId;
 use crate::origin::Origin;
 
@@ -64,6 +67,9 @@ pub struct HostView {
     pub rollback: Option<EntryView>,
     /// Deployments kept besides those three (pinned ones).
     pub other: Vec<EntryView>,
+    /// Deployments that failed (health checks, or the boot loader gave up
+    /// on them); shown under `otherDeployments` with their health.
+    pub failed: Vec<EntryView>,
     /// The next boot is the rollback deployment.
     pub rollback_queued: bool,
 }
@@ -79,6 +85,10 @@ pub struct EntryView {
     pub bootloader: Bootloader,
     /// The entry says `composefs=<id>` (not `composefs=?<id>`).
     pub verity_required: bool,
+    /// The boot entry's counter, while the deployment is being assessed.
+    pub tries: Option<Tries>,
+    /// The last health record.
+    pub health: Option<HealthRecord>,
 }
 
 impl EntryView {
@@ -93,7 +103,7 @@ impl EntryView {
 
 /// The host object for `view`.
 pub fn to_host(view: &HostView) -> Host {
-    let entry = |e: &Option<EntryView>| e.as_ref().map(boot_entry);
+    let entry = |e: &Option<EntryView>| e.as_ref().map(|e| boot_entry(e, false));
     Host {
         api_version: API_VERSION.to_owned(),
         kind: KIND.to_owned(),
@@ -110,16 +120,21 @@ pub fn to_host(view: &HostView) -> Host {
         },
         status: HostStatus {
             staged: entry(&view.staged),
-            booted: entry(&view.booted),
+            booted: view.booted.as_ref().map(|e| boot_entry(e, true)),
             rollback: entry(&view.rollback),
-            other_deployments: view.other.iter().map(boot_entry).collect(),
+            other_deployments: view
+                .other
+                .iter()
+                .chain(&view.failed)
+                .map(|e| boot_entry(e, false))
+                .collect(),
             rollback_queued: view.rollback_queued,
             host_type: view.booted.as_ref().map(|_| HostType::BootcHost),
         },
     }
 }
 
-fn boot_entry(e: &EntryView) -> BootEntry {
+fn boot_entry(e: &EntryView, booted: bool) -> BootEntry {
     let o = &e.origin;
     let cached_update = o
         .cached_update
@@ -162,8 +177,40 @@ fn boot_entry(e: &EntryView) -> BootEntry {
             local_kargs: o.local_kargs.clone(),
             update_checked: o.cached_update.as_ref().map(|u| u.checked.clone()),
             etc_conflicts: o.etc_conflicts.clone(),
+            boot_tries: e.tries.map(|t| BootTries {
+                left: t.left,
+                done: t.done,
+            }),
+            health: health(e, booted),
         }),
     }
+}
+
+/// The health block: the record, or `pending` for an entry still counting
+/// whose checks have not run; `failed` whenever the counter ran out — except
+/// for the booted entry: systemd-boot counts a try before booting it, so on
+/// its last try the running deployment's entry already reads 0 left.
+fn health(e: &EntryView, booted: bool) -> Option<Health> {
+    let exhausted = !booted && e.tries.is_some_and(|t| t.exhausted());
+    let state = match (&e.health, exhausted) {
+        (_, true) => "failed",
+        (Some(h), false) => match h.state {
+            HealthState::Checked => "checked",
+            HealthState::Good => "good",
+            HealthState::Failed => "failed",
+        },
+        (None, false) if e.tries.is_some() => "pending",
+        (None, false) => return None,
+    };
+    let record = e.health.as_ref();
+    Some(Health {
+        state: state.to_owned(),
+        reason: record.and_then(|h| h.reason.clone()).or_else(|| {
+            exhausted.then(|| "the boot loader gave up on it (boot counter ran out)".to_owned())
+        }),
+        failed_check: record.and_then(|h| h.failed_check.clone()),
+        checked: record.map(|h| h.at.clone()),
+    })
 }
 
 /// `--booted`: only the booted deployment (the tracked image and
@@ -175,6 +222,7 @@ pub fn booted_only(view: &HostView) -> HostView {
         booted: view.booted.clone(),
         rollback: None,
         other: Vec::new(),
+        failed: Vec::new(),
         rollback_queued: view.rollback_queued,
     }
 }

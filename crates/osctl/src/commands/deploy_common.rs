@@ -60,6 +60,12 @@ pub fn open_existing(sysroot: &Path, boot_dir: Option<&Path>) -> anyhow::Result<
 /// Finalizes the staged deployment and reboots into it.
 pub fn apply_and_reboot(sysroot: &Sysroot) -> anyhow::Result<()> {
     sysroot.finalize()?;
+    reboot()
+}
+
+/// Runs the reboot command (`$OSCTL_REBOOT_COMMAND`, default
+/// `systemctl reboot`).
+pub fn reboot() -> anyhow::Result<()> {
     let command = std::env::var(REBOOT_ENV).unwrap_or_else(|_| "systemctl reboot".to_string());
     println!("Rebooting ({command})");
     let mut words = command.split_whitespace();

@@ -4,6 +4,7 @@ pub mod deploy_common;
 pub mod finalize;
 pub mod fsck;
 pub mod gc;
+pub mod health;
 pub mod image;
 pub mod image_list;
 pub mod image_mount;

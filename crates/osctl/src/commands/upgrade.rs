@@ -19,6 +19,10 @@ pub struct UpgradeArgs {
     /// Finalize and reboot into the update now.
     #[arg(long)]
     pub apply: bool,
+    /// Stage the image even if it failed on this machine before (its
+    /// health checks failed or it did not boot).
+    #[arg(long, conflicts_with = "check")]
+    pub force: bool,
     #[command(flatten)]
     pub fetch: FetchArgs,
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
@@ -50,7 +54,7 @@ pub async fn run(
     }
     let (imgref, _) = sysroot.tracked()?;
     let outcome = sysroot
-        .upgrade(&fetch, progress::observer(args.progress))
+        .upgrade(&fetch, progress::observer(args.progress), args.force)
         .await?;
     match &outcome {
         StageOutcome::AlreadyBooted(_) => println!("No update available for {imgref}"),

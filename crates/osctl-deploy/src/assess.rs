@@ -104,8 +104,19 @@ impl Sysroot {
         let record = HealthRecord::from_results(results, now());
         self.write_health(booted.id(), &record)?;
         let tries = booted.tries();
-        let reboot =
-            record.state == HealthState::Failed && tries.is_some() && config.reboot_on_failure();
+        // Reboot only when it can help: the booted deployment is on trial
+        // (another entry comes next once its tries run out) and the boot
+        // loader really counts (systemd-boot renamed the entry: a try was
+        // made). Otherwise — GRUB, no boot loader, a read-only ESP — a
+        // reboot would only boot the same entry again, forever.
+        let on_trial = boot::is_trial(self.boot())?
+            && boot::read_entries(self.boot())?
+                .iter()
+                .any(|e| &e.id == booted.id() && e.entry.sort_key == boot::SORT_KEY_TRYING);
+        let reboot = record.state == HealthState::Failed
+            && tries.is_some_and(|t| t.done > 0)
+            && on_trial
+            && config.reboot_on_failure();
         Ok(CheckReport {
             record,
             tries,

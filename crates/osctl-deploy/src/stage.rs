@@ -171,8 +171,10 @@ impl Sysroot {
         self.write_origin(&id, &origin)?;
         failpoint::hit("stage:after-kernel");
 
-        // A counter only when there is something to fall back to.
-        let tries = (tries > 0 && !first).then(|| boot::Tries::fresh(tries));
+        // A counter only when there is something to fall back to: the
+        // booted deployment (an offline sysroot boots nothing).
+        let tries =
+            (tries > 0 && !first && state.booted.is_some()).then(|| boot::Tries::fresh(tries));
         boot::write_entry(self.boot(), &id, &self.entry_for(&id, &origin), tries)?;
         failpoint::hit("stage:after-entry");
 

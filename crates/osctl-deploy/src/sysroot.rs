@@ -52,14 +52,17 @@ impl Deployment {
     pub fn health(&self) -> Option<&HealthRecord> {
         self.health.as_ref()
     }
-    /// Failed: its health checks failed, or its boot counter ran out.
+    /// Failed: its boot counter ran out, or its health checks failed while
+    /// it was still on trial (counted). A deployment once marked good that
+    /// fails a check later is not failed: it stays the one to come back to.
     /// Meaningful for deployments that are not booted.
     pub fn failed(&self) -> bool {
         self.tries.is_some_and(|t| t.exhausted())
-            || self
-                .health
-                .as_ref()
-                .is_some_and(|h| h.state == HealthState::Failed)
+            || (self.tries.is_some()
+                && self
+                    .health
+                    .as_ref()
+                    .is_some_and(|h| h.state == HealthState::Failed))
     }
 }
 

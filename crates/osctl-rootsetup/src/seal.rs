@@ -73,16 +73,30 @@ pub fn seal(root: &Path) -> Result<Option<SealReport>, SetupError> {
         elapsed: Duration::ZERO,
     };
     let objects = root.join(layout::OBJECTS_DIR);
+    // Only the 256 fan-out directories (`00`..`ff`): a temporary file a
+    // writer left behind (`.tmp-object-*`) is not an object.
     let mut fanout: Vec<PathBuf> = std::fs::read_dir(&objects)
         .map_err(SetupError::io("listing", &objects))?
         .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(SetupError::io("listing", &objects))?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(SetupError::io("listing", &objects))?
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit()) && p.is_dir()
+        })
+        .collect();
     fanout.sort();
     for dir in fanout {
         let entries = std::fs::read_dir(&dir).map_err(SetupError::io("listing", &dir))?;
         for entry in entries {
             let path = entry.map_err(SetupError::io("listing", &dir))?.path();
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            {
+                continue;
+            }
             // The name is the digest: two hex digits of directory, the rest
             // in the file name.
             let expected = format!(

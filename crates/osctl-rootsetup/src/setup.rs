@@ -227,8 +227,15 @@ impl RootSetup {
                     .map_err(SetupError::io("removing", &seed_dir))?;
             }
             seed::copy_tree(&root.join("var"), &seed_dir)?;
+            // Contents on disk before the name: after a power cut /var is
+            // either complete or absent (and seeded again), never empty files.
+            let state = stash.join("state");
+            let state_dir =
+                std::fs::File::open(&state).map_err(SetupError::io("opening", &state))?;
+            rustix::fs::syncfs(&state_dir).map_err(SetupError::io("syncing", &state))?;
             std::fs::rename(&seed_dir, &var)
                 .map_err(SetupError::io("renaming into place", &var))?;
+            rustix::fs::fsync(&state_dir).map_err(SetupError::io("syncing", &state))?;
             true
         };
 

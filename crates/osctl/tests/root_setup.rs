@@ -220,6 +220,25 @@ fn bad_command_lines_and_stores_are_refused_with_nothing_mounted() {
 }
 
 #[test]
+fn a_failure_after_the_first_mount_undoes_every_mount() {
+    let staged = stage(true);
+    let root = staged.root();
+    // /var cannot be seeded into place: state/var is a file. The image is
+    // already attached at the root by then; the undo must take it down and
+    // put the root partition back.
+    std::fs::remove_dir_all(root.join("state/var")).unwrap();
+    std::fs::write(root.join("state/var"), "not a directory\n").unwrap();
+    staged.refused(
+        &format!("rw composefs=?{}", staged.id),
+        "renaming into place",
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("state/var")).unwrap(),
+        "not a directory\n"
+    );
+}
+
+#[test]
 fn an_image_without_mount_points_is_refused_before_any_mount() {
     let staged = stage(false);
     staged.refused(

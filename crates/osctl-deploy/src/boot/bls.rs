@@ -302,9 +302,18 @@ pub fn bless_entry(boot: &Dir, id: &DeploymentId) -> Result<bool, BootError> {
     let Some(first) = counted.first() else {
         return Ok(false);
     };
-    entries
-        .rename(first, &entries, &plain)
-        .map_err(BootError::io("rename", Path::new(ENTRIES_DIR).join(first)))?;
+    match entries.rename(first, &entries, &plain) {
+        Ok(()) => {}
+        // Blessed meanwhile (systemd-bless-boot renamed it first).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && entries.exists(&plain) => {
+            return Ok(false);
+        }
+        Err(e) => {
+            return Err(BootError::io("rename", Path::new(ENTRIES_DIR).join(first))(
+                e,
+            ));
+        }
+    }
     for extra in &counted[1..] {
         remove_durably(&entries, extra)
             .map_err(BootError::io("remove", Path::new(ENTRIES_DIR).join(extra)))?;

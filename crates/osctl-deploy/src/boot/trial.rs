@@ -46,6 +46,13 @@ pub fn write_trial_default(
     trying: &DeploymentId,
     fallback: &DeploymentId,
 ) -> Result<(), BootError> {
+    // Keys a crash left behind (between an exact default and the
+    // normalization after it) must not give a trial two fallbacks.
+    for e in read_entries(boot)? {
+        if e.entry.sort_key != SORT_KEY && &e.id != trying && &e.id != fallback {
+            set_sort_key(boot, &e.id, SORT_KEY)?;
+        }
+    }
     set_sort_key(boot, fallback, SORT_KEY_FALLBACK)?;
     set_sort_key(boot, trying, SORT_KEY_TRYING)?;
     write_default_value(boot, TRIAL_DEFAULT)

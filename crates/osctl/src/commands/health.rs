@@ -70,7 +70,18 @@ pub fn run(cmd: HealthCommand, sysroot: &Path, boot: Option<&Path>) -> anyhow::R
                     Ok(ExitCode::FAILURE)
                 }
                 _ => {
-                    println!("Healthy: {} checks passed", record.checks.len());
+                    let required = record.checks.iter().filter(|c| c.required).count();
+                    let wanted_failed = record
+                        .checks
+                        .iter()
+                        .filter(|c| !c.required && !c.passed())
+                        .count();
+                    let note = if wanted_failed > 0 {
+                        format!(", {wanted_failed} wanted checks failed")
+                    } else {
+                        String::new()
+                    };
+                    println!("Healthy: {required} required checks passed{note}");
                     Ok(ExitCode::SUCCESS)
                 }
             }

@@ -2,6 +2,8 @@
 //! on a scratch sysroot and look at what it left behind.
 #![allow(dead_code)]
 
+pub mod assess;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -9,6 +9,8 @@
 //! (`mcopy -i FILE@@OFFSET`) fills the ESP; on a block device the same
 //! tools work on the partition nodes, which `partx -u` makes the kernel
 //! create (it may have no GPT parser of its own, and udev may be absent).
+//! Success is reported only after every node written through (partitions
+//! and disk) is fsynced: each has its own page cache.
 
 use std::fs::OpenOptions;
 use std::io::Read;
@@ -510,12 +512,20 @@ pub(super) fn write(
             None,
         )?;
     }
-    // The tools write through the page cache; make it durable.
-    OpenOptions::new()
-        .write(true)
-        .open(&target.path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| target.err(format!("fsync: {e}")))?;
+    // The tools write through the page cache, and every block device node
+    // has its own: mkfs and mcopy wrote through the partition nodes, sfdisk
+    // through the disk's. A node's cache is written back when its last user
+    // closes it, but not if another (udev's probe) still holds it open, so
+    // each node is fsynced (which also flushes the disk's write cache)
+    // before the install counts as done.
+    let synced = nodes.iter().flatten().chain([&target.path]);
+    for node in synced {
+        OpenOptions::new()
+            .write(true)
+            .open(node)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| target.err(format!("fsync of {}: {e}", node.display())))?;
+    }
 
     let [esp_node, root_node] = match nodes {
         Some([a, b]) => [Some(a), Some(b)],

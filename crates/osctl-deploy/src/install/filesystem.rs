@@ -7,90 +7,40 @@
 //! staging code lays out the store and state directly on the target (no
 //! copy of the store) and no path logic is duplicated. The bind mounts are
 //! non-recursive: a filesystem mounted below `PATH` (the ESP at
-//! `PATH/boot`) is never reached through `S/sysroot`, so wiping or
+//! `PATH/boot/efi`) is never reached through `S/sysroot`, so wiping or
 //! cleaning `S/sysroot` cannot descend into it. They are unmounted at the
 //! end, on errors too; `S` is only removed once they are gone.
 //!
-//! `PATH` must be empty apart from `lost+found` (and the boot dir, when it
-//! is `PATH/<dir>`), and the boot dir must hold no osctl files; `--wipe`
-//! empties `PATH` and removes osctl's files (entries, kernels) from the boot
-//! dir, never anything else there. A failed install empties `PATH` again
-//! and removes the osctl files it wrote to the boot dir.
+//! `PATH` must be empty apart from `lost+found`, empty directories, the
+//! boot dir and the mount points of other filesystems ([`mounts`]), and the
+//! boot dir must hold no osctl files; `--wipe` empties `PATH` (never
+//! touching those) and removes osctl's files (entries, kernels) from the
+//! boot dir, never anything else there. A failed install empties `PATH`
+//! again and puts the boot dir back as it was ([`bootdir::Snapshot`]).
+//!
+//! The installed system finds the boot files at /boot through a line in
+//! the deployment's `/etc/fstab`: the boot dir's filesystem when it is a
+//! mount point of its own, else, for a directory of the root filesystem, a
+//! bind mount of `/sysroot/<dir>` (the image's own /boot is an empty
+//! read-only directory, where every osctl command would fail).
+//!
+//! Everything is checked before the first write: the tools (`dumpe2fs` for
+//! ext4, whose `verity` feature decides whether the entries demand
+//! fs-verity), `PATH` and the boot dir, the image.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use osctl_store::PullObserver;
 
-use super::staging::{self, Request, Seal, Staging};
-use super::tools::{self, run};
+use super::bootdir::{self, Snapshot};
+use super::mounts::{self, Keep, Mount, findmnt};
+use super::staging::{self, BootMount, Request, Seal, Staging};
+use super::tools;
 use super::{
     CommonOptions, FilesystemInfo, FilesystemOptions, InstallError, InstallOutcome, TargetKind,
     check_kargs,
 };
-use crate::layout::{ENTRIES_DIR, ENTRY_PREFIX, KERNELS_DIR, LOADER_CONF};
-
-/// A mounted filesystem as findmnt reports it.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-struct Mount {
-    target: String,
-    source: Option<String>,
-    fstype: Option<String>,
-    uuid: Option<String>,
-    partuuid: Option<String>,
-}
-
-/// `findmnt -J` for `--target PATH` (the filesystem holding PATH) or
-/// `--mountpoint PATH` (only if PATH is a mount point).
-fn findmnt(how: &str, path: &Path) -> Result<Option<Mount>, InstallError> {
-    let out = Command::new("findmnt")
-        .args(["-J", "-o", "TARGET,SOURCE,FSTYPE,UUID,PARTUUID", how])
-        .arg(path)
-        .output()
-        .map_err(|e| InstallError::Tool {
-            step: format!("finding the filesystem of {}", path.display()),
-            tool: "findmnt".into(),
-            stderr: e.to_string(),
-        })?;
-    if !out.status.success() {
-        return Ok(None);
-    }
-    #[derive(serde::Deserialize)]
-    struct List {
-        filesystems: Vec<Mount>,
-    }
-    let list: List = serde_json::from_slice(&out.stdout).map_err(|e| InstallError::Tool {
-        step: format!("finding the filesystem of {}", path.display()),
-        tool: "findmnt".into(),
-        stderr: format!("unreadable output: {e}"),
-    })?;
-    Ok(list.filesystems.into_iter().next())
-}
-
-/// Whether files on this filesystem can have fs-verity: ext4 with the
-/// `verity` feature (dumpe2fs), or btrfs.
-fn supports_verity(mount: &Mount) -> bool {
-    match mount.fstype.as_deref() {
-        Some("btrfs") => true,
-        Some("ext4") => {
-            let Some(source) = &mount.source else {
-                return false;
-            };
-            run(
-                "reading the root filesystem's features",
-                Command::new("dumpe2fs").arg("-h").arg(source),
-                None,
-            )
-            .is_ok_and(|out| {
-                out.lines()
-                    .filter_map(|l| l.strip_prefix("Filesystem features:"))
-                    .any(|f| f.split_whitespace().any(|w| w == "verity"))
-            })
-        }
-        _ => false,
-    }
-}
 
 /// A bind mount, unmounted on drop (lazily if it is busy).
 struct Bind {
@@ -143,76 +93,57 @@ impl Drop for MountedStaging {
     }
 }
 
-/// Names in `dir` other than `lost+found` and `allowed`.
-fn foreign_entries(dir: &Path, allowed: Option<&str>) -> Result<Vec<String>, InstallError> {
-    let mut names = Vec::new();
-    for e in std::fs::read_dir(dir).map_err(|e| InstallError::Target {
-        path: dir.to_path_buf(),
-        why: e.to_string(),
-    })? {
-        let name = e
-            .map_err(|e| InstallError::Target {
-                path: dir.to_path_buf(),
-                why: e.to_string(),
-            })?
-            .file_name()
-            .to_string_lossy()
-            .into_owned();
-        if name != "lost+found" && Some(name.as_str()) != allowed {
-            names.push(name);
+/// `statfs` type of ext2, ext3 and ext4.
+const EXT4_SUPER_MAGIC: u64 = 0xEF53;
+
+/// The deployment's /boot line for the boot dir, or (as `Err`) the warning
+/// why there is none. `boot_rel`: the boot dir relative to `PATH`, when it
+/// is inside; `root_mount`: the filesystem holding `PATH`.
+fn boot_mount(
+    boot: &Path,
+    boot_rel: Option<&Path>,
+    root_mount: &Mount,
+) -> Result<Result<BootMount, String>, InstallError> {
+    let exists = boot.exists();
+    let own = if exists {
+        findmnt("--mountpoint", boot)?.filter(|m| Path::new(&m.target) == boot)
+    } else {
+        None
+    };
+    if let Some(m) = own {
+        // A separate boot filesystem is mounted at /boot by the installed
+        // system: osctl there writes entries and kernels to /boot.
+        let spec = match (&m.partuuid, &m.uuid) {
+            (Some(p), _) if !p.is_empty() => format!("PARTUUID={p}"),
+            (_, Some(u)) if !u.is_empty() => format!("UUID={u}"),
+            _ => {
+                return Ok(Err(format!(
+                    "findmnt shows no PARTUUID or UUID for the boot dir {} ({}), so the installed system does not mount it at /boot; add that to the deployment's /etc/fstab",
+                    boot.display(),
+                    m.source.as_deref().unwrap_or("no source")
+                )));
+            }
+        };
+        return Ok(Ok(BootMount::partition(
+            &spec,
+            m.fstype.as_deref().unwrap_or("auto"),
+        )));
+    }
+    // A directory: on the root filesystem itself, it is bind-mounted.
+    let holder = if exists {
+        findmnt("--target", boot)?.map(|m| m.target)
+    } else {
+        Some(root_mount.target.clone())
+    };
+    match boot_rel {
+        Some(rel) if holder.as_deref() == Some(root_mount.target.as_str()) => {
+            Ok(Ok(BootMount::bind(&mounts::fstab_escape(rel))))
         }
+        _ => Ok(Err(format!(
+            "the boot dir {} is neither a mounted filesystem nor a directory of the root filesystem, so the installed system does not mount it at /boot; add that to the deployment's /etc/fstab",
+            boot.display()
+        ))),
     }
-    names.sort();
-    Ok(names)
-}
-
-/// Removes every entry of `dir` but `lost+found` and `keep`.
-fn empty_dir(dir: &Path, keep: Option<&str>) -> Result<(), InstallError> {
-    for name in foreign_entries(dir, keep)? {
-        let path = dir.join(&name);
-        let result = match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
-            Ok(_) => std::fs::remove_file(&path),
-            Err(e) => Err(e),
-        };
-        result.map_err(|e| InstallError::Io {
-            path,
-            why: format!("emptying: {e}"),
-        })?;
-    }
-    Ok(())
-}
-
-/// osctl's files in a boot dir: its entries and its kernels directory.
-fn osctl_boot_files(boot: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(boot.join(ENTRIES_DIR)) {
-        found.extend(
-            rd.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(ENTRY_PREFIX))
-                .map(|e| e.path()),
-        );
-    }
-    if boot.join(KERNELS_DIR).is_dir() {
-        found.push(boot.join(KERNELS_DIR));
-    }
-    found.sort();
-    found
-}
-
-fn remove_osctl_boot_files(boot: &Path) -> Result<(), InstallError> {
-    for path in osctl_boot_files(boot) {
-        let result = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        result.map_err(|e| InstallError::Io {
-            path,
-            why: format!("removing: {e}"),
-        })?;
-    }
-    Ok(())
 }
 
 /// Installs `common.imgref` onto the filesystem mounted at `opts.root`.
@@ -223,7 +154,15 @@ pub async fn to_filesystem(
     observer: Arc<dyn PullObserver>,
 ) -> Result<InstallOutcome, InstallError> {
     check_kargs(&common.kargs)?;
-    tools::require(&["findmnt"])?;
+    // All tools at once: ext4 (its magic, shared with ext2/3) needs
+    // dumpe2fs; findmnt below tells for sure.
+    let ext4_magic =
+        rustix::fs::statfs(&opts.root).is_ok_and(|s| s.f_type as u64 == EXT4_SUPER_MAGIC);
+    tools::require(if ext4_magic {
+        &["findmnt", "dumpe2fs"]
+    } else {
+        &["findmnt"]
+    })?;
     let target_err = |path: &Path, why: String| InstallError::Target {
         path: path.to_path_buf(),
         why,
@@ -243,19 +182,22 @@ pub async fn to_filesystem(
         }
         None => root.join("boot"),
     };
-    if boot == root {
+    if root.starts_with(&boot) {
         return Err(target_err(
             &boot,
-            "the boot dir cannot be the root itself".into(),
+            "the boot dir cannot be the root itself or hold it".into(),
         ));
     }
-    // The boot dir's name in PATH, when it is PATH/<name>.
-    let boot_child = (boot.parent() == Some(root.as_path()))
-        .then(|| boot.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .flatten();
+    // The boot dir's path in PATH, when it is inside.
+    let boot_rel = boot.strip_prefix(&root).ok().map(Path::to_path_buf);
 
     let mount = findmnt("--target", &root)?
         .ok_or_else(|| target_err(&root, "findmnt finds no filesystem holding it".into()))?;
+    if mount.fstype.as_deref() == Some("ext4") {
+        // Without it the entries could only guess whether to demand
+        // fs-verity: named now, before anything is written.
+        tools::require(&["dumpe2fs"])?;
+    }
     let given_root = common.kargs.iter().any(|k| k.starts_with("root="));
     let mut local_kargs = Vec::new();
     if !given_root {
@@ -282,8 +224,13 @@ pub async fn to_filesystem(
         local_kargs.push("rw".to_owned());
     }
     local_kargs.extend(common.kargs.iter().cloned());
+    let verity_fs = mounts::supports_verity(&root, &mount)?;
 
-    let foreign = foreign_entries(&root, boot_child.as_deref())?;
+    let keep = Keep {
+        boot: boot_rel.clone(),
+        mounts: mounts::mount_points_below(&root),
+    };
+    let foreign = mounts::foreign_entries(&root, &keep)?;
     if !foreign.is_empty() && !common.wipe {
         let shown: Vec<&str> = foreign.iter().take(5).map(String::as_str).collect();
         let more = if foreign.len() > 5 { ", …" } else { "" };
@@ -295,7 +242,7 @@ pub async fn to_filesystem(
             ),
         ));
     }
-    let ours = osctl_boot_files(&boot);
+    let ours = bootdir::osctl_boot_files(&boot);
     if !ours.is_empty() && !common.wipe {
         return Err(target_err(
             &boot,
@@ -305,33 +252,14 @@ pub async fn to_filesystem(
             ),
         ));
     }
-    // A separate boot filesystem is mounted at /boot by the installed
-    // system: osctl there writes entries and kernels to /boot.
-    let fstab = findmnt("--mountpoint", &boot)?
-        .filter(|m| Path::new(&m.target) == boot)
-        .and_then(|m| {
-            let spec = match (&m.partuuid, &m.uuid) {
-                (Some(p), _) if !p.is_empty() => format!("PARTUUID={p}"),
-                (_, Some(u)) if !u.is_empty() => format!("UUID={u}"),
-                _ => return None,
-            };
-            let fstype = m.fstype.unwrap_or_else(|| "auto".into());
-            let options = if fstype == "vfat" {
-                "umask=0077,shortname=winnt,nofail,x-systemd.automount"
-            } else {
-                "defaults,nofail,x-systemd.automount"
-            };
-            Some(format!("{spec} /boot {fstype} {options} 0 2"))
-        });
-    let verity_fs = supports_verity(&mount);
+    let fstab = boot_mount(&boot, boot_rel.as_deref(), &mount)?;
+    let snapshot = Snapshot::take(&boot)?;
 
     // Checks done: from here on the target is written.
     let created_boot = !boot.exists();
     if created_boot {
         std::fs::create_dir(&boot).map_err(|e| target_err(&boot, e.to_string()))?;
     }
-    let loader_existed = boot.join(LOADER_CONF).exists();
-    let loader_dir_existed = boot.join("loader").exists();
     let staging = Staging::new()?;
     let mut mounted = MountedStaging {
         binds: Vec::new(),
@@ -346,8 +274,8 @@ pub async fn to_filesystem(
         mounted.binds.push(Bind::new(&boot, &s_boot)?);
         if common.wipe {
             (common.on_step)("emptying the target");
-            empty_dir(&s_root, boot_child.as_deref())?;
-            remove_osctl_boot_files(&s_boot)?;
+            mounts::empty_dir(&s_root, &keep)?;
+            bootdir::remove_osctl_boot_files(&s_boot)?;
         }
         let request = Request {
             common,
@@ -357,7 +285,7 @@ pub async fn to_filesystem(
             } else {
                 Seal::Never
             },
-            fstab: fstab.clone(),
+            fstab: fstab.as_ref().ok().cloned(),
         };
         staging::build(&s_path, &request, observer).await
     }
@@ -365,16 +293,12 @@ pub async fn to_filesystem(
     let built = match result {
         Ok(b) => b,
         Err(e) => {
-            // Leave the target as empty as it was (through the binds, which
-            // do not reach filesystems mounted below PATH).
+            // Leave the target as it was (through the binds, which do not
+            // reach filesystems mounted below PATH).
             if mounted.binds.len() == 2 {
-                let _ = empty_dir(&s_root, boot_child.as_deref());
-                let _ = remove_osctl_boot_files(&s_boot);
-                if !loader_dir_existed {
-                    let _ = std::fs::remove_dir_all(s_boot.join("loader"));
-                } else if !loader_existed {
-                    let _ = std::fs::remove_file(s_boot.join(LOADER_CONF));
-                }
+                let _ = mounts::empty_dir(&s_root, &keep);
+                let _ = bootdir::remove_osctl_boot_files(&s_boot);
+                let _ = snapshot.restore(&s_boot);
             }
             drop(mounted);
             if created_boot {
@@ -385,9 +309,21 @@ pub async fn to_filesystem(
     };
     drop(mounted);
     let mut warnings = built.warnings;
+    if let Err(why) = &fstab {
+        warnings.push(why.clone());
+    }
+    let device = mount.device().unwrap_or("its device");
+    if let Some(sub) = mount.subpath()
+        && !common.kargs.iter().any(|k| k.starts_with("rootflags="))
+    {
+        warnings.push(format!(
+            "{} is the directory {sub} of {device}, not the top of its filesystem: an initramfs mounts root= whole and finds no store there (for a btrfs subvolume, give --karg rootflags=subvol={sub})",
+            root.display()
+        ));
+    }
     if mount.fstype.as_deref() == Some("ext4") && !verity_fs {
         warnings.push(format!(
-            "{} lacks ext4's verity feature, so the store cannot be sealed; `tune2fs -O verity` on its device before installing enables it",
+            "the ext4 filesystem of {} ({device}) lacks the verity feature, so the store cannot be sealed; `tune2fs -O verity {device}` before installing enables it",
             root.display()
         ));
     }
@@ -402,12 +338,13 @@ pub async fn to_filesystem(
         filesystem: Some(FilesystemInfo {
             fstype: mount.fstype.clone().unwrap_or_default(),
             uuid: mount.uuid.clone(),
+            device: mount.device().map(String::from),
             verity: verity_fs,
         }),
         boot_dir: Some(boot),
         kernel_cmdline: built.cmdline,
         bootloader: built.bootloader,
-        fstab,
+        fstab: fstab.ok().map(|m| m.line),
         verity: built.verity,
         warnings,
     })

@@ -19,7 +19,10 @@
 //! - **to-filesystem** ([`to_filesystem`]): the root filesystem is already
 //!   mounted at `PATH`; `PATH` is bind-mounted at `S/sysroot` and the boot
 //!   dir at `S/boot` ([`filesystem`]), so staging writes in place (the store
-//!   is never copied) and `S` itself stays tiny.
+//!   is never copied) and `S` itself stays tiny. Its target is rarely bare:
+//!   [`mounts`] handles the mount points below `PATH` and reads the
+//!   filesystem's features, [`bootdir`] shares the boot dir with another
+//!   OS and undoes a failed install there.
 //!
 //! Order: everything that can reject the install happens before the target
 //! is written: arguments, tools, the target's kind, size, use and contents
@@ -37,8 +40,10 @@
 //! makes the entries say `composefs=<id>`. to-filesystem writes it only when
 //! the target filesystem can have fs-verity (ext4 with `verity`, btrfs).
 
+mod bootdir;
 mod disk;
 mod filesystem;
+mod mounts;
 mod staging;
 mod tools;
 
@@ -56,7 +61,7 @@ pub use filesystem::to_filesystem;
 pub use staging::SYSTEMD_BOOT_DIR;
 
 use disk::MIB;
-use staging::{Request, Staging};
+use staging::{BootMount, Request, Staging};
 
 /// GPT type of the EFI system partition.
 pub const ESP_TYPE: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
@@ -214,6 +219,8 @@ pub struct PartitionInfo {
 pub struct FilesystemInfo {
     pub fstype: String,
     pub uuid: Option<String>,
+    /// Its device, as findmnt shows it without a `[/subpath]`.
+    pub device: Option<String>,
     /// Whether it can hold fs-verity files (ext4 `verity` feature, btrfs).
     pub verity: bool,
 }
@@ -330,10 +337,7 @@ pub async fn to_disk(
     let mut ids = Ids::random()?;
     let mut local_kargs = vec![format!("root=UUID={}", ids.root_fs), "rw".to_owned()];
     local_kargs.extend(common.kargs.iter().cloned());
-    let fstab = format!(
-        "PARTUUID={} /boot vfat umask=0077,shortname=winnt,nofail,x-systemd.automount 0 2",
-        ids.esp_part
-    );
+    let fstab = BootMount::partition(&format!("PARTUUID={}", ids.esp_part), "vfat");
     let staging = Staging::new()?;
     let request = Request {
         common,
@@ -408,7 +412,7 @@ pub async fn to_disk(
         boot_dir: None,
         kernel_cmdline: built.cmdline,
         bootloader: built.bootloader,
-        fstab: Some(fstab),
+        fstab: Some(fstab.line),
         verity: built.verity,
         warnings: built.warnings,
     })

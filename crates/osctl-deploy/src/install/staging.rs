@@ -5,9 +5,12 @@
 //! The sysroot is opened with [`Sysroot::installing`] (nothing is booted
 //! from it, whatever the host's command line says) and without a boot dir
 //! option (so none is remembered in the installed state). The image is
-//! pulled and checked (kernel, `/sysroot`, boot loader) before anything is
-//! staged, staged with the install's kernel arguments, then finalized: the
-//! first deployment is the default and no staged marker remains.
+//! pulled and checked (kernel, `/sysroot`, boot loader, an `/etc/fstab`
+//! that can take the `/boot` line) before anything is staged, staged with
+//! the install's kernel arguments, then finalized: the first deployment is
+//! the default and no staged marker remains. Then systemd-boot goes to the
+//! boot dir ([`bootdir::write_efi`]) and the `/boot` line to the
+//! deployment's `etc/fstab`.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -16,6 +19,7 @@ use std::sync::Arc;
 
 use osctl_store::{EntryKind, ImageRecord, ImageTree, PullObserver, VerityMode};
 
+use super::bootdir;
 use super::{ArchBoot, Bootloader, BootloaderSource, CommonOptions, InstallError, Verity};
 use crate::boot;
 use crate::layout::{self, DeploymentId};
@@ -78,8 +82,54 @@ pub(super) struct Request<'a> {
     pub local_kargs: Vec<String>,
     /// When to write the seal-at-boot marker (entries then demand fs-verity).
     pub seal: Seal,
-    /// A line for the deployment's `/etc/fstab`, mounting the ESP at /boot.
-    pub fstab: Option<String>,
+    /// A line for the deployment's `/etc/fstab` that mounts the boot files
+    /// at /boot.
+    pub fstab: Option<BootMount>,
+}
+
+/// The deployment's `/etc/fstab` line for /boot, and the comment above it.
+#[derive(Debug, Clone)]
+pub(super) struct BootMount {
+    pub line: String,
+    pub comment: &'static str,
+}
+
+impl BootMount {
+    /// The boot partition (the ESP, or another filesystem) by `spec`
+    /// (`PARTUUID=…`, `UUID=…`).
+    ///
+    /// `nofail,x-systemd.automount`: /boot is mounted on first access, so
+    /// boot never waits for it and nothing that runs early (osctl staging an
+    /// update, a health check) races a mount still in progress — the VM test
+    /// saw `osctl switch` write into the read-only image's empty /boot when
+    /// the line had `nofail` alone.
+    pub fn partition(spec: &str, fstype: &str) -> BootMount {
+        let options = if fstype == "vfat" {
+            "umask=0077,shortname=winnt,nofail,x-systemd.automount"
+        } else {
+            "defaults,nofail,x-systemd.automount"
+        };
+        BootMount {
+            line: format!("{spec} /boot {fstype} {options} 0 2"),
+            comment: "# Added by osctl install: the boot partition holds the boot entries and\n\
+                      # kernels that osctl writes when it stages an update, so it is mounted at /boot.\n",
+        }
+    }
+
+    /// A directory of the root filesystem, `/sysroot/<dir>` on the running
+    /// system (the root setup mounts the root filesystem at /sysroot before
+    /// systemd starts), bind-mounted at /boot: the image's /boot is an empty
+    /// read-only directory.
+    pub fn bind(dir_in_root: &str) -> BootMount {
+        BootMount {
+            line: format!(
+                "/sysroot/{dir_in_root} /boot none bind,x-systemd.requires-mounts-for=/sysroot 0 0"
+            ),
+            comment: "# Added by osctl install: the boot entries and kernels that osctl writes when\n\
+                      # it stages an update are on the root filesystem, so that directory is\n\
+                      # bind-mounted at /boot.\n",
+        }
+    }
 }
 
 /// When [`build`] writes [`SEAL_AT_BOOT_FILE`](crate::SEAL_AT_BOOT_FILE).
@@ -162,10 +212,18 @@ pub(super) async fn build(
         Bootloader::None => None,
     };
     let mut warnings = Vec::new();
-    if req.fstab.is_some() && tree.kind(Path::new("/boot")) != Some(EntryKind::Directory) {
-        warnings.push(format!(
-            "{name} has no /boot directory: the installed system cannot mount the boot partition there"
-        ));
+    if req.fstab.is_some() {
+        if tree.kind(Path::new("/etc/fstab")) == Some(EntryKind::Symlink) {
+            return Err(InstallError::Image {
+                image: name,
+                why: "/etc/fstab is a symlink: install cannot add the /boot mount to it (make it a regular file)".into(),
+            });
+        }
+        if tree.kind(Path::new("/boot")) != Some(EntryKind::Directory) {
+            warnings.push(format!(
+                "{name} has no /boot directory: the installed system cannot mount the boot files there"
+            ));
+        }
     }
 
     (common.on_step)("staging the first deployment");
@@ -192,14 +250,14 @@ pub(super) async fn build(
     }
     let bootloader = match efi {
         Some((bytes, source)) => {
-            write_efi(sysroot.boot_path(), &arch, &bytes)?;
+            warnings.extend(bootdir::write_efi(sysroot.boot_path(), &arch, &bytes)?);
             Some(source)
         }
         None => None,
     };
-    if let Some(line) = &req.fstab {
+    if let Some(mount) = &req.fstab {
         let etc = sysroot.path().join(id.state_dir()).join(layout::ETC_DIR);
-        append_fstab(&etc, line)?;
+        append_fstab(&etc, mount)?;
     }
     let cmdline = boot::read_entries(sysroot.boot())?
         .into_iter()
@@ -262,35 +320,10 @@ fn find_systemd_boot(
     }
 }
 
-/// `EFI/BOOT/BOOT<ARCH>.EFI` (the removable-media path firmware boots
-/// without NVRAM entries) and `EFI/systemd/systemd-boot<arch>.efi`.
-fn write_efi(boot: &Path, arch: &ArchBoot, bytes: &[u8]) -> Result<(), InstallError> {
-    for (dir, name) in [
-        ("EFI/BOOT", arch.efi_fallback),
-        ("EFI/systemd", arch.systemd_boot),
-    ] {
-        let dir = boot.join(dir);
-        let path = dir.join(name);
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&path, bytes))
-            .and_then(|()| std::fs::File::open(&path)?.sync_all())
-            .map_err(|e| InstallError::Io {
-                path,
-                why: e.to_string(),
-            })?;
-    }
-    Ok(())
-}
-
-/// Appends the ESP's line to the deployment's `etc/fstab` (created 0644
-/// if absent; an existing file keeps its mode and owner).
-///
-/// The line says `nofail,x-systemd.automount`: /boot is mounted on first
-/// access, so boot never waits for it and nothing that runs early (osctl
-/// staging an update, a health check) races a mount still in progress — the
-/// VM test saw `osctl switch` write into the read-only image's empty /boot
-/// when the line had `nofail` alone.
-fn append_fstab(etc: &Path, line: &str) -> Result<(), InstallError> {
+/// Appends the /boot line to the deployment's `etc/fstab` (created 0644
+/// if absent; an existing file keeps its mode and owner). A symlink was
+/// refused with the image checks; this only guards against a race.
+fn append_fstab(etc: &Path, mount: &BootMount) -> Result<(), InstallError> {
     let path = etc.join("fstab");
     let io = |e: std::io::Error| InstallError::Io {
         path: path.clone(),
@@ -311,11 +344,8 @@ fn append_fstab(etc: &Path, line: &str) -> Result<(), InstallError> {
     if !existing.is_empty() && !existing.ends_with(b"\n") {
         text.push('\n');
     }
-    text.push_str(
-        "# Added by osctl install: the ESP holds the boot entries and kernels that\n\
-         # osctl writes when it stages an update, so it is mounted at /boot.\n",
-    );
-    text.push_str(line);
+    text.push_str(mount.comment);
+    text.push_str(&mount.line);
     text.push('\n');
     let mut f = std::fs::OpenOptions::new()
         .append(true)

@@ -299,6 +299,7 @@ mod tests {
             filesystem: Some(FilesystemInfo {
                 fstype: "ext4".into(),
                 uuid: Some("u-u-i-d".into()),
+                device: Some("/dev/sda2".into()),
                 verity: false,
             }),
             boot_dir: Some("/mnt/boot".into()),

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod assess;
+pub mod install;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

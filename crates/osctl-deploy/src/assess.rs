@@ -300,13 +300,7 @@ impl Sysroot {
 
     /// Replaces `failed-images.json` (atomically).
     fn write_failed_images(&self, images: &[FailedImage]) -> Result<(), DeployError> {
-        let state_dir = self
-            .root()
-            .open_dir(layout::STATE_DIR)
-            .map_err(|e| DeployError::Io {
-                path: self.path().join(layout::STATE_DIR),
-                why: e.to_string(),
-            })?;
+        let state_dir = self.open_state(layout::STATE_DIR)?;
         write_json(&state_dir, "failed-images.json", &images).map_err(|e| DeployError::Io {
             path: self.path().join(FAILED_IMAGES_FILE),
             why: e.to_string(),
@@ -314,13 +308,7 @@ impl Sysroot {
     }
 
     fn write_health(&self, id: &DeploymentId, record: &HealthRecord) -> Result<(), DeployError> {
-        let dir = self
-            .root()
-            .open_dir(id.state_dir())
-            .map_err(|e| DeployError::Io {
-                path: self.path().join(id.state_dir()),
-                why: e.to_string(),
-            })?;
+        let dir = self.open_state(&id.state_dir().to_string_lossy())?;
         write_json(&dir, HEALTH_FILE, record).map_err(|e| DeployError::Io {
             path: self.path().join(id.state_dir()).join(HEALTH_FILE),
             why: e.to_string(),

@@ -108,7 +108,8 @@ impl Sysroot {
         })
     }
 
-    fn open_state(&self, rel: &str) -> Result<Dir, DeployError> {
+    /// Opens `rel` (relative to the sysroot), the error naming the path.
+    pub(crate) fn open_state(&self, rel: &str) -> Result<Dir, DeployError> {
         self.root().open_dir(rel).map_err(|e| DeployError::Io {
             path: self.path().join(rel),
             why: e.to_string(),

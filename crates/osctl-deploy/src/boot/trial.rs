@@ -63,16 +63,59 @@ pub fn is_trial(boot: &Dir) -> Result<bool, BootError> {
     Ok(read_default_value(boot)?.as_deref() == Some(TRIAL_DEFAULT))
 }
 
-/// The entry systemd-boot boots during a trial: bad entries last, then by
-/// sort key (then id, as a stable tiebreak: the trial keys are unique).
+/// The entry systemd-boot boots during a trial, in its order: bad entries
+/// last, then by sort key, then newest `version` first, then the id
+/// (descending, as systemd-boot compares entry ids with the counter removed).
+/// The trial keys are unique, so the later rules only decide among entries
+/// with the normal key (a trial whose two entries are both gone).
 pub(super) fn pick(entries: &[EntryFile]) -> Option<DeploymentId> {
     entries
         .iter()
         .min_by(|a, b| {
             let bad = |e: &EntryFile| e.tries.is_some_and(|t| t.exhausted());
-            (bad(a), &a.entry.sort_key, &a.id).cmp(&(bad(b), &b.entry.sort_key, &b.id))
+            bad(a)
+                .cmp(&bad(b))
+                .then_with(|| a.entry.sort_key.cmp(&b.entry.sort_key))
+                .then_with(|| version_cmp(&b.entry.version, &a.entry.version))
+                .then_with(|| b.id.cmp(&a.id))
         })
         .map(|e| e.id.clone())
+}
+
+/// Compares versions the way people read them: runs of digits as numbers,
+/// everything else character by character (`1.10` > `1.9`, `v2` > `v1`).
+fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let run = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (na, nb) = (run(a), run(b));
+                let strip = |s: &[u8]| {
+                    let z = s.iter().take_while(|c| **c == b'0').count();
+                    s[z..].to_vec()
+                };
+                let (da, db) = (strip(&a[..na]), strip(&b[..nb]));
+                let ord = da.len().cmp(&db.len()).then_with(|| da.cmp(&db));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                a = &a[na..];
+                b = &b[nb..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
+        }
+    }
 }
 
 /// Rewrites deployment `id`'s entry with sort key `key`, keeping its file
@@ -107,4 +150,24 @@ pub(super) fn normalize_sort_keys(boot: &Dir) -> Result<(), BootError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_cmp;
+    use std::cmp::Ordering::*;
+
+    #[test]
+    fn versions_compare_by_number() {
+        for (a, b, want) in [
+            ("1.10", "1.9", Greater),
+            ("v2", "v1", Greater),
+            ("2.0", "2.0", Equal),
+            ("1.0", "1.0.1", Less),
+            ("007", "7", Equal),
+            ("abc", "abd", Less),
+        ] {
+            assert_eq!(version_cmp(a, b), want, "{a} vs {b}");
+        }
+    }
 }

@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,10 +35,7 @@ fn to_disk_writes_a_bootable_image_file() {
         &bootable_os_spec("1.0", &["console=ttyS0"], true),
         "os:v1",
     );
-    let osctl = Osctl::new();
-    let work = tempfile::tempdir().unwrap();
-    let tmp = work.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    let (osctl, work, tmp) = scratch();
     let disk = work.path().join("disk.img");
     let out = install_ok(
         &osctl,
@@ -110,10 +107,7 @@ fn refusals_leave_the_target_alone() {
         "os:good",
     );
     let no_sysroot = push_tag(&registry, &os_spec("1.0", &[], vec![]), "os:nosysroot");
-    let osctl = Osctl::new();
-    let work = tempfile::tempdir().unwrap();
-    let tmp = work.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    let (osctl, work, tmp) = scratch();
     let to_disk = |image: &str, target: &Path, extra: &[&str]| -> Vec<String> {
         let mut args = vec!["to-disk", "--progress", "none", "--source-imgref", image];
         args.extend_from_slice(extra);
@@ -257,10 +251,7 @@ fn to_disk_on_a_block_device() {
         &bootable_os_spec("1.0", &["console=ttyS0"], false),
         "os:dev",
     );
-    let osctl = Osctl::new();
-    let work = tempfile::tempdir().unwrap();
-    let tmp = work.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    let (osctl, work, tmp) = scratch();
     let backing = work.path().join("backing.img");
     sparse_file(&backing, 1 << 30);
     let mut cleanup = Cleanup::default();
@@ -409,10 +400,7 @@ fn human_output() {
         &bootable_os_spec("1.0", &["console=ttyS0"], true),
         "os:v1",
     );
-    let osctl = Osctl::new();
-    let work = tempfile::tempdir().unwrap();
-    let tmp: PathBuf = work.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
+    let (osctl, work, tmp) = scratch();
     let disk = work.path().join("disk.img");
     let out = osctl
         .cmd()

@@ -105,10 +105,8 @@ fn fs_setup() -> (Registry, String, Osctl, tempfile::TempDir, PathBuf) {
         &bootable_os_spec("1.0", &["console=ttyS0"], true),
         "os:fs",
     );
-    let work = tempfile::tempdir().unwrap();
-    let tmp = work.path().join("tmp");
-    std::fs::create_dir(&tmp).unwrap();
-    (registry, reference, Osctl::new(), work, tmp)
+    let (osctl, work, tmp) = scratch();
+    (registry, reference, osctl, work, tmp)
 }
 
 #[test]

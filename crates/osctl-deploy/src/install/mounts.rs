@@ -219,10 +219,13 @@ fn only_empty_dirs(path: &Path) -> Result<bool, InstallError> {
     Ok(true)
 }
 
-/// What makes the tree at `dir` (`PATH`, or a bind of it) not empty: the
-/// paths, relative to it, of what is neither kept nor an empty directory.
-pub(super) fn foreign_entries(dir: &Path, keep: &Keep) -> Result<Vec<String>, InstallError> {
-    let mut found = Vec::new();
+/// Calls `f` with each path (relative to `dir`) that `keep` neither keeps
+/// nor descends into: the top of everything not kept.
+fn for_each_unkept(
+    dir: &Path,
+    keep: &Keep,
+    mut f: impl FnMut(PathBuf) -> Result<(), InstallError>,
+) -> Result<(), InstallError> {
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         for name in read_names(&dir.join(&rel))? {
@@ -230,43 +233,41 @@ pub(super) fn foreign_entries(dir: &Path, keep: &Keep) -> Result<Vec<String>, In
             match keep.class(&rel) {
                 Class::Whole => {}
                 Class::Descend => stack.push(rel),
-                Class::Other => {
-                    if !only_empty_dirs(&dir.join(&rel))? {
-                        found.push(rel.to_string_lossy().into_owned());
-                    }
-                }
+                Class::Other => f(rel)?,
             }
         }
     }
+    Ok(())
+}
+
+/// What makes the tree at `dir` (`PATH`, or a bind of it) not empty: the
+/// paths, relative to it, of what is neither kept nor an empty directory.
+pub(super) fn foreign_entries(dir: &Path, keep: &Keep) -> Result<Vec<String>, InstallError> {
+    let mut found = Vec::new();
+    for_each_unkept(dir, keep, |rel| {
+        if !only_empty_dirs(&dir.join(&rel))? {
+            found.push(rel.to_string_lossy().into_owned());
+        }
+        Ok(())
+    })?;
     found.sort();
     Ok(found)
 }
 
 /// Removes everything in the tree at `dir` that `keep` does not keep.
 pub(super) fn empty_dir(dir: &Path, keep: &Keep) -> Result<(), InstallError> {
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        for name in read_names(&dir.join(&rel))? {
-            let rel = rel.join(name);
-            match keep.class(&rel) {
-                Class::Whole => {}
-                Class::Descend => stack.push(rel),
-                Class::Other => {
-                    let path = dir.join(&rel);
-                    let result = match std::fs::symlink_metadata(&path) {
-                        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
-                        Ok(_) => std::fs::remove_file(&path),
-                        Err(e) => Err(e),
-                    };
-                    result.map_err(|e| InstallError::Io {
-                        path,
-                        why: format!("emptying: {e}"),
-                    })?;
-                }
-            }
-        }
-    }
-    Ok(())
+    for_each_unkept(dir, keep, |rel| {
+        let path = dir.join(&rel);
+        let result = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| InstallError::Io {
+            path,
+            why: format!("emptying: {e}"),
+        })
+    })
 }
 
 /// `path` for an fstab field: space, tab, newline and backslash as `\ooo`.

@@ -3,7 +3,7 @@
 //! mtools, root filesystem with e2fsprogs) and from inside (`osctl status`,
 //! `fsck` on the mounted root).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -231,4 +231,14 @@ pub fn install_fails(osctl: &Osctl, tmp: &Path, args: &[&str], needles: &[&str])
 
 pub fn host_systemd_boot() -> Vec<u8> {
     std::fs::read(HOST_SYSTEMD_BOOT).expect("this test needs systemd-boot-efi on the host")
+}
+
+/// A scratch sysroot, a work directory for disks, and the `TMPDIR` that
+/// `osctl install` stages in (inside the work directory, so a test sees
+/// whether staging was cleaned up).
+pub fn scratch() -> (Osctl, tempfile::TempDir, PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let tmp = work.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    (Osctl::new(), work, tmp)
 }

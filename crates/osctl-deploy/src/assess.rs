@@ -27,10 +27,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::DeployError;
 use crate::boot;
+use crate::failpoint;
 use crate::health::{self, HEALTH_FILE, HealthRecord, HealthState};
 use crate::layout::{self, DeploymentId};
+use crate::scan::Deployment;
 use crate::stage::now;
-use crate::sysroot::{Deployment, Sysroot, write_json};
+use crate::sysroot::{Sysroot, write_json};
 
 /// Images that failed on this machine, relative to the sysroot.
 pub const FAILED_IMAGES_FILE: &str = "sysroot/state/failed-images.json";
@@ -103,6 +105,7 @@ impl Sysroot {
             .collect();
         let record = HealthRecord::from_results(results, now());
         self.write_health(booted.id(), &record)?;
+        failpoint::hit("check:after-record");
         let tries = booted.tries();
         // Reboot only when it can help: the booted deployment is on trial
         // (another entry comes next once its tries run out) and the boot
@@ -131,6 +134,13 @@ impl Sysroot {
         self.lock()?;
         let state = self.state()?;
         let booted = state.booted.clone().ok_or_else(not_booted)?;
+        // A record that cannot be read may say "failed": never bless blind.
+        if let Some(why) = booted.health_unreadable() {
+            return Err(DeployError::Other(format!(
+                "{why}: not marking deployment {} good (`osctl health check` writes a new record)",
+                booted.id().short()
+            )));
+        }
         let mut record = booted.health().cloned().unwrap_or_else(|| HealthRecord {
             state: HealthState::Checked,
             at: now(),
@@ -146,6 +156,7 @@ impl Sysroot {
             )));
         }
         let blessed = boot::bless_entry(self.boot(), booted.id())?;
+        failpoint::hit("bless:after-entry");
         // Its trial is over: it becomes the exact default. Asked after the
         // rename: on its last try the entry was "bad" (no tries left), so
         // the trial pattern resolved to the fallback until now.
@@ -153,10 +164,12 @@ impl Sysroot {
             && boot::read_default(self.boot())?.as_ref() == Some(booted.id())
         {
             boot::write_default(self.boot(), booted.id())?;
+            failpoint::hit("bless:after-default");
         }
         record.state = HealthState::Good;
         record.at = now();
         self.write_health(booted.id(), &record)?;
+        failpoint::hit("bless:after-health");
         // It proved good here (after `upgrade --force`, say): no longer an
         // image that failed on this machine.
         let known = self.failed_images()?;
@@ -166,6 +179,7 @@ impl Sysroot {
                 .filter(|f| f.image_id != booted.id().as_str())
                 .collect();
             self.write_failed_images(&kept)?;
+            failpoint::hit("bless:after-failed-images");
         }
         Ok(if blessed {
             BlessOutcome::Blessed(booted.id().clone())
@@ -200,6 +214,7 @@ impl Sysroot {
                     checks: d.health().map(|h| h.checks.clone()).unwrap_or_default(),
                 };
                 self.write_health(d.id(), &record)?;
+                failpoint::hit("assess:after-health");
             }
             if !known.iter().any(|f| f.image_id == d.id().as_str()) {
                 let failed = FailedImage {
@@ -221,6 +236,7 @@ impl Sysroot {
             let skip = known.len().saturating_sub(FAILED_IMAGES_KEPT);
             let kept: Vec<_> = known.into_iter().skip(skip).collect();
             self.write_failed_images(&kept)?;
+            failpoint::hit("assess:after-failed-images");
         }
         // The trial is over once its deployment went bad (systemd-boot
         // already fell back); an exact default also replaces one naming a
@@ -241,6 +257,7 @@ impl Sysroot {
             .is_some_and(|def| state.failed.iter().any(|d| d.id() == def));
         if trial_lost || default_failed {
             boot::write_default(self.boot(), booted.id())?;
+            failpoint::hit("assess:after-default");
         }
         Ok(noticed)
     }

@@ -4,23 +4,41 @@
 //! merge result is built in `state/.finalize/` and swapped with the staged
 //! deployment's `etc/` in one `renameat2(RENAME_EXCHANGE)`, so the staged
 //! `/etc` is always either the image's or the merged one, never half of
-//! each. The staged marker goes last: until then, re-running finalize
-//! redoes the (idempotent) merge from the same three inputs.
+//! each. Its commit point is the default: before it, re-running finalize
+//! redoes the (idempotent) merge from the same three inputs; after it, the
+//! staged marker is a leftover the recovery removes.
+//!
+//! | finalize step | fail point |
+//! |---|---|
+//! | merged `/etc` built | `finalize:after-merge` |
+//! | swapped into the staged deployment | `finalize:after-etc-swap` |
+//! | origin: finalized, first in order, conflicts | `finalize:after-origin` |
+//! | entry rewritten with a fresh boot counter | `finalize:after-entry` |
+//! | trial sort keys (when counted) | `trial:after-fallback-key`, `trial:after-trying-key` |
+//! | **default ← staged (or the trial pattern): commit** | `finalize:after-default` |
+//! | staged marker removed | — |
+//!
+//! | rollback step | fail point |
+//! |---|---|
+//! | a finalized staged update un-finalized | `rollback:after-unfinalize` |
+//! | rollback marker ← target | `rollback:after-marker` |
+//! | **default ← target: commit** | `rollback:after-default` |
+//! | staged marker removed | `rollback:after-staged-marker` |
+//! | staged deployment dropped | `rollback:after-drop-staged` |
 
 use std::path::Path;
 
-use cap_std::fs::Dir;
 use rustix::fs::RenameFlags;
 
 use crate::boot;
 use crate::failpoint;
 use crate::layout::{self, DeploymentId};
+use crate::markers;
+use crate::recover::FINALIZE_SCRATCH;
 use crate::report::EtcMergeReport;
-use crate::sysroot::{Deployment, Sysroot};
+use crate::scan::Deployment;
+use crate::sysroot::Sysroot;
 use crate::{DeployError, merge_etc};
-
-/// Scratch space for finalize, relative to the sysroot.
-const FINALIZE_DIR: &str = "sysroot/state/.finalize";
 
 /// What finalize did.
 #[derive(Debug, Clone)]
@@ -37,10 +55,9 @@ pub enum FinalizeOutcome {
 /// What rollback did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RollbackOutcome {
-    /// The next boot is this (older) deployment.
+    /// The next boot is this deployment (now, or already before: rollback
+    /// is idempotent).
     Queued(DeploymentId),
-    /// A queued rollback was undone: the booted deployment boots next again.
-    Undone(DeploymentId),
 }
 
 impl Sysroot {
@@ -51,7 +68,7 @@ impl Sysroot {
         let Some(staged) = state.staged.clone() else {
             return Ok(FinalizeOutcome::NothingStaged);
         };
-        if self.staged_id()?.as_ref() != Some(staged.id()) {
+        if !state.staged_pending {
             // Already finalized (the default), waiting for the reboot.
             return Ok(FinalizeOutcome::Finalized {
                 id: staged.id().clone(),
@@ -63,31 +80,41 @@ impl Sysroot {
             None => None,
         };
         failpoint::hit("finalize:after-etc-swap");
-        // The merged /etc lives on the root filesystem, the default on the
-        // ESP: flush the former before the latter can name it. Rewriting
-        // the entry first heals one lost to a crash of an earlier run.
+
+        let mut origin = staged.origin().clone();
+        origin.finalized = true;
+        let newest_other = self
+            .deployments()?
+            .iter()
+            .filter(|d| d.id() != staged.id())
+            .map(|d| d.origin().serial)
+            .max()
+            .unwrap_or(0);
+        origin.serial = origin.serial.max(newest_other + 1);
+        if let Some(report) = &merge {
+            origin.etc_conflicts = report.conflicts().to_vec();
+        }
+        self.write_origin(staged.id(), &origin)?;
+        failpoint::hit("finalize:after-origin");
+        // The merged /etc and the origin live on the root filesystem, the
+        // default on the ESP: flush the former before the latter can name
+        // them.
         let staged_dir = self.open_state(&staged.id().state_dir().to_string_lossy())?;
         osctl_store::atomic::sync_filesystem(&staged_dir).map_err(|e| DeployError::Io {
             path: self.path().join(staged.id().state_dir()),
             why: e.to_string(),
         })?;
-        // Keeps the entry's boot counter (a lost entry gets a fresh one).
-        let tries = match boot::read_entries(self.boot())?
-            .into_iter()
-            .find(|e| &e.id == staged.id())
-        {
-            Some(e) => e.tries,
-            None => {
-                let n = self.config()?.boot_tries();
-                (n > 0).then(|| boot::Tries::fresh(n))
-            }
-        };
+
+        // A fresh counter whenever there is a deployment to fall back to;
+        // the entry is rewritten too, which heals one lost to a crash.
+        let tries = self.staged_tries(state.booted.is_some())?;
         boot::write_entry(
             self.boot(),
             staged.id(),
-            &self.entry_for(staged.id(), staged.origin()),
+            &self.entry_for(staged.id(), &origin),
             tries,
         )?;
+        failpoint::hit("finalize:after-entry");
         // A counted entry boots on trial: systemd-boot falls back to the
         // booted deployment by itself if its tries run out.
         match (&tries, &state.booted) {
@@ -97,22 +124,10 @@ impl Sysroot {
             _ => boot::write_default(self.boot(), staged.id())?,
         }
         failpoint::hit("finalize:after-default");
-        let state_dir = self.open_state(layout::STATE_DIR)?;
-        osctl_store::atomic::remove_durably(&state_dir, "staged").map_err(|e| DeployError::Io {
-            path: self.path().join(layout::STAGED_FILE),
-            why: e.to_string(),
-        })?;
+        self.remove_marker(markers::STAGED)?;
         Ok(FinalizeOutcome::Finalized {
             id: staged.id().clone(),
             merge,
-        })
-    }
-
-    /// Opens `rel` (relative to the sysroot), the error naming the path.
-    pub(crate) fn open_state(&self, rel: &str) -> Result<Dir, DeployError> {
-        self.root().open_dir(rel).map_err(|e| DeployError::Io {
-            path: self.path().join(rel),
-            why: e.to_string(),
         })
     }
 
@@ -123,16 +138,17 @@ impl Sysroot {
         booted: &Deployment,
         staged: &Deployment,
     ) -> Result<EtcMergeReport, DeployError> {
-        let scratch_path = self.path().join(FINALIZE_DIR);
+        let scratch_rel = Path::new(layout::STATE_DIR).join(FINALIZE_SCRATCH);
+        let scratch_path = self.path().join(&scratch_rel);
         let io = |e: std::io::Error| DeployError::Io {
             path: scratch_path.clone(),
             why: e.to_string(),
         };
-        if self.root().try_exists(FINALIZE_DIR).map_err(io)? {
-            self.root().remove_dir_all(FINALIZE_DIR).map_err(io)?;
+        if self.root().try_exists(&scratch_rel).map_err(io)? {
+            self.root().remove_dir_all(&scratch_rel).map_err(io)?;
         }
-        self.root().create_dir_all(FINALIZE_DIR).map_err(io)?;
-        let scratch = self.open_state(FINALIZE_DIR)?;
+        self.root().create_dir_all(&scratch_rel).map_err(io)?;
+        let scratch = self.open_state(&scratch_rel.to_string_lossy())?;
         for d in ["old", "new", "merged"] {
             scratch.create_dir(d).map_err(io)?;
         }
@@ -171,37 +187,64 @@ impl Sysroot {
         )
         .map_err(|e| io(e.into()))?;
         osctl_store::atomic::sync_dir(&staged_dir).map_err(io)?;
-        let mut origin = staged.origin().clone();
-        origin.etc_conflicts = report.conflicts().to_vec();
-        self.write_origin(staged.id(), &origin)?;
-        self.root().remove_dir_all(FINALIZE_DIR).map_err(io)?;
+        self.root().remove_dir_all(&scratch_rel).map_err(io)?;
         Ok(report)
     }
 
-    /// Makes the rollback deployment boot next (dropping a staged one), or
-    /// undoes a queued rollback.
+    /// Makes the rollback deployment boot next, dropping a staged one.
+    /// Idempotent: with a rollback already queued it changes nothing (a
+    /// queued rollback is cancelled with [`Sysroot::cancel_rollback`]).
     pub fn rollback(&self) -> Result<RollbackOutcome, DeployError> {
         self.lock()?;
         let state = self.state()?;
-        if state.rollback_queued
-            && let Some(booted) = &state.booted
-        {
-            boot::write_default(self.boot(), booted.id())?;
-            failpoint::hit("rollback:after-default");
-            return Ok(RollbackOutcome::Undone(booted.id().clone()));
-        }
-        let Some(rollback) = state.rollback else {
+        let Some(target) = state.rollback.clone() else {
             return Err(DeployError::NoRollback);
         };
-        // Default first: dropping a finalized staged deployment must never
-        // leave the default naming it.
-        boot::write_default(self.boot(), rollback.id())?;
+        if state.rollback_queued {
+            return Ok(RollbackOutcome::Queued(target.id().clone()));
+        }
+        // A finalized update (the default) stops counting before the
+        // default moves away from it, so it is abandoned, never a rollback
+        // target of its own.
+        if let Some(staged) = state.staged.as_ref().filter(|_| !state.staged_pending) {
+            self.set_finalized(staged, false)?;
+            failpoint::hit("rollback:after-unfinalize");
+        }
+        self.write_marker(markers::ROLLBACK, target.id())?;
+        failpoint::hit("rollback:after-marker");
+        boot::write_default(self.boot(), target.id())?;
         failpoint::hit("rollback:after-default");
+        if state.staged_pending {
+            self.remove_marker(markers::STAGED)?;
+            failpoint::hit("rollback:after-staged-marker");
+        }
         if let Some(staged) = &state.staged {
             self.drop_deployment(staged.id())?;
             failpoint::hit("rollback:after-drop-staged");
         }
-        Ok(RollbackOutcome::Queued(rollback.id().clone()))
+        Ok(RollbackOutcome::Queued(target.id().clone()))
+    }
+
+    /// Cancels a queued rollback: the booted deployment boots next again.
+    /// Returns it.
+    pub fn cancel_rollback(&self) -> Result<DeploymentId, DeployError> {
+        self.lock()?;
+        let state = self.state()?;
+        if !state.rollback_queued {
+            return Err(DeployError::Other(
+                "no rollback is queued: nothing to cancel".into(),
+            ));
+        }
+        let Some(booted) = &state.booted else {
+            return Err(DeployError::Other(
+                "nothing is booted from this sysroot: a queued rollback cannot go back to it"
+                    .into(),
+            ));
+        };
+        boot::write_default(self.boot(), booted.id())?;
+        failpoint::hit("rollback-cancel:after-default");
+        self.remove_marker(markers::ROLLBACK)?;
+        Ok(booted.id().clone())
     }
 
     /// Sets or clears a deployment's pin; pinned deployments are never pruned.
@@ -211,22 +254,21 @@ impl Sysroot {
         let mut origin = d.origin().clone();
         origin.pinned = pinned;
         self.write_origin(d.id(), &origin)?;
-        failpoint::hit("pin:after-origin");
+        failpoint::hit(if pinned {
+            "pin:after-origin"
+        } else {
+            "unpin:after-origin"
+        });
         Ok(d.id().clone())
     }
 
-    /// Removes deployments that are not booted, staged, rollback or pinned
-    /// (failed ones once `failed-images.json` remembers them), then kernels
-    /// no remaining deployment uses. Returns the removed ids.
+    /// Removes deployments that are not booted, staged, rollback, the
+    /// default or pinned (failed ones once `failed-images.json` remembers
+    /// them), then kernels no boot entry uses. Returns the removed ids.
     pub fn prune(&self) -> Result<Vec<DeploymentId>, DeployError> {
         self.lock()?;
         let state = self.state()?;
         let mut removed = Vec::new();
-        // Leftovers of an interrupted stage (state without an entry).
-        for id in self.incomplete()? {
-            self.drop_deployment(&id)?;
-            removed.push(id);
-        }
         // Failed deployments go once failed-images.json remembers them (so
         // upgrade still refuses their image and the reason is kept).
         let remembered: Vec<String> = self
@@ -242,18 +284,33 @@ impl Sysroot {
             if d.origin().pinned || state.default.as_ref() == Some(d.id()) {
                 continue;
             }
-            boot::remove_entry(self.boot(), d.id())?;
-            failpoint::hit("prune:after-entry-removed");
             self.drop_deployment(d.id())?;
-            failpoint::hit("prune:after-state-removed");
             removed.push(d.id().clone());
         }
-        let keep: Vec<String> = self
+        self.remove_unused_kernels()?;
+        Ok(removed)
+    }
+
+    /// Removes kernel directories that no boot entry and no deployment
+    /// names (an entry of a deployment osctl cannot read still counts).
+    fn remove_unused_kernels(&self) -> Result<(), DeployError> {
+        let mut keep: Vec<String> = self
             .deployments()?
             .iter()
             .map(|d| d.origin().boot_digest.clone())
             .collect();
+        for e in boot::read_entries(self.boot())? {
+            if let Some(digest) = e
+                .entry
+                .linux
+                .strip_prefix(&format!("/{}/", layout::KERNELS_DIR))
+                .and_then(|rest| rest.split('/').next())
+            {
+                keep.push(digest.to_owned());
+            }
+        }
         boot::remove_unused_kernels(self.boot(), &keep)?;
-        Ok(removed)
+        failpoint::hit("prune:after-kernels");
+        Ok(())
     }
 }

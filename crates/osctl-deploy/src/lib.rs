@@ -108,8 +108,13 @@ mod assess;
 pub mod boot;
 pub mod config;
 mod copy;
-pub mod failpoint;
 mod finalize;
+mod markers;
+mod recover;
+mod scan;
+pub mod state;
+mod undeploy;
+pub use osctl_store::{failpoint, test_hooks};
 pub mod health;
 pub mod install;
 pub mod layout;
@@ -125,8 +130,10 @@ mod view;
 
 pub use assess::{BlessOutcome, CheckReport, FAILED_IMAGES_FILE, FailedImage};
 pub use finalize::{FinalizeOutcome, RollbackOutcome};
+pub use scan::{BrokenDeployment, Deployment, Scan};
 pub use stage::{StageOptions, StageOutcome};
-pub use sysroot::{Deployment, DeploymentState, SEAL_AT_BOOT_FILE, Sysroot, SysrootOptions};
+pub use state::DeploymentState;
+pub use sysroot::{SEAL_AT_BOOT_FILE, Sysroot, SysrootOptions};
 pub use upgrade::UpdateCheck;
 
 use std::io;

@@ -52,6 +52,14 @@ pub struct Origin {
     /// Pinned deployments are never pruned.
     #[serde(default)]
     pub pinned: bool,
+    /// Set by finalize, before the default entry can name this deployment:
+    /// from then on it is one the machine may boot, and a rollback target.
+    /// A deployment never finalized and not staged is abandoned (the
+    /// leftovers of an interrupted or replaced switch; see
+    /// [`crate::state`]). Origins written before this field existed were
+    /// all finalized or staged, hence the default.
+    #[serde(default = "finalized_before_the_field_existed")]
+    pub finalized: bool,
     /// When the deployment was created (RFC 3339, UTC); for people only.
     pub deployed: String,
     /// Creation order: one more than the highest serial on disk when it was
@@ -65,6 +73,10 @@ pub struct Origin {
     /// The last `upgrade --check` result, if any.
     #[serde(default)]
     pub cached_update: Option<CachedUpdate>,
+}
+
+fn finalized_before_the_field_existed() -> bool {
+    true
 }
 
 impl Origin {

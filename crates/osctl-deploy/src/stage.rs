@@ -1,21 +1,29 @@
 //! Staging a deployment: pull, check, lay out state, install kernel, write
-//! the boot entry, mark it staged. The default boot entry is not touched:
-//! that happens at finalize (shutdown), so a crash or a bad image before
-//! then leaves the machine booting what it booted.
+//! the boot entry, mark it staged. The default boot entry is not touched
+//! (it moves at finalize, at shutdown), except to undo a queued rollback or
+//! a finalized update this switch replaces.
 //!
-//! Order (each step durable before the next; fail point names in brackets):
+//! Order (each step durable before the next; fail point after it):
 //!
-//! | step | fail point after it |
+//! | step | fail point |
 //! |---|---|
 //! | 1. pull into the store | `stage:after-pull` |
 //! | 2. `state/deploy/.tmp-<id>` (origin, record, /etc) renamed to `<id>` | `stage:after-state-dir` |
+//! | 2a. first deployment only: `/var` seeded aside, renamed into place | `stage:after-var-seed-built`, `stage:after-var-seed` |
 //! | 3. GC root for the image | `stage:after-root` |
 //! | 4. kernel + initramfs into `<boot>/osctl/<digest>/` | `stage:after-kernel` |
-//! | 5. BLS entry `osctl-<id>.conf` | `stage:after-entry` |
-//! | 6. `state/staged` ← id | `stage:after-staged-marker` |
+//! | 5. origin with the boot digest (or, re-staging a deployment that exists, its new origin) | `stage:after-origin` |
+//! | 6. BLS entry `osctl-<id>+N.conf` | `stage:after-entry` |
+//! | 6a. a finalized update being replaced: un-finalized | `stage:after-unfinalize-replaced` |
+//! | **7. `state/staged` ← id — the commit point** | `stage:after-marker` |
+//! | 8. default back on the booted deployment (a replaced finalized update, a queued rollback) | `stage:after-default-restored` |
+//! | 9. the replaced deployment dropped | `stage:after-replaced-dropped` |
 //!
-//! A crash anywhere leaves either nothing new or a complete deployment that
-//! is not the default; re-running the command finishes the job.
+//! Until step 7 the new deployment is never finalized and not staged, so
+//! [`crate::state`] treats it as abandoned (invisible) and the recovery of
+//! the next locked command removes it; from step 7 on it is staged, and
+//! steps 8–9 are cleanup that the recovery also finishes. A re-run of the
+//! command after a crash therefore ends where a clean run ends.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,18 +35,40 @@ use crate::DeployError;
 use crate::boot::{self, BlsEntry};
 use crate::failpoint;
 use crate::layout::{self, DeploymentId};
+use crate::markers::{self, Marker};
 use crate::origin::{ORIGIN_VERSION, Origin};
+use crate::recover::VAR_SEED_SCRATCH;
+use crate::state::DeploymentState;
 use crate::sysroot::{RECORD_FILE, Sysroot, write_json};
 
 /// What [`Sysroot::stage`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StageOutcome {
-    /// A new deployment is staged for the next boot.
-    Staged(DeploymentId),
-    /// The image is the booted one: nothing to stage.
-    AlreadyBooted(DeploymentId),
-    /// The image was already staged.
+    /// A new deployment is staged for the next boot; `replaced` is the
+    /// staged deployment it took the place of (another switch's).
+    Staged {
+        id: DeploymentId,
+        replaced: Option<DeploymentId>,
+    },
+    /// The image is the booted one: nothing to stage. `cancelled` is the
+    /// staged update or queued rollback that no longer boots next.
+    AlreadyBooted {
+        id: DeploymentId,
+        cancelled: Option<DeploymentId>,
+    },
+    /// The image already boots next (staged, or a queued rollback).
     AlreadyStaged(DeploymentId),
+}
+
+impl StageOutcome {
+    /// The deployment of the image that was staged.
+    pub fn id(&self) -> &DeploymentId {
+        match self {
+            StageOutcome::Staged { id, .. }
+            | StageOutcome::AlreadyBooted { id, .. }
+            | StageOutcome::AlreadyStaged(id) => id,
+        }
+    }
 }
 
 /// Options of [`Sysroot::stage_record_with`].
@@ -88,14 +118,20 @@ impl Sysroot {
         self.lock()?;
         let state = self.state()?;
         if state.booted.as_ref().is_some_and(|b| b.id() == &id) {
-            // Switching back to the booted image drops a staged one.
-            if let Some(staged) = &state.staged {
-                self.drop_deployment(staged.id())?;
-            }
-            return Ok(StageOutcome::AlreadyBooted(id));
+            let cancelled = self.cancel_next_boot(&state)?;
+            return Ok(StageOutcome::AlreadyBooted { id, cancelled });
         }
-        if state.staged.as_ref().is_some_and(|s| s.id() == &id) {
+        let boots_next = state.staged.as_ref().map(|d| d.id()) == Some(&id)
+            || (state.rollback_queued && state.rollback.as_ref().map(|d| d.id()) == Some(&id));
+        if boots_next {
             return Ok(StageOutcome::AlreadyStaged(id));
+        }
+        if let Some(broken) = self.scan()?.broken.into_iter().find(|b| b.id == id) {
+            return Err(DeployError::Other(format!(
+                "deployment {} of {imgref} exists but cannot be read ({}); not staging over it",
+                id.short(),
+                broken.why
+            )));
         }
 
         // Everything that can reject the image happens before any write.
@@ -116,15 +152,26 @@ impl Sysroot {
                 .map(|b| b.origin().local_kargs.clone())
                 .unwrap_or_default(),
         };
-
-        // A non-booted, non-staged deployment of the same image is rebuilt
-        // (it keeps its pin).
-        let mut pinned = false;
-        if self.root().try_exists(id.state_dir()).unwrap_or(false) {
-            pinned = self.load(&id).map(|d| d.origin().pinned).unwrap_or(false);
-            self.drop_deployment(&id)?;
-        }
-        let origin = Origin {
+        // A deployment of this image that exists (a rollback, a pinned or a
+        // failed one) is staged again in place: its files stay until
+        // finalize merges /etc into it, so nothing it is now changes before
+        // the commit point.
+        let existing = state
+            .rollback
+            .iter()
+            .chain(&state.others)
+            .chain(&state.failed)
+            .find(|d| d.id() == &id)
+            .cloned();
+        let all: Vec<_> = [&state.booted, &state.staged, &state.rollback]
+            .into_iter()
+            .flatten()
+            .chain(&state.others)
+            .chain(&state.failed)
+            .collect();
+        let serial = all.iter().map(|d| d.origin().serial).max().unwrap_or(0) + 1;
+        let first = all.is_empty();
+        let mut origin = Origin {
             version: ORIGIN_VERSION,
             image: imgref.name(),
             transport: imgref.transport().to_string(),
@@ -141,61 +188,197 @@ impl Sysroot {
             boot_digest: String::new(),
             image_kargs,
             local_kargs,
-            pinned,
+            pinned: false,
+            finalized: false,
             deployed: now(),
-            serial: self
-                .deployments()?
-                .iter()
-                .map(|d| d.origin().serial)
-                .max()
-                .unwrap_or(0)
-                + 1,
+            serial,
             etc_conflicts: Vec::new(),
             cached_update: None,
         };
-        let first = self.deployments()?.is_empty();
-        self.write_state_dir(&id, record, &origin, &tree)?;
-        failpoint::hit("stage:after-state-dir");
-        if first {
-            self.seed_var(&tree)?;
+        if let Some(d) = &existing {
+            // It keeps what it is: pinned, finalized, its place in the
+            // order (finalize moves it to the front).
+            origin.pinned = d.origin().pinned;
+            origin.finalized = d.origin().finalized;
+            origin.serial = d.origin().serial;
+            origin.etc_conflicts = d.origin().etc_conflicts.clone();
+        } else {
+            self.write_state_dir(&id, record, &origin, &tree)?;
+            failpoint::hit("stage:after-state-dir");
+            if first {
+                self.seed_var(&tree)?;
+            }
+            self.store().add_root(id.as_str(), record)?;
+            failpoint::hit("stage:after-root");
         }
-
-        self.store().add_root(id.as_str(), record)?;
-        failpoint::hit("stage:after-root");
-
-        let boot_digest = boot::install_kernel(&tree, &kernel, self.boot())?;
-        let origin = Origin {
-            boot_digest,
-            ..origin
-        };
-        self.write_origin(&id, &origin)?;
+        origin.boot_digest = boot::install_kernel(&tree, &kernel, self.boot())?;
         failpoint::hit("stage:after-kernel");
+        self.write_origin(&id, &origin)?;
+        failpoint::hit("stage:after-origin");
 
-        // A counter only when there is something to fall back to: the
-        // booted deployment (an offline sysroot boots nothing).
-        let tries =
-            (tries > 0 && !first && state.booted.is_some()).then(|| boot::Tries::fresh(tries));
-        boot::write_entry(self.boot(), &id, &self.entry_for(&id, &origin), tries)?;
+        // A new entry counts tries only when there is something to fall
+        // back to (the booted deployment); an existing one keeps its
+        // counter until finalize gives it a fresh one.
+        let entry_tries = match &existing {
+            Some(d) => d.tries(),
+            None => (tries > 0 && state.booted.is_some()).then(|| boot::Tries::fresh(tries)),
+        };
+        boot::write_entry(self.boot(), &id, &self.entry_for(&id, &origin), entry_tries)?;
         failpoint::hit("stage:after-entry");
 
-        // Only one staged deployment at a time: a newer switch replaces it.
-        if let Some(old) = &state.staged {
-            self.drop_deployment(old.id())?;
+        // What this switch replaces: a pending update is simply dropped
+        // after the commit; a finalized one (the default, waiting for the
+        // reboot) is un-finalized first, so that once the marker names the
+        // new deployment the old one counts as abandoned. With nothing
+        // booted, the default is what the machine boots: it stays.
+        let replaced = state
+            .staged
+            .clone()
+            .filter(|_| state.booted.is_some() || state.staged_pending);
+        if let Some(old) = replaced.as_ref().filter(|_| !state.staged_pending) {
+            self.set_finalized(old, false)?;
+            failpoint::hit("stage:after-unfinalize-replaced");
         }
-        let state_dir = self
-            .root()
-            .open_dir(layout::STATE_DIR)
-            .map_err(|e| DeployError::Io {
-                path: self.path().join(layout::STATE_DIR),
+
+        self.write_marker(markers::STAGED, &id)?;
+        failpoint::hit("stage:after-marker");
+        if existing.is_some() {
+            // Its old counter (used up, or gone when it was marked good)
+            // gives way to a fresh one now that it is staged.
+            self.fresh_staged_start(&id, &origin, entry_tries, state.booted.is_some())?;
+        }
+
+        // Cleanup: the default goes back to the booted deployment if a
+        // replaced finalized update or a queued rollback holds it.
+        if let Some(booted) = &state.booted
+            && state.default.as_ref().is_some_and(|d| d != booted.id())
+        {
+            boot::write_default(self.boot(), booted.id())?;
+            failpoint::hit("stage:after-default-restored");
+        }
+        if state.rollback_queued {
+            self.remove_marker(markers::ROLLBACK)?;
+        }
+        if let Some(old) = &replaced {
+            self.drop_deployment(old.id())?;
+            failpoint::hit("stage:after-replaced-dropped");
+        }
+        Ok(StageOutcome::Staged {
+            id,
+            replaced: replaced.map(|d| d.id().clone()),
+        })
+    }
+
+    /// The counter a staged entry carries: fresh whenever there is a booted
+    /// deployment to fall back to and the config asks for tries.
+    pub(crate) fn staged_tries(&self, booted: bool) -> Result<Option<boot::Tries>, DeployError> {
+        if !booted {
+            return Ok(None);
+        }
+        let n = self.config()?.boot_tries();
+        Ok((n > 0).then(|| boot::Tries::fresh(n)))
+    }
+
+    /// A staged deployment starts afresh: its entry gets the counter a
+    /// staged entry carries (if `current` is not it), and a health record
+    /// from an earlier life (it failed, or was marked good, before it was
+    /// staged again) goes.
+    pub(crate) fn fresh_staged_start(
+        &self,
+        id: &DeploymentId,
+        origin: &Origin,
+        current: Option<boot::Tries>,
+        booted: bool,
+    ) -> Result<(), DeployError> {
+        let want = self.staged_tries(booted)?;
+        if current != want {
+            boot::write_entry(self.boot(), id, &self.entry_for(id, origin), want)?;
+        }
+        let dir = self.open_state(&id.state_dir().to_string_lossy())?;
+        osctl_store::atomic::remove_durably(&dir, crate::health::HEALTH_FILE).map_err(|e| {
+            DeployError::Io {
+                path: self
+                    .path()
+                    .join(id.state_dir())
+                    .join(crate::health::HEALTH_FILE),
                 why: e.to_string(),
-            })?;
-        osctl_store::atomic::write_atomic(&state_dir, "staged", format!("{id}\n").as_bytes())
-            .map_err(|e| DeployError::Io {
-                path: self.path().join(layout::STAGED_FILE),
-                why: e.to_string(),
-            })?;
-        failpoint::hit("stage:after-staged-marker");
-        Ok(StageOutcome::Staged(id))
+            }
+        })
+    }
+
+    /// `switch` to the booted image: whatever was to boot next instead (a
+    /// staged update, a queued rollback) no longer does. Returns it.
+    fn cancel_next_boot(
+        &self,
+        state: &DeploymentState,
+    ) -> Result<Option<DeploymentId>, DeployError> {
+        let Some(booted) = &state.booted else {
+            return Ok(None);
+        };
+        if let Some(staged) = &state.staged {
+            if state.staged_pending {
+                self.remove_marker(markers::STAGED)?;
+            } else {
+                self.set_finalized(staged, false)?;
+                failpoint::hit("stage:after-unfinalize-replaced");
+                boot::write_default(self.boot(), booted.id())?;
+                failpoint::hit("stage:after-default-restored");
+            }
+            self.drop_deployment(staged.id())?;
+            failpoint::hit("stage:after-replaced-dropped");
+            return Ok(Some(staged.id().clone()));
+        }
+        if state.rollback_queued
+            && let Some(rollback) = &state.rollback
+        {
+            boot::write_default(self.boot(), booted.id())?;
+            failpoint::hit("stage:after-default-restored");
+            self.remove_marker(markers::ROLLBACK)?;
+            return Ok(Some(rollback.id().clone()));
+        }
+        Ok(None)
+    }
+
+    /// Writes marker `name` naming `id`, with a generation above both
+    /// markers' (so it wins over the other one; see [`crate::state`]).
+    pub(crate) fn write_marker(&self, name: &str, id: &DeploymentId) -> Result<(), DeployError> {
+        let facts = self.facts()?;
+        let generation = [&facts.staged_marker, &facts.rollback_marker]
+            .into_iter()
+            .flatten()
+            .map(|m| m.generation)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let state_dir = self.open_state(layout::STATE_DIR)?;
+        let marker = Marker {
+            id: id.clone(),
+            generation,
+        };
+        markers::write(&state_dir, name, &marker).map_err(|e| DeployError::Io {
+            path: self.path().join(layout::STATE_DIR).join(name),
+            why: e.to_string(),
+        })
+    }
+
+    /// Removes marker `name` (durably; a missing one is fine).
+    pub(crate) fn remove_marker(&self, name: &str) -> Result<(), DeployError> {
+        let state_dir = self.open_state(layout::STATE_DIR)?;
+        markers::remove(&state_dir, name).map_err(|e| DeployError::Io {
+            path: self.path().join(layout::STATE_DIR).join(name),
+            why: e.to_string(),
+        })
+    }
+
+    /// Sets deployment `d`'s `finalized` flag in its origin.
+    pub(crate) fn set_finalized(
+        &self,
+        d: &crate::scan::Deployment,
+        finalized: bool,
+    ) -> Result<(), DeployError> {
+        let mut origin = d.origin().clone();
+        origin.finalized = finalized;
+        self.write_origin(d.id(), &origin)
     }
 
     /// Builds `state/deploy/<id>` under a temporary name and renames it into
@@ -207,7 +390,7 @@ impl Sysroot {
         origin: &Origin,
         tree: &osctl_store::ImageTree,
     ) -> Result<(), DeployError> {
-        let tmp_name = format!(".tmp-{id}");
+        let tmp_name = format!("{}{id}", crate::scan::BUILDING_PREFIX);
         let tmp_rel = Path::new(layout::DEPLOY_DIR).join(&tmp_name);
         let shown = self.path().join(&tmp_rel);
         let io = |e: std::io::Error| DeployError::Io {
@@ -219,17 +402,26 @@ impl Sysroot {
             deploy.remove_dir_all(&tmp_name).map_err(io)?;
         }
         deploy.create_dir(&tmp_name).map_err(io)?;
-        let dir = deploy.open_dir(&tmp_name).map_err(io)?;
-        write_json(&dir, RECORD_FILE, record).map_err(io)?;
-        write_json(&dir, layout::ORIGIN_FILE, origin).map_err(io)?;
-        dir.create_dir(layout::ETC_DIR).map_err(io)?;
-        if tree.kind(Path::new("/etc")).is_some() {
-            let etc = dir.open_dir(layout::ETC_DIR).map_err(io)?;
-            tree.export(Path::new("/etc"), &etc)?;
+        let built = (|| {
+            let dir = deploy.open_dir(&tmp_name).map_err(io)?;
+            write_json(&dir, RECORD_FILE, record).map_err(io)?;
+            write_json(&dir, layout::ORIGIN_FILE, origin).map_err(io)?;
+            dir.create_dir(layout::ETC_DIR).map_err(io)?;
+            if tree.kind(Path::new("/etc")).is_some() {
+                let etc = dir.open_dir(layout::ETC_DIR).map_err(io)?;
+                tree.export(Path::new("/etc"), &etc)?;
+            }
+            // The exported /etc must be on disk before the directory can count.
+            osctl_store::atomic::sync_filesystem(&dir).map_err(io)?;
+            osctl_store::atomic::sync_dir(&dir).map_err(io)
+        })();
+        if let Err(e) = built {
+            // Nothing else refers to it: a failed export must not leave it.
+            if let Err(cleanup) = deploy.remove_dir_all(&tmp_name) {
+                tracing::warn!("removing {}: {cleanup}", shown.display());
+            }
+            return Err(e);
         }
-        // The exported /etc must be on disk before the directory can count.
-        osctl_store::atomic::sync_filesystem(&dir).map_err(io)?;
-        osctl_store::atomic::sync_dir(&dir).map_err(io)?;
         deploy.rename(&tmp_name, &deploy, id.as_str()).map_err(io)?;
         osctl_store::atomic::sync_dir(&deploy).map_err(io)
     }
@@ -250,51 +442,18 @@ impl Sysroot {
         }
         // Built aside and renamed over the empty /var: an interrupted seed
         // leaves an empty /var (seeded again next time), never half of one.
-        const SEED: &str = ".var-seed";
-        if state.try_exists(SEED).map_err(io)? {
-            state.remove_dir_all(SEED).map_err(io)?;
+        if state.try_exists(VAR_SEED_SCRATCH).map_err(io)? {
+            state.remove_dir_all(VAR_SEED_SCRATCH).map_err(io)?;
         }
-        state.create_dir(SEED).map_err(io)?;
-        let seed = state.open_dir(SEED).map_err(io)?;
+        state.create_dir(VAR_SEED_SCRATCH).map_err(io)?;
+        let seed = state.open_dir(VAR_SEED_SCRATCH).map_err(io)?;
         tree.export(Path::new("/var"), &seed)?;
         osctl_store::atomic::sync_filesystem(&seed).map_err(io)?;
+        failpoint::hit("stage:after-var-seed-built");
         state.remove_dir("var").map_err(io)?;
-        state.rename(SEED, &state, "var").map_err(io)?;
-        osctl_store::atomic::sync_dir(&state).map_err(io)
-    }
-
-    /// Removes a deployment that is not booted: entry first (so the boot
-    /// loader never offers a deployment without state), then state, then
-    /// its GC root. Kernels and store objects are left to `prune`/`gc`.
-    pub(crate) fn drop_deployment(&self, id: &DeploymentId) -> Result<(), DeployError> {
-        let io = |e: std::io::Error| DeployError::Io {
-            path: self.path().join(id.state_dir()),
-            why: e.to_string(),
-        };
-        // Never leave the default naming a deployment without an entry:
-        // point it back at the booted deployment first.
-        if boot::read_default(self.boot())?.as_ref() == Some(id)
-            && let Some(booted) = self.booted_id()?.filter(|b| b != id)
-        {
-            boot::write_default(self.boot(), &booted)?;
-        }
-        // The staged marker goes before the entry: finalize must never find
-        // a marker naming a deployment without an entry.
-        if self.staged_id()?.as_ref() == Some(id) {
-            let state_dir = self.root().open_dir(layout::STATE_DIR).map_err(io)?;
-            osctl_store::atomic::remove_durably(&state_dir, "staged").map_err(io)?;
-        }
-        boot::remove_entry(self.boot(), id)?;
-        let deploy = self.root().open_dir(layout::DEPLOY_DIR).map_err(io)?;
-        if deploy.try_exists(id.as_str()).map_err(io)? {
-            // Rename first: a half-deleted directory must not look like a
-            // deployment (names starting with '.' are ignored).
-            let doomed = format!(".del-{id}");
-            deploy.rename(id.as_str(), &deploy, &doomed).map_err(io)?;
-            osctl_store::atomic::sync_dir(&deploy).map_err(io)?;
-            deploy.remove_dir_all(&doomed).map_err(io)?;
-        }
-        self.store().remove_root(id.as_str())?;
+        state.rename(VAR_SEED_SCRATCH, &state, "var").map_err(io)?;
+        osctl_store::atomic::sync_dir(&state).map_err(io)?;
+        failpoint::hit("stage:after-var-seed");
         Ok(())
     }
 }

@@ -2,85 +2,24 @@
 //!
 //! Model: disk is the only truth. Which deployment is *booted* comes from the
 //! kernel command line (`composefs=<id>`), which is *default* from
-//! `loader.conf`, which is *staged* from `state/staged`; there is no separate
-//! database that could disagree with them after a crash. Everything else is
-//! derived ([`Sysroot::state`]).
+//! `loader.conf`, which is *staged* or a queued rollback from the markers in
+//! `state/`; there is no separate database that could disagree with them
+//! after a crash. Roles are derived by [`crate::state`] from what
+//! [`crate::scan`] reads; every command that changes deployments takes the
+//! lock and runs the [recovery](crate::recover) first.
 
 use std::path::{Path, PathBuf};
 
 use cap_std::fs::Dir;
-use osctl_store::{ImageRecord, Store};
+use osctl_store::Store;
 
 use crate::DeployError;
-use crate::boot;
 use crate::config::Config;
-use crate::health::{HEALTH_FILE, HealthRecord, HealthState};
 use crate::layout::{self, DeploymentId};
 use crate::origin::Origin;
 
-/// Environment variable naming a file to read the kernel command line from
-/// instead of `/proc/cmdline`: how tests "boot" a deployment.
-pub const CMDLINE_ENV: &str = "OSCTL_CMDLINE_FILE";
-
-/// A deployment: its id, origin and the image record it was made from,
-/// its boot entry's counter and its health record.
-#[derive(Debug, Clone)]
-pub struct Deployment {
-    id: DeploymentId,
-    origin: Origin,
-    record: ImageRecord,
-    tries: Option<boot::Tries>,
-    health: Option<HealthRecord>,
-}
-
-impl Deployment {
-    pub fn id(&self) -> &DeploymentId {
-        &self.id
-    }
-    pub fn origin(&self) -> &Origin {
-        &self.origin
-    }
-    pub fn record(&self) -> &ImageRecord {
-        &self.record
-    }
-    /// The boot entry's counter: `None` once the deployment was marked good
-    /// (or never counted).
-    pub fn tries(&self) -> Option<boot::Tries> {
-        self.tries
-    }
-    /// The last health record (`state/deploy/<id>/health.json`), if any.
-    pub fn health(&self) -> Option<&HealthRecord> {
-        self.health.as_ref()
-    }
-    /// Failed: its boot counter ran out, or its health checks failed while
-    /// it was still on trial (counted). A deployment once marked good that
-    /// fails a check later is not failed: it stays the one to come back to.
-    /// Meaningful for deployments that are not booted.
-    pub fn failed(&self) -> bool {
-        self.tries.is_some_and(|t| t.exhausted())
-            || (self.tries.is_some()
-                && self
-                    .health
-                    .as_ref()
-                    .is_some_and(|h| h.state == HealthState::Failed))
-    }
-}
-
-/// Who is who among the deployments.
-#[derive(Debug, Clone, Default)]
-pub struct DeploymentState {
-    pub booted: Option<Deployment>,
-    pub staged: Option<Deployment>,
-    pub rollback: Option<Deployment>,
-    pub others: Vec<Deployment>,
-    /// Deployments that failed (health checks, or boot counter run out);
-    /// never staged or rollback.
-    pub failed: Vec<Deployment>,
-    /// The next boot is the rollback deployment.
-    pub rollback_queued: bool,
-    /// The deployment the boot loader starts next, if any.
-    pub default: Option<DeploymentId>,
-}
+/// Where the kernel command line is read from on a running machine.
+const PROC_CMDLINE: &str = "/proc/cmdline";
 
 /// Where the sysroot and boot dir are, and where to read the command line.
 #[derive(Debug, Clone)]
@@ -206,7 +145,14 @@ impl Sysroot {
         // rather than interleaving its writes with ours.
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| io(e.into()))?;
-        let _ = self.lock.set(file);
+        if self.lock.set(file).is_err() {
+            unreachable!(
+                "the lock is only set here, after checking it is unset, and Sysroot is not Sync"
+            );
+        }
+        // Whatever an interrupted command left is finished or cleared before
+        // this one looks at the machine.
+        self.recover()?;
         Ok(())
     }
 
@@ -227,85 +173,38 @@ impl Sysroot {
     }
 
     /// The deployment named on the kernel command line, if it exists here.
+    ///
+    /// The command line is `/proc/cmdline` (or the file named by the
+    /// [`CMDLINE_ENV`](crate::test_hooks::CMDLINE_ENV) test hook). Not being
+    /// able to read it is an error, never "nothing booted": on a running
+    /// machine that would stage without its kernel arguments and finalize
+    /// without merging `/etc`. A command line without `composefs=`, or
+    /// naming a deployment this sysroot does not have, is an offline
+    /// sysroot (an installer's, an image builder's).
     pub fn booted_id(&self) -> Result<Option<DeploymentId>, DeployError> {
         if self.installing {
             return Ok(None);
         }
-        let file = std::env::var_os(CMDLINE_ENV)
+        let file = crate::test_hooks::var(crate::test_hooks::CMDLINE_ENV)
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/proc/cmdline"));
-        let cmdline = match std::fs::read_to_string(&file) {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(DeployError::Io {
-                    path: file,
-                    why: e.to_string(),
-                });
-            }
+            .unwrap_or_else(|| PathBuf::from(PROC_CMDLINE));
+        let cmdline = std::fs::read_to_string(&file).map_err(|e| DeployError::Io {
+            path: file.clone(),
+            why: format!(
+                "cannot read the kernel command line ({e}); osctl needs it to know which deployment is booted (in a chroot or container, mount /proc)"
+            ),
+        })?;
+        let Some(id) = booted_from_cmdline(&cmdline) else {
+            return Ok(None);
         };
-        Ok(booted_from_cmdline(&cmdline).filter(|id| self.exists(id)))
-    }
-
-    fn exists(&self, id: &DeploymentId) -> bool {
-        self.root
-            .try_exists(id.state_dir().join(layout::ORIGIN_FILE))
-            .unwrap_or(false)
-    }
-
-    /// The staged deployment's id, if one is staged and still exists.
-    pub fn staged_id(&self) -> Result<Option<DeploymentId>, DeployError> {
-        match self.root.read_to_string(layout::STAGED_FILE) {
-            Ok(s) => Ok(DeploymentId::parse(s.trim()).filter(|id| self.exists(id))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(DeployError::Io {
-                path: self.path.join(layout::STAGED_FILE),
+        let exists = self
+            .root
+            .try_exists(id.state_dir())
+            .map_err(|e| DeployError::Io {
+                path: self.path.join(id.state_dir()),
                 why: e.to_string(),
-            }),
-        }
-    }
-
-    /// Every deployment, newest (highest serial) first.
-    pub fn deployments(&self) -> Result<Vec<Deployment>, DeployError> {
-        let dir_path = self.path.join(layout::DEPLOY_DIR);
-        let io = |e: std::io::Error| DeployError::Io {
-            path: dir_path.clone(),
-            why: e.to_string(),
-        };
-        let with_entries = self.entry_counters()?;
-        let mut out = Vec::new();
-        for entry in self.root.read_dir(layout::DEPLOY_DIR).map_err(io)? {
-            let entry = entry.map_err(io)?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            // Temporaries of an interrupted stage start with '.'; ignore.
-            let Some(id) = DeploymentId::parse(&name) else {
-                continue;
-            };
-            // A deployment is complete once its boot entry exists (the last
-            // step of staging before the marker); an interrupted stage's
-            // leftovers are not deployments, and prune removes them.
-            let Some(tries) = with_entries.get(&id) else {
-                continue;
-            };
-            if !self.exists(&id) {
-                continue;
-            }
-            let mut d = self.load_without_entry(&id)?;
-            d.tries = *tries;
-            out.push(d);
-        }
-        out.sort_by(|a, b| b.origin.serial.cmp(&a.origin.serial).then(a.id.cmp(&b.id)));
-        Ok(out)
-    }
-
-    /// Ids that have a boot entry, with the entry's boot counter.
-    fn entry_counters(
-        &self,
-    ) -> Result<std::collections::HashMap<DeploymentId, Option<boot::Tries>>, DeployError> {
-        Ok(boot::read_entries(&self.boot)?
-            .into_iter()
-            .map(|e| (e.id, e.tries))
-            .collect())
+            })?;
+        Ok(exists.then_some(id))
     }
 
     /// `/etc/osctl/config.toml` of this sysroot.
@@ -313,61 +212,11 @@ impl Sysroot {
         Config::load(&self.root, &self.path)
     }
 
-    /// State directories without a boot entry: what an interrupted stage
-    /// leaves behind.
-    pub(crate) fn incomplete(&self) -> Result<Vec<DeploymentId>, DeployError> {
-        let with_entries = self.entry_counters()?;
-        let mut out = Vec::new();
-        let Ok(rd) = self.root.read_dir(layout::DEPLOY_DIR) else {
-            return Ok(out);
-        };
-        for entry in rd.flatten() {
-            if let Some(id) = DeploymentId::parse(&entry.file_name().to_string_lossy())
-                && !with_entries.contains_key(&id)
-            {
-                out.push(id);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Loads one deployment: origin, record, health and entry counter.
-    pub fn load(&self, id: &DeploymentId) -> Result<Deployment, DeployError> {
-        let mut d = self.load_without_entry(id)?;
-        d.tries = self.entry_counters()?.get(id).copied().flatten();
-        Ok(d)
-    }
-
-    /// [`Sysroot::load`] without looking at the boot entries.
-    fn load_without_entry(&self, id: &DeploymentId) -> Result<Deployment, DeployError> {
-        let dir = id.state_dir();
-        let read = |name: &str| -> Result<Vec<u8>, DeployError> {
-            self.root.read(dir.join(name)).map_err(|e| DeployError::Io {
-                path: self.path.join(&dir).join(name),
-                why: e.to_string(),
-            })
-        };
-        let parse_err = |name: &str, e: serde_json::Error| DeployError::Io {
-            path: self.path.join(&dir).join(name),
-            why: format!("unreadable: {e}"),
-        };
-        let origin: Origin = serde_json::from_slice(&read(layout::ORIGIN_FILE)?)
-            .map_err(|e| parse_err(layout::ORIGIN_FILE, e))?;
-        let record: ImageRecord =
-            serde_json::from_slice(&read(RECORD_FILE)?).map_err(|e| parse_err(RECORD_FILE, e))?;
-        // A health record that cannot be read is reported as missing: it is
-        // advisory, and the next check run rewrites it.
-        let health = self
-            .root
-            .read(dir.join(HEALTH_FILE))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        Ok(Deployment {
-            id: id.clone(),
-            origin,
-            record,
-            tries: None,
-            health,
+    /// Opens `rel` (relative to the sysroot), the error naming the path.
+    pub(crate) fn open_state(&self, rel: &str) -> Result<Dir, DeployError> {
+        self.root.open_dir(rel).map_err(|e| DeployError::Io {
+            path: self.path.join(rel),
+            why: e.to_string(),
         })
     }
 
@@ -384,77 +233,6 @@ impl Sysroot {
             path: self.path.join(id.state_dir()).join(layout::ORIGIN_FILE),
             why: e.to_string(),
         })
-    }
-
-    /// Booted, staged, rollback and the rest, derived from disk.
-    ///
-    /// - *staged*: named by `state/staged`; or, once finalized, the default
-    ///   entry when it is newer than the booted deployment (it boots next).
-    /// - *rollback*: the default entry when it is older than the booted
-    ///   deployment (then `rollback_queued`); otherwise the newest other one.
-    pub fn state(&self) -> Result<DeploymentState, DeployError> {
-        let booted = self.booted_id()?;
-        let marked = self.staged_id()?.filter(|s| Some(s) != booted.as_ref());
-        let default = boot::read_default(&self.boot)?;
-        let mut state = DeploymentState {
-            default: default.clone(),
-            ..Default::default()
-        };
-        let mut rest = Vec::new();
-        for d in self.deployments()? {
-            if Some(&d.id) == booted.as_ref() {
-                state.booted = Some(d);
-            } else if d.failed() && Some(&d.id) != marked.as_ref() {
-                state.failed.push(d);
-            } else {
-                rest.push(d);
-            }
-        }
-        let take = |rest: &mut Vec<Deployment>, id: &DeploymentId| {
-            rest.iter()
-                .position(|d| &d.id == id)
-                .map(|i| rest.remove(i))
-        };
-        if let Some(id) = &marked {
-            state.staged = take(&mut rest, id);
-        }
-        if let Some(def) = default.as_ref().filter(|d| Some(*d) != booted.as_ref()) {
-            // With nothing booted (a fresh install, a scratch sysroot) the
-            // default simply boots next.
-            let newer = match (&state.booted, rest.iter().find(|d| &d.id == def)) {
-                (Some(b), Some(d)) => d.origin.serial > b.origin.serial,
-                (None, Some(_)) => true,
-                _ => false,
-            };
-            if newer && state.staged.is_none() {
-                state.staged = take(&mut rest, def);
-            } else if !newer
-                && state.booted.is_some()
-                && let Some(d) = take(&mut rest, def)
-            {
-                state.rollback = Some(d);
-                state.rollback_queued = true;
-            }
-        }
-        if state.rollback.is_none() && !rest.is_empty() {
-            state.rollback = Some(rest.remove(0));
-        }
-        state.others = rest;
-        Ok(state)
-    }
-
-    /// Finds a deployment by full id or a unique prefix of 6+ digits.
-    pub fn find(&self, prefix: &str) -> Result<Deployment, DeployError> {
-        let all = self.deployments()?;
-        let hits: Vec<&Deployment> = all
-            .iter()
-            .filter(|d| prefix.len() >= 6 && d.id.as_str().starts_with(prefix))
-            .collect();
-        match hits.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => Err(DeployError::NoSuchDeployment(prefix.to_string())),
-            _ => Err(DeployError::Ambiguous(prefix.to_string())),
-        }
     }
 }
 

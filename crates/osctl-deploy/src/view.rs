@@ -2,8 +2,10 @@
 
 use crate::DeployError;
 use crate::boot;
+use crate::scan::Deployment;
+use crate::state::DeploymentState;
 use crate::status::{BootType, Bootloader, EntryView, HostView};
-use crate::sysroot::{Deployment, DeploymentState, Sysroot};
+use crate::sysroot::Sysroot;
 
 impl Sysroot {
     /// The host as `osctl status` shows it.

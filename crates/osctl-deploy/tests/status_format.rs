@@ -100,6 +100,7 @@ fn entry(c: char, image: &str, version: &str, timestamp: &str) -> EntryView {
             image_kargs: vec!["console=ttyS0".to_owned()],
             local_kargs: vec!["quiet".to_owned()],
             pinned: false,
+            finalized: true,
             deployed: "2026-11-25T11:00:00Z".to_owned(),
             serial: 1,
             etc_conflicts: Vec::new(),

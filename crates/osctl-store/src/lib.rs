@@ -31,11 +31,13 @@
 #![forbid(unsafe_code)]
 
 pub mod atomic;
+pub mod failpoint;
 mod image;
 mod import;
 mod maintenance;
 pub mod pull;
 pub mod record;
+pub mod test_hooks;
 pub mod tree;
 
 use std::io::Write;

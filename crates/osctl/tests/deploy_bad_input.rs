@@ -44,7 +44,7 @@ fn fails_cleanly(osctl: &Osctl, booted: Option<&str>, args: &[&str], needles: &[
     let out = booted_cmd(osctl, booted).args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{args:?} should fail");
-    let lines: Vec<&str> = stderr.lines().collect();
+    let lines = common::error_lines(&stderr);
     assert_eq!(lines.len(), 1, "one line: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
     for n in needles {
@@ -185,7 +185,7 @@ fn disk_full_during_switch_keeps_the_machine_intact() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("No space left on device"), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(common::error_lines(&stderr).len(), 1, "{stderr}");
     assert_eq!(
         snapshot_state(root),
         before,

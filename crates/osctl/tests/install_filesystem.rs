@@ -78,7 +78,7 @@ fn json_ok(out: Output) -> Value {
 fn one_line_error(out: Output, tmp: &Path, needles: &[&str]) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "should fail: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(common::error_lines(&stderr).len(), 1, "{stderr}");
     for n in needles {
         assert!(stderr.contains(n), "{n:?}: {stderr}");
     }

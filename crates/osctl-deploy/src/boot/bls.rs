@@ -225,14 +225,32 @@ fn parse_entry_name(name: &str) -> Option<(DeploymentId, Option<Tries>)> {
     Some((DeploymentId::parse(id)?, tries))
 }
 
+/// One of osctl's entry files that does not parse (an empty file after a
+/// power cut, a hand edit gone wrong): reported, ignored for decisions, and
+/// rewritten or removed by the next operation that changes deployments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadEntry {
+    pub id: DeploymentId,
+    pub file_name: String,
+    pub tries: Option<Tries>,
+    /// Why it does not parse, one line.
+    pub why: String,
+}
+
 /// osctl's entries (`osctl-<id>[+LEFT[-DONE]].conf`), sorted by id then
-/// file name; other entries and temporaries are ignored. A file of ours that
-/// does not parse is an error naming it.
+/// file name; other entries and temporaries are ignored. Files of ours that
+/// do not parse are left out (see [`read_all_entries`]).
 pub fn read_entries(boot: &Dir) -> Result<Vec<EntryFile>, BootError> {
+    Ok(read_all_entries(boot)?.0)
+}
+
+/// osctl's entries, and those of its files that do not parse.
+pub fn read_all_entries(boot: &Dir) -> Result<(Vec<EntryFile>, Vec<BadEntry>), BootError> {
     let Some(entries) = open_dir_opt(boot, ENTRIES_DIR, ENTRIES_DIR)? else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     };
     let mut found = Vec::new();
+    let mut bad = Vec::new();
     for dirent in entries
         .entries()
         .map_err(BootError::io("list", ENTRIES_DIR))?
@@ -245,22 +263,38 @@ pub fn read_entries(boot: &Dir) -> Result<Vec<EntryFile>, BootError> {
             continue;
         };
         let path = Path::new(ENTRIES_DIR).join(&file_name);
-        let Some(text) = read_text(&entries, &file_name, &path)? else {
-            continue; // removed meanwhile
+        let text = match read_text(&entries, &file_name, &path) {
+            Ok(Some(text)) => text,
+            Ok(None) => continue, // removed meanwhile
+            Err(BootError::BootFile { why, .. }) => {
+                bad.push(BadEntry {
+                    id,
+                    file_name,
+                    tries,
+                    why,
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
         };
-        let entry = BlsEntry::parse(&text).map_err(|why| BootError::BootFile {
-            path: path.clone(),
-            why,
-        })?;
-        found.push(EntryFile {
-            id,
-            file_name,
-            entry,
-            tries,
-        });
+        match BlsEntry::parse(&text) {
+            Ok(entry) => found.push(EntryFile {
+                id,
+                file_name,
+                entry,
+                tries,
+            }),
+            Err(why) => bad.push(BadEntry {
+                id,
+                file_name,
+                tries,
+                why,
+            }),
+        }
     }
     found.sort_by(|a, b| (&a.id, &a.file_name).cmp(&(&b.id, &b.file_name)));
-    Ok(found)
+    bad.sort_by(|a, b| a.file_name.cmp(&b.file_name));
+    Ok((found, bad))
 }
 
 /// Writes deployment `id`'s entry as `loader/entries/osctl-<id>.conf`, or

@@ -62,15 +62,19 @@ use osctl_store::StoreError;
 use osctl_store::atomic::{TMP_PREFIX, sync_dir};
 
 pub use bls::{
-    BlsEntry, EntryFile, SORT_KEY, Tries, bless_entry, entry_file_name, entry_title,
-    os_release_name, read_default, read_entries, remove_entry, write_default, write_entry,
+    BadEntry, BlsEntry, EntryFile, SORT_KEY, Tries, bless_entry, entry_file_name, entry_title,
+    os_release_name, read_all_entries, read_default, read_entries, remove_entry, write_default,
+    write_entry,
 };
 pub use kargs::{diff_kargs, image_kargs, split_cmdline};
 pub use kernel::{
     INITRAMFS, KernelFiles, MODULES_DIR, VMLINUZ, boot_digest, find_kernel, install_kernel,
     remove_unused_kernels,
 };
-pub use trial::{SORT_KEY_FALLBACK, SORT_KEY_TRYING, TRIAL_DEFAULT, is_trial, write_trial_default};
+pub use trial::{
+    SORT_KEY_FALLBACK, SORT_KEY_TRYING, TRIAL_DEFAULT, is_trial, normalize_sort_keys, trying,
+    write_trial_default,
+};
 
 /// Why a boot-file operation failed; one line naming the image, file or
 /// boot-dir path at fault (I/O causes are chained as sources).

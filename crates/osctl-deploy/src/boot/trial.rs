@@ -30,6 +30,7 @@ use super::bls::{
     write_default_value,
 };
 use super::{BootError, open_dir_opt};
+use crate::failpoint;
 use crate::layout::{DeploymentId, ENTRIES_DIR};
 
 /// Sort key of the deployment on trial: sorts before every other key.
@@ -54,8 +55,22 @@ pub fn write_trial_default(
         }
     }
     set_sort_key(boot, fallback, SORT_KEY_FALLBACK)?;
+    failpoint::hit("trial:after-fallback-key");
     set_sort_key(boot, trying, SORT_KEY_TRYING)?;
+    failpoint::hit("trial:after-trying-key");
     write_default_value(boot, TRIAL_DEFAULT)
+}
+
+/// During a trial, the deployment on trial: the entry with the trying sort
+/// key (whether or not it has tries left). `None` when no trial is on.
+pub fn trying(boot: &Dir) -> Result<Option<DeploymentId>, BootError> {
+    if !is_trial(boot)? {
+        return Ok(None);
+    }
+    Ok(read_entries(boot)?
+        .into_iter()
+        .find(|e| e.entry.sort_key == SORT_KEY_TRYING)
+        .map(|e| e.id))
 }
 
 /// Whether a trial is on (loader.conf's `default` is the pattern).
@@ -143,7 +158,7 @@ fn set_sort_key(boot: &Dir, id: &DeploymentId, key: &str) -> Result<(), BootErro
 }
 
 /// Puts every osctl entry back on the normal sort key (after a trial).
-pub(super) fn normalize_sort_keys(boot: &Dir) -> Result<(), BootError> {
+pub fn normalize_sort_keys(boot: &Dir) -> Result<(), BootError> {
     for e in read_entries(boot)? {
         if e.entry.sort_key != SORT_KEY {
             set_sort_key(boot, &e.id, SORT_KEY)?;

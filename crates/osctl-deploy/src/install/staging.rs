@@ -233,7 +233,7 @@ pub(super) async fn build(
         boot_tries: Some(0),
     };
     let id = match sysroot.stage_record_with(&common.imgref, &record, &options)? {
-        StageOutcome::Staged(id) => id,
+        StageOutcome::Staged { id, .. } => id,
         other => {
             return Err(InstallError::Invalid(format!(
                 "staging into a fresh sysroot: unexpected {other:?}"

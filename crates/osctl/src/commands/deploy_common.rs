@@ -35,9 +35,9 @@ impl FetchArgs {
     }
 }
 
-/// Environment variable overriding the reboot command of `--apply`
-/// (default `systemctl reboot`); tests set it to `true`.
-pub const REBOOT_ENV: &str = "OSCTL_REBOOT_COMMAND";
+/// The reboot command of `--apply` and of a failed health check; the
+/// [`REBOOT_ENV`](osctl_deploy::test_hooks::REBOOT_ENV) test hook replaces it.
+const REBOOT_COMMAND: &str = "systemctl reboot";
 
 /// Opens the sysroot, creating the store and state directories if needed
 /// (for commands that deploy).
@@ -49,8 +49,14 @@ pub fn open(sysroot: &Path, boot_dir: Option<&Path>) -> anyhow::Result<Sysroot> 
 }
 
 /// Opens the sysroot only if something was ever deployed there: commands
-/// that only read or rearrange deployments must not create anything.
+/// that only read or rearrange deployments must not create anything. A
+/// sysroot path that does not exist (a typo in `--sysroot`) is an error.
 pub fn open_existing(sysroot: &Path, boot_dir: Option<&Path>) -> anyhow::Result<Option<Sysroot>> {
+    match std::fs::metadata(sysroot) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => anyhow::bail!("sysroot {} is not a directory", sysroot.display()),
+        Err(e) => anyhow::bail!("sysroot {}: {e}", sysroot.display()),
+    }
     if !sysroot.join(osctl_deploy::layout::DEPLOY_DIR).is_dir() {
         return Ok(None);
     }
@@ -63,10 +69,11 @@ pub fn apply_and_reboot(sysroot: &Sysroot) -> anyhow::Result<()> {
     reboot()
 }
 
-/// Runs the reboot command (`$OSCTL_REBOOT_COMMAND`, default
-/// `systemctl reboot`).
+/// Runs the reboot command (`systemctl reboot`, or the test hook's).
 pub fn reboot() -> anyhow::Result<()> {
-    let command = std::env::var(REBOOT_ENV).unwrap_or_else(|_| "systemctl reboot".to_string());
+    let command = osctl_deploy::test_hooks::var(osctl_deploy::test_hooks::REBOOT_ENV)
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_else(|| REBOOT_COMMAND.to_string());
     println!("Rebooting ({command})");
     let mut words = command.split_whitespace();
     let program = words.next().unwrap_or("true");
@@ -93,7 +100,7 @@ pub fn after_stage(
     }
     let something_staged = matches!(
         outcome,
-        StageOutcome::Staged(_) | StageOutcome::AlreadyStaged(_)
+        StageOutcome::Staged { .. } | StageOutcome::AlreadyStaged(_)
     );
     if apply && something_staged {
         apply_and_reboot(sysroot)?;

@@ -45,20 +45,32 @@ pub async fn run(
 
 pub fn report(outcome: &StageOutcome, image: &str) {
     match outcome {
-        StageOutcome::Staged(id) => {
+        StageOutcome::Staged { id, replaced } => {
+            if let Some(old) = replaced {
+                println!(
+                    "Replaced the staged deployment {} (it will not boot)",
+                    old.short()
+                );
+            }
             println!(
                 "Staged {image} as deployment {}; it boots after the next reboot",
                 id.short()
             )
         }
         StageOutcome::AlreadyStaged(id) => {
-            println!("{image} is already staged (deployment {})", id.short())
+            println!("{image} already boots next (deployment {})", id.short())
         }
-        StageOutcome::AlreadyBooted(id) => {
+        StageOutcome::AlreadyBooted { id, cancelled } => {
             println!(
                 "{image} is the booted deployment ({}); nothing staged",
                 id.short()
-            )
+            );
+            if let Some(old) = cancelled {
+                println!(
+                    "Deployment {} no longer boots next: the booted one does",
+                    old.short()
+                );
+            }
         }
     }
 }

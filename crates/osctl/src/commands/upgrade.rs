@@ -57,7 +57,9 @@ pub async fn run(
         .upgrade(&fetch, progress::observer(args.progress), args.force)
         .await?;
     match &outcome {
-        StageOutcome::AlreadyBooted(_) => println!("No update available for {imgref}"),
+        StageOutcome::AlreadyBooted {
+            cancelled: None, ..
+        } => println!("No update available for {imgref}"),
         other => report(other, &imgref.to_string()),
     }
     deploy_common::after_stage(&sysroot, &outcome, true, args.apply)?;

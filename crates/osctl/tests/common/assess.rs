@@ -57,7 +57,7 @@ pub fn output(cmd: &mut Command) -> (Output, String, String) {
 pub fn fails(cmd: &mut Command, needles: &[&str]) -> String {
     let (out, stdout, stderr) = output(cmd);
     assert!(!out.status.success(), "{cmd:?} should fail: {stdout}");
-    let lines: Vec<&str> = stderr.lines().collect();
+    let lines = super::error_lines(&stderr);
     assert_eq!(lines.len(), 1, "one error line expected: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
     for n in needles {

@@ -216,7 +216,7 @@ pub fn install_fails(osctl: &Osctl, tmp: &Path, args: &[&str], needles: &[&str])
     let out = install(osctl, tmp, args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "install {args:?} should fail");
-    let lines: Vec<&str> = stderr.lines().collect();
+    let lines = super::error_lines(&stderr);
     assert_eq!(lines.len(), 1, "one line: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
     for n in needles {

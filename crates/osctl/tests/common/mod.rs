@@ -11,6 +11,16 @@ use std::process::{Command, Output};
 use osctl_testutil::{Entry, ImageSpec, Layer, Registry, Tree, snapshot, write_layout};
 use serde_json::Value;
 
+/// stderr without the warnings osctl prints while a test hook
+/// (`OSCTL_CMDLINE_FILE`, `OSCTL_REBOOT_COMMAND`, …) is active: the lines
+/// a user would see.
+pub fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| !l.starts_with("osctl: warning: test hook "))
+        .collect()
+}
+
 /// A scratch sysroot and the `osctl` binary under test.
 pub struct Osctl {
     dir: tempfile::TempDir,
@@ -138,7 +148,7 @@ impl Osctl {
             "pull {args:?} should fail; stdout: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let lines: Vec<&str> = stderr.lines().collect();
+        let lines = error_lines(&stderr);
         assert_eq!(lines.len(), 1, "error must be one line, got: {stderr}");
         assert!(lines[0].starts_with("error: "), "{stderr}");
         for n in needles {

@@ -1,0 +1,121 @@
+//! The two next-boot markers: `state/staged` (an update waiting for
+//! finalize) and `state/rollback` (a queued rollback).
+//!
+//! Each file holds one line, `<deployment id> <generation>`. The generation
+//! orders the two markers when both exist: the one written last wins (see
+//! [`crate::state`]). That is what lets `switch` during a queued rollback,
+//! and `rollback` with an update staged, each flip the machine's state with
+//! one atomic write instead of a remove followed by a write, which a crash
+//! could split. A marker written before generations existed (`<id>` alone)
+//! reads as generation 0.
+//!
+//! A marker is only a claim: [`crate::state::classify`] decides whether it
+//! still holds (a staged marker whose deployment became the default was
+//! finalized; a rollback marker counts only while the default names it), and
+//! the recovery at the start of every locked operation removes the stale
+//! ones.
+
+use std::path::Path;
+
+use cap_std::fs::Dir;
+
+use crate::layout::DeploymentId;
+
+/// The staged marker, relative to the state dir.
+pub const STAGED: &str = "staged";
+/// The rollback marker, relative to the state dir.
+pub const ROLLBACK: &str = "rollback";
+
+/// One marker's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    pub id: DeploymentId,
+    pub generation: u64,
+}
+
+impl Marker {
+    /// Parses `<id> [<generation>]` (one line, surrounding whitespace
+    /// ignored). The error is the reason, without the file name.
+    pub fn parse(text: &str) -> Result<Marker, String> {
+        let mut words = text.split_whitespace();
+        let id = words.next().ok_or("empty")?;
+        let id = DeploymentId::parse(id).ok_or_else(|| format!("'{id}' is not a deployment id"))?;
+        let generation = match words.next() {
+            None => 0,
+            Some(g) => g
+                .parse()
+                .map_err(|_| format!("'{g}' is not a generation number"))?,
+        };
+        if let Some(extra) = words.next() {
+            return Err(format!("unexpected '{extra}' after the generation"));
+        }
+        Ok(Marker { id, generation })
+    }
+
+    pub fn render(&self) -> String {
+        format!("{} {}\n", self.id, self.generation)
+    }
+}
+
+/// Why a marker could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum MarkerError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: unreadable marker: {why}", path.display())]
+    Malformed {
+        path: std::path::PathBuf,
+        why: String,
+    },
+}
+
+/// Reads marker `name` from the state dir (shown as `shown`); `None` when
+/// there is none. A marker that does not parse is an error: it is not
+/// guessed at (the recovery reports it and the operation stops).
+pub fn read(state: &Dir, name: &str, shown: &Path) -> Result<Option<Marker>, MarkerError> {
+    let path = shown.join(name);
+    match state.read_to_string(name) {
+        Ok(text) => Marker::parse(&text)
+            .map(Some)
+            .map_err(|why| MarkerError::Malformed { path, why }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(MarkerError::Io { path, source }),
+    }
+}
+
+/// Writes marker `name` atomically.
+pub fn write(state: &Dir, name: &str, marker: &Marker) -> std::io::Result<()> {
+    osctl_store::atomic::write_atomic(state, name, marker.render().as_bytes())
+}
+
+/// Removes marker `name` durably (a missing one is fine).
+pub fn remove(state: &Dir, name: &str) -> std::io::Result<()> {
+    osctl_store::atomic::remove_durably(state, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_parse_strictly() {
+        let id = "c".repeat(64);
+        let ok = |s: &str| Marker::parse(s).unwrap();
+        assert_eq!(ok(&format!("{id}\n")).generation, 0);
+        assert_eq!(ok(&format!(" {id} 7 \n")).generation, 7);
+        let m = ok(&format!("{id} 3"));
+        assert_eq!(Marker::parse(&m.render()).unwrap(), m);
+        for (bad, why) in [
+            ("", "empty"),
+            ("abc 1", "'abc' is not a deployment id"),
+            (&format!("{id} x") as &str, "'x' is not a generation number"),
+            (&format!("{id} 1 2"), "unexpected '2' after the generation"),
+        ] {
+            assert_eq!(Marker::parse(bad).unwrap_err(), why, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Recovery: finishing what an interrupted operation left, at the start of
+//! every operation that changes deployments (right after it takes the
+//! lock).
+//!
+//! Every operation has one commit point (see [`crate::state`]); a crash
+//! before it leaves files the rules ignore, a crash after it leaves cleanup
+//! undone. Recovery does that cleanup, so the next command starts from the
+//! state an uninterrupted run would have left — which is what makes a
+//! re-run after a crash end exactly where a clean run ends:
+//!
+//! 1. boot entries of osctl's that do not parse are rewritten from the
+//!    deployment's origin (keeping the boot counter in the file name), or
+//!    removed when no deployment owns them;
+//! 2. temporaries in `state/deploy` (`.tmp-<id>`, `.del-<id>`), state
+//!    directories without a boot entry, and store roots `deploy/<id>`
+//!    without a state directory are removed;
+//! 3. markers that no longer hold are removed;
+//! 4. abandoned deployments (never finalized, in no role) are dropped;
+//! 5. outside a trial, trial sort keys left by a crash are reset.
+//!
+//! Nothing here guesses: a broken deployment (unreadable origin or record)
+//! is left alone and reported, since it may be pinned.
+
+use crate::DeployError;
+use crate::boot;
+use crate::layout;
+use crate::markers;
+use crate::sysroot::Sysroot;
+
+/// What the recovery found and did, for logs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub actions: Vec<String>,
+}
+
+impl Sysroot {
+    /// Runs the recovery (the caller holds the lock).
+    pub(crate) fn recover(&self) -> Result<Recovered, DeployError> {
+        let mut done = Recovered::default();
+        let scan = self.scan()?;
+        let booted = self.booted_id()?;
+
+        // 1. Entries.
+        for bad in &scan.bad_entries {
+            match scan.deployments.iter().find(|d| d.id() == &bad.id) {
+                Some(d) => {
+                    boot::write_entry(
+                        self.boot(),
+                        d.id(),
+                        &self.entry_for(d.id(), d.origin()),
+                        bad.tries,
+                    )?;
+                    done.actions
+                        .push(format!("rewrote unreadable boot entry {}", bad.file_name));
+                }
+                None if scan.broken.iter().any(|b| b.id == bad.id) => {}
+                None => {}
+            }
+        }
+        for name in &scan.orphan_entries {
+            let id = name
+                .strip_prefix(layout::ENTRY_PREFIX)
+                .and_then(|s| s.get(..64))
+                .and_then(layout::DeploymentId::parse);
+            let Some(id) = id else { continue };
+            if boot::read_default(self.boot())?.as_ref() == Some(&id) {
+                match &booted {
+                    Some(b) => boot::write_default(self.boot(), b)?,
+                    // Offline with the default on an entry without state:
+                    // nothing better to point at; fsck reports it.
+                    None => continue,
+                }
+            }
+            boot::remove_entry(self.boot(), &id)?;
+            done.actions
+                .push(format!("removed boot entry {name} (no deployment)"));
+        }
+
+        // 2. Leftovers in state/deploy and the store.
+        for name in &scan.temporaries {
+            self.remove_state_dir(name)?;
+            done.actions.push(format!("removed leftover {name}"));
+        }
+        for id in &scan.incomplete {
+            self.remove_state_dir(id.as_str())?;
+            self.store().remove_root(id.as_str())?;
+            done.actions.push(format!(
+                "removed deployment {} (interrupted: no boot entry)",
+                id.short()
+            ));
+        }
+        for root in self.store().roots()? {
+            if !self
+                .root()
+                .try_exists(layout::DEPLOY_DIR.to_owned() + "/" + &root)
+                .map_err(|e| DeployError::Io {
+                    path: self.path().join(layout::DEPLOY_DIR).join(&root),
+                    why: e.to_string(),
+                })?
+            {
+                self.store().remove_root(&root)?;
+                done.actions
+                    .push(format!("removed store root deploy/{root} (no deployment)"));
+            }
+        }
+        for scratch in [FINALIZE_SCRATCH, VAR_SEED_SCRATCH] {
+            let io = |e: std::io::Error| DeployError::Io {
+                path: self.path().join(layout::STATE_DIR).join(scratch),
+                why: e.to_string(),
+            };
+            let state_dir = self.open_state(layout::STATE_DIR)?;
+            if state_dir.try_exists(scratch).map_err(io)? {
+                state_dir.remove_dir_all(scratch).map_err(io)?;
+                osctl_store::atomic::sync_dir(&state_dir).map_err(io)?;
+                done.actions.push(format!("removed leftover {scratch}"));
+            }
+        }
+
+        // 3. and 4. Markers and abandoned deployments.
+        let state = self.state()?;
+        let state_dir = self.open_state(layout::STATE_DIR)?;
+        for (stale, name) in [
+            (state.staged_marker_stale, markers::STAGED),
+            (state.rollback_marker_stale, markers::ROLLBACK),
+        ] {
+            if stale {
+                markers::remove(&state_dir, name).map_err(|e| DeployError::Io {
+                    path: self.path().join(layout::STATE_DIR).join(name),
+                    why: e.to_string(),
+                })?;
+                done.actions
+                    .push(format!("removed stale marker state/{name}"));
+            }
+        }
+        for d in &state.abandoned {
+            self.drop_deployment(d.id())?;
+            done.actions.push(format!(
+                "removed deployment {} (abandoned: never finalized)",
+                d.id().short()
+            ));
+        }
+
+        // A staged entry never carries a used counter (a deployment staged
+        // again after it failed or was marked good gets a fresh one).
+        if state.staged_pending
+            && let Some(staged) = &state.staged
+        {
+            self.fresh_staged_start(
+                staged.id(),
+                staged.origin(),
+                staged.tries(),
+                state.booted.is_some(),
+            )?;
+        }
+
+        // 5. Trial keys.
+        if !boot::is_trial(self.boot())? {
+            boot::normalize_sort_keys(self.boot())?;
+        }
+        for a in &done.actions {
+            tracing::info!("recovery: {a}");
+        }
+        Ok(done)
+    }
+}
+
+/// Finalize's scratch space, relative to the state dir.
+pub(crate) const FINALIZE_SCRATCH: &str = ".finalize";
+/// Where `/var` is seeded before it is renamed into place, relative to the
+/// state dir.
+pub(crate) const VAR_SEED_SCRATCH: &str = ".var-seed";

@@ -1,0 +1,381 @@
+//! Who is booted, staged and rollback: one pure function over what is on
+//! disk, so that every command — and every crash — reads the machine the
+//! same way.
+//!
+//! # Inputs
+//!
+//! - *booted*: `composefs=<id>` on the kernel command line;
+//! - *default*: what `loader.conf` makes systemd-boot start next (the
+//!   `osctl-*` trial pattern resolved in systemd-boot's order);
+//! - the two markers ([`crate::markers`]): `state/staged` and
+//!   `state/rollback`, each with a generation;
+//! - each deployment's `finalized` flag (origin): set by finalize, before
+//!   the default can name it.
+//!
+//! # Rules
+//!
+//! 1. The **staged marker** holds unless its deployment is booted, is the
+//!    exact default, or is the trial's trying entry: then finalize already
+//!    made it the next boot, and the marker is a leftover.
+//! 2. The **rollback marker** holds only while the default names its
+//!    deployment and that deployment is not booted. `rollback` writes it
+//!    *before* the default, so until the default changes it has no effect.
+//! 3. When both hold, the one with the higher generation wins.
+//! 4. *staged* = the winning staged marker; else, with no rollback queued,
+//!    the default when it is not the booted deployment (finalized, waiting
+//!    for the reboot; with nothing booted — an installer's sysroot — the
+//!    default is simply what boots).
+//! 5. *rollback* = the winning rollback marker (`rollback_queued`); else the
+//!    newest (highest serial) other deployment that is finalized and did not
+//!    fail.
+//! 6. A deployment that is none of booted, staged or rollback counts only if
+//!    it was finalized once. One that never was — the leftovers of a stage
+//!    that crashed before its marker, an update replaced before it was ever
+//!    booted — is *abandoned*: invisible to status and every decision, and
+//!    removed by the recovery of the next locked operation.
+//!
+//! These rules give every multi-step operation one commit point, a single
+//! atomic write after which the rules read the new state, while everything
+//! written before it is invisible (rule 6) and everything after it is
+//! cleanup: `switch` commits with the staged marker, `finalize` with the
+//! default, `rollback` with the default (its marker written first).
+//! docs/deployments.md has the table of commit points.
+
+use crate::layout::DeploymentId;
+use crate::markers::Marker;
+use crate::scan::Deployment;
+
+/// What the classification reads besides the deployments themselves.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub booted: Option<DeploymentId>,
+    /// The deployment systemd-boot starts next, if loader.conf names one.
+    pub default: Option<DeploymentId>,
+    /// The default is an exact `default osctl-<id>.conf` (not the trial
+    /// pattern).
+    pub default_exact: bool,
+    /// During a trial: the entry carrying the trying sort key.
+    pub trial_trying: Option<DeploymentId>,
+    pub staged_marker: Option<Marker>,
+    pub rollback_marker: Option<Marker>,
+}
+
+/// Who is who among the deployments.
+#[derive(Debug, Clone, Default)]
+pub struct DeploymentState {
+    pub booted: Option<Deployment>,
+    pub staged: Option<Deployment>,
+    pub rollback: Option<Deployment>,
+    /// Other finalized deployments (pinned ones, usually), newest first.
+    pub others: Vec<Deployment>,
+    /// Deployments that failed (health checks, or boot counter run out);
+    /// never staged or rollback.
+    pub failed: Vec<Deployment>,
+    /// The next boot is the rollback deployment.
+    pub rollback_queued: bool,
+    /// The deployment the boot loader starts next, if any.
+    pub default: Option<DeploymentId>,
+    /// The staged deployment is waiting for finalize (named by the staged
+    /// marker), not already the default.
+    pub staged_pending: bool,
+    /// Abandoned deployments (rule 6): never finalized, in no role.
+    pub abandoned: Vec<Deployment>,
+    /// The staged marker exists but no longer holds (rules 1 and 3).
+    pub staged_marker_stale: bool,
+    /// The rollback marker exists but no longer holds (rules 2 and 3).
+    pub rollback_marker_stale: bool,
+}
+
+/// Applies the rules above. `deployments` are the complete deployments
+/// (state dir and boot entry), in any order.
+pub fn classify(facts: &Facts, mut deployments: Vec<Deployment>) -> DeploymentState {
+    deployments.sort_by(|a, b| {
+        b.origin()
+            .serial
+            .cmp(&a.origin().serial)
+            .then(a.id().cmp(b.id()))
+    });
+    let exists = |id: &DeploymentId| deployments.iter().any(|d| d.id() == id);
+    let booted = facts.booted.as_ref().filter(|b| exists(b));
+    let default = facts.default.as_ref().filter(|d| exists(d));
+
+    let staged_marker = facts.staged_marker.as_ref().filter(|m| {
+        exists(&m.id)
+            && Some(&m.id) != booted
+            && !(facts.default_exact && Some(&m.id) == default)
+            && facts.trial_trying.as_ref() != Some(&m.id)
+    });
+    let rollback_marker = facts
+        .rollback_marker
+        .as_ref()
+        .filter(|m| Some(&m.id) == default && Some(&m.id) != booted);
+    let (staged_marker, rollback_marker) = match (staged_marker, rollback_marker) {
+        (Some(s), Some(r)) if s.generation > r.generation => (Some(s), None),
+        (Some(_), Some(r)) => (None, Some(r)),
+        other => other,
+    };
+
+    let staged_id = match (staged_marker, rollback_marker) {
+        (Some(m), _) => Some(&m.id),
+        (None, None) => default.filter(|d| Some(*d) != booted),
+        (None, Some(_)) => None,
+    };
+    let mut state = DeploymentState {
+        rollback_queued: rollback_marker.is_some(),
+        default: default.cloned(),
+        staged_pending: staged_marker.is_some(),
+        staged_marker_stale: facts.staged_marker.is_some() && staged_marker.is_none(),
+        rollback_marker_stale: facts.rollback_marker.is_some() && rollback_marker.is_none(),
+        ..Default::default()
+    };
+    for d in deployments {
+        let id = d.id();
+        if Some(id) == booted {
+            state.booted = Some(d);
+        } else if Some(id) == staged_id {
+            state.staged = Some(d);
+        } else if rollback_marker.is_some_and(|m| &m.id == id) {
+            state.rollback = Some(d);
+        } else if !d.origin().finalized {
+            state.abandoned.push(d);
+        } else if d.failed() {
+            state.failed.push(d);
+        } else {
+            state.others.push(d);
+        }
+    }
+    if state.rollback.is_none() && !state.others.is_empty() {
+        state.rollback = Some(state.others.remove(0));
+    }
+    state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::Tries;
+    use crate::scan::test_deployment;
+
+    /// Deployment ids named by a letter: the letter's ASCII code in hex,
+    /// repeated.
+    fn id(c: char) -> DeploymentId {
+        DeploymentId::parse(&format!("{:02x}", c as u8).repeat(32)).unwrap()
+    }
+    fn letter(id: &DeploymentId) -> char {
+        u8::from_str_radix(&id.as_str()[..2], 16).unwrap() as char
+    }
+    fn marker(c: char, generation: u64) -> Option<Marker> {
+        Some(Marker {
+            id: id(c),
+            generation,
+        })
+    }
+    /// Deployment `c` with serial `serial`, finalized or not.
+    fn dep(c: char, serial: u64, finalized: bool) -> Deployment {
+        test_deployment(id(c), serial, finalized, None)
+    }
+    fn short(d: &Option<Deployment>) -> Option<char> {
+        d.as_ref().map(|d| letter(d.id()))
+    }
+    fn shorts(ds: &[Deployment]) -> String {
+        ds.iter().map(|d| letter(d.id())).collect()
+    }
+
+    /// (what, facts, deployments, want: booted, staged, rollback, queued,
+    /// others, abandoned, staged marker stale, rollback marker stale)
+    #[test]
+    fn roles_follow_the_rules() {
+        // o = old booted, r = older rollback, n = new, s = staged pending.
+        let base = || vec![dep('o', 2, true), dep('r', 1, true)];
+        let booted_o = |default: char| Facts {
+            booted: Some(id('o')),
+            default: Some(id(default)),
+            default_exact: true,
+            ..Default::default()
+        };
+        type Want = (
+            Option<char>,
+            Option<char>,
+            Option<char>,
+            bool,
+            &'static str,
+            &'static str,
+            bool,
+            bool,
+        );
+        let cases: Vec<(&str, Facts, Vec<Deployment>, Want)> = vec![
+            (
+                "steady state",
+                booted_o('o'),
+                base(),
+                (Some('o'), None, Some('r'), false, "", "", false, false),
+            ),
+            (
+                "pending update",
+                Facts {
+                    staged_marker: marker('s', 1),
+                    ..booted_o('o')
+                },
+                [base(), vec![dep('s', 3, false)]].concat(),
+                (Some('o'), Some('s'), Some('r'), false, "", "", false, false),
+            ),
+            (
+                "stage crashed before its marker: the leftover is abandoned",
+                booted_o('o'),
+                [base(), vec![dep('s', 3, false)]].concat(),
+                (Some('o'), None, Some('r'), false, "", "s", false, false),
+            ),
+            (
+                "finalized, marker still there: the marker is stale",
+                Facts {
+                    staged_marker: marker('n', 1),
+                    ..booted_o('n')
+                },
+                [base(), vec![dep('n', 3, true)]].concat(),
+                (Some('o'), Some('n'), Some('r'), false, "", "", true, false),
+            ),
+            (
+                "finalized on trial, marker still there",
+                Facts {
+                    staged_marker: marker('n', 1),
+                    default_exact: false,
+                    trial_trying: Some(id('n')),
+                    ..booted_o('n')
+                },
+                [base(), vec![dep('n', 3, true)]].concat(),
+                (Some('o'), Some('n'), Some('r'), false, "", "", true, false),
+            ),
+            (
+                "fell back from a trial: the old marker does not stage it again",
+                Facts {
+                    staged_marker: marker('n', 1),
+                    default_exact: false,
+                    trial_trying: Some(id('n')),
+                    ..booted_o('o')
+                },
+                [base(), vec![dep('n', 3, true)]].concat(),
+                (Some('o'), None, Some('n'), false, "r", "", true, false),
+            ),
+            (
+                "booted the finalized update: the marker is stale",
+                Facts {
+                    booted: Some(id('n')),
+                    staged_marker: marker('n', 1),
+                    ..booted_o('n')
+                },
+                [base(), vec![dep('n', 3, true)]].concat(),
+                (Some('n'), None, Some('o'), false, "r", "", true, false),
+            ),
+            (
+                "rollback marker written, default not yet: no effect",
+                Facts {
+                    staged_marker: marker('s', 1),
+                    rollback_marker: marker('r', 2),
+                    ..booted_o('o')
+                },
+                [base(), vec![dep('s', 3, false)]].concat(),
+                (Some('o'), Some('s'), Some('r'), false, "", "", false, true),
+            ),
+            (
+                "rollback queued over a pending update",
+                Facts {
+                    staged_marker: marker('s', 1),
+                    rollback_marker: marker('r', 2),
+                    ..booted_o('r')
+                },
+                [base(), vec![dep('s', 3, false)]].concat(),
+                (Some('o'), None, Some('r'), true, "", "s", true, false),
+            ),
+            (
+                "rollback towards a newer deployment is still a rollback",
+                Facts {
+                    rollback_marker: marker('n', 1),
+                    ..booted_o('n')
+                },
+                [base(), vec![dep('n', 3, true)]].concat(),
+                (Some('o'), None, Some('n'), true, "r", "", false, false),
+            ),
+            (
+                "switch during a queued rollback: the newer marker wins",
+                Facts {
+                    staged_marker: marker('s', 3),
+                    rollback_marker: marker('r', 2),
+                    ..booted_o('r')
+                },
+                [base(), vec![dep('s', 3, false)]].concat(),
+                (Some('o'), Some('s'), Some('r'), false, "", "", false, true),
+            ),
+            (
+                "a finalized update replaced by a new switch, before the default moved",
+                Facts {
+                    staged_marker: marker('s', 1),
+                    ..booted_o('n')
+                },
+                [base(), vec![dep('n', 3, false), dep('s', 4, false)]].concat(),
+                (
+                    Some('o'),
+                    Some('s'),
+                    Some('r'),
+                    false,
+                    "",
+                    "n",
+                    false,
+                    false,
+                ),
+            ),
+            (
+                "offline sysroot: the default boots, a new switch is staged beside it",
+                Facts {
+                    booted: None,
+                    staged_marker: marker('b', 1),
+                    default: Some(id('a')),
+                    default_exact: true,
+                    ..Default::default()
+                },
+                vec![dep('a', 1, true), dep('b', 2, false)],
+                (None, Some('b'), Some('a'), false, "", "", false, false),
+            ),
+            (
+                "offline sysroot after finalize",
+                Facts {
+                    booted: None,
+                    default: Some(id('a')),
+                    default_exact: true,
+                    ..Default::default()
+                },
+                vec![dep('a', 1, true)],
+                (None, Some('a'), None, false, "", "", false, false),
+            ),
+        ];
+        for (what, facts, deployments, want) in cases {
+            let s = classify(&facts, deployments);
+            let got = (
+                short(&s.booted),
+                short(&s.staged),
+                short(&s.rollback),
+                s.rollback_queued,
+                shorts(&s.others).leak() as &str,
+                shorts(&s.abandoned).leak() as &str,
+                s.staged_marker_stale,
+                s.rollback_marker_stale,
+            );
+            assert_eq!(got, want, "{what}");
+        }
+    }
+
+    #[test]
+    fn failed_deployments_are_never_rollback() {
+        let bad = test_deployment(id('n'), 3, true, Some(Tries { left: 0, done: 3 }));
+        let s = classify(
+            &Facts {
+                booted: Some(id('o')),
+                default: Some(id('o')),
+                default_exact: true,
+                ..Default::default()
+            },
+            vec![dep('o', 2, true), dep('r', 1, true), bad],
+        );
+        assert_eq!(short(&s.rollback), Some('r'));
+        assert_eq!(shorts(&s.failed), "n");
+    }
+}

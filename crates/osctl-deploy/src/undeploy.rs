@@ -1,0 +1,99 @@
+//! Removing one deployment from disk.
+//!
+//! Callers first make the deployment irrelevant (not booted, not staged,
+//! not the rollback; see [`crate::state`]); this only removes its files, in
+//! an order where every crash leaves something the recovery recognises:
+//!
+//! | step | fail point after it | a crash leaves |
+//! |---|---|---|
+//! | markers naming it removed | — | an abandoned or other deployment |
+//! | boot entry removed | `drop:after-entry` | a state dir without entry (incomplete) |
+//! | `state/deploy/<id>` renamed to `.del-<id>` | `drop:after-rename` | a temporary |
+//! | `.del-<id>` removed | `drop:after-state` | a store root without state |
+//! | store root `deploy/<id>` removed | `drop:after-root` | nothing |
+//!
+//! Kernels and store objects are left to `prune` and `gc`.
+
+use crate::DeployError;
+use crate::boot;
+use crate::failpoint;
+use crate::layout::{self, DeploymentId};
+use crate::markers;
+use crate::scan::REMOVING_PREFIX;
+use crate::sysroot::Sysroot;
+
+impl Sysroot {
+    /// Removes deployment `id`, which must not be booted. If the default
+    /// entry names it, the default moves to the booted deployment first;
+    /// with nothing booted, a deployment the default names is refused (the
+    /// default must always name an existing entry).
+    pub(crate) fn drop_deployment(&self, id: &DeploymentId) -> Result<(), DeployError> {
+        let booted = self.booted_id()?;
+        if booted.as_ref() == Some(id) {
+            return Err(DeployError::Other(format!(
+                "refusing to remove the booted deployment {}",
+                id.short()
+            )));
+        }
+        if boot::read_default(self.boot())?.as_ref() == Some(id) {
+            let Some(booted) = &booted else {
+                return Err(DeployError::Other(format!(
+                    "refusing to remove deployment {}: the default boot entry names it and nothing is booted to point it at",
+                    id.short()
+                )));
+            };
+            boot::write_default(self.boot(), booted)?;
+        }
+        let state_dir = self.open_state(layout::STATE_DIR)?;
+        let shown = self.path().join(layout::STATE_DIR);
+        for name in [markers::STAGED, markers::ROLLBACK] {
+            let marker = markers::read(&state_dir, name, &shown)
+                .map_err(|e| DeployError::Other(e.to_string()))?;
+            if marker.is_some_and(|m| &m.id == id) {
+                markers::remove(&state_dir, name).map_err(|e| DeployError::Io {
+                    path: shown.join(name),
+                    why: e.to_string(),
+                })?;
+            }
+        }
+        boot::remove_entry(self.boot(), id)?;
+        failpoint::hit("drop:after-entry");
+        self.remove_state_dir(id.as_str())?;
+        self.store().remove_root(id.as_str())?;
+        failpoint::hit("drop:after-root");
+        Ok(())
+    }
+
+    /// Removes `state/deploy/<name>` (a deployment or a temporary): renamed
+    /// to `.del-<id>` first, so a half-deleted directory never looks like a
+    /// deployment.
+    pub(crate) fn remove_state_dir(&self, name: &str) -> Result<(), DeployError> {
+        let deploy_path = self.path().join(layout::DEPLOY_DIR);
+        let io = |e: std::io::Error| DeployError::Io {
+            path: deploy_path.join(name),
+            why: e.to_string(),
+        };
+        let deploy = self.open_state(layout::DEPLOY_DIR)?;
+        if !deploy.try_exists(name).map_err(io)? {
+            return Ok(());
+        }
+        let doomed = match name.strip_prefix(REMOVING_PREFIX) {
+            Some(_) => name.to_owned(),
+            None => {
+                let id = name.trim_start_matches(crate::scan::BUILDING_PREFIX);
+                let doomed = format!("{REMOVING_PREFIX}{id}");
+                if deploy.try_exists(&doomed).map_err(io)? {
+                    deploy.remove_dir_all(&doomed).map_err(io)?;
+                }
+                deploy.rename(name, &deploy, &doomed).map_err(io)?;
+                osctl_store::atomic::sync_dir(&deploy).map_err(io)?;
+                failpoint::hit("drop:after-rename");
+                doomed
+            }
+        };
+        deploy.remove_dir_all(&doomed).map_err(io)?;
+        osctl_store::atomic::sync_dir(&deploy).map_err(io)?;
+        failpoint::hit("drop:after-state");
+        Ok(())
+    }
+}

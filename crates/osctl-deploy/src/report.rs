@@ -47,7 +47,7 @@ impl EtcChange {
 }
 
 /// Why the administrator's and the image's changes could not both be taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub enum ConflictKind {
@@ -66,7 +66,7 @@ pub enum ConflictKind {
 }
 
 /// A path both sides changed; the result keeps the administrator's version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EtcConflict {
     #[serde(serialize_with = "lossy")]

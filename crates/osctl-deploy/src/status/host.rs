@@ -6,6 +6,7 @@
 //! tool) can read bootc's own output: unknown fields such as `ostree` are
 //! ignored, and missing ones take the schema's defaults.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::EtcConflict;
@@ -14,12 +15,19 @@ use crate::EtcConflict;
 pub const API_VERSION: &str = "org.containers.bootc/v1";
 /// `kind` of the host object.
 pub const KIND: &str = "BootcHost";
+/// A deployment id as the schema describes it: 64 lowercase hex digits
+/// (what [`crate::layout::DeploymentId`] accepts).
+const DEPLOYMENT_ID_PATTERN: &str = "^[0-9a-f]{64}$";
 
 /// The host object, as `osctl status --format json|yaml` prints it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Host {
+    /// Always `org.containers.bootc/v1` (bootc's host object).
+    #[schemars(extend("const" = API_VERSION))]
     pub api_version: String,
+    /// Always `BootcHost`.
+    #[schemars(extend("const" = KIND))]
     pub kind: String,
     #[serde(default)]
     pub metadata: ObjectMeta,
@@ -30,7 +38,7 @@ pub struct Host {
 }
 
 /// `metadata`: only `name` (always `host`) is used.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
     #[serde(default)]
@@ -38,7 +46,7 @@ pub struct ObjectMeta {
 }
 
 /// `spec`: what the host should run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HostSpec {
     /// The tracked image; `null` before the first deployment.
@@ -52,7 +60,7 @@ pub struct HostSpec {
 ///
 /// bootc's optional `signature` is not modelled: osctl has no signature
 /// policy yet, and an absent field is what the schema expects then.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageReference {
     pub image: String,
@@ -60,7 +68,7 @@ pub struct ImageReference {
 }
 
 /// `spec.bootOrder`: which deployment boots next.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum BootOrder {
     /// The staged deployment, else the booted one.
@@ -71,7 +79,7 @@ pub enum BootOrder {
 }
 
 /// `status`: what the host has.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HostStatus {
     pub staged: Option<BootEntry>,
@@ -88,14 +96,14 @@ pub struct HostStatus {
 }
 
 /// `status.type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum HostType {
     BootcHost,
 }
 
 /// One deployment (bootc: a boot entry).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BootEntry {
     #[serde(default)]
@@ -114,14 +122,18 @@ pub struct BootEntry {
     pub store: Option<Store>,
     #[serde(default)]
     pub composefs: Option<BootEntryComposefs>,
-    /// osctl's own fields; absent in bootc's output. The schema's `BootEntry`
-    /// has no `additionalProperties: false`, so they validate here.
+    /// osctl's own fields; absent in bootc's output. bootc's schema leaves
+    /// `BootEntry` open (no `additionalProperties: false`), so bootc's
+    /// readers accept and ignore the key.
+    // `None` is left out, never `null`: so the schema says "an object when
+    // present" (`schemars(with)`); the same for `bootTries` and `health`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "OsctlEntry")]
     pub osctl: Option<OsctlEntry>,
 }
 
 /// What an image is: reference, digest, label version, creation time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageStatus {
     pub image: ImageReference,
@@ -130,6 +142,7 @@ pub struct ImageStatus {
     pub version: Option<String>,
     /// The image's creation time, RFC 3339 (`null` if unknown or malformed).
     #[serde(default)]
+    #[schemars(extend("format" = "date-time"))]
     pub timestamp: Option<String>,
     /// The manifest digest, `sha256:…`.
     pub image_digest: String,
@@ -138,17 +151,18 @@ pub struct ImageStatus {
 }
 
 /// bootc's `store` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Store {
     OstreeContainer,
 }
 
 /// The composefs side of a boot entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BootEntryComposefs {
     /// The composefs image id (fs-verity digest of the EROFS image).
+    #[schemars(regex(pattern = DEPLOYMENT_ID_PATTERN))]
     pub verity: String,
     pub boot_type: BootType,
     pub bootloader: Bootloader,
@@ -160,14 +174,14 @@ pub struct BootEntryComposefs {
 }
 
 /// How the entry boots: BLS type 1 (kernel + initramfs) or a UKI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum BootType {
     Bls,
     Uki,
 }
 
 /// Which bootloader reads the entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Bootloader {
     Grub,
@@ -178,10 +192,11 @@ pub enum Bootloader {
 }
 
 /// osctl's fields for one deployment, under `osctl` in its boot entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OsctlEntry {
     /// The full deployment id (= `composefs.verity`); `osctl pin` takes it.
+    #[schemars(regex(pattern = DEPLOYMENT_ID_PATTERN))]
     pub deployment_id: String,
     /// When the deployment was created (RFC 3339).
     pub deployed: String,
@@ -205,14 +220,16 @@ pub struct OsctlEntry {
     /// The boot entry's counter (systemd-boot boot counting), while the
     /// deployment is being assessed; absent once it was marked good.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "BootTries")]
     pub boot_tries: Option<BootTries>,
     /// Boot assessment: what `state/deploy/<id>/health.json` says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Health")]
     pub health: Option<Health>,
 }
 
 /// `osctl.bootTries`: attempts left and made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BootTries {
     pub left: u32,
@@ -220,12 +237,10 @@ pub struct BootTries {
 }
 
 /// `osctl.health`: the deployment's boot assessment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Health {
-    /// `pending` (being assessed, checks not run yet), `checked` (checks
-    /// passed, not yet marked good), `good`, or `failed`.
-    pub state: String,
+    pub state: Assessment,
     /// Why it failed, one line.
     #[serde(default)]
     pub reason: Option<String>,
@@ -235,4 +250,30 @@ pub struct Health {
     /// When the checks last ran (RFC 3339).
     #[serde(default)]
     pub checked: Option<String>,
+}
+
+/// `osctl.health.state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Assessment {
+    /// Being assessed; the health checks have not run yet.
+    Pending,
+    /// The checks passed; not yet marked good.
+    Checked,
+    /// Marked good.
+    Good,
+    /// A required check failed, or the boot loader gave up on it.
+    Failed,
+}
+
+impl Assessment {
+    /// The word `osctl status` shows (the JSON value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Assessment::Pending => "pending",
+            Assessment::Checked => "checked",
+            Assessment::Good => "good",
+            Assessment::Failed => "failed",
+        }
+    }
 }

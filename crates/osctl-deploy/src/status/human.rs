@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{BootEntry, Host, ImageReference, ImageStatus, split_rfc3339};
+use super::{Assessment, BootEntry, Host, ImageReference, ImageStatus, split_rfc3339};
 use crate::{ConflictKind, EtcConflict};
 
 /// At most this many `/etc` conflicts or other deployments are listed;
@@ -33,7 +33,7 @@ pub(super) fn render(host: &Host) -> String {
         e.osctl
             .as_ref()
             .and_then(|o| o.health.as_ref())
-            .is_some_and(|h| h.state == "failed")
+            .is_some_and(|h| h.state == Assessment::Failed)
     };
     let (bad, kept): (Vec<&BootEntry>, Vec<&BootEntry>) =
         st.other_deployments.iter().partition(failed);
@@ -86,7 +86,7 @@ fn entry_block(slot: &str, entry: &BootEntry, booted: bool) -> String {
         row("Kernel", &osctl.kernel_version);
         row("Deployment", short(&osctl.deployment_id));
         if let Some(h) = &osctl.health {
-            let mut value = h.state.clone();
+            let mut value = h.state.as_str().to_owned();
             if let Some(t) = osctl.boot_tries {
                 let plural = |n: u32| if n == 1 { "" } else { "s" };
                 let _ = write!(

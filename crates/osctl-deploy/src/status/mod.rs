@@ -11,8 +11,18 @@
 //!
 //! Why a model of bootc's object rather than osctl's own: tools and people
 //! that drive bootc (`jq .status.booted.image.imageDigest`, fleet
-//! dashboards, Ansible facts) then work on osctl unchanged; the JSON output
-//! validates against bootc's published schema, which the tests check.
+//! dashboards, Ansible facts) then work on osctl unchanged. The
+//! `status_format` tests hold every status shape to the bootc field names and
+//! JSON types osctl promises (a table in the test).
+//!
+//! # Schema
+//!
+//! [`status_schema`] is the JSON Schema of the output, generated from these
+//! types (schemars); the repository carries it as `docs/status.schema.json`
+//! ([`SCHEMA_DOC`]). It is stricter than bootc's: osctl's fields are in it,
+//! every object is closed, required means "osctl always prints it". The
+//! tests fail when the committed file is not what the types generate and
+//! print the command that rewrites it.
 //!
 //! # Mapping
 //!
@@ -43,12 +53,15 @@
 
 mod host;
 mod human;
+mod schema;
 
 pub use host::{
-    API_VERSION, BootEntry, BootEntryComposefs, BootOrder, BootTries, BootType, Bootloader, Health,
-    Host, HostSpec, HostStatus, HostType, ImageReference, ImageStatus, KIND, ObjectMeta,
-    OsctlEntry, Store,
+    API_VERSION, Assessment, BootEntry, BootEntryComposefs, BootOrder, BootTries, BootType,
+    Bootloader, Health, Host, HostSpec, HostStatus, HostType, ImageReference, ImageStatus, KIND,
+    ObjectMeta, OsctlEntry, Store,
 };
+
+pub use schema::{SCHEMA_DOC, render_schema, status_schema};
 
 use crate::boot::Tries;
 use crate::health::{HealthRecord, HealthState};
@@ -193,18 +206,18 @@ fn boot_entry(e: &EntryView, booted: bool) -> BootEntry {
 fn health(e: &EntryView, booted: bool) -> Option<Health> {
     let exhausted = !booted && e.tries.is_some_and(|t| t.exhausted());
     let state = match (&e.health, exhausted) {
-        (_, true) => "failed",
+        (_, true) => Assessment::Failed,
         (Some(h), false) => match h.state {
-            HealthState::Checked => "checked",
-            HealthState::Good => "good",
-            HealthState::Failed => "failed",
+            HealthState::Checked => Assessment::Checked,
+            HealthState::Good => Assessment::Good,
+            HealthState::Failed => Assessment::Failed,
         },
-        (None, false) if e.tries.is_some() => "pending",
+        (None, false) if e.tries.is_some() => Assessment::Pending,
         (None, false) => return None,
     };
     let record = e.health.as_ref();
     Some(Health {
-        state: state.to_owned(),
+        state,
         reason: record.and_then(|h| h.reason.clone()).or_else(|| {
             exhausted.then(|| "the boot loader gave up on it (boot counter ran out)".to_owned())
         }),
@@ -251,6 +264,10 @@ fn valid_timestamp(s: Option<&str>) -> Option<String> {
 
 /// Splits an RFC 3339 date-time into `(date 'T' time-to-seconds, zone)`,
 /// dropping any fraction: `2023-10-14T19:22:15.42Z` → (`2023-10-14T19:22:15`, `Z`).
+///
+/// As strict as JSON Schema's `format: date-time` (RFC 3339 section 5.6 with
+/// 5.7's rules): the day must exist in its month, and a leap second (`:60`)
+/// is only valid at 23:59 UTC.
 pub(crate) fn split_rfc3339(s: &str) -> Option<(&str, &str)> {
     let b = s.as_bytes();
     let digits = |r: std::ops::Range<usize>| {
@@ -270,12 +287,16 @@ pub(crate) fn split_rfc3339(s: &str) -> Option<(&str, &str)> {
         && digits(14..16)
         && b[16] == b':'
         && digits(17..19);
-    if !shape
-        || !(1..=12).contains(&num(5..7))
-        || !(1..=31).contains(&num(8..10))
-        || num(11..13) > 23
-        || num(14..16) > 59
-        || num(17..19) > 60
+    if !shape {
+        return None;
+    }
+    let (year, month, day) = (num(0..4), num(5..7), num(8..10));
+    let (hour, minute, second) = (num(11..13), num(14..16), num(17..19));
+    if !(1..=12).contains(&month)
+        || !(1..=days_in_month(year, month)).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > LEAP_SECOND
     {
         return None;
     }
@@ -291,16 +312,51 @@ pub(crate) fn split_rfc3339(s: &str) -> Option<(&str, &str)> {
         }
     }
     let tz = &s[zone..];
-    let offset_ok = |t: &[u8]| {
-        t.len() == 6
+    // The zone's offset east of UTC, in minutes.
+    let offset = if matches!(tz, "Z" | "z") {
+        0
+    } else {
+        let t = tz.as_bytes();
+        let well_formed = t.len() == 6
             && matches!(t[0], b'+' | b'-')
             && digits(zone + 1..zone + 3)
             && t[3] == b':'
-            && digits(zone + 4..zone + 6)
-            && num(zone + 1..zone + 3) <= 23
-            && num(zone + 4..zone + 6) <= 59
+            && digits(zone + 4..zone + 6);
+        if !well_formed {
+            return None;
+        }
+        let (oh, om) = (num(zone + 1..zone + 3), num(zone + 4..zone + 6));
+        if oh > 23 || om > 59 {
+            return None;
+        }
+        let minutes = (oh * 60 + om) as i64;
+        if t[0] == b'-' { -minutes } else { minutes }
     };
-    (matches!(tz, "Z" | "z") || offset_ok(tz.as_bytes())).then(|| (&s[..19], tz))
+    if second == LEAP_SECOND {
+        let utc = ((hour * 60 + minute) as i64 - offset).rem_euclid(MINUTES_PER_DAY);
+        if utc != LAST_MINUTE_OF_DAY {
+            return None;
+        }
+    }
+    Some((&s[..19], tz))
+}
+
+/// The seconds value of a leap second.
+const LEAP_SECOND: u32 = 60;
+const MINUTES_PER_DAY: i64 = 24 * 60;
+/// 23:59, the only minute (in UTC) a leap second can end.
+const LAST_MINUTE_OF_DAY: i64 = MINUTES_PER_DAY - 1;
+
+/// Days in `month` (1–12) of `year`, Gregorian.
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
+            29
+        }
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 #[cfg(test)]
@@ -317,6 +373,15 @@ mod tests {
             split_rfc3339("2026-11-25T10:00:00+01:00"),
             Some(("2026-11-25T10:00:00", "+01:00"))
         );
+        // A leap second: 23:59:60 in UTC, here given in UTC-01:00.
+        assert_eq!(
+            split_rfc3339("2016-12-31T22:59:60-01:00"),
+            Some(("2016-12-31T22:59:60", "-01:00"))
+        );
+        assert_eq!(
+            split_rfc3339("2024-02-29T00:00:00Z"),
+            Some(("2024-02-29T00:00:00", "Z"))
+        );
         for bad in [
             "",
             "2026-11-25",
@@ -327,6 +392,10 @@ mod tests {
             "2026-11-25T10:00:00+1:00",
             "2026-11-25T10:00:00Zjunk",
             "２026-11-25T10:00:00Z",
+            "2026-02-29T10:00:00Z",
+            "2026-06-31T10:00:00Z",
+            "2026-11-25T10:00:60Z",
+            "2016-12-31T23:59:60+01:00",
         ] {
             assert_eq!(split_rfc3339(bad), None, "{bad:?}");
         }

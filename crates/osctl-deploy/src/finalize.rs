@@ -226,14 +226,13 @@ impl Sysroot {
     }
 
     /// Cancels a queued rollback: the booted deployment boots next again.
-    /// Returns it.
-    pub fn cancel_rollback(&self) -> Result<DeploymentId, DeployError> {
+    /// Returns it, or `None` when no rollback was queued (idempotent, like
+    /// rollback itself: a re-run after a crash succeeds).
+    pub fn cancel_rollback(&self) -> Result<Option<DeploymentId>, DeployError> {
         self.lock()?;
         let state = self.state()?;
         if !state.rollback_queued {
-            return Err(DeployError::Other(
-                "no rollback is queued: nothing to cancel".into(),
-            ));
+            return Ok(None);
         }
         let Some(booted) = &state.booted else {
             return Err(DeployError::Other(
@@ -244,7 +243,7 @@ impl Sysroot {
         boot::write_default(self.boot(), booted.id())?;
         failpoint::hit("rollback-cancel:after-default");
         self.remove_marker(markers::ROLLBACK)?;
-        Ok(booted.id().clone())
+        Ok(Some(booted.id().clone()))
     }
 
     /// Sets or clears a deployment's pin; pinned deployments are never pruned.

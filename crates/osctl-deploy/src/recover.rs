@@ -14,7 +14,9 @@
 //! 2. temporaries in `state/deploy` (`.tmp-<id>`, `.del-<id>`), state
 //!    directories without a boot entry, and store roots `deploy/<id>`
 //!    without a state directory are removed;
-//! 3. markers that no longer hold are removed;
+//! 3. markers that no longer hold are removed, and a default that a
+//!    committed switch superseded (a queued rollback) goes back to the
+//!    booted deployment;
 //! 4. abandoned deployments (never finalized, in no role) are dropped;
 //! 5. outside a trial, trial sort keys left by a crash are reset.
 //!
@@ -131,6 +133,22 @@ impl Sysroot {
                 done.actions
                     .push(format!("removed stale marker state/{name}"));
             }
+        }
+        // A switch committed (its marker won) but the default still names
+        // what it replaced (a queued rollback): back to the booted one.
+        if state.staged_pending
+            && let Some(booted) = &state.booted
+            && state.default.as_ref().is_some_and(|d| {
+                d != booted.id() && state.staged.as_ref().map(|s| s.id()) != Some(d)
+            })
+            && !state
+                .abandoned
+                .iter()
+                .any(|a| state.default.as_ref() == Some(a.id()))
+        {
+            boot::write_default(self.boot(), booted.id())?;
+            done.actions
+                .push("default boot entry back on the booted deployment".to_owned());
         }
         for d in &state.abandoned {
             self.drop_deployment(d.id())?;

@@ -75,6 +75,7 @@ impl Sysroot {
                 UpdateCheck::UpToDate { .. } => None,
             };
             self.write_origin(booted.id(), &origin)?;
+            crate::failpoint::hit("upgrade:after-cached-update");
         }
         Ok(check)
     }

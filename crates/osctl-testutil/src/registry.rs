@@ -462,6 +462,46 @@ impl Registry {
             .unwrap_or_else(|| crate::sha256_digest(body)))
     }
 
+    /// Points `to` (`repo:tag`) at the manifest `from` (`repo:tag`, the same
+    /// repository) names, byte for byte; returns its digest. How tests move
+    /// a tag to another image without pushing anything again.
+    pub fn copy_tag(&self, from: &str, to: &str) -> Result<String> {
+        let split = |s: &str| -> Result<(String, String)> {
+            s.rsplit_once(':')
+                .map(|(r, t)| (r.to_owned(), t.to_owned()))
+                .with_context(|| format!("{s}: expected repo:tag"))
+        };
+        let ((repo, from_tag), (to_repo, to_tag)) = (split(from)?, split(to)?);
+        if repo != to_repo {
+            bail!("copy_tag: {from} and {to} are in different repositories");
+        }
+        let accept = [
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        ]
+        .join(", ");
+        let resp = self.request(
+            "GET",
+            &format!("/v2/{repo}/manifests/{from_tag}"),
+            &[("Accept", &accept)],
+            &[],
+        )?;
+        if resp.status != 200 {
+            bail!(
+                "GET manifest {from} answered {}: {}",
+                resp.status,
+                resp.body_text()
+            );
+        }
+        let content_type = resp
+            .header("content-type")
+            .context("manifest without a Content-Type")?
+            .to_owned();
+        self.put_manifest(&repo, &to_tag, &content_type, &resp.body)
+    }
+
     /// Uploads `bytes` as a blob of `repo` in one go (POST an upload, then
     /// PUT `?digest=`) and returns its digest.
     pub fn put_blob(&self, repo: &str, bytes: &[u8]) -> Result<String> {

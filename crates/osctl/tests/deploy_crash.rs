@@ -1,199 +1,615 @@
-//! Crash safety: osctl is killed (SIGABRT, no cleanup) at every named fail
-//! point of switch, finalize, rollback, pin and prune. After each crash the
-//! previous default entry, its kernel, initramfs and image are intact,
-//! `osctl fsck` is clean, `osctl status` works, and re-running the command
-//! succeeds.
+//! Crash safety, by comparing whole machine states.
+//!
+//! Each scenario prepares a machine the same way every time and runs one
+//! command. For every fail point the command passes, the test runs it on a
+//! fresh copy of the scenario with that fail point armed (osctl aborts
+//! there, SIGABRT, as `kill -9` would leave it) and checks:
+//!
+//! 1. the crash happened at that point (not before, not a usage error);
+//! 2. without a re-run, `status` works (and validates against the schema)
+//!    and shows the roles of either the machine before the command or the
+//!    machine after a clean run — never a third;
+//! 3. the default boot entry names an entry that exists;
+//! 4. after re-running the command, the machine's *whole* state —
+//!    every file under the boot dir, the deployment state, the store's
+//!    records and refs, the object count, `status` and `fsck` — equals the
+//!    state after an uninterrupted run.
+//!
+//! Every fail point in `osctl_store::failpoint::ALL` must be passed by some
+//! scenario.
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 
+use common::machine::{MachineState, Roles, machine_state, roles};
 use common::{Osctl, booted_cmd, os_spec, push_tag, run_ok};
 use osctl_testutil::{Entry, Registry, RegistryOptions};
 
-/// A machine booted into v1, with v2 and v3 in the registry.
-fn booted_machine(registry: &Registry) -> (Osctl, String) {
-    let osctl = Osctl::new();
-    let v1 = registry.image_ref("os:v1");
-    run_ok(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &v1]));
-    run_ok(booted_cmd(&osctl, None).arg("finalize"));
-    let loader = std::fs::read_to_string(osctl.sysroot().join("boot/loader/loader.conf")).unwrap();
-    let id = loader
-        .lines()
-        .find_map(|l| l.strip_prefix("default osctl-"))
-        .unwrap()
-        .trim_end_matches(".conf")
-        .to_string();
-    (osctl, id)
+/// The images every scenario uses.
+struct Images {
+    registry: Registry,
+    v1: String,
+    v2: String,
+    v3: String,
+    v4: String,
 }
 
-/// The default entry names `id`, and its kernel, initramfs and image exist.
-fn assert_boots(osctl: &Osctl, id: &str, booted: &str, what: &str) {
-    let root = osctl.sysroot();
-    let loader = std::fs::read_to_string(root.join("boot/loader/loader.conf")).unwrap();
-    assert!(
-        loader.contains(&format!("default osctl-{id}.conf")),
-        "{what}: default changed: {loader}"
-    );
-    let entry = std::fs::read_to_string(root.join(format!("boot/loader/entries/osctl-{id}.conf")))
-        .unwrap_or_else(|e| panic!("{what}: entry of {id} missing: {e}"));
-    for key in ["linux", "initrd"] {
-        let rel = entry
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap()
-            .trim()
-            .trim_start_matches('/');
-        assert!(
-            root.join("boot").join(rel).is_file(),
-            "{what}: {key} {rel} missing"
-        );
-    }
-    assert!(
-        Path::new(&root.join(format!("sysroot/composefs/images/{id}"))).exists(),
-        "{what}: image {id} missing"
-    );
-    osctl.fsck_clean();
-    // Whatever status calls staged, booted or rollback has a boot entry:
-    // leftovers of an interrupted command are never offered.
-    let st: serde_json::Value = serde_json::from_str(&run_ok(
-        booted_cmd(osctl, Some(booted)).args(["status", "--format", "json"]),
-    ))
-    .unwrap();
-    for role in ["staged", "booted", "rollback"] {
-        if let Some(id) = st["status"][role]["composefs"]["verity"].as_str() {
-            // `osctl-<id>.conf`, or boot-counted `osctl-<id>+3.conf`.
-            let has_entry = std::fs::read_dir(root.join("boot/loader/entries"))
-                .unwrap()
-                .flatten()
-                .any(|e| {
-                    let name = e.file_name().into_string().unwrap();
-                    name == format!("osctl-{id}.conf") || name.starts_with(&format!("osctl-{id}+"))
-                });
-            assert!(has_entry, "{what}: status {role} {id} has no entry");
+impl Images {
+    fn new() -> Images {
+        let registry = Registry::start(RegistryOptions::default()).unwrap();
+        let push = |v: &str| {
+            let spec = os_spec(
+                &format!("{v}.0"),
+                &["quiet"],
+                vec![
+                    Entry::file("etc/motd", format!("v{v}\n")),
+                    Entry::file("etc/app.conf", format!("setting = {v}\n")),
+                ],
+            );
+            push_tag(&registry, &spec, &format!("os:v{v}"))
+        };
+        let (v1, v2, v3, v4) = (push("1"), push("2"), push("3"), push("4"));
+        Images {
+            registry,
+            v1,
+            v2,
+            v3,
+            v4,
         }
     }
 }
 
-/// Boots `reference` on top of the machine's current booted deployment:
-/// switch, finalize, boot it and mark it good (so its entry loses its boot
-/// counter and it is the exact default), and return the new booted id.
-fn upgrade_and_boot(osctl: &Osctl, booted: &str, reference: &str) -> String {
-    run_ok(booted_cmd(osctl, Some(booted)).args([
-        "switch",
-        "--retain",
-        "--progress",
-        "none",
-        reference,
-    ]));
-    let st: serde_json::Value = serde_json::from_str(&run_ok(
-        booted_cmd(osctl, Some(booted)).args(["status", "--format", "json"]),
-    ))
-    .unwrap();
-    let id = st["status"]["staged"]["composefs"]["verity"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    run_ok(booted_cmd(osctl, Some(booted)).arg("finalize"));
-    run_ok(booted_cmd(osctl, Some(&id)).args(["health", "bless"]));
-    id
+/// A machine being prepared: the scratch sysroot and who is booted.
+struct Machine {
+    osctl: Osctl,
+    booted: Option<String>,
 }
 
-#[test]
-fn every_fail_point_leaves_a_bootable_machine() {
-    let registry = Registry::start(RegistryOptions::default()).unwrap();
-    for v in ["1", "2", "3"] {
-        let spec = os_spec(&format!("{v}.0"), &["quiet"], vec![Entry::file("etc/a", v)]);
-        push_tag(&registry, &spec, &format!("os:v{v}"));
-    }
-    let (v2, v3) = (registry.image_ref("os:v2"), registry.image_ref("os:v3"));
-    let mut reached = Vec::new();
-    for point in osctl_deploy::failpoint::ALL {
-        let (osctl, v1_id) = booted_machine(&registry);
-        // (booted deployment, the one that must stay the default, command)
-        let (booted, keep, args): (String, String, Vec<String>) =
-            match point.split(':').next().unwrap() {
-                "stage" => (
-                    v1_id.clone(),
-                    v1_id.clone(),
-                    words(&["switch", "--retain", "--progress", "none", &v2]),
-                ),
-                "finalize" => {
-                    run_ok(booted_cmd(&osctl, Some(&v1_id)).args([
-                        "switch",
-                        "--progress",
-                        "none",
-                        &v2,
-                    ]));
-                    (v1_id.clone(), v1_id.clone(), words(&["finalize"]))
-                }
-                "rollback" => {
-                    // v2 booted (v1 its rollback), v3 staged: rollback queues
-                    // v1, then drops v3.
-                    let v2_id = upgrade_and_boot(&osctl, &v1_id, &v2);
-                    run_ok(booted_cmd(&osctl, Some(&v2_id)).args([
-                        "switch",
-                        "--retain",
-                        "--progress",
-                        "none",
-                        &v3,
-                    ]));
-                    // The default moves to v1 before v3 is dropped.
-                    let keep = v1_id.clone();
-                    (v2_id, keep, words(&["rollback"]))
-                }
-                "prune" => {
-                    // v1 → v2 → v3 booted: v2 is the rollback, v1 is pruned.
-                    let v2_id = upgrade_and_boot(&osctl, &v1_id, &v2);
-                    let v3_id = upgrade_and_boot(&osctl, &v2_id, &v3);
-                    (v3_id.clone(), v3_id, words(&["gc"]))
-                }
-                "pin" => (v1_id.clone(), v1_id.clone(), words(&["pin", &v1_id[..12]])),
-                other => panic!("fail point family {other} has no test"),
-            };
-        let out = booted_cmd(&osctl, Some(&booted))
-            .env(osctl_deploy::failpoint::ENV, point)
-            .args(&args)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.signal(),
-            Some(6),
-            "{point} was not reached by {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        reached.push(*point);
-        if *point == "finalize:after-default" {
-            // The crash came after the new default was written: the staged
-            // deployment boots next, and the old one is still complete.
-            assert_boots_entry(&osctl, &v1_id, point);
-            osctl.fsck_clean();
-        } else {
-            assert_boots(&osctl, &keep, &booted, point);
+impl Machine {
+    fn new() -> Machine {
+        Machine {
+            osctl: Osctl::new(),
+            booted: None,
         }
-        run_ok(booted_cmd(&osctl, Some(&booted)).args(&args));
-        osctl.fsck_clean();
     }
-    assert_eq!(reached.len(), osctl_deploy::failpoint::ALL.len());
-    eprintln!(
-        "{} fail points reached; the machine stayed bootable after each",
-        reached.len()
-    );
+
+    fn run(&self, args: &[&str]) -> String {
+        run_ok(booted_cmd(&self.osctl, self.booted.as_deref()).args(args))
+    }
+
+    fn staged(&self) -> String {
+        roles(&self.osctl, self.booted.as_deref())
+            .staged
+            .expect("something staged")
+    }
+
+    /// `switch --retain IMAGE`; returns the staged id.
+    fn switch(&self, image: &str) -> String {
+        self.run(&["switch", "--retain", "--progress", "none", image]);
+        self.staged()
+    }
+
+    /// Switches, finalizes, boots the new deployment and marks it good:
+    /// it is then booted with an exact default and no counter.
+    fn boot(&mut self, image: &str) -> String {
+        let id = self.switch(image);
+        self.run(&["finalize"]);
+        self.booted = Some(id.clone());
+        self.run(&["health", "bless"]);
+        id
+    }
+
+    /// What systemd-boot does when it starts a counted entry: one try used,
+    /// or all of them.
+    fn use_tries(&self, id: &str, all: bool) {
+        common::assess::use_tries(&self.osctl, id, all);
+    }
+
+    /// The admin edits /etc on the booted deployment.
+    fn edit_etc(&self) {
+        let booted = self.booted.as_deref().unwrap();
+        let etc = self
+            .osctl
+            .sysroot()
+            .join(format!("sysroot/state/deploy/{booted}/etc"));
+        std::fs::write(etc.join("app.conf"), "setting = mine\n").unwrap();
+        std::fs::write(etc.join("local.conf"), "added by the admin\n").unwrap();
+    }
+}
+
+/// One scenario: how to prepare the machine, the command, and the fail
+/// points it passes.
+struct Scenario {
+    name: &'static str,
+    setup: fn(&Images) -> (Machine, Vec<String>),
+    points: &'static [&'static str],
 }
 
 fn words(w: &[&str]) -> Vec<String> {
     w.iter().map(|s| s.to_string()).collect()
 }
 
-/// The entry of `id` and its kernel files exist (whatever the default is).
-fn assert_boots_entry(osctl: &Osctl, id: &str, what: &str) {
-    let root = osctl.sysroot();
-    let entry = std::fs::read_to_string(root.join(format!("boot/loader/entries/osctl-{id}.conf")))
-        .unwrap_or_else(|e| panic!("{what}: entry of {id} missing: {e}"));
-    // `composefs=<id>`, or `composefs=?<id>` on a store without fs-verity.
+/// v1 booted, /etc edited.
+fn booted_v1(images: &Images) -> Machine {
+    let mut m = Machine::new();
+    m.boot(&images.v1);
+    m.edit_etc();
+    m
+}
+
+/// v1 then v2 booted (v1 the rollback).
+fn booted_v2(images: &Images) -> Machine {
+    let mut m = booted_v1(images);
+    m.boot(&images.v2);
+    m
+}
+
+const SWITCH_POINTS: &[&str] = &[
+    "stage:after-pull",
+    "stage:after-state-dir",
+    "stage:after-root",
+    "stage:after-kernel",
+    "stage:after-origin",
+    "stage:after-entry",
+    "stage:after-marker",
+];
+fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "switch",
+            setup: |i| {
+                let m = booted_v1(i);
+                (
+                    m,
+                    words(&["switch", "--retain", "--progress", "none", &i.v2]),
+                )
+            },
+            points: SWITCH_POINTS,
+        },
+        Scenario {
+            // v1 → v2 → v3 booted; with v4 staged, v2 is the rollback and
+            // v1 goes.
+            name: "switch with pruning",
+            setup: |i| {
+                let mut m = booted_v2(i);
+                m.boot(&i.v3);
+                (m, words(&["switch", "--progress", "none", &i.v4]))
+            },
+            points: &[
+                "stage:after-marker",
+                "drop:after-state",
+                "prune:after-kernels",
+            ],
+        },
+        Scenario {
+            name: "first switch of an offline sysroot",
+            setup: |i| {
+                (
+                    Machine::new(),
+                    words(&["switch", "--progress", "none", &i.v1]),
+                )
+            },
+            points: &[
+                "stage:after-state-dir",
+                "stage:after-var-seed-built",
+                "stage:after-var-seed",
+                "stage:after-marker",
+            ],
+        },
+        Scenario {
+            name: "offline sysroot: switch beside the default",
+            setup: |i| {
+                let m = Machine::new();
+                m.switch(&i.v1);
+                m.run(&["finalize"]);
+                (
+                    m,
+                    words(&["switch", "--retain", "--progress", "none", &i.v2]),
+                )
+            },
+            points: &["stage:after-entry", "stage:after-marker"],
+        },
+        Scenario {
+            name: "switch replacing a pending update",
+            setup: |i| {
+                let m = booted_v1(i);
+                m.switch(&i.v2);
+                (
+                    m,
+                    words(&["switch", "--retain", "--progress", "none", &i.v3]),
+                )
+            },
+            points: &[
+                "stage:after-entry",
+                "stage:after-marker",
+                "stage:after-replaced-dropped",
+                "drop:after-entry",
+                "drop:after-rename",
+                "drop:after-state",
+                "drop:after-root",
+            ],
+        },
+        Scenario {
+            name: "switch replacing a finalized update",
+            setup: |i| {
+                let m = booted_v1(i);
+                m.switch(&i.v2);
+                m.run(&["finalize"]);
+                (
+                    m,
+                    words(&["switch", "--retain", "--progress", "none", &i.v3]),
+                )
+            },
+            points: &[
+                "stage:after-entry",
+                "stage:after-unfinalize-replaced",
+                "stage:after-marker",
+                "stage:after-default-restored",
+                "stage:after-replaced-dropped",
+                "drop:after-state",
+            ],
+        },
+        Scenario {
+            name: "switch during a queued rollback",
+            setup: |i| {
+                let m = booted_v2(i);
+                m.run(&["rollback"]);
+                (
+                    m,
+                    words(&["switch", "--retain", "--progress", "none", &i.v3]),
+                )
+            },
+            points: &[
+                "stage:after-entry",
+                "stage:after-marker",
+                "stage:after-default-restored",
+            ],
+        },
+        Scenario {
+            name: "switch back to the booted image",
+            setup: |i| {
+                let m = booted_v1(i);
+                m.switch(&i.v2);
+                m.run(&["finalize"]);
+                (m, words(&["switch", "--progress", "none", &i.v1]))
+            },
+            points: &[
+                "stage:after-unfinalize-replaced",
+                "stage:after-default-restored",
+                "stage:after-replaced-dropped",
+            ],
+        },
+        Scenario {
+            name: "switch to the rollback deployment's image",
+            setup: |i| {
+                let m = booted_v2(i);
+                (
+                    m,
+                    words(&["switch", "--retain", "--progress", "none", &i.v1]),
+                )
+            },
+            points: &[
+                "stage:after-origin",
+                "stage:after-entry",
+                "stage:after-marker",
+            ],
+        },
+        Scenario {
+            name: "finalize on trial",
+            setup: |i| {
+                let m = booted_v1(i);
+                m.switch(&i.v2);
+                (m, words(&["finalize"]))
+            },
+            points: &[
+                "finalize:after-merge",
+                "finalize:after-etc-swap",
+                "finalize:after-origin",
+                "finalize:after-entry",
+                "trial:after-fallback-key",
+                "trial:after-trying-key",
+                "finalize:after-default",
+            ],
+        },
+        Scenario {
+            name: "finalize without boot counting",
+            setup: |i| {
+                let m = booted_v1(i);
+                write_config(&m, "[boot]\ntries = 0\n");
+                m.switch(&i.v2);
+                (m, words(&["finalize"]))
+            },
+            points: &["finalize:after-origin", "finalize:after-default"],
+        },
+        Scenario {
+            name: "rollback with a pending update",
+            setup: |i| {
+                let m = booted_v2(i);
+                m.switch(&i.v3);
+                (m, words(&["rollback"]))
+            },
+            points: &[
+                "rollback:after-marker",
+                "rollback:after-default",
+                "rollback:after-staged-marker",
+                "rollback:after-drop-staged",
+                "drop:after-entry",
+                "drop:after-rename",
+                "drop:after-state",
+                "drop:after-root",
+            ],
+        },
+        Scenario {
+            name: "rollback with a finalized update",
+            setup: |i| {
+                let m = booted_v2(i);
+                m.switch(&i.v3);
+                m.run(&["finalize"]);
+                (m, words(&["rollback"]))
+            },
+            points: &[
+                "rollback:after-unfinalize",
+                "rollback:after-marker",
+                "rollback:after-default",
+                "rollback:after-drop-staged",
+            ],
+        },
+        Scenario {
+            name: "rollback --cancel",
+            setup: |i| {
+                let m = booted_v2(i);
+                m.run(&["rollback"]);
+                (m, words(&["rollback", "--cancel"]))
+            },
+            points: &["rollback-cancel:after-default"],
+        },
+        Scenario {
+            name: "pin",
+            setup: |i| {
+                let m = booted_v2(i);
+                let v1 = roles(&m.osctl, m.booted.as_deref()).rollback.unwrap();
+                (m, words(&["pin", &v1[..12]]))
+            },
+            points: &["pin:after-origin"],
+        },
+        Scenario {
+            name: "unpin",
+            setup: |i| {
+                let m = booted_v2(i);
+                let v1 = roles(&m.osctl, m.booted.as_deref()).rollback.unwrap();
+                m.run(&["pin", &v1[..12]]);
+                (m, words(&["unpin", &v1[..12]]))
+            },
+            points: &["unpin:after-origin"],
+        },
+        Scenario {
+            name: "upgrade --check",
+            setup: |i| {
+                let tag = "os:check";
+                retag(i, "os:v1", tag);
+                let mut m = Machine::new();
+                m.boot(&i.registry.image_ref(tag));
+                retag(i, "os:v2", tag);
+                (m, words(&["upgrade", "--check"]))
+            },
+            points: &["upgrade:after-cached-update"],
+        },
+        Scenario {
+            name: "upgrade",
+            setup: |i| {
+                let tag = "os:upgrade";
+                retag(i, "os:v1", tag);
+                let mut m = Machine::new();
+                m.boot(&i.registry.image_ref(tag));
+                retag(i, "os:v2", tag);
+                (m, words(&["upgrade", "--progress", "none"]))
+            },
+            points: &[
+                "stage:after-pull",
+                "stage:after-marker",
+                "prune:after-kernels",
+            ],
+        },
+        Scenario {
+            name: "gc prunes an old deployment",
+            setup: |i| {
+                let mut m = booted_v2(i);
+                m.boot(&i.v3);
+                (m, words(&["gc"]))
+            },
+            points: &[
+                "drop:after-entry",
+                "drop:after-rename",
+                "drop:after-state",
+                "drop:after-root",
+                "prune:after-kernels",
+            ],
+        },
+        Scenario {
+            name: "health check after a fallback",
+            setup: |i| {
+                let m = booted_v1(i);
+                let v2 = m.switch(&i.v2);
+                m.run(&["finalize"]);
+                // systemd-boot tried v2 three times; it never came up.
+                m.use_tries(&v2, true);
+                (m, words(&["health", "check"]))
+            },
+            points: &[
+                "assess:after-health",
+                "assess:after-failed-images",
+                "assess:after-default",
+                "check:after-record",
+            ],
+        },
+        Scenario {
+            name: "health bless on trial",
+            setup: |i| {
+                let mut m = booted_v1(i);
+                let v2 = m.switch(&i.v2);
+                m.run(&["finalize"]);
+                m.use_tries(&v2, false);
+                m.booted = Some(v2);
+                m.run(&["health", "check"]);
+                (m, words(&["health", "bless"]))
+            },
+            points: &[
+                "bless:after-entry",
+                "bless:after-default",
+                "bless:after-health",
+            ],
+        },
+        Scenario {
+            name: "health bless of an image that failed before",
+            setup: |i| {
+                let mut m = booted_v1(i);
+                let v2 = m.switch(&i.v2);
+                m.run(&["finalize"]);
+                m.use_tries(&v2, true);
+                m.run(&["health", "check"]);
+                // Switched to again (not refused, unlike upgrade), and this
+                // time it comes up.
+                m.switch(&i.v2);
+                m.run(&["finalize"]);
+                m.use_tries(&v2, false);
+                m.booted = Some(v2);
+                m.run(&["health", "check"]);
+                (m, words(&["health", "bless"]))
+            },
+            points: &["bless:after-health", "bless:after-failed-images"],
+        },
+    ]
+}
+
+/// Points `tag` at the image tagged `from` (same digest, so the result is
+/// the same on every machine).
+fn retag(images: &Images, from: &str, tag: &str) {
+    images
+        .registry
+        .copy_tag(from, tag)
+        .unwrap_or_else(|e| panic!("retag {from} → {tag}: {e}"));
+}
+
+fn write_config(m: &Machine, text: &str) {
+    common::assess::write_config(&m.osctl, text);
+}
+
+/// Whether loader.conf's default, if exact, names an existing entry.
+fn default_names_an_entry(osctl: &Osctl) -> Result<(), String> {
+    let loader = osctl.sysroot().join("boot/loader/loader.conf");
+    let Ok(text) = std::fs::read_to_string(&loader) else {
+        return Ok(());
+    };
+    let Some(value) = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("default "))
+        .next_back()
+    else {
+        return Ok(());
+    };
+    if value.contains('*') {
+        return Ok(());
+    }
+    let stem = value.trim().trim_end_matches(".conf");
+    let found = std::fs::read_dir(osctl.sysroot().join("boot/loader/entries"))
+        .unwrap()
+        .flatten()
+        .any(|e| {
+            let name = e.file_name().into_string().unwrap();
+            name == format!("{stem}.conf") || name.starts_with(&format!("{stem}+"))
+        });
+    if found {
+        Ok(())
+    } else {
+        Err(format!("loader.conf names {value}, which does not exist"))
+    }
+}
+
+#[test]
+fn every_fail_point_ends_where_a_clean_run_ends() {
+    let images = Images::new();
+    let mut reached: BTreeSet<&str> = BTreeSet::new();
+    let mut checks = 0;
+    for scenario in scenarios() {
+        // The reference: before, and after an uninterrupted run.
+        let (clean, command) = (scenario.setup)(&images);
+        let booted = clean.booted.clone();
+        let before: Roles = roles(&clean.osctl, booted.as_deref());
+        clean.run(&command.iter().map(String::as_str).collect::<Vec<_>>());
+        let after_roles = roles(&clean.osctl, booted.as_deref());
+        let after: MachineState = machine_state(&clean.osctl, booted.as_deref());
+        assert!(
+            after.fsck.starts_with("exit Some(0)") && after.fsck.contains(" 0 problem(s)"),
+            "{}: a clean run leaves fsck unhappy:\n{}",
+            scenario.name,
+            after.fsck
+        );
+
+        for point in scenario.points {
+            let what = format!("{} at {point}", scenario.name);
+            let (m, cmd) = (scenario.setup)(&images);
+            assert_eq!(cmd, command, "{what}: setup is not deterministic");
+            let out = booted_cmd(&m.osctl, booted.as_deref())
+                .env(osctl_deploy::failpoint::ENV, point)
+                .args(&command)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.signal() == Some(6)
+                    && stderr.contains(&format!("fail point {point} reached")),
+                "{what}: not reached by {command:?}: {stderr}"
+            );
+            reached.insert(point);
+
+            let crashed = roles(&m.osctl, booted.as_deref());
+            assert!(
+                crashed == before || crashed == after_roles,
+                "{what}: a third state after the crash:\n{crashed:#?}\nbefore: {before:#?}\nafter a clean run: {after_roles:#?}"
+            );
+            if let Err(e) = default_names_an_entry(&m.osctl) {
+                panic!("{what}: {e}");
+            }
+
+            m.run(&command.iter().map(String::as_str).collect::<Vec<_>>());
+            let rerun = machine_state(&m.osctl, booted.as_deref());
+            assert_same(&what, &rerun, &after);
+            checks += 1;
+        }
+    }
+    let all: BTreeSet<&str> = osctl_deploy::failpoint::ALL.iter().copied().collect();
+    let untested: Vec<_> = all.difference(&reached).collect();
     assert!(
-        entry.contains(&format!("composefs={id}")) || entry.contains(&format!("composefs=?{id}")),
-        "{what}: {entry}"
+        untested.is_empty(),
+        "fail points no scenario passes: {untested:?}"
     );
+    eprintln!(
+        "{} fail points, {checks} crashes: each re-run ended exactly where a clean run ends",
+        reached.len()
+    );
+}
+
+/// Equal machine states, or a panic naming the first difference.
+#[track_caller]
+fn assert_same(what: &str, got: &MachineState, want: &MachineState) {
+    for (path, w) in &want.files {
+        match got.files.get(path) {
+            None => panic!("{what}: after the re-run {path} is missing; a clean run has:\n{w}"),
+            Some(g) if g != w => {
+                panic!("{what}: after the re-run {path} differs:\n{g}\nclean run:\n{w}")
+            }
+            Some(_) => {}
+        }
+    }
+    for path in got.files.keys() {
+        assert!(
+            want.files.contains_key(path),
+            "{what}: after the re-run {path} exists, a clean run has none:\n{}",
+            got.files[path]
+        );
+    }
+    assert_eq!(got.status, want.status, "{what}: status differs");
+    assert_eq!(got.fsck, want.fsck, "{what}: fsck differs");
 }

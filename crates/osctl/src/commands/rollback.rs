@@ -23,11 +23,13 @@ pub fn run(args: RollbackArgs, sysroot: &Path, boot: Option<&Path>) -> anyhow::R
         return Err(osctl_deploy::DeployError::NoRollback.into());
     };
     if args.cancel {
-        let booted = sysroot.cancel_rollback()?;
-        println!(
-            "Rollback cancelled: the booted deployment {} boots next",
-            booted.short()
-        );
+        match sysroot.cancel_rollback()? {
+            Some(booted) => println!(
+                "Rollback cancelled: the booted deployment {} boots next",
+                booted.short()
+            ),
+            None => println!("No rollback is queued: nothing to cancel"),
+        }
         return Ok(ExitCode::SUCCESS);
     }
     match sysroot.rollback()? {

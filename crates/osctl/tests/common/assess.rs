@@ -291,13 +291,14 @@ pub fn status_entry<'a>(st: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{id} not in status: {st:#}"))
 }
 
-/// `osctl status --format json` is a render of osctl's status model, every
-/// render of which is checked against bootc's schema in osctl-deploy's
-/// `status_format` tests (a failed deployment in `otherDeployments`
-/// included): the output parses as that model and renders back unchanged.
+/// `osctl status --format json` validates against docs/status.schema.json
+/// (osctl-deploy's `status_format` tests check that schema keeps bootc's
+/// names and types), and is a render of osctl's status model: it parses as
+/// that model and renders back unchanged.
 #[track_caller]
 pub fn assert_bootc_shaped(osctl: &Osctl, booted: Option<&str>) {
     let out = run_ok(on(osctl, booted).args(["status", "--format", "json"]));
+    super::assert_valid_status(&serde_json::from_str(&out).unwrap());
     let host: Host = serde_json::from_str(&out).unwrap();
     let again: Value = serde_json::from_str(&render_json(&host)).unwrap();
     assert_eq!(again, serde_json::from_str::<Value>(&out).unwrap());

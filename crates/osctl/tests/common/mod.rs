@@ -4,6 +4,7 @@
 
 pub mod assess;
 pub mod install;
+pub mod machine;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -19,6 +20,30 @@ pub fn error_lines(stderr: &str) -> Vec<&str> {
         .lines()
         .filter(|l| !l.starts_with("osctl: warning: test hook "))
         .collect()
+}
+
+/// Asserts that `status` (JSON) validates against the schema committed in
+/// docs/status.schema.json (generated from the status types; osctl-deploy's
+/// `status_format` test keeps the two equal).
+#[track_caller]
+pub fn assert_valid_status(status: &Value) {
+    static SCHEMA: std::sync::OnceLock<(boon::Schemas, boon::SchemaIndex)> =
+        std::sync::OnceLock::new();
+    let (schemas, index) = SCHEMA.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/status.schema.json");
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut schemas = boon::Schemas::new();
+        let mut compiler = boon::Compiler::new();
+        compiler.enable_format_assertions();
+        compiler.add_resource("status.schema.json", doc).unwrap();
+        let index = compiler
+            .compile("status.schema.json", &mut schemas)
+            .unwrap();
+        (schemas, index)
+    });
+    if let Err(e) = schemas.validate(status, *index) {
+        panic!("status does not validate against docs/status.schema.json:\n{e:#}\n{status:#}");
+    }
 }
 
 /// A scratch sysroot and the `osctl` binary under test.

@@ -4,6 +4,7 @@
 
 pub mod assess;
 pub mod install;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -26,6 +27,13 @@ impl Osctl {
     pub fn new() -> Self {
         Osctl {
             dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// A scratch sysroot under `parent` (e.g. on a scratch filesystem).
+    pub fn new_in(parent: &Path) -> Self {
+        Osctl {
+            dir: tempfile::tempdir_in(parent).expect("tempdir"),
         }
     }
 

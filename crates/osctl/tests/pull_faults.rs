@@ -259,3 +259,47 @@ fn tar_entries_escaping_the_root_are_refused() {
     assert!(!osctl.sysroot().join("escape").exists());
     assert!(!osctl.sysroot().parent().unwrap().join("escape").exists());
 }
+
+#[test]
+fn sparse_tar_entries_are_refused() {
+    // Both sparse encodings GNU tar writes: the GNU 'S' entry type, and PAX
+    // GNU.sparse.* records (a regular entry whose data starts with the map).
+    // composefs keeps regular files whole, so neither can be imported; each
+    // is refused with one line instead of a file of the wrong content.
+    let (registry, osctl, _) = setup();
+    let src = tempfile::tempdir().unwrap();
+    let root = src.path().join("root");
+    std::fs::create_dir_all(root.join("usr")).unwrap();
+    let file = std::fs::File::create(root.join("usr/sparse")).unwrap();
+    file.set_len(64 * 1024 * 1024).unwrap();
+    std::os::unix::fs::FileExt::write_at(&file, b"data", 1_000_000).unwrap();
+    for format in ["gnu", "posix"] {
+        let tar = src.path().join(format!("{format}.tar"));
+        osctl_testutil::run(
+            std::process::Command::new("tar")
+                .args(["--sparse", &format!("--format={format}"), "-C"])
+                .arg(&root)
+                .arg("-cf")
+                .arg(&tar)
+                .arg("usr"),
+        )
+        .unwrap();
+        let bytes = std::fs::read(&tar).unwrap();
+        let diff_id = osctl_testutil::sha256_digest(&bytes);
+        let reference = push_manual(
+            &registry,
+            "faults/sparse",
+            format,
+            &[(bytes, "application/vnd.oci.image.layer.v1.tar".into())],
+            &config_for(&[&diff_id]),
+        );
+        osctl.pull_fails(
+            &[&reference],
+            &[
+                &reference,
+                "layer 1",
+                "sparse tar entries are not supported",
+            ],
+        );
+    }
+}

@@ -177,3 +177,51 @@ fn switch_to_an_image_with_a_too_long_name_leaves_nothing_behind() {
     );
     osctl.fsck_clean();
 }
+
+#[test]
+fn switch_to_an_image_with_device_nodes_in_etc_or_var_changes_nothing() {
+    // Staging used to create the image's nodes (0666) on the host, under
+    // state/deploy/<id>/etc and state/var, before the image ever booted.
+    let dir = tempfile::tempdir().unwrap();
+    let osctl = Osctl::new();
+    let good = layout_ref(&dir.path().join("good"), "v1", &os_spec("1.0", &[], vec![]));
+    run_ok(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &good]));
+    for (tag, node, shown, kind) in [
+        (
+            "char",
+            Entry::char_dev("etc/null-ish", 1, 3),
+            "/etc/null-ish",
+            "character",
+        ),
+        (
+            "block",
+            Entry::block_dev("var/lib/disk", 8, 0),
+            "/var/lib/disk",
+            "block",
+        ),
+    ] {
+        let before = deploy_state(&osctl);
+        let bad = layout_ref(
+            &dir.path().join(tag),
+            "v2",
+            &os_spec("2.0", &[], vec![node]),
+        );
+        let out = booted_cmd(&osctl, None)
+            .args(["switch", "--progress", "none", &bad])
+            .output()
+            .unwrap();
+        one_line_failure(
+            &out,
+            &[
+                &format!("{shown} in {bad}: a {kind} device node"),
+                "an image may not carry device nodes in",
+            ],
+        );
+        assert_eq!(
+            deploy_state(&osctl),
+            before,
+            "{tag}: the refused switch changed state"
+        );
+        osctl.fsck_clean();
+    }
+}

@@ -136,6 +136,7 @@ impl Sysroot {
 
         // Everything that can reject the image happens before any write.
         let tree = self.store().image_tree(record)?;
+        self.store().check_image(record)?;
         let name = imgref.to_string();
         let kernel = boot::find_kernel(&tree, &name)?;
         let image_kargs = boot::image_kargs(&tree, &name, std::env::consts::ARCH)?;

@@ -7,7 +7,7 @@
 //! runtimes create such parents implicitly as `0755 root:root`, as `tar -x`
 //! does. osctl does the same, so an image that runs in podman also deploys.
 //! A whiteout in a directory that does not exist hides nothing and creates
-//! nothing.
+//! nothing; a layer's whiteouts apply to the layers below it only.
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
@@ -17,6 +17,9 @@ use std::sync::Arc;
 use composefs::fsverity::Sha256HashValue;
 use std::ffi::OsStr;
 
+use composefs::erofs::writer::ValidatedFileSystem;
+use composefs::fsverity::FsVerityHashValue;
+use composefs::generic_tree::LeafContent;
 use composefs::generic_tree::{
     ImageError, OciTransformOptions, XattrFiltering, is_allowed_container_xattr,
 };
@@ -24,8 +27,8 @@ use composefs::tree::{FileSystem, Stat};
 use composefs_oci::LAYER_CONTENT_TYPE;
 use composefs_oci::tar::{TarEntry, TarItem};
 
-use crate::StoreError;
 use crate::import::Repo;
+use crate::{StoreError, errors, limits};
 
 /// Mode of a directory a layer implies but does not list (`tar -x` as root).
 const IMPLICIT_DIR_MODE: u32 = 0o755;
@@ -34,16 +37,26 @@ const IMPLICIT_DIR_MODE: u32 = 0o755;
 /// and records it in the config stream. Blocking: run off the async threads.
 pub(crate) fn build_image(
     repo: &Arc<Repo>,
+    store_path: &Path,
     config_raw: &[u8],
     diff_ids: &[String],
+    shown: &[String],
     layers: HashMap<Box<str>, Sha256HashValue>,
     ref_name: &str,
 ) -> Result<Sha256HashValue, StoreError> {
-    let repo_err = |step: &str, e: anyhow::Error| StoreError::Repo(format!("{step}: {e:#}"));
-    let fs = build_tree(repo, diff_ids, &layers)?;
-    let image_id = fs
-        .commit_image(repo, Some(ref_name))
-        .map_err(|e| repo_err("writing the EROFS image", e))?;
+    let write_err = |step: &str, e: anyhow::Error| errors::repo_write_error(store_path, step, e);
+    let fs = build_tree(repo, diff_ids, shown, &layers)?;
+    let fs = ValidatedFileSystem::new(fs)
+        .map_err(|e| StoreError::Malformed(format!("building the image filesystem: {e:#}")))?;
+    let (bytes, image_id) = fs.compute_image_bytes(repo.format_config().default);
+    // composefs-rs does not rewrite an object whose name already exists; a
+    // damaged copy of this very image would stay.
+    remove_if_damaged(repo, &image_id, &bytes)
+        .map_err(|e| errors::write_error(store_path, "replacing a damaged EROFS image", e))?;
+    let written = repo
+        .write_image(Some(ref_name), &bytes)
+        .map_err(|e| write_err("writing the EROFS image", e))?;
+    debug_assert_eq!(written, image_id);
     // The config stream names its layers and the image, so GC walking from
     // the config (rooted by the record's ref) keeps all of them.
     let (config_digest, _) = composefs_oci::write_config_raw(
@@ -54,43 +67,172 @@ pub(crate) fn build_image(
         None,
         &HashMap::new(),
     )
-    .map_err(|e| repo_err("writing the config", e))?;
+    .map_err(|e| write_err("writing the config", e))?;
     repo.name_stream(&format!("oci-config-{config_digest}"), ref_name)
-        .map_err(|e| repo_err("naming the config stream", e))?;
+        .map_err(|e| write_err("naming the config stream", e))?;
     tracing::debug!("image committed; syncing the store");
-    repo.sync().map_err(|e| repo_err("syncing the store", e))?;
+    repo.sync().map_err(|e| write_err("syncing the store", e))?;
     Ok(image_id)
+}
+
+/// Removes the object `id`; a missing object is not an error.
+pub(crate) fn remove_object(repo: &Repo, id: &Sha256HashValue) -> std::io::Result<()> {
+    let objects = repo.objects_dir()?;
+    match rustix::fs::unlinkat(
+        objects,
+        id.to_object_pathname().as_str(),
+        rustix::fs::AtFlags::empty(),
+    ) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes the object `id` if it exists with content other than `bytes`: a
+/// damaged copy (truncated, overwritten) that composefs-rs would otherwise
+/// keep in place of a good one.
+pub(crate) fn remove_if_damaged(
+    repo: &Repo,
+    id: &Sha256HashValue,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    let objects = repo.objects_dir()?;
+    let path = id.to_object_pathname();
+    let fd = match rustix::fs::openat(
+        objects,
+        path.as_str(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut stored = Vec::with_capacity(bytes.len());
+    std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut stored)?;
+    if stored != bytes {
+        tracing::warn!("replacing a damaged copy of EROFS image {}", id.to_hex());
+        remove_object(repo, id)?;
+    }
+    Ok(())
 }
 
 /// The image's filesystem tree: the layers applied in order, made
 /// canonical. Reads only the layers' splitstreams, never file contents.
+/// `shown[i]` names layer `i` in errors ("layer 2 (sha256:…) of REF").
+///
+/// Each layer is read twice: first for its whiteouts and opaque markers,
+/// then for everything else. The OCI image spec has a layer's whiteouts
+/// apply to the layers below it only, wherever they sit in the tar; applied
+/// in tar order, a whiteout after an entry of its own layer would delete it
+/// (and an opaque marker would empty what the layer just put in the
+/// directory). Two passes keep the memory use of one.
 pub(crate) fn build_tree(
     repo: &Repo,
     diff_ids: &[String],
+    shown: &[String],
     layers: &HashMap<Box<str>, Sha256HashValue>,
 ) -> Result<FileSystem<Sha256HashValue>, StoreError> {
     let mut fs = FileSystem::new(Stat::uninitialized());
     for (i, diff_id) in diff_ids.iter().enumerate() {
-        let bad = |e: String| StoreError::Malformed(format!("layer {} ({diff_id}): {e}", i + 1));
+        let bad = |e: String| StoreError::Malformed(format!("{}: {e}", shown[i]));
         let verity = layers
             .get(diff_id.as_str())
             .ok_or_else(|| bad("not in the store".into()))?;
-        let mut stream = repo
-            .open_stream("", Some(verity), Some(LAYER_CONTENT_TYPE))
-            .map_err(|e| bad(format!("{e:#}")))?;
-        while let Some(entry) =
-            composefs_oci::tar::get_entry(&mut stream).map_err(|e| bad(format!("{e:#}")))?
-        {
-            if !ensure_parents(&mut fs, &entry).map_err(|e| bad(format!("{e:#}")))? {
-                continue;
-            }
-            composefs_oci::image::process_entry(&mut fs, entry)
+        for whiteouts in [true, false] {
+            let mut stream = repo
+                .open_stream("", Some(verity), Some(LAYER_CONTENT_TYPE))
                 .map_err(|e| bad(format!("{e:#}")))?;
+            while let Some(entry) =
+                composefs_oci::tar::get_entry(&mut stream).map_err(|e| bad(format!("{e:#}")))?
+            {
+                match (whiteout(&entry), whiteouts) {
+                    (Some(w), true) => apply_whiteout(&mut fs, &entry, w),
+                    (None, false) => {
+                        // Layers imported before these limits existed are
+                        // checked here, before a tree walk can recurse too
+                        // deep.
+                        check_limits(&entry).map_err(bad)?;
+                        let at = describe(&entry);
+                        ensure_parents(&mut fs, &entry)
+                            .and_then(|()| composefs_oci::image::process_entry(&mut fs, entry))
+                            .map_err(|e| bad(format!("{at}: {}", e.root_cause())))?;
+                    }
+                    _ => {}
+                }
+            }
         }
     }
     canonicalize(&mut fs)
         .map_err(|e| StoreError::Malformed(format!("building the image filesystem: {e}")))?;
     Ok(fs)
+}
+
+/// What a whiteout entry removes.
+enum Whiteout<'a> {
+    /// `.wh.<name>`: `name` in the entry's directory.
+    Name(&'a OsStr),
+    /// `.wh..wh..opq`: everything lower layers put in the directory.
+    Opaque,
+}
+
+fn whiteout(entry: &TarEntry<Sha256HashValue>) -> Option<Whiteout<'_>> {
+    let name = entry.path.file_name()?.as_bytes().strip_prefix(b".wh.")?;
+    Some(if name == b".wh..opq" {
+        Whiteout::Opaque
+    } else {
+        Whiteout::Name(OsStr::from_bytes(name))
+    })
+}
+
+/// Applies a whiteout to what the lower layers built. One whose directory
+/// does not exist, or is not a directory, hides nothing and creates
+/// nothing; so does `.wh.` with an empty name.
+fn apply_whiteout(
+    fs: &mut FileSystem<Sha256HashValue>,
+    entry: &TarEntry<Sha256HashValue>,
+    w: Whiteout,
+) {
+    let Some(parent) = entry.path.parent() else {
+        return;
+    };
+    if !matches!(fs.root.get_directory_opt(parent.as_os_str()), Ok(Some(_))) {
+        return;
+    }
+    let Ok(dir) = fs.root.get_directory_mut(parent.as_os_str()) else {
+        return;
+    };
+    match w {
+        Whiteout::Opaque => dir.clear(),
+        Whiteout::Name(name) if !name.is_empty() => dir.remove(name),
+        Whiteout::Name(_) => {}
+    }
+}
+
+/// "tar entry 'usr/l' (hard link to 'usr/t')", for errors.
+fn describe(entry: &TarEntry<Sha256HashValue>) -> String {
+    let path = limits::shown(entry.path.as_os_str().as_bytes());
+    let path = path.trim_start_matches('/');
+    match &entry.item {
+        TarItem::Hardlink(target) => format!(
+            "tar entry '{path}' (hard link to '{}')",
+            limits::shown(target.as_bytes()).trim_start_matches('/')
+        ),
+        _ => format!("tar entry '{path}'"),
+    }
+}
+
+/// The limits of [`crate::limits`] on one entry of a stored layer.
+fn check_limits(entry: &TarEntry<Sha256HashValue>) -> Result<(), String> {
+    let path = entry.path.as_os_str().as_bytes();
+    limits::check_path(path, "tar entry")?;
+    if let TarItem::Leaf(LeafContent::Symlink(target)) = &entry.item {
+        limits::check_symlink_target(path, target.as_bytes())?;
+    }
+    for (name, value) in &entry.stat.xattrs {
+        limits::check_xattr(path, name.as_bytes(), value)?;
+    }
+    Ok(())
 }
 
 /// What a container runtime would present, made deterministic (composefs
@@ -126,24 +268,16 @@ fn canonicalize(fs: &mut FileSystem<Sha256HashValue>) -> Result<(), ImageError> 
     Ok(())
 }
 
-/// Creates the missing parent directories of `entry`. Returns false when the
-/// entry should be skipped: a whiteout under a directory that does not exist.
+/// Creates the missing parent directories of `entry`, as `tar -x` does.
 fn ensure_parents(
     fs: &mut FileSystem<Sha256HashValue>,
     entry: &TarEntry<Sha256HashValue>,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<()> {
     let Some(parent) = entry.path.parent() else {
-        return Ok(true);
+        return Ok(());
     };
     if fs.root.get_directory_opt(parent.as_os_str())?.is_some() {
-        return Ok(true);
-    }
-    let is_whiteout = entry
-        .path
-        .file_name()
-        .is_some_and(|n| n.as_bytes().starts_with(b".wh."));
-    if is_whiteout {
-        return Ok(false);
+        return Ok(());
     }
     let mut missing: Vec<&Path> = parent
         .ancestors()
@@ -167,5 +301,5 @@ fn ensure_parents(
             composefs_oci::image::process_entry(fs, implied)?;
         }
     }
-    Ok(true)
+    Ok(())
 }

@@ -14,6 +14,7 @@
 //! or ref ever points at an unverified layer. A verified layer stays
 //! registered even if a later layer fails, so a retried pull resumes.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use composefs::fsverity::Sha256HashValue;
@@ -24,7 +25,7 @@ use osctl_image::verify::DigestReader;
 use osctl_image::{BlobReader, Compression};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::StoreError;
+use crate::{StoreError, errors, limits};
 
 pub(crate) type Repo = Repository<Sha256HashValue>;
 
@@ -35,6 +36,7 @@ pub(crate) type ByteCallback = Box<dyn Fn(u64) + Send + Sync>;
 /// `what` names the layer in errors.
 pub(crate) async fn import_layer(
     repo: Arc<Repo>,
+    store_path: &Path,
     blob: BlobReader,
     compression: Compression,
     diff_id: &str,
@@ -60,7 +62,7 @@ pub(crate) async fn import_layer(
         let (verity, _stats) =
             composefs_oci::tar::split_async(&mut hashing, repo.clone(), LAYER_CONTENT_TYPE)
                 .await
-                .map_err(|e| io_or_store(what, e))?;
+                .map_err(|e| io_or_store(store_path, what, e))?;
         // The tar parser stops at the end-of-archive marker; the diff_id covers
         // every byte, including trailing padding, so drain the rest.
         tokio::io::copy(&mut hashing, &mut tokio::io::sink())
@@ -98,14 +100,18 @@ pub(crate) async fn import_layer(
         .map_err(|_| StoreError::Malformed(format!("{what}: invalid diff_id {diff_id}")))?;
     repo.register_stream(&verity, &composefs_oci::layer_content_id(&parsed), None)
         .await
-        .map_err(|e| StoreError::Repo(format!("registering {what}: {e:#}")))?;
+        .map_err(|e| errors::repo_write_error(store_path, &format!("registering {what}"), e))?;
     tracing::debug!(%what, "layer registered");
     Ok(verity)
 }
 
 /// Errors from `split_async` are anyhow chains; an I/O error inside (a
-/// broken transfer, a digest mismatch at EOF) is the user-relevant part.
-fn io_or_store(what: &str, e: anyhow::Error) -> StoreError {
+/// broken transfer, a digest mismatch at EOF, a full store) is the
+/// user-relevant part.
+fn io_or_store(store_path: &Path, what: &str, e: anyhow::Error) -> StoreError {
+    if let Some(io) = errors::write_errno(&e) {
+        return errors::write_error(store_path, what, io);
+    }
     if let Some(io) = e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
         return StoreError::Fetch(format!("{what}: {io}"));
     }
@@ -113,7 +119,9 @@ fn io_or_store(what: &str, e: anyhow::Error) -> StoreError {
 }
 
 /// Walks the raw tar headers kept in the layer's splitstream and refuses any
-/// entry (or hardlink target) that is absolute or has a `..` component.
+/// entry (or hardlink target) that is absolute or has a `..` component, and
+/// any entry beyond what an image may carry ([`crate::limits`]: name length,
+/// nesting depth, symlink target length).
 ///
 /// This reads only the splitstream's inline data (headers and small files),
 /// not the external objects, so it costs little next to the import. It has
@@ -152,10 +160,18 @@ fn check_layer_paths(repo: &Repo, verity: &Sha256HashValue, what: &str) -> Resul
                     ParseEvent::Entry { entry, .. } => {
                         let refuse = |why: String| StoreError::Malformed(format!("{what}: {why}"));
                         check_path(&entry.path, "path").map_err(refuse)?;
-                        if entry.entry_type == tar_core::EntryType::Link
-                            && let Some(t) = &entry.link_target
-                        {
-                            check_path(t, "hardlink target").map_err(refuse)?;
+                        limits::check_path(&entry.path, "tar entry").map_err(refuse)?;
+                        match (&entry.entry_type, &entry.link_target) {
+                            (tar_core::EntryType::Link, Some(t)) => {
+                                check_path(t, "hardlink target").map_err(refuse)?;
+                            }
+                            (tar_core::EntryType::Symlink, Some(t)) => {
+                                limits::check_symlink_target(&entry.path, t).map_err(refuse)?;
+                            }
+                            _ => {}
+                        }
+                        for (name, value) in &entry.xattrs {
+                            limits::check_xattr(&entry.path, name, value).map_err(refuse)?;
                         }
                         break Some(entry.size);
                     }
@@ -178,7 +194,7 @@ fn check_layer_paths(repo: &Repo, verity: &Sha256HashValue, what: &str) -> Resul
 /// A tar member name must stay inside the root: not absolute, no `..`.
 /// The root itself (`/`, `./`, `.`) is fine: umoci and others write it.
 fn check_path(raw: &[u8], kind: &str) -> Result<(), String> {
-    let shown = String::from_utf8_lossy(raw);
+    let shown = limits::shown(raw);
     if raw.split(|b| *b == b'/').all(|c| c.is_empty() || c == b".") {
         return Ok(());
     }

@@ -32,15 +32,23 @@
 
 pub mod atomic;
 pub mod failpoint;
+mod check;
+mod erofs_check;
+mod errors;
+mod fsck;
+mod gc;
 mod image;
 mod import;
-mod maintenance;
+pub mod limits;
 pub mod pull;
+mod reach;
 pub mod record;
 pub mod test_hooks;
+mod records;
+mod repair;
+mod roots;
 pub mod tree;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -49,9 +57,12 @@ use composefs::fsverity::Sha256HashValue;
 use composefs::repository::{Repository, RepositoryConfig};
 use osctl_image::{FetchError, ImageRef};
 
-pub use maintenance::{FsckReport, GcReport};
+pub use fsck::FsckReport;
+pub use gc::GcReport;
 pub use pull::{PullObserver, PullOutcome, Silent};
 pub use record::ImageRecord;
+pub use records::{BrokenRecord, RecordScan};
+pub use repair::RepairReport;
 pub use tree::{EntryKind, ImageTree};
 
 use import::Repo;
@@ -103,16 +114,37 @@ pub enum StoreError {
     NoStore(PathBuf),
     #[error("{path}: {why}")]
     Io { path: PathBuf, why: String },
+    /// The store's filesystem refused a write (full, read-only, I/O error);
+    /// `source` carries the errno.
+    #[error("{}writing to the store at {}", context_prefix(.what), .path.display())]
+    Write {
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// An image in the store is incomplete or damaged (see `osctl fsck`).
+    #[error("{0}")]
+    Damaged(String),
     #[error("store: {0}")]
     Repo(String),
     #[error("{0}")]
     Other(String),
 }
 
+/// `"what: "`, or nothing when there is no `what`.
+fn context_prefix(what: &str) -> String {
+    if what.is_empty() {
+        String::new()
+    } else {
+        format!("{what}: ")
+    }
+}
+
 /// An open store rooted at a sysroot.
 pub struct Store {
     root: PathBuf,
-    records: Dir,
+    records_dir: Dir,
     repo: Arc<Repo>,
     verity: VerityMode,
 }
@@ -140,34 +172,46 @@ impl Store {
             }
         })?;
         let repo_path = sysroot.join(REPO_PATH);
+        let meta = Path::new(REPO_PATH).join("meta.json");
         let exists = root
-            .try_exists(Path::new(REPO_PATH).join("meta.json"))
-            .unwrap_or(false);
+            .try_exists(&meta)
+            .map_err(|e| io(&sysroot.join(&meta), e))?;
         if !exists && !create {
             return Err(StoreError::NoStore(repo_path));
         }
+        // Probed before anything is created: a store this process cannot
+        // classify is not created at all.
+        let secure = if exists {
+            None
+        } else {
+            let parent = Path::new(REPO_PATH)
+                .parent()
+                .expect("REPO_PATH has a parent");
+            Some(probe_verity(&root, parent).map_err(|e| StoreError::Io {
+                path: sysroot.join(parent),
+                why: format!(
+                    "cannot create a store here: probing fs-verity support failed: {e} \
+                     (only a filesystem without fs-verity makes an insecure store)"
+                ),
+            })?)
+        };
         root.create_dir_all(RECORDS_PATH)
             .map_err(|e| io(&sysroot.join(RECORDS_PATH), e))?;
         let records = root
             .open_dir(RECORDS_PATH)
             .map_err(|e| io(&sysroot.join(RECORDS_PATH), e))?;
-        let repo = if exists {
-            Repository::open_path(&root, REPO_PATH)
-                .map_err(|e| StoreError::Repo(format!("opening {}: {e}", repo_path.display())))?
-        } else {
-            let parent = Path::new(REPO_PATH)
-                .parent()
-                .expect("REPO_PATH has a parent");
-            let secure = filesystem_has_verity(&root, parent);
-            let mut config = RepositoryConfig::default();
-            if !secure {
-                config = config.set_insecure();
+        let repo = match secure {
+            None => Repository::open_path(&root, REPO_PATH)
+                .map_err(|e| StoreError::Repo(format!("opening {}: {e}", repo_path.display())))?,
+            Some(secure) => {
+                let mut config = RepositoryConfig::default();
+                if !secure {
+                    config = config.set_insecure();
+                }
+                let (repo, _created) = Repository::init_path(&root, REPO_PATH, config)
+                    .map_err(|e| errors::repo_write_error(&repo_path, "creating the store", e))?;
+                repo
             }
-            let (repo, _created) =
-                Repository::init_path(&root, REPO_PATH, config).map_err(|e| {
-                    StoreError::Repo(format!("creating {}: {e:#}", repo_path.display()))
-                })?;
-            repo
         };
         let verity = if repo.is_insecure() {
             VerityMode::Insecure
@@ -176,7 +220,7 @@ impl Store {
         };
         Ok(Store {
             root: sysroot.to_path_buf(),
-            records,
+            records_dir: records,
             repo: Arc::new(repo),
             verity,
         })
@@ -196,65 +240,24 @@ impl Store {
         &self.repo
     }
 
-    /// Every complete image, sorted by reference.
-    pub fn records(&self) -> Result<Vec<ImageRecord>, StoreError> {
-        let path = self.root.join(RECORDS_PATH);
-        let mut out = Vec::new();
-        for entry in self.records.entries().map_err(|e| StoreError::Io {
-            path: path.clone(),
-            why: e.to_string(),
-        })? {
-            let entry = entry.map_err(|e| StoreError::Io {
-                path: path.clone(),
-                why: e.to_string(),
-            })?;
-            let name = entry.file_name().to_string_lossy().to_string();
-            if name.starts_with(atomic::TMP_PREFIX) || !name.ends_with(".json") {
-                continue;
-            }
-            let data = self.records.read(&name).map_err(|e| StoreError::Io {
-                path: path.join(&name),
-                why: e.to_string(),
-            })?;
-            let rec: ImageRecord = serde_json::from_slice(&data).map_err(|e| StoreError::Io {
-                path: path.join(&name),
-                why: format!("unreadable record: {e}"),
-            })?;
-            out.push(rec);
+    pub(crate) fn records_dir(&self) -> &Dir {
+        &self.records_dir
+    }
+
+    /// Fails with [`StoreError::Write`] when nothing can be written to the
+    /// store: its filesystem is mounted read-only or the directory is not
+    /// writable. Checked before a pull writes anything, so the error says so
+    /// instead of whatever composefs-rs trips over first.
+    pub(crate) fn ensure_writable(&self) -> Result<(), StoreError> {
+        use rustix::fs::{Access, AtFlags, StatVfsMountFlags};
+        let path = self.root.join(REPO_PATH);
+        let fail = |e: rustix::io::Errno| errors::write_error(&path, "", e.into());
+        let fd = self.repo.repo_fd();
+        let st = rustix::fs::fstatvfs(fd).map_err(fail)?;
+        if st.f_flag.contains(StatVfsMountFlags::RDONLY) {
+            return Err(fail(rustix::io::Errno::ROFS));
         }
-        out.sort_by(|a, b| a.reference().cmp(b.reference()));
-        Ok(out)
-    }
-
-    /// The record for `imgref`, if it was pulled.
-    pub fn find(&self, imgref: &ImageRef) -> Result<Option<ImageRecord>, StoreError> {
-        let wanted = imgref.to_string();
-        Ok(self
-            .records()?
-            .into_iter()
-            .find(|r| r.reference() == wanted))
-    }
-
-    /// Like [`Self::find`], but a missing image is an error.
-    pub fn get(&self, imgref: &ImageRef) -> Result<ImageRecord, StoreError> {
-        self.find(imgref)?
-            .ok_or_else(|| StoreError::NotInStore(imgref.to_string()))
-    }
-
-    fn write_record(&self, record: &ImageRecord) -> Result<(), StoreError> {
-        let mut data =
-            serde_json::to_vec_pretty(record).map_err(|e| StoreError::Other(e.to_string()))?;
-        data.write_all(b"\n").expect("writing to a Vec cannot fail");
-        atomic::write_atomic(&self.records, &format!("{}.json", record.key()), &data).map_err(|e| {
-            StoreError::Io {
-                path: self.root.join(RECORDS_PATH),
-                why: format!("writing record for {}: {e}", record.reference()),
-            }
-        })
-    }
-
-    pub(crate) fn image_exists(&self, record: &ImageRecord) -> bool {
-        self.repo.open_image(record.image_id()).is_ok()
+        rustix::fs::accessat(fd, ".", Access::WRITE_OK, AtFlags::empty()).map_err(fail)
     }
 
     /// Mounts `imgref`'s composefs image read-only at `target`.
@@ -266,9 +269,24 @@ impl Store {
         let record = self.get(imgref)?;
         self.repo
             .mount_at(record.image_id(), target, &Default::default())
-            .map_err(|e| StoreError::Io {
-                path: target.to_path_buf(),
-                why: format!("mounting {}: {e:#}", record.reference()),
+            .map_err(|e| {
+                let why = if chain_has_errno(&e, rustix::io::Errno::NOTBLK) {
+                    // The kernel mounts an EROFS image straight from its file
+                    // only on filesystems that can read file pages into the
+                    // page cache (ext4, xfs, btrfs, …); tmpfs cannot.
+                    format!(
+                        "mounting {}: the filesystem holding the store ({}) cannot back an EROFS \
+                         file mount; keep the store on ext4, xfs or btrfs to mount its images",
+                        record.reference(),
+                        self.root.join(REPO_PATH).display()
+                    )
+                } else {
+                    format!("mounting {}: {e:#}", record.reference())
+                };
+                StoreError::Io {
+                    path: target.to_path_buf(),
+                    why,
+                }
             })
     }
 
@@ -301,21 +319,48 @@ impl Store {
 
     /// Counts the content objects in the store (for reports and tests).
     pub fn object_count(&self) -> Result<u64, StoreError> {
-        maintenance::count_objects(&self.root.join(REPO_PATH))
+        fsck::count_objects(&self.root.join(REPO_PATH))
     }
+}
+
+/// Whether `errno` is anywhere in `e`'s chain (as an `io::Error` or a
+/// rustix `Errno`).
+fn chain_has_errno(e: &anyhow::Error, errno: rustix::io::Errno) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<rustix::io::Errno>() == Some(&errno)
+            || c.downcast_ref::<std::io::Error>()
+                .and_then(rustix::io::Errno::from_io_error)
+                == Some(errno)
+    })
 }
 
 /// Probes whether the filesystem holding `dir` can enable fs-verity, by
 /// trying it on a scratch file (closed for writing first, as the kernel
 /// requires).
-fn filesystem_has_verity(root: &Dir, dir: &Path) -> bool {
+///
+/// Only the kernel's "not supported here" answers (`EOPNOTSUPP`, `ENOTTY`)
+/// mean an insecure store. Any other failure (the scratch file cannot be
+/// written, `EIO`, `ENOSPC`, `EACCES`, …) says nothing about verity and is
+/// an error: guessing "insecure" there would fix the store's mode forever.
+fn probe_verity(root: &Dir, dir: &Path) -> std::io::Result<bool> {
+    use composefs::fsverity::EnableVerityError;
     let name = dir.join(format!(".verity-probe-{}", std::process::id()));
     let probe = (|| -> std::io::Result<bool> {
         root.create_dir_all(dir)?;
         root.write(&name, b"osctl fs-verity probe")?;
         let f = root.open(&name)?;
-        Ok(composefs::fsverity::enable_verity_raw::<Sha256HashValue>(&f).is_ok())
+        match composefs::fsverity::enable_verity_with_retry::<Sha256HashValue>(&f) {
+            Ok(()) => Ok(true),
+            Err(EnableVerityError::FilesystemNotSupported) => Ok(false),
+            Err(EnableVerityError::Io(e)) => Err(e),
+            Err(other) => Err(std::io::Error::other(other.to_string())),
+        }
     })();
-    let _ = root.remove_file(&name);
-    probe.unwrap_or(false)
+    let removed = match root.remove_file(&name) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    };
+    let secure = probe?;
+    removed?;
+    Ok(secure)
 }

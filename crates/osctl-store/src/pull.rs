@@ -19,7 +19,7 @@ use osctl_image::{FetchOptions, ImageRef, Source};
 
 use crate::import::import_layer;
 use crate::record::{ImageRecord, LayerRecord, RECORD_VERSION, gc_ref_name, record_key};
-use crate::{Store, StoreError};
+use crate::{REPO_PATH, Store, StoreError, check, errors};
 
 /// Layers imported at once. Two keeps both cores of the reference machine
 /// busy (inflate + hashing are CPU-bound); three was no faster there and
@@ -101,17 +101,26 @@ impl Store {
         }
 
         let records = self.records()?;
-        if let Some(r) = records.iter().find(|r| {
-            r.key() == key && r.manifest_digest() == resolved.digest() && self.image_exists(r)
-        }) {
-            observer.up_to_date();
-            return Ok(PullOutcome {
-                record: r.clone(),
-                layers_fetched: 0,
-                layers_reused: layers.len(),
-                up_to_date: true,
-            });
+        if let Some(r) = records
+            .iter()
+            .find(|r| r.key() == key && r.manifest_digest() == resolved.digest())
+        {
+            // "Up to date" only when everything the record needs is still
+            // there; otherwise the pull goes on and fetches what is missing.
+            match self.verify_image(r) {
+                Ok(()) => {
+                    observer.up_to_date();
+                    return Ok(PullOutcome {
+                        record: r.clone(),
+                        layers_fetched: 0,
+                        layers_reused: layers.len(),
+                        up_to_date: true,
+                    });
+                }
+                Err(e) => tracing::warn!("{e}; fetching what is missing"),
+            }
         }
+        self.ensure_writable()?;
 
         let config_desc = manifest.config();
         let config_what = format!("config {} of {reference}", config_desc.digest());
@@ -155,8 +164,22 @@ impl Store {
         let cfg = config_raw.clone();
         let ref_name = gc_ref_name(&key);
         let ids = diff_ids.clone();
+        let shown: Vec<String> = layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("layer {} ({}) of {reference}", i + 1, l.digest()))
+            .collect();
+        let store_path = self.sysroot().join(REPO_PATH);
         let image_id = tokio::task::spawn_blocking(move || {
-            crate::image::build_image(&repo, &cfg, &ids, layer_verities, &ref_name)
+            crate::image::build_image(
+                &repo,
+                &store_path,
+                &cfg,
+                &ids,
+                &shown,
+                layer_verities,
+                &ref_name,
+            )
         })
         .await
         .map_err(|e| StoreError::Other(e.to_string()))??;
@@ -226,9 +249,11 @@ impl Store {
         for (i, (desc, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
             observer.layer_started(i, desc.digest().as_ref(), desc.size());
             let content_id = diff_id_content(diff_id, i, reference)?;
+            let what = format!("layer {} ({}) of {reference}", i + 1, desc.digest());
             if let Some(v) = repo
                 .has_stream(&content_id)
                 .map_err(|e| StoreError::Repo(format!("{e:#}")))?
+                && self.reusable(&v, &what)?
             {
                 verities.insert(diff_id.as_str().into(), v);
                 observer.layer_finished(i, true);
@@ -247,13 +272,14 @@ impl Store {
                 semaphore.clone(),
             );
             let (desc, diff_id, compression) = (desc.clone(), diff_id.clone(), compressions[i]);
-            let what = format!("layer {} ({}) of {reference}", i + 1, desc.digest());
+            let store_path = self.sysroot().join(REPO_PATH);
             tasks.spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 let blob = source.open_blob(&desc).await?;
                 let obs = observer.clone();
                 let verity = import_layer(
                     repo,
+                    &store_path,
                     blob,
                     compression,
                     &diff_id,
@@ -278,6 +304,46 @@ impl Store {
             }
         }
         Ok((verities, fetched))
+    }
+}
+
+impl Store {
+    /// Whether a layer already in the store can be used as it is: its
+    /// splitstream reads and every object it names exists with the right
+    /// size. If not, the damaged pieces are removed (composefs-rs keeps an
+    /// existing object rather than rewrite it, so a truncated one would
+    /// survive a re-import) and the caller imports the layer again.
+    fn reusable(&self, verity: &Sha256HashValue, what: &str) -> Result<bool, StoreError> {
+        let store_path = self.sysroot().join(REPO_PATH);
+        let remove = |id: &Sha256HashValue| {
+            crate::image::remove_object(self.repo(), id)
+                .map_err(|e| errors::write_error(&store_path, &format!("repairing {what}"), e))
+        };
+        match check::verify_layer(self.repo(), verity) {
+            Ok(bad) if bad.is_empty() => Ok(true),
+            Ok(bad) => {
+                tracing::warn!(
+                    "{what} is damaged in the store ({}{}); fetching it again",
+                    bad[0],
+                    if bad.len() > 1 {
+                        format!(" and {} more", bad.len() - 1)
+                    } else {
+                        String::new()
+                    }
+                );
+                for b in &bad {
+                    if !matches!(b.fault, check::Fault::Missing) {
+                        remove(&b.id)?;
+                    }
+                }
+                Ok(false)
+            }
+            Err(why) => {
+                tracing::warn!("{what} cannot be read from the store ({why}); fetching it again");
+                remove(verity)?;
+                Ok(false)
+            }
+        }
     }
 }
 

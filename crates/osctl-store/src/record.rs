@@ -9,6 +9,11 @@
 //! A record is written last in a pull, after every object, stream and ref it
 //! points to is durable: a record that exists always describes a complete
 //! image.
+//!
+//! Every id and digest in a record becomes part of a path somewhere (the
+//! image id names `images/<id>`, digests name streams), so they are checked
+//! when a record is *read*, wherever from: the store's records and the copies
+//! deployments keep. A record with `imageId` `../../x` does not deserialize.
 
 use std::collections::BTreeMap;
 
@@ -22,7 +27,9 @@ pub const RECORD_VERSION: u32 = 1;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct LayerRecord {
+    #[serde(deserialize_with = "sha256_digest")]
     pub digest: String,
+    #[serde(deserialize_with = "sha256_digest")]
     pub diff_id: String,
     pub media_type: String,
     pub size: u64,
@@ -35,11 +42,14 @@ pub struct ImageRecord {
     pub(crate) version: u32,
     pub(crate) reference: String,
     pub(crate) transport: String,
+    #[serde(deserialize_with = "sha256_digest")]
     pub(crate) manifest_digest: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) index_digest: Option<String>,
+    #[serde(deserialize_with = "sha256_digest")]
     pub(crate) config_digest: String,
     /// fs-verity digest (hex) of the composefs EROFS image.
+    #[serde(deserialize_with = "hex_id")]
     pub(crate) image_id: String,
     pub(crate) layers: Vec<LayerRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,6 +116,42 @@ impl ImageRecord {
     pub fn key(&self) -> String {
         record_key(&self.reference)
     }
+}
+
+/// Length of an object, image or record id: a sha256 in hex.
+pub const ID_HEX_LEN: usize = 64;
+
+/// Whether `s` is exactly [`ID_HEX_LEN`] lowercase hex digits: the only
+/// form of an id the store accepts from disk.
+pub fn is_hex_id(s: &str) -> bool {
+    s.len() == ID_HEX_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether `s` is `sha256:` followed by a [hex id](is_hex_id).
+pub fn is_sha256_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(is_hex_id)
+}
+
+fn hex_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if !is_hex_id(&s) {
+        return Err(serde::de::Error::custom(format!(
+            "'{}' is not a {ID_HEX_LEN}-digit lowercase hex id",
+            s.escape_debug()
+        )));
+    }
+    Ok(s)
+}
+
+fn sha256_digest<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if !is_sha256_digest(&s) {
+        return Err(serde::de::Error::custom(format!(
+            "'{}' is not a sha256:<{ID_HEX_LEN} lowercase hex digits> digest",
+            s.escape_debug()
+        )));
+    }
+    Ok(s)
 }
 
 /// sha256 hex of the canonical reference string.

@@ -65,7 +65,13 @@ impl Store {
             layers.insert(l.diff_id.as_str().into(), verity);
         }
         let diff_ids: Vec<String> = record.layers().iter().map(|l| l.diff_id.clone()).collect();
-        let fs = crate::image::build_tree(self.repo(), &diff_ids, &layers)?;
+        let shown: Vec<String> = record
+            .layers()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("layer {} ({}) of {}", i + 1, l.digest, record.reference()))
+            .collect();
+        let fs = crate::image::build_tree(self.repo(), &diff_ids, &shown, &layers)?;
         Ok(ImageTree {
             fs,
             repo: self.repo().clone(),
@@ -148,13 +154,59 @@ impl ImageTree {
         Ok(Some(v))
     }
 
+    /// Fails if [`Self::export`] would refuse the subtree at `path`: it
+    /// holds a block or character device node. A missing `path` exports
+    /// nothing and passes.
+    ///
+    /// Device nodes are refused rather than copied: staging runs on the
+    /// host, before the image ever boots, and a node the image chose (mode
+    /// 0666 onto the host's disk, say) would be created in the machine's
+    /// `/etc` or `/var` with the image's permissions. `/dev` is an API
+    /// filesystem; an OS image has no business shipping nodes anywhere else
+    /// (ostree refuses them in commits altogether). Fifos are harmless and
+    /// kept with the image's mode.
+    pub fn check_exportable(&self, path: &Path) -> Result<(), StoreError> {
+        let Ok(Some(dir)) = self.fs.root.get_directory_opt(path.as_os_str()) else {
+            return Ok(());
+        };
+        let mut todo = vec![(dir, path.to_path_buf())];
+        while let Some((dir, at)) = todo.pop() {
+            for (name, inode) in dir.sorted_entries() {
+                let here = at.join(name);
+                let kind = match inode {
+                    Inode::Directory(sub) => {
+                        todo.push((sub, here));
+                        continue;
+                    }
+                    Inode::Leaf(id, _) => match &self.fs.leaves[id.0].content {
+                        LeafContent::CharacterDevice(_) => "character device",
+                        LeafContent::BlockDevice(_) => "block device",
+                        _ => continue,
+                    },
+                };
+                return Err(self.err(
+                    &here,
+                    format!(
+                        "a {kind} node; an image may not carry device nodes in {} \
+                         (docs/store.md, \"What an image may carry\")",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Copies the subtree at `path` into `target` (which must exist),
-    /// keeping modes, owners, xattrs, symlinks, device nodes and hard links.
+    /// keeping modes, owners, xattrs, symlinks, fifos and hard links.
     /// Nothing outside `target` is touched: every write goes through it.
+    /// A subtree with a device node is refused before anything is written
+    /// (see [`Self::check_exportable`]).
     pub fn export(&self, path: &Path, target: &Dir) -> Result<(), StoreError> {
         let Ok(Some(dir)) = self.fs.root.get_directory_opt(path.as_os_str()) else {
             return Err(self.err(path, "not a directory"));
         };
+        self.check_exportable(path)?;
         let mut links: HashMap<usize, PathBuf> = HashMap::new();
         apply_dir_meta(target, Path::new("."), &dir.stat).map_err(|e| self.err(path, e))?;
         self.export_dir(dir, Path::new(""), target, &mut links, path)
@@ -221,12 +273,10 @@ impl ImageTree {
                 chown(target, here, stat).map_err(fail)?;
                 return Ok(());
             }
-            LeafContent::Fifo => mknod(target, here, FileType::Fifo, mode, 0).map_err(fail)?,
-            LeafContent::CharacterDevice(d) => {
-                mknod(target, here, FileType::CharacterDevice, mode, *d).map_err(fail)?
-            }
-            LeafContent::BlockDevice(d) => {
-                mknod(target, here, FileType::BlockDevice, mode, *d).map_err(fail)?
+            LeafContent::Fifo => mknod(target, here, FileType::Fifo, mode).map_err(fail)?,
+            LeafContent::CharacterDevice(_) | LeafContent::BlockDevice(_) => {
+                // check_exportable refused the subtree before anything was written.
+                return Err(self.err(shown, "device nodes are not exported"));
             }
             LeafContent::Socket => return Ok(()), // sockets are runtime objects
         }
@@ -262,8 +312,8 @@ fn chown(target: &Dir, here: &Path, stat: &Stat) -> std::io::Result<()> {
     Ok(())
 }
 
-fn mknod(target: &Dir, here: &Path, kind: FileType, mode: u32, dev: u64) -> std::io::Result<()> {
-    rustix::fs::mknodat(target, here, kind, Mode::from_raw_mode(mode), dev)?;
+fn mknod(target: &Dir, here: &Path, kind: FileType, mode: u32) -> std::io::Result<()> {
+    rustix::fs::mknodat(target, here, kind, Mode::from_raw_mode(mode), 0)?;
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cap_std::fs::Dir;
 use osctl_image::{FetchOptions, ImageRef};
-use osctl_store::{EntryKind, Silent, Store};
+use osctl_store::{EntryKind, ImageRecord, Silent, Store};
 use osctl_testutil::{Entry, ImageSpec, Layer, assert_trees_equal, expected_tree, snapshot};
 
 fn etc_layers() -> Vec<Layer> {
@@ -21,7 +21,7 @@ fn etc_layers() -> Vec<Layer> {
             Entry::file("etc/ssh/sshd_config", "PermitRootLogin no\n")
                 .with_xattr("user.note", "kept"),
             Entry::fifo("etc/initctl"),
-            Entry::char_dev("etc/null-ish", 1, 3),
+            Entry::fifo("etc/kept-fifo"),
             Entry::file("usr/lib/modules/6.12.0/vmlinuz", vec![7u8; 100_000]),
         ]),
         Layer::new(vec![
@@ -31,13 +31,11 @@ fn etc_layers() -> Vec<Layer> {
     ]
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn reads_and_exports_without_mounting() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let layers = etc_layers();
-    osctl_testutil::write_layout(&layout, "v1", &ImageSpec::new(layers.clone())).unwrap();
-    let sysroot = dir.path().join("root");
+/// Pulls `layers` as an `oci:` layout into a fresh store under `dir`.
+async fn pulled(dir: &Path, layers: Vec<Layer>) -> (Store, ImageRecord) {
+    let layout = dir.join("layout");
+    osctl_testutil::write_layout(&layout, "v1", &ImageSpec::new(layers)).unwrap();
+    let sysroot = dir.join("root");
     std::fs::create_dir(&sysroot).unwrap();
     let store = Store::open_or_create(&sysroot).unwrap();
     let imgref = ImageRef::parse(&format!("oci:{}:v1", layout.display())).unwrap();
@@ -45,7 +43,17 @@ async fn reads_and_exports_without_mounting() {
         .pull(&imgref, &FetchOptions::default(), Arc::new(Silent))
         .await
         .unwrap();
-    let tree = store.image_tree(outcome.record()).unwrap();
+    let record = outcome.record().clone();
+    (store, record)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_and_exports_without_mounting() {
+    let dir = tempfile::tempdir().unwrap();
+    let layers = etc_layers();
+    let (store, record) = pulled(dir.path(), layers.clone()).await;
+    store.check_image(&record).unwrap();
+    let tree = store.image_tree(&record).unwrap();
 
     assert_eq!(tree.kind(Path::new("/etc")), Some(EntryKind::Directory));
     assert_eq!(
@@ -81,4 +89,71 @@ async fn reads_and_exports_without_mounting() {
         }
     }
     assert_trees_equal(&expected, &snapshot(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn device_nodes_in_etc_and_var_are_not_exported() {
+    // docs/store.md, "What an image may carry": staging must not create an
+    // image's device nodes on the host. The refusal comes before anything
+    // is written, from export and from check_image (which `switch` runs
+    // before it creates any state).
+    for (entry, shown) in [
+        (Entry::char_dev("etc/null-ish", 1, 3), "/etc/null-ish"),
+        (Entry::block_dev("var/lib/disk", 8, 0), "/var/lib/disk"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let kind = if shown.starts_with("/etc") {
+            "character"
+        } else {
+            "block"
+        };
+        let base = if shown.starts_with("/etc") {
+            "/etc"
+        } else {
+            "/var"
+        };
+        let layers = vec![Layer::new(vec![
+            Entry::dir("etc"),
+            Entry::file("etc/a", "a\n"),
+            Entry::dir("var"),
+            Entry::fifo("var/fifo"),
+            entry,
+        ])];
+        let (store, record) = pulled(dir.path(), layers).await;
+        let tree = store.image_tree(&record).unwrap();
+
+        let out = dir.path().join("export");
+        std::fs::create_dir(&out).unwrap();
+        let target = Dir::open_ambient_dir(&out, cap_std::ambient_authority()).unwrap();
+        let err = tree
+            .export(Path::new(base), &target)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("{shown} in oci:"))
+                && err.contains(&format!("a {kind} device node"))
+                && err.contains(&format!("may not carry device nodes in {base}")),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            0,
+            "nothing was written before the refusal"
+        );
+        let checked = store.check_image(&record).unwrap_err().to_string();
+        assert_eq!(checked, err, "check_image refuses with the same line");
+        assert_eq!(err.lines().count(), 1);
+        // A fifo alone is fine and keeps the image's mode.
+        if base == "/var" {
+            continue;
+        }
+        let var = dir.path().join("var-export");
+        std::fs::create_dir(&var).unwrap();
+        let target = Dir::open_ambient_dir(&var, cap_std::ambient_authority()).unwrap();
+        tree.export(Path::new("/var"), &target).unwrap();
+        let meta = std::fs::symlink_metadata(var.join("fifo")).unwrap();
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        assert!(meta.file_type().is_fifo());
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o644);
+    }
 }

@@ -20,6 +20,8 @@
 //!   skopeo refuses to write ([`Registry::put_blob`], [`Registry::put_manifest`]).
 //! * [`tree`] snapshots a real directory and compares it with the tree the
 //!   layers must produce ([`expected_tree`]), with a readable diff.
+//! * [`scratch::ScratchFs`] mounts a size-limited tmpfs, to fill up or
+//!   remount read-only: real `ENOSPC` and `EROFS` for fault tests.
 //! * [`proxy::DropProxy`] sits between a client and the registry and cuts the
 //!   connection part way through a blob download (or serves a manifest the
 //!   registry would refuse to store).
@@ -32,6 +34,7 @@
 pub mod layout;
 pub mod proxy;
 pub mod registry;
+pub mod scratch;
 pub mod spec;
 pub mod token;
 pub mod tree;
@@ -55,6 +58,7 @@ pub use layout::{
 };
 pub use proxy::DropProxy;
 pub use registry::{ManifestFormat, PushOptions, Registry, RegistryOptions};
+pub use scratch::ScratchFs;
 pub use token::{Grant, IssuedToken, TokenServer};
 pub use tree::{
     CompareOptions, Node, NodeKind, Tree, assert_trees_equal, diff_trees, diff_trees_with,

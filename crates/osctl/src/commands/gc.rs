@@ -21,6 +21,15 @@ pub fn run(_args: GcArgs, sysroot: &Path, boot: Option<&Path>) -> anyhow::Result
     }
     let store = Store::open(sysroot)?;
     let r = store.gc()?;
+    for d in &r.damaged {
+        println!("damaged: {d}");
+    }
+    if !r.damaged.is_empty() {
+        println!(
+            "Not removing objects while an image is damaged (see osctl fsck; \
+             osctl fsck --repair, then pull the image again)"
+        );
+    }
     println!(
         "Removed {} unreferenced objects ({}), pruned {} stale refs",
         r.objects_removed,

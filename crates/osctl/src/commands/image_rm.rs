@@ -18,10 +18,10 @@ pub struct RmArgs {
 pub fn run(args: RmArgs, sysroot: &Path) -> anyhow::Result<ExitCode> {
     let imgref = ImageRef::parse(&args.reference)?;
     let store = Store::open(sysroot)?;
-    let (record, gc) = store.remove(&imgref)?;
+    let gc = store.remove(&imgref)?;
     println!(
         "Removed {} ({} objects, {} freed)",
-        record.reference(),
+        imgref,
         gc.objects_removed,
         human_bytes(gc.bytes_removed)
     );

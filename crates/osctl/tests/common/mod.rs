@@ -5,6 +5,7 @@
 pub mod assess;
 pub mod install;
 pub mod machine;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -61,6 +62,13 @@ impl Osctl {
     pub fn new() -> Self {
         Osctl {
             dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// A scratch sysroot under `parent` (e.g. on a scratch filesystem).
+    pub fn new_in(parent: &Path) -> Self {
+        Osctl {
+            dir: tempfile::tempdir_in(parent).expect("tempdir"),
         }
     }
 

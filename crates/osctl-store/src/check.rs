@@ -1,0 +1,178 @@
+//! Is a stored image complete? The cheap check behind re-pulls and staging.
+//!
+//! `fsck` re-hashes every object; this only looks at what exists and how big
+//! it is, which is what a deletion or a truncation changes: each layer's
+//! splitstream opens and parses, each object it names exists as a regular
+//! file of the size its tar header gives, and the EROFS image opens and
+//! parses. A re-pull runs it before saying "up to date" and on every layer it
+//! would reuse; `switch` runs it (through [`Store::check_image`]) before it
+//! stages anything.
+
+use std::path::{Path, PathBuf};
+
+use composefs::fsverity::{FsVerityHashValue, Sha256HashValue};
+use composefs::generic_tree::LeafContent;
+use composefs::tree::RegularFile;
+use composefs_oci::LAYER_CONTENT_TYPE;
+use composefs_oci::tar::TarItem;
+use rustix::fs::{AtFlags, FileType};
+
+use crate::import::Repo;
+use crate::{ImageRecord, Store, StoreError};
+
+/// Directories whose contents staging copies onto the machine.
+const EXPORTED_DIRS: [&str; 2] = ["/etc", "/var"];
+
+/// What is wrong with one object a layer names.
+#[derive(Debug, Clone)]
+pub(crate) enum Fault {
+    Missing,
+    WrongSize { have: u64, want: u64 },
+    NotAFile,
+}
+
+/// One object a layer needs that is not there intact.
+#[derive(Debug, Clone)]
+pub(crate) struct BadObject {
+    pub id: Sha256HashValue,
+    /// A path (in the layer) that uses it.
+    pub path: PathBuf,
+    pub fault: Fault,
+}
+
+impl std::fmt::Display for BadObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = format!(
+            "object {} ({})",
+            self.id.to_hex(),
+            Path::new("/").join(&self.path).display()
+        );
+        match &self.fault {
+            Fault::Missing => write!(f, "{what} is missing"),
+            Fault::WrongSize { have, want } if have < want => {
+                write!(f, "{what} is truncated: {have} of {want} bytes")
+            }
+            Fault::WrongSize { have, want } => {
+                write!(f, "{what} has {have} bytes instead of {want}")
+            }
+            Fault::NotAFile => write!(f, "{what} is not a regular file"),
+        }
+    }
+}
+
+/// Checks one stored layer. `Err` when its splitstream cannot be read;
+/// otherwise the objects it names that are missing or of the wrong size.
+pub(crate) fn verify_layer(
+    repo: &Repo,
+    verity: &Sha256HashValue,
+) -> Result<Vec<BadObject>, String> {
+    let mut stream = repo
+        .open_stream("", Some(verity), Some(LAYER_CONTENT_TYPE))
+        .map_err(|e| format!("{e:#}"))?;
+    let objects = repo.objects_dir().map_err(|e| e.to_string())?;
+    let mut bad = Vec::new();
+    while let Some(entry) =
+        composefs_oci::tar::get_entry(&mut stream).map_err(|e| format!("{e:#}"))?
+    {
+        let TarItem::Leaf(LeafContent::Regular(
+            RegularFile::External(id, want) | RegularFile::ExternalNoVerity(id, want),
+        )) = &entry.item
+        else {
+            continue;
+        };
+        let fault =
+            match rustix::fs::statat(objects, id.to_object_pathname().as_str(), AtFlags::empty()) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile => {
+                    Some(Fault::NotAFile)
+                }
+                Ok(st) if st.st_size as u64 != *want => Some(Fault::WrongSize {
+                    have: st.st_size as u64,
+                    want: *want,
+                }),
+                Ok(_) => None,
+                Err(rustix::io::Errno::NOENT) => Some(Fault::Missing),
+                Err(e) => return Err(format!("object {}: {e}", id.to_hex())),
+            };
+        if let Some(fault) = fault {
+            bad.push(BadObject {
+                id: id.clone(),
+                path: entry.path.clone(),
+                fault,
+            });
+        }
+    }
+    Ok(bad)
+}
+
+impl Store {
+    /// The splitstream verity of `record`'s layer `i`, if registered.
+    pub(crate) fn layer_stream(
+        &self,
+        record: &ImageRecord,
+        i: usize,
+    ) -> Result<Option<Sha256HashValue>, StoreError> {
+        let l = &record.layers()[i];
+        let d: oci_spec::image::Digest = l.diff_id.parse().map_err(|_| {
+            StoreError::Malformed(format!(
+                "{}: layer {} has an invalid diff_id {}",
+                record.reference(),
+                i + 1,
+                l.diff_id
+            ))
+        })?;
+        self.repo()
+            .has_stream(&composefs_oci::layer_content_id(&d))
+            .map_err(|e| StoreError::Repo(format!("{e:#}")))
+    }
+
+    /// Existence-and-size check of everything `record` needs: its EROFS
+    /// image and every layer with every object the layers name. The error
+    /// names the image and the first thing found missing or damaged.
+    pub(crate) fn verify_image(&self, record: &ImageRecord) -> Result<(), StoreError> {
+        let who = record.reference();
+        let damaged = |what: String| {
+            StoreError::Damaged(format!(
+                "image {who} is damaged: {what} (see `osctl fsck`; `osctl image pull {who}` repairs it)"
+            ))
+        };
+        if let Err(e) = self.repo().objects_for_image(record.image_id()) {
+            return Err(damaged(format!(
+                "its EROFS image {} cannot be read: {}",
+                record.image_id(),
+                e.root_cause()
+            )));
+        }
+        for (i, l) in record.layers().iter().enumerate() {
+            let layer = format!("layer {} ({})", i + 1, l.digest);
+            let Some(verity) = self.layer_stream(record, i)? else {
+                return Err(damaged(format!("{layer} is missing from the store")));
+            };
+            match verify_layer(self.repo(), &verity) {
+                Err(why) => return Err(damaged(format!("{layer} cannot be read: {why}"))),
+                Ok(bad) if !bad.is_empty() => {
+                    let more = match bad.len() - 1 {
+                        0 => String::new(),
+                        n => format!(" (and {n} more)"),
+                    };
+                    return Err(damaged(format!("{layer}: {}{more}", bad[0])));
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything the store can tell before `record`'s image is staged,
+    /// without writing anything: its objects, layers and EROFS image are
+    /// present and of the right size, and `/etc` and `/var` hold nothing
+    /// [`crate::ImageTree::export`] refuses (device nodes). The error is one
+    /// line naming the image and the first problem.
+    pub fn check_image(&self, record: &ImageRecord) -> Result<(), StoreError> {
+        self.verify_image(record)?;
+        let tree = self.image_tree(record)?;
+        for dir in EXPORTED_DIRS {
+            tree.check_exportable(Path::new(dir))?;
+        }
+        Ok(())
+    }
+}

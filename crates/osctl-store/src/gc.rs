@@ -1,0 +1,144 @@
+//! Removing images and garbage collection.
+//!
+//! Reachability is composefs-rs's: anything not reachable from a ref under
+//! `streams/refs/` or `images/refs/` is garbage. osctl's part is keeping its
+//! refs (`osctl/<key>`) in step with its records: `rm` deletes the record
+//! first and the refs second, so a crash in between leaves a ref without a
+//! record, which `gc` prunes. The reverse (a record without refs) cannot
+//! arise from osctl's own ordering, and `fsck` reports it if it does.
+//!
+//! A record file that cannot be read still keeps its refs: until it is
+//! removed or replaced, nobody can tell which objects its image needs.
+//!
+//! When a root cannot be walked (its EROFS image or a stream it names was
+//! deleted or truncated), composefs-rs's GC stops before removing anything.
+//! `gc` then still prunes refs and reports the damaged roots, but removes no
+//! objects: which objects a damaged root needs is unknown, and guessing
+//! could delete what a deployment boots from.
+
+use std::path::Path;
+
+use cap_std::fs::Dir;
+use osctl_image::ImageRef;
+
+use crate::record::record_key;
+use crate::records::record_file;
+use crate::{RECORDS_PATH, REPO_PATH, Store, StoreError, atomic};
+
+/// What `gc` did.
+#[derive(Debug, Clone, Default)]
+pub struct GcReport {
+    pub objects_removed: u64,
+    pub bytes_removed: u64,
+    /// osctl refs whose record no longer exists (left by an interrupted `rm`).
+    pub refs_pruned: u64,
+    /// Roots that could not be walked; when not empty, no object was removed.
+    pub damaged: Vec<String>,
+}
+
+const REF_DIRS: [&str; 2] = ["streams/refs/osctl", "images/refs/osctl"];
+
+impl Store {
+    pub(crate) fn repo_dir(&self) -> Result<Dir, StoreError> {
+        let path = self.sysroot().join(REPO_PATH);
+        Dir::open_ambient_dir(&path, cap_std::ambient_authority()).map_err(|e| StoreError::Io {
+            path,
+            why: e.to_string(),
+        })
+    }
+
+    /// Forgets `imgref` and frees the space only it used. Works on a
+    /// reference whose record file is unreadable too: that is how such a
+    /// record is cleared.
+    pub fn remove(&self, imgref: &ImageRef) -> Result<GcReport, StoreError> {
+        let naming = self.naming_lock(true)?;
+        let reference = imgref.to_string();
+        let key = record_key(&reference);
+        let file = record_file(&key);
+        let records_path = self.sysroot().join(RECORDS_PATH);
+        let present = self
+            .records_dir()
+            .try_exists(&file)
+            .map_err(|e| StoreError::Io {
+                path: records_path.join(&file),
+                why: e.to_string(),
+            })?;
+        if !present {
+            return Err(StoreError::NotInStore(reference));
+        }
+        atomic::remove_durably(self.records_dir(), &file).map_err(|e| StoreError::Io {
+            path: records_path,
+            why: format!("removing the record of {reference}: {e}"),
+        })?;
+        let repo_dir = self.repo_dir()?;
+        for d in REF_DIRS {
+            let name = Path::new(d).join(&key);
+            if let Err(e) = repo_dir.remove_file(&name)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(StoreError::Io {
+                    path: self.sysroot().join(REPO_PATH).join(name),
+                    why: e.to_string(),
+                });
+            }
+        }
+        drop(naming);
+        self.gc()
+    }
+
+    /// Prunes osctl refs without a record, then removes every object,
+    /// stream and image no ref reaches (unless a root is damaged: see the
+    /// module docs).
+    pub fn gc(&self) -> Result<GcReport, StoreError> {
+        let naming = self.naming_lock(true)?;
+        let scan = self.scan_records()?;
+        let keys = scan.present_keys();
+        let repo_dir = self.repo_dir()?;
+        let mut refs_pruned = 0;
+        for d in REF_DIRS {
+            let dir = match repo_dir.open_dir(d) {
+                Ok(dir) => dir,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::Repo(format!("{d}: {e}"))),
+            };
+            for entry in dir.entries().map_err(|e| StoreError::Repo(e.to_string()))? {
+                let entry = entry.map_err(|e| StoreError::Repo(e.to_string()))?;
+                let name = entry.file_name().to_string_lossy().to_string();
+                if !keys.contains(&name) {
+                    dir.remove_file(&name)
+                        .map_err(|e| StoreError::Repo(e.to_string()))?;
+                    refs_pruned += 1;
+                }
+            }
+        }
+        // Released before composefs-rs's GC, which waits for running pulls
+        // to finish: holding both would deadlock against a pull waiting here.
+        drop(naming);
+        match self.repo().gc(&[]) {
+            Ok(r) => Ok(GcReport {
+                objects_removed: r.objects_removed,
+                bytes_removed: r.objects_bytes,
+                refs_pruned,
+                damaged: Vec::new(),
+            }),
+            Err(e) => {
+                // composefs-rs leaves its exclusive lock held when its GC
+                // fails; step back to the shared lock every open handle has.
+                rustix::fs::flock(
+                    self.repo().repo_fd(),
+                    rustix::fs::FlockOperation::LockShared,
+                )
+                .map_err(|e| StoreError::Repo(format!("releasing the GC lock: {e}")))?;
+                let damaged = self.reach(&scan)?.broken;
+                if damaged.is_empty() {
+                    return Err(StoreError::Repo(format!("{e:#}")));
+                }
+                Ok(GcReport {
+                    refs_pruned,
+                    damaged,
+                    ..GcReport::default()
+                })
+            }
+        }
+    }
+}

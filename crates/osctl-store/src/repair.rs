@@ -1,0 +1,157 @@
+//! `fsck --repair`: remove what is damaged so that a re-pull restores it.
+//!
+//! composefs-rs never rewrites an object whose name exists, so a truncated
+//! object would otherwise stay forever, and a layer stream naming a missing
+//! object would keep being reused. Repair removes, under the repository's
+//! exclusive lock (no pull writes meanwhile):
+//!
+//! 1. every object whose content does not match its name or cannot be read,
+//!    and the object of every EROFS image that cannot be read;
+//! 2. every stream (`streams/<name>`) whose splitstream is gone or
+//!    unreadable, or that names an object no longer present — so the layer
+//!    counts as absent and the next pull fetches it again.
+//!
+//! Records, refs and good objects are left alone: a re-pull of each image
+//! the report names fetches exactly the damaged layers and rebuilds a
+//! removed EROFS image under the same id, which the refs still name.
+
+use std::collections::BTreeSet;
+
+use composefs::fsverity::{FsVerityHashValue, Sha256HashValue};
+use rustix::fs::{AtFlags, FlockOperation};
+
+use crate::reach::link_object;
+use crate::{FsckReport, REPO_PATH, Store, StoreError};
+
+/// What `fsck --repair` removed and what remains to do.
+#[derive(Debug, Clone, Default)]
+pub struct RepairReport {
+    /// Objects removed (`objects/xx/…`).
+    pub objects_removed: Vec<String>,
+    /// Streams removed (`oci-layer-sha256:…`).
+    pub streams_removed: Vec<String>,
+    /// Images to pull again (references), and deployments whose image is
+    /// incomplete until then.
+    pub to_repull: Vec<String>,
+}
+
+impl Store {
+    /// Runs `fsck`, then removes what it found damaged (see the module
+    /// docs). Returns the findings and what was done.
+    pub async fn repair(&self) -> Result<(FsckReport, RepairReport), StoreError> {
+        let (report, damage) = self.fsck_with_damage().await?;
+        let mut done = RepairReport::default();
+        let repo_path = self.sysroot().join(REPO_PATH);
+        let fail = |what: String, e: std::io::Error| StoreError::Io {
+            path: repo_path.join(&what),
+            why: format!("repairing: {e}"),
+        };
+        let naming = self.naming_lock(true)?;
+        let fd = self.repo().repo_fd();
+        rustix::fs::flock(fd, FlockOperation::LockExclusive)
+            .map_err(|e| fail(String::new(), e.into()))?;
+        let result = (|| {
+            let mut objects: BTreeSet<String> = damage.objects.clone();
+            for id in &damage.images {
+                if let Some(obj) = link_object(&repo_path.join("images").join(id)) {
+                    objects.insert(format!("objects/{}", obj.to_object_pathname()));
+                }
+            }
+            for path in objects {
+                match rustix::fs::unlinkat(fd, path.as_str(), AtFlags::empty()) {
+                    Ok(()) => done.objects_removed.push(path),
+                    Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(fail(path, e.into())),
+                }
+            }
+            for name in self.streams_to_remove(&damage.streams)? {
+                let path = format!("streams/{name}");
+                match rustix::fs::unlinkat(fd, path.as_str(), AtFlags::empty()) {
+                    Ok(()) => done.streams_removed.push(name),
+                    Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(fail(path, e.into())),
+                }
+            }
+            self.repo()
+                .sync()
+                .map_err(|e| StoreError::Repo(format!("syncing the store: {e:#}")))
+        })();
+        rustix::fs::flock(fd, FlockOperation::LockShared)
+            .map_err(|e| fail(String::new(), e.into()))?;
+        drop(naming);
+        result?;
+        done.to_repull = self.incomplete_images()?;
+        Ok((report, done))
+    }
+
+    /// Streams that are unreadable (`known`), dangling, or name an object
+    /// that is not there.
+    fn streams_to_remove(&self, known: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
+        let dir = self.sysroot().join(REPO_PATH).join("streams");
+        let objects = self
+            .repo()
+            .objects_dir()
+            .map_err(|e| StoreError::Repo(format!("opening objects/: {e}")))?;
+        let present = |id: &Sha256HashValue| {
+            rustix::fs::statat(objects, id.to_object_pathname().as_str(), AtFlags::empty()).is_ok()
+        };
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: dir,
+                    why: e.to_string(),
+                });
+            }
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::Io {
+                path: dir.clone(),
+                why: e.to_string(),
+            })?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "refs" {
+                continue;
+            }
+            let intact = !known.contains(&name)
+                && link_object(&entry.path()).is_some_and(|own| present(&own))
+                && self
+                    .repo()
+                    .open_stream(&name, None, None)
+                    .is_ok_and(|mut s| {
+                        let mut all = true;
+                        s.get_object_refs(|id| all &= present(id)).is_ok() && all
+                    });
+            if !intact {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// References whose image is not complete, and deployments whose root
+    /// names an image that cannot be read.
+    fn incomplete_images(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        for rec in self.scan_records()?.records {
+            if self.verify_image(&rec).is_err() {
+                out.push(rec.reference().to_string());
+            }
+        }
+        let repo_path = self.sysroot().join(REPO_PATH);
+        for id in self.roots()? {
+            let link = repo_path.join("images/refs/deploy").join(&id);
+            let image = std::fs::read_link(&link)
+                .ok()
+                .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
+            let readable = image.is_some_and(|i| self.repo().objects_for_image(&i).is_ok());
+            if !readable {
+                out.push(format!("deployment {}", &id[..12]));
+            }
+        }
+        Ok(out)
+    }
+}

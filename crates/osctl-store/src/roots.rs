@@ -1,0 +1,98 @@
+//! Deployment GC roots: `images/refs/deploy/<id>` and `streams/refs/deploy/<id>`.
+//!
+//! One per deployment, so an image stays in the store while a deployment
+//! boots it, whatever happens to the reference it was pulled as (re-pulled
+//! to a newer digest, or removed with `image rm`).
+
+use std::path::Path;
+
+use crate::record::is_hex_id;
+use crate::{ImageRecord, REPO_PATH, Store, StoreError};
+
+/// Where deployment GC roots live (relative to the repository).
+const DEPLOY_REF_DIRS: [&str; 2] = ["streams/refs/deploy", "images/refs/deploy"];
+
+impl Store {
+    /// Roots `record`'s image (EROFS, config, layers) under `name` (a
+    /// deployment id: 64 lowercase hex digits), so `gc` keeps it until
+    /// [`Store::remove_root`].
+    pub fn add_root(&self, name: &str, record: &ImageRecord) -> Result<(), StoreError> {
+        check_root_name(name)?;
+        let bad = |e: anyhow::Error| StoreError::Repo(format!("rooting {name}: {e:#}"));
+        self.repo()
+            .symlink(
+                format!("images/refs/deploy/{name}"),
+                format!("images/{}", record.image_id()),
+            )
+            .map_err(bad)?;
+        self.repo()
+            .name_stream(
+                &format!("oci-config-{}", record.config_digest()),
+                &format!("deploy/{name}"),
+            )
+            .map_err(bad)?;
+        Ok(())
+    }
+
+    /// Drops the root named `name`; a missing root is not an error.
+    pub fn remove_root(&self, name: &str) -> Result<(), StoreError> {
+        check_root_name(name)?;
+        let repo_dir = self.repo_dir()?;
+        for d in DEPLOY_REF_DIRS {
+            let p = Path::new(d).join(name);
+            match repo_dir.remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StoreError::Io {
+                        path: self.sysroot().join(REPO_PATH).join(p),
+                        why: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of the deployment roots present. A name that is not a
+    /// deployment id is left out (`fsck` reports it).
+    pub fn roots(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .root_names()?
+            .into_iter()
+            .filter(|n| is_hex_id(n))
+            .collect())
+    }
+
+    /// Every name under `images/refs/deploy`, valid or not, sorted.
+    pub(crate) fn root_names(&self) -> Result<Vec<String>, StoreError> {
+        let repo_dir = self.repo_dir()?;
+        let dir = match repo_dir.open_dir(DEPLOY_REF_DIRS[1]) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: self.sysroot().join(REPO_PATH).join(DEPLOY_REF_DIRS[1]),
+                    why: e.to_string(),
+                });
+            }
+        };
+        let mut names = Vec::new();
+        for entry in dir.entries().map_err(|e| StoreError::Repo(e.to_string()))? {
+            let entry = entry.map_err(|e| StoreError::Repo(e.to_string()))?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+fn check_root_name(name: &str) -> Result<(), StoreError> {
+    if !is_hex_id(name) {
+        return Err(StoreError::Other(format!(
+            "'{}' is not a deployment id (64 lowercase hex digits)",
+            name.escape_debug()
+        )));
+    }
+    Ok(())
+}

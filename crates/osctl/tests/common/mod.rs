@@ -14,6 +14,8 @@ use serde_json::Value;
 /// A scratch sysroot and the `osctl` binary under test.
 pub struct Osctl {
     dir: tempfile::TempDir,
+    /// Extra environment for every command (`Osctl::set_env`).
+    env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl Default for Osctl {
@@ -26,6 +28,7 @@ impl Osctl {
     pub fn new() -> Self {
         Osctl {
             dir: tempfile::tempdir().expect("tempdir"),
+            env: Vec::new(),
         }
     }
 
@@ -45,7 +48,13 @@ impl Osctl {
                 "CONTAINERS_REGISTRIES_CONF",
                 self.sysroot().join("no-registries.conf"),
             );
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
+    }
+
+    /// Sets `key` in the environment of every later command.
+    pub fn set_env(&mut self, key: &str, value: impl Into<std::ffi::OsString>) {
+        self.env.push((key.to_string(), value.into()));
     }
 
     pub fn run(&self, args: &[&str]) -> Output {

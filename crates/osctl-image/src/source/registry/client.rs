@@ -276,15 +276,18 @@ impl RegistryClient {
     /// The `Authorization` header that answers `challenge`.
     async fn answer(&self, challenge: &Challenge) -> Result<Option<HeaderValue>, FetchError> {
         match challenge {
-            Challenge::Basic => Ok(self.lookup.credentials().map(|c| {
-                let (user, password) = c.user_password();
-                let token =
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-                sensitive(&format!("Basic {token}"))
-            })),
+            Challenge::Basic => match self.lookup.credentials() {
+                Some(c) => {
+                    let (user, password) = c.user_password();
+                    let token = base64::engine::general_purpose::STANDARD
+                        .encode(format!("{user}:{password}"));
+                    self.sensitive(&format!("Basic {token}")).map(Some)
+                }
+                None => Ok(None),
+            },
             Challenge::Bearer { realm, service, .. } => {
                 let token = self.fetch_token(realm, service.as_deref()).await?;
-                Ok(Some(sensitive(&format!("Bearer {token}"))))
+                self.sensitive(&format!("Bearer {token}")).map(Some)
             }
         }
     }
@@ -347,6 +350,19 @@ impl RegistryClient {
             what: format!("authorization by token service {realm}"),
             detail: why,
         })
+    }
+
+    /// An `Authorization` value, kept out of debug output. Base64 and the
+    /// printable-ASCII tokens `parse_token` lets through always fit a
+    /// header; the error is for safety, not an expected path.
+    fn sensitive(&self, value: &str) -> Result<HeaderValue, FetchError> {
+        let mut v = HeaderValue::from_str(value).map_err(|_| FetchError::Registry {
+            registry: self.registry.clone(),
+            what: "authorization".into(),
+            detail: "its credentials cannot be sent as an HTTP header".into(),
+        })?;
+        v.set_sensitive(true);
+        Ok(v)
     }
 
     /// A non-2xx answer in words: the status, the registry's own error
@@ -528,14 +544,6 @@ fn header_text(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Option
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
-}
-
-fn sensitive(value: &str) -> HeaderValue {
-    // Base64 and printable-ASCII tokens (checked by parse_token) are always
-    // valid header values; anything else would be a bug here.
-    let mut v = HeaderValue::from_str(value).expect("credentials are header-safe");
-    v.set_sensitive(true);
-    v
 }
 
 #[derive(Deserialize)]

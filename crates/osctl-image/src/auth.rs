@@ -50,8 +50,9 @@ impl Credentials {
         &self.source
     }
 
-    pub(crate) fn to_registry_auth(&self) -> oci_client::secrets::RegistryAuth {
-        oci_client::secrets::RegistryAuth::Basic(self.user.clone(), self.password.clone())
+    /// The user and password, to send to the registry or its token service.
+    pub(crate) fn user_password(&self) -> (&str, &str) {
+        (&self.user, &self.password)
     }
 }
 

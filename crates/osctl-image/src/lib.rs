@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod limits;
 pub mod manifest;
 pub mod reference;
 pub mod registries;
@@ -60,6 +61,18 @@ pub enum FetchError {
     },
     #[error("TLS failure talking to registry {registry}: {detail}")]
     Tls { registry: String, detail: String },
+    #[error(
+        "registry {registry} speaks plain HTTP, not HTTPS; if that is intended, mark it \
+         insecure in registries.conf ([[registry]] location = \"{registry}\", insecure = true) \
+         or pass --tls-verify=false"
+    )]
+    PlainHttp { registry: String },
+    #[error(
+        "cannot verify registry {registry}: no CA certificates are available ({store} is missing \
+         or empty); install ca-certificates, or trust the registry's CA with --cert-dir DIR \
+         or /etc/containers/certs.d/{registry}/ca.crt"
+    )]
+    NoCaCertificates { registry: String, store: String },
     #[error("cannot reach registry {registry}: {detail}")]
     Connect { registry: String, detail: String },
     #[error("registry {registry} failed on {what}: {detail}")]
@@ -70,6 +83,44 @@ pub enum FetchError {
     },
     #[error("{what}: {detail}")]
     Blob { what: String, detail: String },
+    #[error("{what} is larger than the {} limit{note}", limits::human_size(*.limit))]
+    TooLarge {
+        what: String,
+        limit: u64,
+        /// Anything to add after the limit (starts with a separator).
+        note: String,
+    },
+    /// A local image source (layout directory, archive file) that cannot be
+    /// used, with the file system's reason when there is one.
+    #[error("{what}: {why}")]
+    Local {
+        what: String,
+        why: String,
+        #[source]
+        source: Option<std::io::Error>,
+    },
     #[error("{0}")]
     Other(String),
+}
+
+/// An error and its causes on one line, without repeating identical texts.
+///
+/// `std::io::Error::source` skips the error it wraps, so an I/O error's
+/// inner error is visited explicitly.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cur = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    parts.join(": ")
 }

@@ -22,6 +22,9 @@ use oci_client::Reference;
 
 use crate::FetchError;
 
+/// The tag a registry reference without tag or digest means, as in docker.
+pub const DEFAULT_TAG: &str = "latest";
+
 /// Transports osctl knows by name but cannot pull from; named in the error so
 /// the user sees why their reference was refused.
 const KNOWN_UNSUPPORTED: &[&str] = &[
@@ -129,7 +132,26 @@ fn parse_registry(s: &str) -> Result<ImageRef, String> {
         return Err("the reference names no repository".into());
     }
     let reference: Reference = s.parse().map_err(|e| format!("{e}"))?;
+    check_port(reference.registry())?;
     Ok(ImageRef::Registry(reference))
+}
+
+/// A registry's `:PORT`, if it has one, must be a TCP port (1-65535).
+/// Checked here so that `host:99999/repo` is refused by name, not by the
+/// HTTP client's URL builder much later.
+fn check_port(registry: &str) -> Result<(), String> {
+    let port = match registry.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => rest.split_once(']').and_then(|(_, p)| p.strip_prefix(':')),
+        None => registry.split_once(':').map(|(_, p)| p),
+    };
+    match port {
+        None => Ok(()),
+        Some(p) if p.parse::<u16>().is_ok_and(|n| n > 0) => Ok(()),
+        Some(p) => Err(format!(
+            "port '{p}' of registry {registry} is not a TCP port (1-65535)"
+        )),
+    }
 }
 
 /// Splits `PATH[:TAG]`. The tag is what follows the last colon, provided it
@@ -214,5 +236,26 @@ mod tests {
         assert!(ImageRef::parse("").is_err());
         assert!(ImageRef::parse("oci:").is_err());
         assert!(ImageRef::parse("oci:/x:bad tag").is_err());
+    }
+
+    #[test]
+    fn registry_ports_are_checked() {
+        for (input, needle) in [
+            (
+                "127.0.0.1:99999/x:y",
+                Some("port '99999' of registry 127.0.0.1:99999"),
+            ),
+            ("127.0.0.1:0/x:y", Some("port '0'")),
+            ("127.0.0.1:65535/x:y", None),
+            ("localhost:1/x:y", None),
+            ("localhost:5000/x", None),
+            ("registry.example/x", None),
+        ] {
+            match (ImageRef::parse(input), needle) {
+                (Ok(_), None) => {}
+                (Err(e), Some(n)) => assert!(e.to_string().contains(n), "{input}: {e}"),
+                (r, n) => panic!("{input}: {r:?}, expected {n:?}"),
+            }
+        }
     }
 }

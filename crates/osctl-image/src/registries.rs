@@ -63,19 +63,28 @@ pub fn policy_for(
     // An explicit --tls-verify=true takes the loopback exception away too.
     let allow_http = insecure || (tls_verify.is_none() && is_loopback(registry));
     let mut ca_files = Vec::new();
-    let dirs: Vec<PathBuf> = match cert_dir {
-        Some(d) => vec![d.to_path_buf()],
+    // An explicit --cert-dir must exist; the default certs.d directories
+    // usually do not, and that is fine. Anything unreadable is refused:
+    // trusting fewer CAs than configured would fail later, less clearly.
+    let dirs: Vec<(PathBuf, bool)> = match cert_dir {
+        Some(d) => vec![(d.to_path_buf(), true)],
         None => vec![
-            Path::new("/etc/containers/certs.d").join(registry),
-            Path::new("/etc/docker/certs.d").join(registry),
+            (Path::new("/etc/containers/certs.d").join(registry), false),
+            (Path::new("/etc/docker/certs.d").join(registry), false),
         ],
     };
-    for d in dirs {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
+    for (d, required) in dirs {
+        let unreadable = |e: std::io::Error| FetchError::Config {
+            path: d.clone(),
+            why: format!("cannot read the CA directory: {e}"),
         };
-        for e in rd.flatten() {
-            let p = e.path();
+        let rd = match std::fs::read_dir(&d) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+            Err(e) => return Err(unreadable(e)),
+        };
+        for e in rd {
+            let p = e.map_err(unreadable)?.path();
             if p.extension().is_some_and(|x| x == "crt") {
                 ca_files.push(p);
             }
@@ -172,5 +181,8 @@ mod tests {
         assert_eq!(p.ca_files, vec![dir.path().join("ca.crt")]);
         let p = policy_for("r.example:443", Some(true), Some(dir.path())).unwrap();
         assert!(!p.insecure && !p.allow_http);
+        let missing = dir.path().join("missing");
+        let e = policy_for("r.example:443", None, Some(&missing)).unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
     }
 }

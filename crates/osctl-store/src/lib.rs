@@ -31,10 +31,10 @@
 #![forbid(unsafe_code)]
 
 pub mod atomic;
-pub mod failpoint;
 mod check;
 mod erofs_check;
 mod errors;
+pub mod failpoint;
 mod fsck;
 mod gc;
 mod image;
@@ -43,10 +43,10 @@ pub mod limits;
 pub mod pull;
 mod reach;
 pub mod record;
-pub mod test_hooks;
 mod records;
 mod repair;
 mod roots;
+pub mod test_hooks;
 pub mod tree;
 
 use std::path::{Path, PathBuf};

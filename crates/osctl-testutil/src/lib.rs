@@ -22,9 +22,12 @@
 //!   layers must produce ([`expected_tree`]), with a readable diff.
 //! * [`scratch::ScratchFs`] mounts a size-limited tmpfs, to fill up or
 //!   remount read-only: real `ENOSPC` and `EROFS` for fault tests.
-//! * [`proxy::DropProxy`] sits between a client and the registry and cuts the
-//!   connection part way through a blob download (or serves a manifest the
-//!   registry would refuse to store).
+//! * [`proxy::DropProxy`] sits between a client and the registry: it cuts
+//!   blob downloads part way, fails chosen requests with an HTTP error or a
+//!   dropped connection ([`Fault`]), answers chosen paths with made-up
+//!   responses no real registry sends ([`Canned`]: endless bodies, lying
+//!   lengths, redirect loops, manifests the registry would refuse to store),
+//!   and logs every request with its `Range` and the status it got.
 //!
 //! Everything listens on loopback only; nothing here touches another network.
 //!
@@ -56,7 +59,7 @@ pub use layout::{
     expected_tree, layer_tar, read_layout_image, try_expected_tree, write_index_layout,
     write_layout, write_oci_archive,
 };
-pub use proxy::DropProxy;
+pub use proxy::{Canned, CannedBody, DropProxy, Fault, LoggedRequest};
 pub use registry::{ManifestFormat, PushOptions, Registry, RegistryOptions};
 pub use scratch::ScratchFs;
 pub use token::{Grant, IssuedToken, TokenServer};

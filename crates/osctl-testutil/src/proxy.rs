@@ -20,16 +20,29 @@
 //!
 //! Only plain-HTTP upstreams work: with TLS the proxy could not see paths.
 //! `max_cuts` lets a test cut the first N downloads and then let a retry
-//! through, to test resumption.
+//! through, to test resumption. A cut applies to `206` answers too, so a
+//! client resuming with `Range` is cut again while cuts remain.
 //!
-//! # Served manifests
+//! # Faults and a request log
+//!
+//! [`DropProxy::fail_next`] answers the next N requests whose path contains
+//! a given text with an HTTP error status (a distribution error body) or by
+//! closing the connection without an answer ([`Fault`]); later requests go
+//! through again. Every request is logged ([`DropProxy::log`]) with its
+//! method, target, `Range` header and the status the client got, so a test
+//! can prove that a request was retried, or resumed with `Range`, and that
+//! the registry honoured it.
+//!
+//! # Made-up responses
 //!
 //! distribution refuses to store a manifest that is not JSON or has an
-//! unknown media type (see [`crate::registry`]), yet osctl must handle a
-//! registry that serves one. [`DropProxy::serve_manifest`] makes the proxy
-//! answer `GET`/`HEAD /v2/<repo>/manifests/<reference>` itself with given
-//! bytes and Content-Type. This is the only response in this crate that does
-//! not come from the real registry; everything else still does.
+//! unknown media type (see [`crate::registry`]), and no real registry sends
+//! endless bodies, lying lengths or redirect loops, yet osctl must survive a
+//! registry that does. [`DropProxy::serve`] makes the proxy answer `GET` and
+//! `HEAD` of one path (any query) itself with a [`Canned`] response, written
+//! byte for byte as given; [`DropProxy::serve_manifest`] is the common case.
+//! These are the only responses in this crate that do not come from the
+//! real registry; everything else still does.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -44,6 +57,86 @@ use anyhow::{Context as _, Result, bail};
 use crate::http::find;
 
 const MAX_HEAD: usize = 64 * 1024;
+
+/// A response the proxy writes itself instead of asking the registry.
+#[derive(Clone, Debug)]
+pub struct Canned {
+    pub status: u16,
+    /// Sent as given, in order (`Connection: close` is added; a body's
+    /// framing header is added as [`CannedBody`] says).
+    pub headers: Vec<(String, String)>,
+    pub body: CannedBody,
+}
+
+/// How a [`Canned`] body is framed.
+#[derive(Clone, Debug)]
+pub enum CannedBody {
+    /// With its true `Content-Length`.
+    Bytes(Vec<u8>),
+    /// With `Content-Length: declared`, whatever the true length is.
+    LyingLength { bytes: Vec<u8>, declared: u64 },
+    /// `Transfer-Encoding: chunked`, `chunk` again and again until the
+    /// client hangs up. As a safety net for clients without a cap, the
+    /// proxy stops after `max_bytes` by dropping the connection (no final
+    /// chunk), so such a client sees a broken transfer, not an end.
+    Endless { chunk: Vec<u8>, max_bytes: u64 },
+}
+
+impl Canned {
+    /// `200` with `body` as `content_type`.
+    pub fn ok(content_type: &str, body: &[u8]) -> Canned {
+        Canned {
+            status: 200,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body: CannedBody::Bytes(body.to_vec()),
+        }
+    }
+
+    /// A redirect (`307`) to `location`.
+    pub fn redirect(location: &str) -> Canned {
+        Canned {
+            status: 307,
+            headers: vec![("Location".into(), location.into())],
+            body: CannedBody::Bytes(Vec::new()),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Canned {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// What [`DropProxy::fail_next`] does to a matching request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer with this HTTP status and a distribution error body.
+    Status(u16),
+    /// Close the connection without answering.
+    Drop,
+}
+
+/// One request as the proxy saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedRequest {
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    /// The `Range` header, if the client sent one.
+    pub range: Option<String>,
+    /// The status the client got (0: the connection was closed unanswered).
+    pub status: u16,
+    /// The body was cut short.
+    pub cut: bool,
+    /// Answered by a fault or a canned response, not by the registry.
+    pub made_up: bool,
+}
+
+struct PendingFault {
+    path_contains: String,
+    fault: Fault,
+    remaining: u64,
+}
 
 pub struct DropProxy {
     addr: String,
@@ -60,10 +153,14 @@ struct Shared {
     cuts: AtomicU64,
     requests: AtomicU64,
     stop: AtomicBool,
-    /// Request path → (Content-Type, body) answered by the proxy itself.
-    manifests: Mutex<HashMap<String, (String, Vec<u8>)>>,
+    /// Request path → response answered by the proxy itself.
+    canned: Mutex<HashMap<String, Canned>>,
     /// Repositories every request for which is answered 403 DENIED.
     denied: Mutex<Vec<String>>,
+    faults: Mutex<Vec<PendingFault>>,
+    log: Mutex<Vec<LoggedRequest>>,
+    /// Forward requests without their `Range` header.
+    ignore_ranges: AtomicBool,
 }
 
 impl DropProxy {
@@ -94,8 +191,11 @@ impl DropProxy {
             cuts: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             stop: AtomicBool::new(false),
-            manifests: Mutex::new(HashMap::new()),
+            canned: Mutex::new(HashMap::new()),
             denied: Mutex::new(Vec::new()),
+            faults: Mutex::new(Vec::new()),
+            log: Mutex::new(Vec::new()),
+            ignore_ranges: AtomicBool::new(false),
         });
         let accept_shared = shared.clone();
         let accept_thread = std::thread::Builder::new()
@@ -145,9 +245,42 @@ impl DropProxy {
     /// `content_type` (and its sha256 as Docker-Content-Digest) instead of
     /// asking the registry. See the module docs for why this exists.
     pub fn serve_manifest(&self, repo: &str, reference: &str, content_type: &str, body: &[u8]) {
-        let path = format!("/v2/{repo}/manifests/{reference}");
-        let mut manifests = self.shared.manifests.lock().expect("poisoned");
-        manifests.insert(path, (content_type.to_string(), body.to_vec()));
+        let canned = Canned::ok(content_type, body)
+            .with_header("Docker-Content-Digest", &crate::sha256_digest(body));
+        self.serve(&format!("/v2/{repo}/manifests/{reference}"), canned);
+    }
+
+    /// Answers `GET`/`HEAD` of `path` (whatever the query) with `canned`
+    /// from now on, instead of asking the registry.
+    pub fn serve(&self, path: &str, canned: Canned) {
+        let mut all = self.shared.canned.lock().expect("poisoned");
+        all.insert(path.to_string(), canned);
+    }
+
+    /// Applies `fault` to the next `count` requests whose path contains
+    /// `path_contains` (`u64::MAX`: to all of them).
+    pub fn fail_next(&self, path_contains: &str, fault: Fault, count: u64) {
+        self.shared
+            .faults
+            .lock()
+            .expect("poisoned")
+            .push(PendingFault {
+                path_contains: path_contains.to_string(),
+                fault,
+                remaining: count,
+            });
+    }
+
+    /// From now on, forwards requests without their `Range` header, so the
+    /// registry answers every one with the whole blob (`200`), as a registry
+    /// or storage backend without range support does.
+    pub fn ignore_ranges(&self) {
+        self.shared.ignore_ranges.store(true, Ordering::SeqCst);
+    }
+
+    /// Every request so far, in the order they were answered.
+    pub fn log(&self) -> Vec<LoggedRequest> {
+        self.shared.log.lock().expect("poisoned").clone()
     }
 
     /// Answers every request under `/v2/<repo>/` with `403 Forbidden` and a
@@ -199,6 +332,17 @@ fn handle(mut client: TcpStream, shared: &Shared) -> Result<()> {
     );
 
     let path = target.split('?').next().unwrap_or_default();
+    let range = header_value(&head, "range").map(str::to_string);
+    let record = |status: u16, cut: bool, made_up: bool| {
+        shared.log.lock().expect("poisoned").push(LoggedRequest {
+            method: method.to_string(),
+            target: target.to_string(),
+            range: range.clone(),
+            status,
+            cut,
+            made_up,
+        });
+    };
     let denied = shared
         .denied
         .lock()
@@ -212,30 +356,36 @@ fn handle(mut client: TcpStream, shared: &Shared) -> Result<()> {
              Connection: close\r\n\r\n",
             body.len()
         );
+        record(403, false, true);
         client.write_all(head.as_bytes())?;
         client.write_all(body)?;
         let _ = client.shutdown(Shutdown::Both);
         return Ok(());
     }
-    let served = shared
-        .manifests
-        .lock()
-        .expect("poisoned")
-        .get(path)
-        .cloned();
-    if let Some((content_type, body)) = served
+    if let Some(fault) = take_fault(shared, path) {
+        match fault {
+            Fault::Status(status) => {
+                let body = br#"{"errors":[{"code":"UNKNOWN","message":"fault injected by the test proxy"}]}"#;
+                let head = format!(
+                    "HTTP/1.1 {status} Injected\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                record(status, false, true);
+                client.write_all(head.as_bytes())?;
+                client.write_all(body)?;
+            }
+            Fault::Drop => record(0, false, true),
+        }
+        let _ = client.shutdown(Shutdown::Both);
+        return Ok(());
+    }
+    let canned = shared.canned.lock().expect("poisoned").get(path).cloned();
+    if let Some(canned) = canned
         && matches!(method, "GET" | "HEAD")
     {
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-             Docker-Content-Digest: {}\r\nConnection: close\r\n\r\n",
-            body.len(),
-            crate::sha256_digest(&body)
-        );
-        client.write_all(head.as_bytes())?;
-        if method == "GET" {
-            client.write_all(&body)?;
-        }
+        record(canned.status, false, true);
+        write_canned(&mut client, &canned, method == "HEAD")?;
         let _ = client.shutdown(Shutdown::Both);
         return Ok(());
     }
@@ -243,7 +393,12 @@ fn handle(mut client: TcpStream, shared: &Shared) -> Result<()> {
     let mut upstream = TcpStream::connect(&shared.upstream)
         .with_context(|| format!("connecting to {}", shared.upstream))?;
     upstream.set_read_timeout(Some(Duration::from_secs(120)))?;
-    upstream.write_all(force_close(&head).as_bytes())?;
+    let forwarded = if shared.ignore_ranges.load(Ordering::SeqCst) {
+        without_header(&head, "range")
+    } else {
+        head.clone()
+    };
+    upstream.write_all(force_close(&forwarded).as_bytes())?;
     upstream.write_all(&leftover)?;
     // The rest of a request body (uploads) flows on its own thread.
     let (mut c_read, mut u_write) = (client.try_clone()?, upstream.try_clone()?);
@@ -276,6 +431,7 @@ fn handle(mut client: TcpStream, shared: &Shared) -> Result<()> {
                 (n < shared.max_cuts).then_some(n + 1)
             })
             .is_ok();
+    record(status, cut, false);
     if cut {
         let first = body_start
             .len()
@@ -290,6 +446,56 @@ fn handle(mut client: TcpStream, shared: &Shared) -> Result<()> {
     client.flush()?;
     let _ = client.shutdown(Shutdown::Both);
     let _ = upstream.shutdown(Shutdown::Both);
+    Ok(())
+}
+
+/// The first pending fault for `path`, used up by one.
+fn take_fault(shared: &Shared, path: &str) -> Option<Fault> {
+    let mut faults = shared.faults.lock().expect("poisoned");
+    let pending = faults
+        .iter_mut()
+        .find(|f| f.remaining > 0 && path.contains(f.path_contains.as_str()))?;
+    pending.remaining = pending.remaining.saturating_sub(1);
+    Some(pending.fault)
+}
+
+fn write_canned(client: &mut TcpStream, canned: &Canned, head_only: bool) -> Result<()> {
+    let mut head = format!("HTTP/1.1 {} Canned\r\n", canned.status);
+    for (k, v) in &canned.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let framing = match &canned.body {
+        CannedBody::Bytes(b) => format!("Content-Length: {}", b.len()),
+        CannedBody::LyingLength { declared, .. } => format!("Content-Length: {declared}"),
+        CannedBody::Endless { .. } => "Transfer-Encoding: chunked".to_string(),
+    };
+    head.push_str(&format!("{framing}\r\nConnection: close\r\n\r\n"));
+    client.write_all(head.as_bytes())?;
+    if head_only {
+        return Ok(());
+    }
+    match &canned.body {
+        CannedBody::Bytes(bytes) | CannedBody::LyingLength { bytes, .. } => {
+            client.write_all(bytes)?;
+        }
+        CannedBody::Endless { chunk, max_bytes } => {
+            let framed = [
+                format!("{:x}\r\n", chunk.len()).as_bytes(),
+                chunk.as_slice(),
+                b"\r\n",
+            ]
+            .concat();
+            let mut sent = 0u64;
+            while sent < *max_bytes {
+                // The client hanging up ends the loop through this error.
+                if client.write_all(&framed).is_err() {
+                    return Ok(());
+                }
+                sent += chunk.len() as u64;
+            }
+        }
+    }
+    client.flush()?;
     Ok(())
 }
 
@@ -347,6 +553,16 @@ fn force_close(head: &str) -> String {
     out
 }
 
+/// The head without any `name` header (case-insensitive).
+fn without_header(head: &str, name: &str) -> String {
+    head.split_inclusive("\r\n")
+        .filter(|line| {
+            line.split_once(':')
+                .is_none_or(|(k, _)| !k.trim().eq_ignore_ascii_case(name))
+        })
+        .collect()
+}
+
 fn header_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.split("\r\n")
         .skip(1)
@@ -358,6 +574,15 @@ fn header_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_can_be_left_out() {
+        let head = "GET /v2/x HTTP/1.1\r\nHost: x\r\nRange: bytes=5-\r\n\r\n";
+        assert_eq!(
+            without_header(head, "range"),
+            "GET /v2/x HTTP/1.1\r\nHost: x\r\n\r\n"
+        );
+    }
 
     #[test]
     fn force_close_replaces_keep_alive() {

@@ -45,7 +45,7 @@ fn pull_trades_auth_file_credentials_for_a_bearer_token() {
         &reference,
     ]);
 
-    // oci-client went through the token server, as the user from the file,
+    // osctl went through the token server, as the user from the file,
     // once: the manifest request gets the token, the blobs reuse it.
     let tokens = server.issued()[before..].to_vec();
     assert_eq!(tokens.len(), 1, "{tokens:?}");
@@ -122,10 +122,7 @@ fn no_credentials_get_a_token_without_access() {
     assert!(err.contains("no credentials"), "{err}");
     // The anonymous token was issued but granted nothing; the registry refused.
     let tokens = server.issued()[before..].to_vec();
-    assert!(
-        !tokens.is_empty(),
-        "oci-client asked for an anonymous token"
-    );
+    assert!(!tokens.is_empty(), "osctl asked for an anonymous token");
     assert!(
         tokens
             .iter()

@@ -7,6 +7,8 @@ mod common;
 
 use common::{Osctl, push_good, push_spec};
 use osctl_testutil::{DropProxy, Entry, ImageSpec, Layer, Registry, RegistryOptions, encode_layer};
+
+// Dropped connections, retries and resumption: pull_retry.rs.
 use serde_json::json;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -82,7 +84,83 @@ fn unknown_repository_and_tag() {
         &["containers-storage:x"],
         &["transport 'containers-storage' is not supported"],
     );
-    osctl.pull_fails(&["oci:/nonexistent/layout:v1"], &["/nonexistent/layout"]);
+    osctl.pull_fails(
+        &["127.0.0.1:99999/x:y"],
+        &[
+            "'127.0.0.1:99999/x:y'",
+            "port '99999' of registry 127.0.0.1:99999 is not a TCP port",
+        ],
+    );
+}
+
+#[test]
+fn local_sources_that_are_not_images() {
+    let (_, osctl, _) = setup();
+    let dir = osctl.sysroot();
+    let not_tar = dir.join("notes.txt");
+    std::fs::write(
+        &not_tar,
+        "just some text, long enough to be more than nothing\n".repeat(20),
+    )
+    .unwrap();
+    let short = dir.join("short.tar");
+    std::fs::write(&short, "tiny").unwrap();
+    let gz = dir.join("layout.tar.gz");
+    std::fs::write(&gz, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0]).unwrap();
+    let empty_dir = dir.join("empty-dir");
+    std::fs::create_dir(&empty_dir).unwrap();
+    let show = |p: &std::path::Path| p.display().to_string();
+    let missing = dir.join("missing.tar");
+    for (reference, needles) in [
+        (
+            format!("oci-archive:{}", show(&missing)),
+            vec![format!("OCI archive {}: does not exist", show(&missing))],
+        ),
+        (
+            format!("oci-archive:{}", show(&not_tar)),
+            vec![format!(
+                "OCI archive {}: is not a tar archive",
+                show(&not_tar)
+            )],
+        ),
+        (
+            format!("oci-archive:{}", show(&short)),
+            vec![format!(
+                "OCI archive {}: is not a tar archive (it is only 4 bytes long)",
+                show(&short)
+            )],
+        ),
+        (
+            format!("oci-archive:{}", show(&gz)),
+            vec![format!("OCI archive {}: is gzip-compressed", show(&gz))],
+        ),
+        (
+            format!("oci-archive:{}", show(&empty_dir)),
+            vec![
+                format!("OCI archive {}: is a directory", show(&empty_dir)),
+                "use oci:".into(),
+            ],
+        ),
+        (
+            "oci:/nonexistent/layout:v1".to_string(),
+            vec!["OCI layout /nonexistent/layout: does not exist".into()],
+        ),
+        (
+            "oci:/etc".to_string(),
+            vec!["OCI layout /etc: is not an OCI image layout: it has no index.json".into()],
+        ),
+        (
+            format!("oci:{}", show(&not_tar)),
+            vec![
+                format!("OCI layout {}: is not a directory", show(&not_tar)),
+                "use oci-archive:".into(),
+            ],
+        ),
+    ] {
+        let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+        let err = osctl.pull_fails(&[&reference], &needles);
+        assert!(!err.contains("i/o error"), "{err}");
+    }
 }
 
 #[test]
@@ -135,28 +213,6 @@ fn truncated_blob_is_refused() {
     let bytes = std::fs::read(&blob).unwrap();
     std::fs::write(&blob, &bytes[..bytes.len() / 2]).unwrap();
     osctl.pull_fails(&[&reference], &[&built.layer_digests[0]]);
-}
-
-#[test]
-fn connection_dropped_mid_blob() {
-    let (registry, osctl, _) = setup();
-    let layers = vec![Layer::new(vec![Entry::large_file(
-        "usr/big.bin",
-        2_000_000,
-        3,
-    )])];
-    let (_, built) = push_spec(&registry, "faults/drop:v1", &ImageSpec::new(layers));
-    let proxy = DropProxy::start(&registry.addr(), 100_000).unwrap();
-    let through_proxy = proxy.image_ref("faults/drop:v1");
-    let err = osctl.pull_fails(&[&through_proxy], &[&built.layer_digests[0]]);
-    assert!(proxy.cuts() >= 1, "the proxy cut the download");
-    assert!(
-        err.contains("transfer failed") || err.contains("truncated"),
-        "the error says the transfer broke: {err}"
-    );
-    // Once the connection behaves, the same pull succeeds.
-    proxy.set_after_bytes(None);
-    osctl.pull(&through_proxy);
 }
 
 #[test]

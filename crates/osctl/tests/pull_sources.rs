@@ -5,8 +5,8 @@ mod common;
 
 use common::{Osctl, push_spec};
 use osctl_testutil::{
-    Entry, ImageSpec, Layer, Registry, RegistryOptions, assert_trees_equal, expected_tree,
-    write_index_layout, write_layout, write_oci_archive,
+    DropProxy, Entry, ImageSpec, Layer, Registry, RegistryOptions, assert_trees_equal,
+    expected_tree, write_index_layout, write_layout, write_oci_archive,
 };
 
 fn os_layers(version: &str) -> Vec<Layer> {
@@ -166,21 +166,45 @@ fn second_image_stores_only_new_objects_and_repull_is_one_manifest_request() {
     );
     assert!(after_v1 >= 40);
 
-    // Pulling an unchanged reference fetches no blob at all.
-    let blob_gets = |log: &str| log.lines().filter(|l| l.contains("/blobs/sha256:")).count();
-    let before = blob_gets(&registry.log());
-    let out = osctl.pull(&r2);
+    // Pulling an unchanged reference is one manifest GET (no HEAD) and no
+    // blob request at all. Counted by a proxy in front of the registry: it
+    // logs each request as its answer passes, so the log is complete when
+    // osctl exits (the registry's own access log may lag its answers).
+    let proxy = DropProxy::passthrough(&registry.addr()).unwrap();
+    let via_proxy = proxy.image_ref("share/os:v2");
+    osctl.pull(&via_proxy);
+    let before = proxy.log().len();
+    let out = osctl.pull(&via_proxy);
     assert!(out.contains("up to date"), "{out}");
+    let log = proxy.log();
+    let repull = &log[before..];
+    let count = |method: &str, kind: &str| {
+        repull
+            .iter()
+            .filter(|r| {
+                r.method == method && r.target.starts_with(&format!("/v2/share/os/{kind}/"))
+            })
+            .count()
+    };
+    assert_eq!(count("GET", "manifests"), 1, "{repull:#?}");
+    assert_eq!(count("HEAD", "manifests"), 0, "{repull:#?}");
     assert_eq!(
-        blob_gets(&registry.log()),
-        before,
-        "no blob requests on an unchanged pull"
+        count("GET", "blobs") + count("HEAD", "blobs"),
+        0,
+        "{repull:#?}"
+    );
+    assert!(
+        repull
+            .iter()
+            .all(|r| r.target == "/v2/" || r.target.contains("/manifests/")),
+        "nothing else but the API check: {repull:#?}"
     );
     osctl.fsck_clean();
 
     // rm frees what only v1 used; gc afterwards finds nothing.
     let rm = osctl.ok(&["image", "rm", &r1]);
     assert!(rm.contains("Removed"), "{rm}");
+    osctl.ok(&["image", "rm", &via_proxy]);
     assert_eq!(osctl.list().len(), 1);
     let gc = osctl.ok(&["gc"]);
     assert!(gc.starts_with("Removed 0 unreferenced objects"), "{gc}");

@@ -16,18 +16,18 @@ use oci_spec::image::{Descriptor, ImageIndex};
 use ocidir::{OciArchive, OciDir, OciRead};
 
 use super::{BlobReader, FetchOptions, ResolvedManifest};
-use crate::FetchError;
+use crate::limits::MAX_MANIFEST_BYTES;
 use crate::manifest::{self, ParsedManifest, Platform};
 use crate::verify::{DigestReader, Expected, sha256_digest};
+use crate::{FetchError, error_chain};
 
 /// Bytes per chunk handed from the blocking reader to the async consumer.
 /// Large enough that channel traffic is negligible next to hashing and
 /// decompression, small enough that the two in flight stay well under a MiB.
 const CHUNK: usize = 256 * 1024;
 
-/// Manifests and indexes are small documents; refuse anything bigger than
-/// this before reading it into memory.
-const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
+/// A tar archive is a sequence of 512-byte blocks, the first a header.
+const TAR_BLOCK: usize = 512;
 
 /// The OCI annotation a layout's `index.json` uses to name tags.
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -50,14 +50,14 @@ impl LocalSource {
         tag: Option<String>,
         opts: &FetchOptions,
     ) -> Result<Self, FetchError> {
-        let not_layout = |why: String| FetchError::Malformed {
-            what: format!("OCI layout {}", path.display()),
-            why,
-        };
-        let dir = cap_std::fs::Dir::open_ambient_dir(path, cap_std::ambient_authority()).map_err(
-            |e| FetchError::Other(format!("cannot open OCI layout {}: {e}", path.display())),
-        )?;
-        let oci = OciDir::open(dir).map_err(|e| not_layout(e.to_string()))?;
+        let what = format!("OCI layout {}", path.display());
+        check_layout_dir(path, &what)?;
+        let dir = cap_std::fs::Dir::open_ambient_dir(path, cap_std::ambient_authority())
+            .map_err(|e| local(&what, "cannot be opened", Some(e)))?;
+        let oci = OciDir::open(dir).map_err(|e| FetchError::Malformed {
+            what: what.clone(),
+            why: error_chain(&e),
+        })?;
         Ok(LocalSource {
             layout: Layout::Dir(oci),
             path: path.to_path_buf(),
@@ -71,15 +71,12 @@ impl LocalSource {
         tag: Option<String>,
         opts: &FetchOptions,
     ) -> Result<Self, FetchError> {
-        let p = path.to_path_buf();
+        let what = format!("OCI archive {}", path.display());
+        let (p, w) = (path.to_path_buf(), what.clone());
         // Indexing reads every tar header: do it off the async threads.
-        let archive = tokio::task::spawn_blocking(move || OciArchive::open(&p))
+        let archive = tokio::task::spawn_blocking(move || open_archive_file(&p, &w))
             .await
-            .map_err(|e| FetchError::Other(e.to_string()))?
-            .map_err(|e| FetchError::Malformed {
-                what: format!("OCI archive {}", path.display()),
-                why: e.to_string(),
-            })?;
+            .map_err(|e| FetchError::Other(format!("reading {what}: {e}")))??;
         Ok(LocalSource {
             layout: Layout::Archive(std::sync::Arc::new(archive)),
             path: path.to_path_buf(),
@@ -100,9 +97,16 @@ impl LocalSource {
             Layout::Dir(d) => d.read_index(),
             Layout::Archive(a) => a.read_index(),
         };
-        r.map_err(|e| FetchError::Malformed {
-            what: format!("index.json of {}", self.location()),
-            why: e.to_string(),
+        r.map_err(|e| match e {
+            ocidir::Error::MissingImageIndex => local(
+                &self.location(),
+                "is not an OCI image layout: it has no index.json",
+                None,
+            ),
+            other => FetchError::Malformed {
+                what: format!("index.json of {}", self.location()),
+                why: error_chain(&other),
+            },
         })
     }
 
@@ -118,12 +122,12 @@ impl LocalSource {
         };
         r.map_err(|e| FetchError::Blob {
             what,
-            detail: e.to_string(),
+            detail: error_chain(&e),
         })
     }
 
     fn read_document(&self, desc: &Descriptor, what: &str) -> Result<Vec<u8>, FetchError> {
-        if desc.size() > MAX_MANIFEST {
+        if desc.size() > MAX_MANIFEST_BYTES {
             return Err(FetchError::Malformed {
                 what: what.to_string(),
                 why: format!("declared size {} is too large for a manifest", desc.size()),
@@ -131,11 +135,11 @@ impl LocalSource {
         }
         let mut buf = Vec::new();
         self.blocking_reader(desc)?
-            .take(MAX_MANIFEST + 1)
+            .take(MAX_MANIFEST_BYTES + 1)
             .read_to_end(&mut buf)
             .map_err(|e| FetchError::Blob {
                 what: what.to_string(),
-                detail: e.to_string(),
+                detail: error_chain(&e),
             })?;
         let actual = sha256_digest(&buf);
         if actual != desc.digest().to_string() {
@@ -247,6 +251,140 @@ impl LocalSource {
     }
 }
 
+fn local(what: &str, why: &str, source: Option<std::io::Error>) -> FetchError {
+    FetchError::Local {
+        what: what.to_string(),
+        why: why.to_string(),
+        source,
+    }
+}
+
+/// Refuses, by name, a layout path that does not exist, is not a directory
+/// or lacks what every OCI image layout has (`index.json`, `blobs/sha256`).
+fn check_layout_dir(path: &Path, what: &str) -> Result<(), FetchError> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(local(what, "does not exist", None));
+        }
+        Err(e) => return Err(local(what, "cannot be read", Some(e))),
+        Ok(m) if !m.is_dir() => {
+            return Err(local(
+                what,
+                "is not a directory (for an OCI archive file, use oci-archive:PATH)",
+                None,
+            ));
+        }
+        Ok(_) => {}
+    }
+    for (entry, want_dir) in [("index.json", false), ("blobs/sha256", true)] {
+        match std::fs::metadata(path.join(entry)) {
+            Ok(m) if m.is_dir() == want_dir => {}
+            Ok(_) => {
+                let kind = if want_dir { "a directory" } else { "a file" };
+                return Err(local(
+                    what,
+                    &format!("is not an OCI image layout: its {entry} is not {kind}"),
+                    None,
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(local(
+                    what,
+                    &format!("is not an OCI image layout: it has no {entry}"),
+                    None,
+                ));
+            }
+            Err(e) => return Err(local(what, &format!("cannot read its {entry}"), Some(e))),
+        }
+    }
+    Ok(())
+}
+
+/// Opens and indexes an OCI archive, first telling apart what it may be
+/// instead: missing, a directory, compressed, or no tar at all.
+fn open_archive_file(path: &Path, what: &str) -> Result<OciArchive, FetchError> {
+    let mut file = match std::fs::File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(local(what, "does not exist", None));
+        }
+        Err(e) => return Err(local(what, "cannot be opened", Some(e))),
+        Ok(f) => f,
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| local(what, "cannot be read", Some(e)))?;
+    if meta.is_dir() {
+        return Err(local(
+            what,
+            "is a directory (for an OCI layout directory, use oci:PATH)",
+            None,
+        ));
+    }
+    let mut head = Vec::with_capacity(TAR_BLOCK);
+    (&mut file)
+        .take(TAR_BLOCK as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| local(what, "cannot be read", Some(e)))?;
+    if let Some(why) = not_a_tar(&head) {
+        return Err(local(what, &why, None));
+    }
+    use std::io::Seek;
+    file.rewind()
+        .map_err(|e| local(what, "cannot be read", Some(e)))?;
+    OciArchive::from_file(file).map_err(|e| {
+        local(
+            what,
+            &format!("is not a readable tar archive: {}", error_chain(&e)),
+            None,
+        )
+    })
+}
+
+/// Why `head` (a file's first block) cannot start a tar archive, if it
+/// cannot: compressed data, too short, or a header whose checksum is wrong.
+fn not_a_tar(head: &[u8]) -> Option<String> {
+    const COMPRESSED: [(&[u8], &str); 3] = [
+        (&[0x1f, 0x8b], "gzip"),
+        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0], "xz"),
+    ];
+    for (magic, name) in COMPRESSED {
+        if head.starts_with(magic) {
+            return Some(format!(
+                "is {name}-compressed; OCI archives are plain tar files (decompress it first)"
+            ));
+        }
+    }
+    if head.len() < TAR_BLOCK {
+        return Some(format!(
+            "is not a tar archive (it is only {} bytes long)",
+            head.len()
+        ));
+    }
+    if head.iter().all(|b| *b == 0) {
+        return Some("is an empty tar archive (it holds no OCI layout)".into());
+    }
+    // The header checksum: the sum of all 512 bytes with the checksum field
+    // (bytes 148..156) counted as spaces, stored as octal text in that field.
+    let field = std::str::from_utf8(&head[148..156]).ok()?;
+    let stored = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8);
+    let sum: u32 = head
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                0x20
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    if stored != Ok(sum) {
+        return Some("is not a tar archive (its first block is not a tar header)".into());
+    }
+    None
+}
+
 fn tags(index: &ImageIndex) -> String {
     let t: Vec<&str> = index
         .manifests()
@@ -257,5 +395,59 @@ fn tags(index: &ImageIndex) -> String {
         "none".into()
     } else {
         t.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_header(name: &str) -> Vec<u8> {
+        let mut h = vec![0u8; TAR_BLOCK];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        h
+    }
+
+    #[test]
+    fn what_is_not_a_tar_is_named() {
+        assert_eq!(not_a_tar(&tar_header("index.json")), None);
+        let mut bad = tar_header("index.json");
+        bad[0] ^= 1;
+        for (head, needle) in [
+            (&[0x1f, 0x8b, 8, 0][..], "gzip-compressed"),
+            (&[0x28, 0xb5, 0x2f, 0xfd, 0][..], "zstd-compressed"),
+            (b"hello\n", "only 6 bytes long"),
+            (&[0u8; TAR_BLOCK][..], "empty tar archive"),
+            (&bad[..], "not a tar header"),
+            (&[b'x'; TAR_BLOCK][..], "not a tar"),
+        ] {
+            let why = not_a_tar(head).expect("refused");
+            assert!(why.contains(needle), "{why}");
+        }
+    }
+
+    #[test]
+    fn layout_dirs_are_checked_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let check = |p: &Path| check_layout_dir(p, "OCI layout X").unwrap_err().to_string();
+        assert!(check(&root.join("missing")).contains("does not exist"));
+        std::fs::write(root.join("file"), "x").unwrap();
+        assert!(check(&root.join("file")).contains("is not a directory"));
+        assert!(check(root).contains("it has no index.json"));
+        std::fs::write(root.join("index.json"), "{}").unwrap();
+        assert!(check(root).contains("it has no blobs/sha256"));
+        std::fs::create_dir_all(root.join("blobs")).unwrap();
+        std::fs::write(root.join("blobs/sha256"), "x").unwrap();
+        assert!(check(root).contains("its blobs/sha256 is not a directory"));
+        std::fs::remove_file(root.join("blobs/sha256")).unwrap();
+        std::fs::create_dir(root.join("blobs/sha256")).unwrap();
+        check_layout_dir(root, "OCI layout X").unwrap();
     }
 }

@@ -117,8 +117,9 @@ impl Source {
             return Err(FetchError::Malformed {
                 what: what.to_string(),
                 why: format!(
-                    "declared size {} exceeds the {limit}-byte limit",
-                    desc.size()
+                    "its declared size {} is over the {} limit",
+                    desc.size(),
+                    crate::limits::human_size(limit)
                 ),
             });
         }

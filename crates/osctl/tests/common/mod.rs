@@ -50,6 +50,8 @@ pub fn assert_valid_status(status: &Value) {
 /// A scratch sysroot and the `osctl` binary under test.
 pub struct Osctl {
     dir: tempfile::TempDir,
+    /// Extra environment for every command (`Osctl::set_env`).
+    env: Vec<(String, std::ffi::OsString)>,
 }
 
 impl Default for Osctl {
@@ -62,6 +64,7 @@ impl Osctl {
     pub fn new() -> Self {
         Osctl {
             dir: tempfile::tempdir().expect("tempdir"),
+            env: Vec::new(),
         }
     }
 
@@ -69,6 +72,7 @@ impl Osctl {
     pub fn new_in(parent: &Path) -> Self {
         Osctl {
             dir: tempfile::tempdir_in(parent).expect("tempdir"),
+            env: Vec::new(),
         }
     }
 
@@ -88,7 +92,13 @@ impl Osctl {
                 "CONTAINERS_REGISTRIES_CONF",
                 self.sysroot().join("no-registries.conf"),
             );
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
+    }
+
+    /// Sets `key` in the environment of every later command.
+    pub fn set_env(&mut self, key: &str, value: impl Into<std::ffi::OsString>) {
+        self.env.push((key.to_string(), value.into()));
     }
 
     pub fn run(&self, args: &[&str]) -> Output {

@@ -20,6 +20,14 @@ pub const ENV: &str = test_hooks::FAILPOINT_ENV;
 
 /// Every fail point, grouped by the command that passes it.
 pub const ALL: &[&str] = &[
+    // osctl image pull (the store; switch and upgrade pull too)
+    "pull:after-layers",
+    "pull:after-image",
+    "pull:after-record",
+    // osctl image rm, osctl gc (the store)
+    "rm:after-record",
+    "rm:after-refs",
+    "gc:after-refs-pruned",
     // osctl switch / upgrade
     "stage:after-pull",
     "stage:after-state-dir",

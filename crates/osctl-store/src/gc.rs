@@ -63,14 +63,20 @@ impl Store {
                 path: records_path.join(&file),
                 why: e.to_string(),
             })?;
-        if !present {
+        let repo_dir = self.repo_dir()?;
+        // A removal interrupted after the record went left its refs: a
+        // re-run finishes it rather than saying there is nothing to remove.
+        let interrupted = REF_DIRS
+            .iter()
+            .any(|d| repo_dir.symlink_metadata(Path::new(d).join(&key)).is_ok());
+        if !present && !interrupted {
             return Err(StoreError::NotInStore(reference));
         }
         atomic::remove_durably(self.records_dir(), &file).map_err(|e| StoreError::Io {
             path: records_path,
             why: format!("removing the record of {reference}: {e}"),
         })?;
-        let repo_dir = self.repo_dir()?;
+        crate::failpoint::hit("rm:after-record");
         for d in REF_DIRS {
             let name = Path::new(d).join(&key);
             if let Err(e) = repo_dir.remove_file(&name)
@@ -82,6 +88,7 @@ impl Store {
                 });
             }
         }
+        crate::failpoint::hit("rm:after-refs");
         drop(naming);
         self.gc()
     }
@@ -111,6 +118,7 @@ impl Store {
                 }
             }
         }
+        crate::failpoint::hit("gc:after-refs-pruned");
         // Released before composefs-rs's GC, which waits for running pulls
         // to finish: holding both would deadlock against a pull waiting here.
         drop(naming);

@@ -158,6 +158,7 @@ impl Store {
             .await?;
 
         tracing::debug!(fetched, "layers imported");
+        crate::failpoint::hit("pull:after-layers");
         observer.building_image();
         let naming = self.naming_lock(false)?;
         let repo = self.repo().clone();
@@ -183,6 +184,7 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Other(e.to_string()))??;
+        crate::failpoint::hit("pull:after-image");
 
         let record = ImageRecord {
             version: RECORD_VERSION,
@@ -219,6 +221,7 @@ impl Store {
                 .map_err(|_| StoreError::Malformed(format!("{config_what} is not UTF-8")))?,
         };
         self.write_record(&record)?;
+        crate::failpoint::hit("pull:after-record");
         drop(naming);
         tracing::debug!(image_id = %record.image_id(), "record written");
         Ok(PullOutcome {

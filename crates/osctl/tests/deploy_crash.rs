@@ -10,7 +10,8 @@
 //!    and shows the roles of either the machine before the command or the
 //!    machine after a clean run — never a third;
 //! 3. the default boot entry names an entry that exists;
-//! 4. after re-running the command, the machine's *whole* state —
+//! 4. after re-running the command (or `gc`, where the scenario says the
+//!    rest is gc's), the machine's *whole* state —
 //!    every file under the boot dir, the deployment state, the store's
 //!    records and refs, the object count, `status` and `fsck` — equals the
 //!    state after an uninterrupted run.
@@ -125,6 +126,11 @@ struct Scenario {
     name: &'static str,
     setup: fn(&Images) -> (Machine, Vec<String>),
     points: &'static [&'static str],
+    /// Points after which the re-run is `osctl gc`, not the command:
+    /// `image rm` of a reference already gone is an error (a typo must not
+    /// pass silently), so once its record and refs are gone, what is left
+    /// — freeing the space — is the next gc's.
+    finished_by_gc: &'static [&'static str],
 }
 
 fn words(w: &[&str]) -> Vec<String> {
@@ -167,6 +173,19 @@ fn scenarios() -> Vec<Scenario> {
                 )
             },
             points: SWITCH_POINTS,
+            finished_by_gc: &[],
+        },
+        Scenario {
+            name: "switch pulling",
+            setup: |i| {
+                let m = booted_v1(i);
+                (
+                    m,
+                    words(&["switch", "--retain", "--progress", "none", &i.v3]),
+                )
+            },
+            points: &["pull:after-layers", "pull:after-image", "pull:after-record"],
+            finished_by_gc: &[],
         },
         Scenario {
             // v1 → v2 → v3 booted; with v4 staged, v2 is the rollback and
@@ -182,6 +201,7 @@ fn scenarios() -> Vec<Scenario> {
                 "drop:after-state",
                 "prune:after-kernels",
             ],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "first switch of an offline sysroot",
@@ -197,6 +217,7 @@ fn scenarios() -> Vec<Scenario> {
                 "stage:after-var-seed",
                 "stage:after-marker",
             ],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "offline sysroot: switch beside the default",
@@ -210,6 +231,7 @@ fn scenarios() -> Vec<Scenario> {
                 )
             },
             points: &["stage:after-entry", "stage:after-marker"],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "switch replacing a pending update",
@@ -230,6 +252,7 @@ fn scenarios() -> Vec<Scenario> {
                 "drop:after-state",
                 "drop:after-root",
             ],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "switch replacing a finalized update",
@@ -250,6 +273,7 @@ fn scenarios() -> Vec<Scenario> {
                 "stage:after-replaced-dropped",
                 "drop:after-state",
             ],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "switch during a queued rollback",
@@ -266,6 +290,7 @@ fn scenarios() -> Vec<Scenario> {
                 "stage:after-marker",
                 "stage:after-default-restored",
             ],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "switch back to the booted image",
@@ -280,6 +305,7 @@ fn scenarios() -> Vec<Scenario> {
                 "stage:after-default-restored",
                 "stage:after-replaced-dropped",
             ],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "switch to the rollback deployment's image",
@@ -295,6 +321,7 @@ fn scenarios() -> Vec<Scenario> {
                 "stage:after-entry",
                 "stage:after-marker",
             ],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "finalize on trial",
@@ -312,6 +339,7 @@ fn scenarios() -> Vec<Scenario> {
                 "trial:after-trying-key",
                 "finalize:after-default",
             ],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "finalize without boot counting",
@@ -322,6 +350,7 @@ fn scenarios() -> Vec<Scenario> {
                 (m, words(&["finalize"]))
             },
             points: &["finalize:after-origin", "finalize:after-default"],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "rollback with a pending update",
@@ -340,6 +369,7 @@ fn scenarios() -> Vec<Scenario> {
                 "drop:after-state",
                 "drop:after-root",
             ],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "rollback with a finalized update",
@@ -355,6 +385,7 @@ fn scenarios() -> Vec<Scenario> {
                 "rollback:after-default",
                 "rollback:after-drop-staged",
             ],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "rollback --cancel",
@@ -364,6 +395,7 @@ fn scenarios() -> Vec<Scenario> {
                 (m, words(&["rollback", "--cancel"]))
             },
             points: &["rollback-cancel:after-default"],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "pin",
@@ -373,6 +405,7 @@ fn scenarios() -> Vec<Scenario> {
                 (m, words(&["pin", &v1[..12]]))
             },
             points: &["pin:after-origin"],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "unpin",
@@ -383,6 +416,7 @@ fn scenarios() -> Vec<Scenario> {
                 (m, words(&["unpin", &v1[..12]]))
             },
             points: &["unpin:after-origin"],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "upgrade --check",
@@ -395,6 +429,7 @@ fn scenarios() -> Vec<Scenario> {
                 (m, words(&["upgrade", "--check"]))
             },
             points: &["upgrade:after-cached-update"],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "upgrade",
@@ -411,6 +446,7 @@ fn scenarios() -> Vec<Scenario> {
                 "stage:after-marker",
                 "prune:after-kernels",
             ],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "gc prunes an old deployment",
@@ -425,7 +461,28 @@ fn scenarios() -> Vec<Scenario> {
                 "drop:after-state",
                 "drop:after-root",
                 "prune:after-kernels",
+                "gc:after-refs-pruned",
             ],
+            finished_by_gc: &[],
+        },
+        Scenario {
+            name: "image pull",
+            setup: |i| {
+                let m = booted_v1(i);
+                (m, words(&["image", "pull", "--progress", "none", &i.v2]))
+            },
+            points: &["pull:after-layers", "pull:after-image", "pull:after-record"],
+            finished_by_gc: &[],
+        },
+        Scenario {
+            name: "image rm",
+            setup: |i| {
+                let m = booted_v1(i);
+                m.run(&["image", "pull", "--progress", "none", &i.v2]);
+                (m, words(&["image", "rm", &i.v2]))
+            },
+            points: &["rm:after-record", "rm:after-refs", "gc:after-refs-pruned"],
+            finished_by_gc: &["rm:after-refs", "gc:after-refs-pruned"],
         },
         Scenario {
             name: "health check after a fallback",
@@ -443,6 +500,7 @@ fn scenarios() -> Vec<Scenario> {
                 "assess:after-default",
                 "check:after-record",
             ],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "health bless on trial",
@@ -460,6 +518,7 @@ fn scenarios() -> Vec<Scenario> {
                 "bless:after-default",
                 "bless:after-health",
             ],
+            finished_by_gc: &[],
         },
         Scenario {
             name: "health bless of an image that failed before",
@@ -479,6 +538,7 @@ fn scenarios() -> Vec<Scenario> {
                 (m, words(&["health", "bless"]))
             },
             points: &["bless:after-health", "bless:after-failed-images"],
+            finished_by_gc: &[],
         },
     ]
 }
@@ -573,7 +633,11 @@ fn every_fail_point_ends_where_a_clean_run_ends() {
                 panic!("{what}: {e}");
             }
 
-            m.run(&command.iter().map(String::as_str).collect::<Vec<_>>());
+            if scenario.finished_by_gc.contains(point) {
+                m.run(&["gc"]);
+            } else {
+                m.run(&command.iter().map(String::as_str).collect::<Vec<_>>());
+            }
             let rerun = machine_state(&m.osctl, booted.as_deref());
             assert_same(&what, &rerun, &after);
             checks += 1;

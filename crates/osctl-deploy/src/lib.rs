@@ -106,6 +106,7 @@
 
 mod assess;
 pub mod boot;
+mod check;
 pub mod config;
 mod copy;
 mod finalize;

@@ -119,11 +119,22 @@ impl Sysroot {
         self
     }
 
-    /// Waits for and takes the deployment lock (idempotent). Every
+    /// Waits for and takes the deployment lock (idempotent), then runs the
+    /// [recovery](crate::recover) once: whatever an interrupted command left
+    /// is finished or cleared before this one looks at the machine. Every
     /// operation that changes deployments or boot entries calls it first.
     pub(crate) fn lock(&self) -> Result<(), DeployError> {
+        if self.lock_without_recovery()? {
+            self.recover()?;
+        }
+        Ok(())
+    }
+
+    /// Takes the deployment lock; returns whether this call took it (false:
+    /// this handle already held it).
+    pub(crate) fn lock_without_recovery(&self) -> Result<bool, DeployError> {
         if self.lock.get().is_some() {
-            return Ok(());
+            return Ok(false);
         }
         let lock_path = self.path.join(LOCK_FILE);
         let io = |e: std::io::Error| DeployError::Io {
@@ -150,10 +161,7 @@ impl Sysroot {
                 "the lock is only set here, after checking it is unset, and Sysroot is not Sync"
             );
         }
-        // Whatever an interrupted command left is finished or cleared before
-        // this one looks at the machine.
-        self.recover()?;
-        Ok(())
+        Ok(true)
     }
 
     pub fn store(&self) -> &Store {

@@ -49,6 +49,7 @@ impl Sysroot {
             other: others.iter().map(entry).collect(),
             failed: failed.iter().map(entry).collect(),
             rollback_queued,
+            problems: self.unusable()?,
         })
     }
 }

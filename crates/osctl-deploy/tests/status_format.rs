@@ -105,6 +105,7 @@ fn full_view() -> HostView {
         other: vec![other],
         failed: Vec::new(),
         rollback_queued: false,
+        problems: Vec::new(),
     }
 }
 
@@ -607,6 +608,16 @@ fn shapes() -> Vec<(String, HostView)> {
     update.timestamp = Some("2026-02-30T00:00:00Z".to_owned());
     update.version = None;
     shapes.push(("malformed timestamps".to_owned(), bad_times));
+
+    let mut broken = full_view();
+    broken.problems = vec![
+        "deployment 777777777777 cannot be read: /s/sysroot/state/deploy/77…/origin.json: unreadable: EOF while parsing".to_owned(),
+        "boot entry loader/entries/osctl-88….conf does not parse (no `linux` line); the next deployment change rewrites it".to_owned(),
+    ];
+    shapes.push((
+        "a broken deployment and a bad boot entry".to_owned(),
+        broken,
+    ));
 
     let mut uki = full_view();
     let staged = uki.staged.as_mut().unwrap();

@@ -21,6 +21,9 @@ pub const CMDLINE_ENV: &str = "OSCTL_CMDLINE_FILE";
 /// Replaces the reboot command.
 pub const REBOOT_ENV: &str = "OSCTL_REBOOT_COMMAND";
 
+/// Every hook, for [`announce`].
+pub const ALL: &[&str] = &[FAILPOINT_ENV, CMDLINE_ENV, REBOOT_ENV];
+
 /// Hooks already announced by this process.
 static ANNOUNCED: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
 
@@ -38,4 +41,12 @@ pub fn var(name: &'static str) -> Option<OsString> {
         );
     }
     Some(value)
+}
+
+/// Announces every hook that is set (a program calls this once at start,
+/// so a hook is reported even by a command that never consults it).
+pub fn announce() {
+    for name in ALL {
+        var(name);
+    }
 }

@@ -85,6 +85,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    osctl_deploy::test_hooks::announce();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -108,7 +109,7 @@ fn main() -> ExitCode {
             Command::Health(cmd) => commands::health::run(cmd, &cli.sysroot, boot),
             Command::Install(cmd) => commands::install::run(cmd, &cli.sysroot, boot).await,
             Command::Image(cmd) => commands::image::run(cmd, &cli.sysroot).await,
-            Command::Fsck(args) => commands::fsck::run(args, &cli.sysroot).await,
+            Command::Fsck(args) => commands::fsck::run(args, &cli.sysroot, boot).await,
             Command::Gc(args) => commands::gc::run(args, &cli.sysroot, boot),
         }
     });

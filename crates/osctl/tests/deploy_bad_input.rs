@@ -116,7 +116,7 @@ fn rollback_without_a_rollback_deployment() {
     let osctl = Osctl::new();
     fails_cleanly(&osctl, None, &["rollback"], &["no rollback deployment"]);
     run_ok(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &good]));
-    booted_cmd(&osctl, None).arg("finalize").output().unwrap();
+    run_ok(booted_cmd(&osctl, None).arg("finalize"));
     let st = booted_cmd(&osctl, None)
         .args(["status", "--format", "json"])
         .output()
@@ -176,7 +176,7 @@ fn disk_full_during_switch_keeps_the_machine_intact() {
     }
     let _guard = Umount(root);
     run_ok(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &small]));
-    booted_cmd(&osctl, None).arg("finalize").output().unwrap();
+    run_ok(booted_cmd(&osctl, None).arg("finalize"));
     let before = snapshot_state(root);
     let out = booted_cmd(&osctl, None)
         .args(["switch", "--progress", "none", &big])

@@ -93,6 +93,19 @@ pub struct HostStatus {
     /// `bootcHost` once a deployment is booted, else `null`.
     #[serde(rename = "type", default)]
     pub host_type: Option<HostType>,
+    /// osctl's own findings about the host; absent when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub osctl: Option<OsctlHostStatus>,
+}
+
+/// osctl's fields for the host, under `status.osctl`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OsctlHostStatus {
+    /// What osctl found on disk and cannot use, one line each: a
+    /// deployment whose origin or record does not parse, a boot entry that
+    /// does not. These are left out of every decision.
+    pub problems: Vec<String>,
 }
 
 /// `status.type`.

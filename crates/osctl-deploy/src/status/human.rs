@@ -47,6 +47,9 @@ pub(super) fn render(host: &Host) -> String {
     if st.rollback_queued {
         tail.push_str("Rollback queued: the next boot is the rollback deployment\n");
     }
+    for p in st.osctl.iter().flat_map(|o| &o.problems) {
+        let _ = writeln!(tail, "Problem: {p}");
+    }
     if blocks.is_empty() && tail.is_empty() {
         return "No deployments yet (osctl switch IMAGE deploys one).\n".to_owned();
     }

@@ -58,7 +58,7 @@ mod schema;
 pub use host::{
     API_VERSION, Assessment, BootEntry, BootEntryComposefs, BootOrder, BootTries, BootType,
     Bootloader, Health, Host, HostSpec, HostStatus, HostType, ImageReference, ImageStatus, KIND,
-    ObjectMeta, OsctlEntry, Store,
+    ObjectMeta, OsctlEntry, OsctlHostStatus, Store,
 };
 
 pub use schema::{SCHEMA_DOC, render_schema, status_schema};
@@ -85,6 +85,10 @@ pub struct HostView {
     pub failed: Vec<EntryView>,
     /// The next boot is the rollback deployment.
     pub rollback_queued: bool,
+    /// What osctl found on disk and cannot use (a deployment whose origin
+    /// does not parse, a boot entry that does not), one line each; left out
+    /// of every decision.
+    pub problems: Vec<String>,
 }
 
 /// One deployment. Its `/etc` merge conflicts are `origin.etc_conflicts`.
@@ -143,6 +147,9 @@ pub fn to_host(view: &HostView) -> Host {
                 .collect(),
             rollback_queued: view.rollback_queued,
             host_type: view.booted.as_ref().map(|_| HostType::BootcHost),
+            osctl: (!view.problems.is_empty()).then(|| OsctlHostStatus {
+                problems: view.problems.clone(),
+            }),
         },
     }
 }
@@ -237,6 +244,7 @@ pub fn booted_only(view: &HostView) -> HostView {
         other: Vec::new(),
         failed: Vec::new(),
         rollback_queued: view.rollback_queued,
+        problems: view.problems.clone(),
     }
 }
 

@@ -6,34 +6,60 @@ use std::process::ExitCode;
 use clap::Args;
 use osctl_store::Store;
 
+use super::deploy_common;
+
 #[derive(Args)]
 pub struct FsckArgs {
     /// Remove damaged objects and the layer streams and images that depend
-    /// on them, so that pulling the images it names again restores them.
+    /// on them, so that pulling the images it names again restores them;
+    /// finish or clear what interrupted deployment commands left.
     #[arg(long)]
     pub repair: bool,
 }
 
-pub async fn run(args: FsckArgs, sysroot: &Path) -> anyhow::Result<ExitCode> {
-    let store = Store::open(sysroot)?;
+pub async fn run(args: FsckArgs, sysroot: &Path, boot: Option<&Path>) -> anyhow::Result<ExitCode> {
+    // One store handle for everything: composefs-rs's exclusive lock (gc,
+    // repair) would wait forever on a second handle's shared lock.
+    let deployments = deploy_common::open_existing(sysroot, boot)?;
+    let own_store;
+    let store = match &deployments {
+        Some(d) => d.store(),
+        None => {
+            own_store = Store::open(sysroot)?;
+            &own_store
+        }
+    };
+    // Deployments are repaired first (the recovery may drop a deployment,
+    // and with it a store root), then checked with the store.
+    if args.repair
+        && let Some(d) = &deployments
+    {
+        for action in d.repair()? {
+            println!("repaired: {action}");
+        }
+    }
+    let deployment_problems = match &deployments {
+        Some(d) => d.fsck()?,
+        None => Vec::new(),
+    };
     let (report, repair) = if args.repair {
         let (report, repair) = store.repair().await?;
         (report, Some(repair))
     } else {
         (store.fsck().await?, None)
     };
-    for p in &report.problems {
+    for p in report.problems.iter().chain(&deployment_problems) {
         println!("problem: {p}");
     }
     println!(
         "{} objects and {} images checked, {} problem(s) ({})",
         report.objects_checked,
         report.images_checked,
-        report.problems.len(),
+        report.problems.len() + deployment_problems.len(),
         store.verity()
     );
     let Some(repair) = repair else {
-        return Ok(if report.is_ok() {
+        return Ok(if report.is_ok() && deployment_problems.is_empty() {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE

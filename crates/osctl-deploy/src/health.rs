@@ -264,17 +264,42 @@ pub fn run(check: &Check) -> CheckResult {
                 };
             }
             Ok(None) if started.elapsed() >= check.timeout => {
-                let pgid = rustix::process::Pid::from_child(&child);
-                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
-                let _ = child.wait();
+                if let Some(why) = kill_check(&mut child) {
+                    break Outcome::NotRun { why };
+                }
                 break Outcome::TimedOut;
             }
             Ok(None) => std::thread::sleep(POLL),
-            Err(e) => break Outcome::NotRun { why: e.to_string() },
+            // Whether it still runs is unknown: it must not outlive its
+            // assessment, so it is killed all the same.
+            Err(e) => {
+                let why = match kill_check(&mut child) {
+                    Some(kill) => format!("waiting for it: {e}; {kill}"),
+                    None => format!("waiting for it: {e} (killed)"),
+                };
+                break Outcome::NotRun { why };
+            }
         }
     };
     let output = tail(&mut out_reader);
     result(outcome, output)
+}
+
+/// Kills a check's whole process group and reaps it. Returns why that
+/// failed, if it did (a group already gone is not a failure).
+fn kill_check(child: &mut std::process::Child) -> Option<String> {
+    let pgid = rustix::process::Pid::from_child(child);
+    let killed = match rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => None,
+        Err(e) => Some(format!("killing its process group: {e}")),
+    };
+    match child.wait() {
+        Ok(_) => killed,
+        Err(e) => Some(format!(
+            "{}reaping it: {e}",
+            killed.map(|k| format!("{k}; ")).unwrap_or_default()
+        )),
+    }
 }
 
 /// The last [`OUTPUT_TAIL`] bytes written to `file`, as text.

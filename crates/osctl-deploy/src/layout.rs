@@ -9,7 +9,8 @@
 //!     │   ├── origin.json                 what it was deployed from (reference, digests, kargs, pin)
 //!     │   └── etc/                        the deployment's /etc (merged at finalize)
 //!     ├── var/                            /var, shared by every deployment
-//!     └── staged                          id of the staged deployment, if any
+//!     ├── staged                          the update waiting for finalize (crate::markers)
+//!     └── rollback                        a queued rollback (crate::markers)
 //! <boot dir>/                             ESP or /boot; default <sysroot>/boot
 //! ├── loader/loader.conf                  `default osctl-<id>.conf`: what boots next
 //! ├── loader/entries/osctl-<id>.conf      one BLS type 1 entry per deployment
@@ -30,8 +31,6 @@ pub const STATE_DIR: &str = "sysroot/state";
 pub const DEPLOY_DIR: &str = "sysroot/state/deploy";
 /// The shared /var, relative to the sysroot.
 pub const VAR_DIR: &str = "sysroot/state/var";
-/// File naming the staged deployment, relative to the sysroot.
-pub const STAGED_FILE: &str = "sysroot/state/staged";
 /// A deployment's origin file, relative to its directory.
 pub const ORIGIN_FILE: &str = "origin.json";
 /// A deployment's /etc, relative to its directory.

@@ -284,7 +284,7 @@ pub(crate) fn test_deployment(
 ) -> Deployment {
     let origin: Origin = serde_json::from_value(serde_json::json!({
         "version": 1, "image": "r/os:1", "transport": "registry",
-        "manifestDigest": "sha256:00", "imageId": id.as_str(), "architecture": "amd64",
+        "manifestDigest": format!("sha256:{}", "0".repeat(64)), "imageId": id.as_str(), "architecture": "amd64",
         "imageVersion": null, "timestamp": null, "osName": null, "kernelVersion": "6.1",
         "bootDigest": "b", "imageKargs": [], "localKargs": [], "deployed": "now",
         "serial": serial, "finalized": finalized,
@@ -292,7 +292,8 @@ pub(crate) fn test_deployment(
     .expect("origin fixture");
     let record: ImageRecord = serde_json::from_value(serde_json::json!({
         "version": 1, "reference": "r/os:1", "transport": "registry",
-        "manifestDigest": "sha256:00", "configDigest": "sha256:01", "imageId": id.as_str(),
+        "manifestDigest": format!("sha256:{}", "0".repeat(64)),
+        "configDigest": format!("sha256:{}", "1".repeat(64)), "imageId": id.as_str(),
         "layers": [], "architecture": "amd64", "os": "linux", "pulled": "now",
         "manifest": "{}", "config": "{}",
     }))

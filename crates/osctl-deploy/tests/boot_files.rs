@@ -163,6 +163,43 @@ async fn install_kernel_shares_identical_pairs() {
     env.assert_no_temporaries();
 }
 
+/// A shared pair is reused only when its bytes hash to its name: a damaged
+/// one is replaced (issue 9 #9: it was reused after a size check only).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_shared_pair_is_replaced_not_reused() {
+    let env = Env::new();
+    let vmlinuz = vec![7u8; 300_000];
+    let initrd = b"initramfs v1".to_vec();
+    let (image, tree) = env.image("v1", kernel("6.12.0", &vmlinuz, &initrd)).await;
+    let k = boot::find_kernel(&tree, &image).unwrap();
+    let digest = boot::install_kernel(&tree, &k, &env.boot()).unwrap();
+    let dir = env.boot_path.join("osctl").join(&digest);
+    for (what, damage) in [
+        ("same size, other bytes", vec![8u8; 300_000]),
+        ("truncated", vec![7u8; 1000]),
+    ] {
+        fs::write(dir.join("vmlinuz"), &damage).unwrap();
+        assert_eq!(
+            boot::install_kernel(&tree, &k, &env.boot()).unwrap(),
+            digest
+        );
+        assert_eq!(fs::read(dir.join("vmlinuz")).unwrap(), vmlinuz, "{what}");
+        assert_eq!(
+            fs::read(dir.join("initramfs.img")).unwrap(),
+            initrd,
+            "{what}"
+        );
+    }
+    fs::remove_file(dir.join("initramfs.img")).unwrap();
+    assert_eq!(
+        boot::install_kernel(&tree, &k, &env.boot()).unwrap(),
+        digest
+    );
+    assert_eq!(fs::read(dir.join("initramfs.img")).unwrap(), initrd);
+    assert_eq!(env.kernel_dirs(), std::slice::from_ref(&digest));
+    env.assert_no_temporaries();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn different_kernels_get_own_dirs_and_unused_ones_go() {
     let env = Env::new();
@@ -422,19 +459,32 @@ fn entries_written_read_and_removed() {
         .into_iter()
         .map(|e| e.id)
         .collect();
-    assert_eq!(ids, [b]);
+    assert_eq!(ids, std::slice::from_ref(&b));
     assert!(entries_dir.join("fedora-6.12.conf").exists());
 
-    // A malformed entry of ours is an error naming it.
+    // A malformed entry of ours is set aside with the reason, never an
+    // error that would make every entry unreadable (issue 9 #23).
     fs::write(
         entries_dir.join(format!("osctl-{a}+1.conf")),
         "title broken\n",
     )
     .unwrap();
-    let e = boot::read_entries(&env.boot()).unwrap_err().to_string();
+    let ids: Vec<_> = boot::read_entries(&env.boot())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, [b]);
+    let (good, bad) = boot::read_all_entries(&env.boot()).unwrap();
+    assert_eq!(good.len(), 1);
     assert_eq!(
-        e,
-        format!("boot dir: loader/entries/osctl-{a}+1.conf: no `linux` line")
+        bad,
+        [boot::BadEntry {
+            id: a.clone(),
+            file_name: format!("osctl-{a}+1.conf"),
+            tries: Some(boot::Tries { left: 1, done: 0 }),
+            why: "no `linux` line".to_owned(),
+        }]
     );
     assert!(boot::read_entries(&Env::new().boot()).unwrap().is_empty());
 }

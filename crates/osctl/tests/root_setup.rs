@@ -34,11 +34,12 @@ fn stage(with_sysroot_dir: bool) -> Staged {
     let osctl = Osctl::new();
     let reference = format!("oci:{}:v1", layout.path().display());
     osctl.ok(&["switch", &reference]);
+    // The staged marker: "<id> <generation>".
     let staged = std::fs::read_to_string(osctl.sysroot().join("sysroot/state/staged")).unwrap();
     Staged {
         osctl,
         _layout: layout,
-        id: staged.trim().to_string(),
+        id: staged.split_whitespace().next().unwrap().to_string(),
     }
 }
 

@@ -126,9 +126,11 @@ pub fn boot_digest(tree: &ImageTree, kernel: &KernelFiles) -> Result<String, Boo
 
 /// Copies the kernel pair to `<boot>/osctl/<boot digest>/` and returns the
 /// digest. If that directory exists already (another deployment has the
-/// same pair) it is reused as is, after checking its two file sizes;
-/// otherwise the pair is written into a `.tmp-` directory next to it,
-/// fsynced, and renamed into place.
+/// same pair) it is reused once its content hashes to the digest; one that
+/// does not (a damaged file, a hand edit) is replaced. A new pair is written
+/// into a `.tmp-` directory next to it, fsynced, and renamed into place (or
+/// exchanged with the damaged one in one `renameat2`, so the deployments
+/// that share it never see it missing).
 pub fn install_kernel(
     tree: &ImageTree,
     kernel: &KernelFiles,
@@ -137,11 +139,37 @@ pub fn install_kernel(
     let (digest, sizes) = hash_pair(tree, kernel, None)?;
     let kernels = ensure_dir(boot, KERNELS_DIR)?;
     let final_rel = Path::new(KERNELS_DIR).join(&digest);
-    if let Some(existing) = open_dir_opt(&kernels, &digest, &final_rel)? {
-        check_sizes(&existing, &final_rel, sizes)?;
-        tracing::debug!(digest, "boot files already present, shared");
-        return Ok(digest);
-    }
+    let damaged = match open_dir_opt(&kernels, &digest, &final_rel)? {
+        Some(existing) => match installed_digest(&existing, &final_rel)? {
+            Some((found, found_sizes)) if found == digest && found_sizes == sizes => {
+                tracing::debug!(digest, "boot files already present, shared");
+                return Ok(digest);
+            }
+            // The same bytes split differently between the two files: a
+            // different pair under the same name. Replacing it would break
+            // the deployments that use it.
+            Some((found, found_sizes)) if found == digest => {
+                return Err(BootError::BootFile {
+                    path: final_rel.join(VMLINUZ),
+                    why: format!(
+                        "holds a {}-byte kernel and a {}-byte initramfs whose bytes hash like this image's {}-byte and {}-byte pair; refusing to share or replace it",
+                        found_sizes[0], found_sizes[1], sizes[0], sizes[1]
+                    ),
+                });
+            }
+            found => {
+                tracing::warn!(
+                    "{} does not hold the kernel pair its name says ({}): replacing it",
+                    final_rel.display(),
+                    found.map_or("a file is missing".to_owned(), |(f, _)| format!(
+                        "it hashes to {f}"
+                    ))
+                );
+                true
+            }
+        },
+        None => false,
+    };
     remove_temporaries(&kernels, KERNELS_DIR, |_| true)?;
 
     let tmp = format!("{TMP_PREFIX}{}-{digest}", std::process::id());
@@ -164,13 +192,33 @@ pub fn install_kernel(
             });
         }
         sync_dir(&dir).map_err(BootError::io("fsync", &tmp_rel))?;
-        kernels
-            .rename(&tmp, &kernels, &digest)
-            .map_err(BootError::io("rename into place", &final_rel))?;
+        if damaged {
+            rustix::fs::renameat_with(
+                &kernels,
+                &tmp,
+                &kernels,
+                &digest,
+                rustix::fs::RenameFlags::EXCHANGE,
+            )
+            .map_err(|e| BootError::io("exchange into place", &final_rel)(e.into()))?;
+            sync_dir(&kernels).map_err(BootError::io("fsync", KERNELS_DIR))?;
+            // The damaged pair now has the temporary name.
+            kernels
+                .remove_dir_all(&tmp)
+                .map_err(BootError::io("remove", &tmp_rel))?;
+        } else {
+            kernels
+                .rename(&tmp, &kernels, &digest)
+                .map_err(BootError::io("rename into place", &final_rel))?;
+        }
         sync_dir(&kernels).map_err(BootError::io("fsync", KERNELS_DIR))
     })();
-    if result.is_err() {
-        let _ = kernels.remove_dir_all(&tmp);
+    if let Err(e) = &result
+        && let Err(cleanup) = kernels.remove_dir_all(&tmp)
+        && cleanup.kind() != std::io::ErrorKind::NotFound
+    {
+        // The next kernel install removes leftover temporaries.
+        tracing::warn!("{e}; removing {} failed too: {cleanup}", tmp_rel.display());
     }
     result?;
     tracing::info!(
@@ -179,6 +227,32 @@ pub fn install_kernel(
         "installed kernel and initramfs"
     );
     Ok(digest)
+}
+
+/// The boot digest of the pair installed in `dir` (shown as `shown`):
+/// sha256 over its vmlinuz then its initramfs, and the two sizes; `None` if
+/// either is not a regular file.
+fn installed_digest(dir: &Dir, shown: &Path) -> Result<Option<(String, [u64; 2])>, BootError> {
+    let mut hasher = Sha256::new();
+    let mut sizes = [0u64; 2];
+    for (name, size) in [VMLINUZ, INITRAMFS].into_iter().zip(&mut sizes) {
+        let path = shown.join(name);
+        let mut file = match dir.open(name) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(BootError::io("open", &path)(e)),
+        };
+        if !file
+            .metadata()
+            .map_err(BootError::io("stat", &path))?
+            .is_file()
+        {
+            return Ok(None);
+        }
+        *size = copy_hashing(&mut file, &mut hasher, None)
+            .map_err(|(_, e)| BootError::io("read", &path)(e))?;
+    }
+    Ok(Some((hex::encode(hasher.finalize()), sizes)))
 }
 
 /// Removes every `<boot>/osctl/<digest>` directory whose digest is not in
@@ -298,23 +372,4 @@ fn copy_hashing(
         }
         total += n as u64;
     }
-}
-
-/// An existing boot-files directory must hold the two files with the sizes
-/// just hashed: the digest alone does not fix where vmlinuz ends.
-fn check_sizes(dir: &Dir, shown: &Path, sizes: [u64; 2]) -> Result<(), BootError> {
-    for (name, want) in [VMLINUZ, INITRAMFS].into_iter().zip(sizes) {
-        let path = shown.join(name);
-        let meta = dir.metadata(name).map_err(BootError::io("stat", &path))?;
-        if !meta.is_file() || meta.len() != want {
-            return Err(BootError::BootFile {
-                path,
-                why: format!(
-                    "is not the {want}-byte file its digest directory should hold; remove {} to reinstall it",
-                    shown.display()
-                ),
-            });
-        }
-    }
-    Ok(())
 }

@@ -586,9 +586,14 @@ fn partition_nodes(target: &Target, layout: &Layout) -> Result<[PathBuf; 2], Ins
         None,
     )
     .err();
-    let _ = Command::new("udevadm")
+    // Best effort: waiting for udev only shortens the wait below, which
+    // checks the partition nodes itself (and names partx's error if any).
+    if let Err(e) = Command::new("udevadm")
         .args(["settle", "--timeout=10"])
-        .output();
+        .output()
+    {
+        tracing::debug!("udevadm settle: {e}");
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     while !ready() {
         if Instant::now() > deadline {

@@ -295,16 +295,24 @@ pub async fn to_filesystem(
         Err(e) => {
             // Leave the target as it was (through the binds, which do not
             // reach filesystems mounted below PATH).
+            // Every step is tried; each failure is named in the error.
+            let mut restore = Vec::new();
             if mounted.binds.len() == 2 {
-                let _ = mounts::empty_dir(&s_root, &keep);
-                let _ = bootdir::remove_osctl_boot_files(&s_boot);
-                let _ = snapshot.restore(&s_boot);
+                if let Err(r) = mounts::empty_dir(&s_root, &keep) {
+                    restore.push(format!("emptying {}: {r}", root.display()));
+                }
+                if let Err(r) = bootdir::remove_osctl_boot_files(&s_boot) {
+                    restore.push(format!("removing osctl's boot files: {r}"));
+                }
+                if let Err(r) = snapshot.restore(&s_boot) {
+                    restore.push(format!("restoring {}: {r}", boot.display()));
+                }
             }
             drop(mounted);
-            if created_boot {
-                let _ = std::fs::remove_dir_all(&boot);
+            if created_boot && let Err(r) = std::fs::remove_dir_all(&boot) {
+                restore.push(format!("removing {}: {r}", boot.display()));
             }
-            return Err(e);
+            return Err(e.with_restore(restore));
         }
     };
     drop(mounted);

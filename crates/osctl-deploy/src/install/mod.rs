@@ -93,6 +93,29 @@ pub enum InstallError {
     /// Bad arguments.
     #[error("{0}")]
     Invalid(String),
+    /// The install failed, and so did putting the target back as it was:
+    /// the target may hold parts of this install.
+    #[error("{source}; restoring the target afterwards failed too ({}): it may hold parts of this install", restore.join("; "))]
+    NotRestored {
+        #[source]
+        source: Box<InstallError>,
+        restore: Vec<String>,
+    },
+}
+
+impl InstallError {
+    /// `self`, or [`InstallError::NotRestored`] if any of `restore` (the
+    /// clean-up steps after it) failed.
+    pub(crate) fn with_restore(self, restore: Vec<String>) -> InstallError {
+        if restore.is_empty() {
+            self
+        } else {
+            InstallError::NotRestored {
+                source: Box::new(self),
+                restore,
+            }
+        }
+    }
 }
 
 impl From<osctl_store::StoreError> for InstallError {
@@ -391,10 +414,11 @@ pub async fn to_disk(
     let partitions = match written {
         Ok(p) => p,
         Err(e) => {
-            if created {
-                let _ = std::fs::remove_file(&opts.target);
+            let mut restore = Vec::new();
+            if created && let Err(r) = std::fs::remove_file(&opts.target) {
+                restore.push(format!("removing {}: {r}", opts.target.display()));
             }
-            return Err(e);
+            return Err(e.with_restore(restore));
         }
     };
     Ok(InstallOutcome {

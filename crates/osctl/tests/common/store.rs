@@ -26,7 +26,7 @@ pub fn one_line_failure(out: &Output, needles: &[&str]) -> String {
         "must fail with exit code 1, got {:?}: {stderr}",
         out.status
     );
-    let lines: Vec<&str> = stderr.lines().collect();
+    let lines = super::error_lines(&stderr);
     assert_eq!(lines.len(), 1, "error must be one line, got: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
     for n in needles {

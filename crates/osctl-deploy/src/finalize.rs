@@ -111,7 +111,7 @@ impl Sysroot {
         boot::write_entry(
             self.boot(),
             staged.id(),
-            &self.entry_for(staged.id(), &origin),
+            &self.entry_for(staged.id(), &origin)?,
             tries,
         )?;
         failpoint::hit("finalize:after-entry");

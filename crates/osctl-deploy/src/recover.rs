@@ -49,7 +49,7 @@ impl Sysroot {
                     boot::write_entry(
                         self.boot(),
                         d.id(),
-                        &self.entry_for(d.id(), d.origin()),
+                        &self.entry_for(d.id(), d.origin())?,
                         bad.tries,
                     )?;
                     done.actions

@@ -224,7 +224,12 @@ impl Sysroot {
             Some(d) => d.tries(),
             None => (tries > 0 && state.booted.is_some()).then(|| boot::Tries::fresh(tries)),
         };
-        boot::write_entry(self.boot(), &id, &self.entry_for(&id, &origin), entry_tries)?;
+        boot::write_entry(
+            self.boot(),
+            &id,
+            &self.entry_for(&id, &origin)?,
+            entry_tries,
+        )?;
         failpoint::hit("stage:after-entry");
 
         // What this switch replaces: a pending update is simply dropped
@@ -293,7 +298,7 @@ impl Sysroot {
     ) -> Result<(), DeployError> {
         let want = self.staged_tries(booted)?;
         if current != want {
-            boot::write_entry(self.boot(), id, &self.entry_for(id, origin), want)?;
+            boot::write_entry(self.boot(), id, &self.entry_for(id, origin)?, want)?;
         }
         let dir = self.open_state(&id.state_dir().to_string_lossy())?;
         osctl_store::atomic::remove_durably(&dir, crate::health::HEALTH_FILE).map_err(|e| {
@@ -463,7 +468,11 @@ impl Sysroot {
     /// The BLS entry of a deployment. On a store without fs-verity the
     /// entry says `composefs=?<id>` (verity optional), so the initramfs does
     /// not demand what the store cannot give.
-    pub(crate) fn entry_for(&self, id: &DeploymentId, origin: &Origin) -> BlsEntry {
+    pub(crate) fn entry_for(
+        &self,
+        id: &DeploymentId,
+        origin: &Origin,
+    ) -> Result<BlsEntry, DeployError> {
         let mut entry = BlsEntry::for_deployment(
             id,
             &origin.boot_digest,
@@ -471,22 +480,29 @@ impl Sysroot {
             origin.image_version.as_deref(),
             origin.kargs(),
         );
-        if self.verity_optional() {
+        if self.verity_optional()? {
             entry.options[0] = format!("{}=?{id}", layout::CMDLINE_KEY);
         }
-        entry
+        Ok(entry)
     }
 
     /// Whether the store cannot enforce fs-verity (the host has none) and
     /// will not be sealed at first boot either (no
     /// [`SEAL_AT_BOOT_FILE`](crate::sysroot::SEAL_AT_BOOT_FILE) from
-    /// `osctl install`).
-    pub(crate) fn verity_optional(&self) -> bool {
-        self.store().verity() == osctl_store::VerityMode::Insecure
-            && !self
-                .root()
-                .try_exists(crate::sysroot::SEAL_AT_BOOT_FILE)
-                .unwrap_or(false)
+    /// `osctl install`). A marker osctl cannot check is an error: guessing "optional" would
+    /// write entries that let a tampered store boot.
+    pub(crate) fn verity_optional(&self) -> Result<bool, DeployError> {
+        if self.store().verity() != osctl_store::VerityMode::Insecure {
+            return Ok(false);
+        }
+        let sealed_at_boot = self
+            .root()
+            .try_exists(crate::sysroot::SEAL_AT_BOOT_FILE)
+            .map_err(|e| DeployError::Io {
+                path: self.path().join(crate::sysroot::SEAL_AT_BOOT_FILE),
+                why: e.to_string(),
+            })?;
+        Ok(!sealed_at_boot)
     }
 }
 

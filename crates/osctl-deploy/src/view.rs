@@ -17,12 +17,13 @@ impl Sysroot {
         } else {
             Bootloader::None
         };
+        let verity_required = !self.verity_optional()?;
         let entry = |d: &Deployment| EntryView {
             id: d.id().clone(),
             origin: d.origin().clone(),
             boot_type: BootType::Bls,
             bootloader,
-            verity_required: !self.verity_optional(),
+            verity_required,
             tries: d.tries(),
             health: d.health().cloned(),
         };

@@ -273,6 +273,26 @@ fn to_disk_on_a_block_device() {
         ],
         &["in use", &dev],
     );
+    // Without /proc (a container, a chroot) osctl cannot tell whether the
+    // device is mounted: it refuses instead of taking it for unused.
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs none /proc && exec {} --sysroot {} install to-disk --progress none --source-imgref {reference} {dev}",
+            env!("CARGO_BIN_EXE_osctl"),
+            osctl.sysroot().display()
+        ))
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{dev}: cannot tell whether it is in use (reading /proc/self/mountinfo"
+        )) && stderr.contains("refusing to write to it"),
+        "{stderr}"
+    );
     // Something else (udev's probe, here a thread) opens the ESP's node as
     // soon as it appears and holds it: its page cache then outlives mcopy,
     // so only an fsync of that node makes the ESP durable.

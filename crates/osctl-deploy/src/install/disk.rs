@@ -168,55 +168,65 @@ fn inspect_device(target: &mut Target, rdev: u64) -> Result<(), InstallError> {
     target.sector = sys_read(sys.join("queue/logical_block_size"))
         .and_then(|s| s.parse().ok())
         .unwrap_or(512);
-    if let Some(why) = device_in_use(&target.path, &sys, &name) {
-        return Err(target.err(format!("is in use: {why}")));
+    match device_in_use(&target.path, &sys, &name) {
+        Ok(None) => {}
+        Ok(Some(why)) => return Err(target.err(format!("is in use: {why}"))),
+        Err(why) => {
+            return Err(target.err(format!(
+                "cannot tell whether it is in use ({why}); refusing to write to it"
+            )));
+        }
     }
     target.dev_name = Some(name);
     Ok(())
 }
 
 /// The device's partitions as (kernel name, "major:minor").
-fn partitions_of(sys: &Path) -> Vec<(String, String)> {
-    let Ok(rd) = std::fs::read_dir(sys) else {
-        return Vec::new();
-    };
-    let mut parts: Vec<(String, String)> = rd
-        .flatten()
-        .filter(|e| e.path().join("partition").exists())
-        .filter_map(|e| {
-            let dev = sys_read(e.path().join("dev"))?;
-            Some((e.file_name().to_string_lossy().into_owned(), dev))
-        })
-        .collect();
+fn partitions_of(sys: &Path) -> Result<Vec<(String, String)>, String> {
+    let rd = std::fs::read_dir(sys).map_err(|e| format!("listing {}: {e}", sys.display()))?;
+    let mut parts = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| format!("listing {}: {e}", sys.display()))?;
+        if e.path().join("partition").exists() {
+            let dev = read_required(&e.path().join("dev"))?;
+            parts.push((e.file_name().to_string_lossy().into_owned(), dev));
+        }
+    }
     parts.sort();
-    parts
+    Ok(parts)
+}
+
+/// A file the in-use check cannot do without, trimmed; the error names it.
+fn read_required(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| format!("reading {}: {e}", path.display()))
 }
 
 /// Why the device (or one of its partitions) is busy, if it is: opened
 /// exclusively (mounted, swap, held), mounted, a holder's slave, or swap.
-fn device_in_use(node: &Path, sys: &Path, name: &str) -> Option<String> {
+/// What the check cannot read is an error (the `String`): a device is never
+/// taken for unused because `/proc` or `/sys` could not be read.
+fn device_in_use(node: &Path, sys: &Path, name: &str) -> Result<Option<String>, String> {
     use rustix::fs::{Mode, OFlags};
     if let Err(rustix::io::Errno::BUSY) = rustix::fs::open(
         node,
         OFlags::RDONLY | OFlags::EXCL | OFlags::CLOEXEC,
         Mode::empty(),
     ) {
-        return Some(format!(
+        return Ok(Some(format!(
             "{name} is open exclusively (mounted, swap or held)"
-        ));
+        )));
     }
-    let mut devs = vec![(
-        name.to_owned(),
-        sys_read(sys.join("dev")).unwrap_or_default(),
-    )];
-    devs.extend(partitions_of(sys));
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut devs = vec![(name.to_owned(), read_required(&sys.join("dev"))?)];
+    devs.extend(partitions_of(sys)?);
+    let mountinfo = read_required(Path::new(MOUNTINFO))?;
     for line in mountinfo.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
         if let (Some(dev), Some(at)) = (fields.get(2), fields.get(4))
             && let Some((n, _)) = devs.iter().find(|(_, d)| d == dev)
         {
-            return Some(format!("{n} is mounted at {at}"));
+            return Ok(Some(format!("{n} is mounted at {at}")));
         }
     }
     for (n, _) in &devs {
@@ -225,23 +235,34 @@ fn device_in_use(node: &Path, sys: &Path, name: &str) -> Option<String> {
         } else {
             sys.join(n).join("holders")
         };
-        if let Some(h) = std::fs::read_dir(holders).ok().and_then(|mut r| r.next()) {
-            let h = h.map(|h| h.file_name().to_string_lossy().into_owned());
-            return Some(format!("{n} is held by {}", h.unwrap_or_default()));
+        let mut entries = std::fs::read_dir(&holders)
+            .map_err(|e| format!("listing {}: {e}", holders.display()))?;
+        if let Some(h) = entries.next() {
+            let h = h.map_err(|e| format!("listing {}: {e}", holders.display()))?;
+            return Ok(Some(format!(
+                "{n} is held by {}",
+                h.file_name().to_string_lossy()
+            )));
         }
     }
-    let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+    let swaps = read_required(Path::new(SWAPS))?;
     for line in swaps.lines().skip(1) {
         let Some(dev) = line.split_whitespace().next() else {
             continue;
         };
+        // A swap file (not a device node) cannot be one of ours.
         let dev = std::fs::canonicalize(dev).unwrap_or_else(|_| dev.into());
         if let Some((n, _)) = devs.iter().find(|(n, _)| dev == Path::new("/dev").join(n)) {
-            return Some(format!("{n} is used as swap"));
+            return Ok(Some(format!("{n} is used as swap")));
         }
     }
-    None
+    Ok(None)
 }
+
+/// Where the mounts of this process are listed.
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+/// Where active swap areas are listed.
+const SWAPS: &str = "/proc/swaps";
 
 /// The loop device backed by the file at `path`, if any.
 fn backing_loop_device(path: &Path) -> Option<String> {
@@ -372,7 +393,10 @@ pub(super) fn prepare(target: &Target, total: u64, wipe: bool) -> Result<bool, I
             if wipe {
                 let sys = PathBuf::from("/sys/class/block")
                     .join(target.dev_name.as_deref().unwrap_or(""));
-                for (part, _) in partitions_of(&sys) {
+                let parts = partitions_of(&sys).map_err(|why| {
+                    target.err(format!("cannot list its partitions to wipe them ({why})"))
+                })?;
+                for (part, _) in parts {
                     let node = Path::new("/dev").join(&part);
                     if node.exists() {
                         run(

@@ -228,7 +228,10 @@ pub async fn to_filesystem(
 
     let keep = Keep {
         boot: boot_rel.clone(),
-        mounts: mounts::mount_points_below(&root),
+        mounts: mounts::mount_points_below(&root).map_err(|e| InstallError::Io {
+            path: PathBuf::from("/proc/self/mountinfo"),
+            why: format!("cannot list the mounts below {}: {e}", root.display()),
+        })?,
     };
     let foreign = mounts::foreign_entries(&root, &keep)?;
     if !foreign.is_empty() && !common.wipe {

@@ -117,9 +117,10 @@ pub(super) fn supports_verity(root: &Path, mount: &Mount) -> Result<bool, Instal
     }
 }
 
-/// The mount points strictly below `root`, relative to it.
-pub(super) fn mount_points_below(root: &Path) -> Vec<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+/// The mount points strictly below `root`, relative to it. `/proc` must be
+/// readable: without it, wiping could empty a filesystem mounted below.
+pub(super) fn mount_points_below(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
     let mut found: Vec<PathBuf> = mountinfo
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
@@ -133,7 +134,7 @@ pub(super) fn mount_points_below(root: &Path) -> Vec<PathBuf> {
         .collect();
     found.sort();
     found.dedup();
-    found
+    Ok(found)
 }
 
 /// mountinfo writes space, tab, newline and backslash as `\ooo`.

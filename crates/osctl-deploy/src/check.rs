@@ -19,8 +19,8 @@ use crate::sysroot::Sysroot;
 
 impl Sysroot {
     /// Problems `status` shows: what makes a deployment or an entry
-    /// unusable (broken deployments, entries that do not parse, health
-    /// records that cannot be read).
+    /// unusable (broken deployments, entries that do not parse, deployments
+    /// whose entry is missing, health records that cannot be read).
     pub fn unusable(&self) -> Result<Vec<String>, DeployError> {
         let scan = self.scan()?;
         let mut out = Vec::new();
@@ -37,6 +37,17 @@ impl Sysroot {
                 layout::ENTRIES_DIR,
                 e.file_name,
                 e.why
+            ));
+        }
+        for inc in scan
+            .incomplete
+            .iter()
+            .filter(|i| i.finalized != Some(false))
+        {
+            out.push(format!(
+                "deployment {} has no boot entry in {} (is the boot partition mounted there?); osctl leaves it alone",
+                inc.id.short(),
+                self.boot_path().join(layout::ENTRIES_DIR).display()
             ));
         }
         for d in &scan.deployments {
@@ -58,10 +69,14 @@ impl Sysroot {
         for name in &scan.temporaries {
             out.push(format!("{}/{name}: {leftover}", layout::DEPLOY_DIR));
         }
-        for id in &scan.incomplete {
+        for inc in scan
+            .incomplete
+            .iter()
+            .filter(|i| i.finalized == Some(false))
+        {
             out.push(format!(
                 "deployment {} has no boot entry: {leftover}",
-                id.short()
+                inc.id.short()
             ));
         }
         for name in &scan.orphan_entries {
@@ -91,6 +106,22 @@ impl Sysroot {
                     "deployment {} has no store root: `osctl gc` would remove its image",
                     d.id().short()
                 ));
+            }
+        }
+        for e in boot::read_entries(self.boot())? {
+            for (key, file) in [("linux", &e.entry.linux), ("initrd", &e.entry.initrd)] {
+                let rel = file.trim_start_matches('/');
+                let present = self.boot().try_exists(rel).map_err(|err| DeployError::Io {
+                    path: self.boot_path().join(rel),
+                    why: err.to_string(),
+                })?;
+                if !present {
+                    out.push(format!(
+                        "boot entry {}/{}: its {key} {file} is missing",
+                        layout::ENTRIES_DIR,
+                        e.file_name
+                    ));
+                }
             }
         }
         let state = crate::state::classify(&self.facts()?, scan.deployments.clone());

@@ -292,7 +292,17 @@ impl Sysroot {
 
     /// Removes kernel directories that no boot entry and no deployment
     /// names (an entry of a deployment osctl cannot read still counts).
+    /// While a deployment is unreadable or has lost its entry, which kernel
+    /// it needs is not known for sure: nothing is removed then.
     fn remove_unused_kernels(&self) -> Result<(), DeployError> {
+        let scan = self.scan()?;
+        if !scan.broken.is_empty() || scan.incomplete.iter().any(|i| i.finalized != Some(false)) {
+            tracing::info!(
+                "not removing kernels: a deployment cannot be read or has no boot entry"
+            );
+            failpoint::hit("prune:after-kernels");
+            return Ok(());
+        }
         let mut keep: Vec<String> = self
             .deployments()?
             .iter()

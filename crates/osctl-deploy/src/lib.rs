@@ -131,7 +131,7 @@ mod view;
 
 pub use assess::{BlessOutcome, CheckReport, FAILED_IMAGES_FILE, FailedImage};
 pub use finalize::{FinalizeOutcome, RollbackOutcome};
-pub use scan::{BrokenDeployment, Deployment, Scan};
+pub use scan::{BrokenDeployment, Deployment, Incomplete, Scan};
 pub use stage::{StageOptions, StageOutcome};
 pub use state::DeploymentState;
 pub use sysroot::{SEAL_AT_BOOT_FILE, Sysroot, SysrootOptions};

@@ -12,8 +12,8 @@
 //!    deployment's origin (keeping the boot counter in the file name), or
 //!    removed when no deployment owns them;
 //! 2. temporaries in `state/deploy` (`.tmp-<id>`, `.del-<id>`), state
-//!    directories without a boot entry, and store roots `deploy/<id>`
-//!    without a state directory are removed;
+//!    directories of never-finalized deployments without a boot entry, and
+//!    store roots `deploy/<id>` without a state directory are removed;
 //! 3. markers that no longer hold are removed, and a default that a
 //!    committed switch superseded (a queued rollback) goes back to the
 //!    booted deployment;
@@ -44,19 +44,17 @@ impl Sysroot {
 
         // 1. Entries.
         for bad in &scan.bad_entries {
-            match scan.deployments.iter().find(|d| d.id() == &bad.id) {
-                Some(d) => {
-                    boot::write_entry(
-                        self.boot(),
-                        d.id(),
-                        &self.entry_for(d.id(), d.origin())?,
-                        bad.tries,
-                    )?;
-                    done.actions
-                        .push(format!("rewrote unreadable boot entry {}", bad.file_name));
-                }
-                None if scan.broken.iter().any(|b| b.id == bad.id) => {}
-                None => {}
+            // (Bad entries of broken deployments stay: their origin cannot
+            // rebuild them. Those of no deployment are orphans, below.)
+            if let Some(d) = scan.deployments.iter().find(|d| d.id() == &bad.id) {
+                boot::write_entry(
+                    self.boot(),
+                    d.id(),
+                    &self.entry_for(d.id(), d.origin())?,
+                    bad.tries,
+                )?;
+                done.actions
+                    .push(format!("rewrote unreadable boot entry {}", bad.file_name));
             }
         }
         for name in &scan.orphan_entries {
@@ -83,12 +81,18 @@ impl Sysroot {
             self.remove_state_dir(name)?;
             done.actions.push(format!("removed leftover {name}"));
         }
-        for id in &scan.incomplete {
-            self.remove_state_dir(id.as_str())?;
-            self.store().remove_root(id.as_str())?;
+        // Only a stage's leftover: a finalized deployment without its entry
+        // (a boot dir that is not mounted?) is reported by fsck, not removed.
+        for inc in scan
+            .incomplete
+            .iter()
+            .filter(|i| i.finalized == Some(false))
+        {
+            self.remove_state_dir(inc.id.as_str())?;
+            self.store().remove_root(inc.id.as_str())?;
             done.actions.push(format!(
-                "removed deployment {} (interrupted: no boot entry)",
-                id.short()
+                "removed deployment {} (an interrupted switch: no boot entry)",
+                inc.id.short()
             ));
         }
         for root in self.store().roots()? {

@@ -69,6 +69,17 @@ impl Deployment {
     }
 }
 
+/// A state directory without a boot entry: a stage that stopped before its
+/// entry (never finalized: a leftover), or a deployment whose entry went
+/// missing (the boot dir not mounted, a hand edit): that one is reported,
+/// never removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incomplete {
+    pub id: DeploymentId,
+    /// Its origin's `finalized` flag; `None` if the origin cannot be read.
+    pub finalized: Option<bool>,
+}
+
 /// A deployment osctl cannot read: its state directory exists, but its
 /// origin or image record does not parse (or cannot be read).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,9 +97,8 @@ pub struct Scan {
     pub deployments: Vec<Deployment>,
     /// Deployments whose origin or record cannot be read.
     pub broken: Vec<BrokenDeployment>,
-    /// State directories without a boot entry: a stage that stopped before
-    /// its entry, or a drop that stopped after removing it.
-    pub incomplete: Vec<DeploymentId>,
+    /// State directories without a boot entry.
+    pub incomplete: Vec<Incomplete>,
     /// Temporaries of interrupted operations in `state/deploy` (`.tmp-<id>`
     /// being built, `.del-<id>` being removed).
     pub temporaries: Vec<String>,
@@ -143,7 +153,8 @@ impl Sysroot {
             with_state.push(id.clone());
             let entry = tries.get(&id).copied();
             if entry.is_none() && booted.as_ref() != Some(&id) {
-                scan.incomplete.push(id);
+                let finalized = self.read_deployment(&id).ok().map(|d| d.origin().finalized);
+                scan.incomplete.push(Incomplete { id, finalized });
                 continue;
             }
             match self.read_deployment(&id) {
@@ -168,7 +179,7 @@ impl Sysroot {
         orphans.sort();
         scan.orphan_entries = orphans;
         scan.temporaries.sort();
-        scan.incomplete.sort();
+        scan.incomplete.sort_by(|a, b| a.id.cmp(&b.id));
         scan.broken.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(scan)
     }

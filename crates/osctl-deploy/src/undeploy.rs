@@ -6,11 +6,16 @@
 //!
 //! | step | fail point after it | a crash leaves |
 //! |---|---|---|
-//! | markers naming it removed | — | an abandoned or other deployment |
-//! | boot entry removed | `drop:after-entry` | a state dir without entry (incomplete) |
-//! | `state/deploy/<id>` renamed to `.del-<id>` | `drop:after-rename` | a temporary |
+//! | default moved off it, markers naming it removed | — | an abandoned or other deployment |
+//! | `state/deploy/<id>` renamed to `.del-<id>` (the commit) | `drop:after-rename` | a temporary and an entry without a deployment |
+//! | boot entry removed | `drop:after-entry` | a temporary |
 //! | `.del-<id>` removed | `drop:after-state` | a store root without state |
 //! | store root `deploy/<id>` removed | `drop:after-root` | nothing |
+//!
+//! The state dir goes first, not the entry: a deployment whose entry is
+//! missing but whose state is whole is never taken for a leftover (a boot
+//! dir that is not mounted would make every deployment look like one), so
+//! only the rename decides that a deployment is being removed.
 //!
 //! Kernels and store objects are left to `prune` and `gc`.
 
@@ -56,9 +61,12 @@ impl Sysroot {
                 })?;
             }
         }
+        let retired = self.retire_state_dir(id.as_str())?;
         boot::remove_entry(self.boot(), id)?;
         failpoint::hit("drop:after-entry");
-        self.remove_state_dir(id.as_str())?;
+        if let Some(retired) = retired {
+            self.remove_retired(&retired)?;
+        }
         self.store().remove_root(id.as_str())?;
         failpoint::hit("drop:after-root");
         Ok(())
@@ -68,6 +76,16 @@ impl Sysroot {
     /// to `.del-<id>` first, so a half-deleted directory never looks like a
     /// deployment.
     pub(crate) fn remove_state_dir(&self, name: &str) -> Result<(), DeployError> {
+        match self.retire_state_dir(name)? {
+            Some(retired) => self.remove_retired(&retired),
+            None => Ok(()),
+        }
+    }
+
+    /// Renames `state/deploy/<name>` to `.del-<id>` (durably) and returns
+    /// the new name; `None` if there is no such directory. A `.del-` name
+    /// is returned as it is.
+    fn retire_state_dir(&self, name: &str) -> Result<Option<String>, DeployError> {
         let deploy_path = self.path().join(layout::DEPLOY_DIR);
         let io = |e: std::io::Error| DeployError::Io {
             path: deploy_path.join(name),
@@ -75,23 +93,31 @@ impl Sysroot {
         };
         let deploy = self.open_state(layout::DEPLOY_DIR)?;
         if !deploy.try_exists(name).map_err(io)? {
-            return Ok(());
+            return Ok(None);
         }
-        let doomed = match name.strip_prefix(REMOVING_PREFIX) {
-            Some(_) => name.to_owned(),
-            None => {
-                let id = name.trim_start_matches(crate::scan::BUILDING_PREFIX);
-                let doomed = format!("{REMOVING_PREFIX}{id}");
-                if deploy.try_exists(&doomed).map_err(io)? {
-                    deploy.remove_dir_all(&doomed).map_err(io)?;
-                }
-                deploy.rename(name, &deploy, &doomed).map_err(io)?;
-                osctl_store::atomic::sync_dir(&deploy).map_err(io)?;
-                failpoint::hit("drop:after-rename");
-                doomed
-            }
+        if name.starts_with(REMOVING_PREFIX) {
+            return Ok(Some(name.to_owned()));
+        }
+        let id = name.trim_start_matches(crate::scan::BUILDING_PREFIX);
+        let retired = format!("{REMOVING_PREFIX}{id}");
+        if deploy.try_exists(&retired).map_err(io)? {
+            deploy.remove_dir_all(&retired).map_err(io)?;
+        }
+        deploy.rename(name, &deploy, &retired).map_err(io)?;
+        osctl_store::atomic::sync_dir(&deploy).map_err(io)?;
+        failpoint::hit("drop:after-rename");
+        Ok(Some(retired))
+    }
+
+    /// Removes a retired (`.del-<id>`) deployment directory.
+    fn remove_retired(&self, retired: &str) -> Result<(), DeployError> {
+        let deploy_path = self.path().join(layout::DEPLOY_DIR);
+        let io = |e: std::io::Error| DeployError::Io {
+            path: deploy_path.join(retired),
+            why: e.to_string(),
         };
-        deploy.remove_dir_all(&doomed).map_err(io)?;
+        let deploy = self.open_state(layout::DEPLOY_DIR)?;
+        deploy.remove_dir_all(retired).map_err(io)?;
         osctl_store::atomic::sync_dir(&deploy).map_err(io)?;
         failpoint::hit("drop:after-state");
         Ok(())

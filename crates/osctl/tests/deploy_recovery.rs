@@ -482,3 +482,45 @@ fn bless_refuses_an_unreadable_health_record() {
         format!("osctl-{v2}.conf")
     );
 }
+
+/// A boot dir that lost osctl's entries (the ESP not mounted, a hand
+/// cleanup) makes no deployment look like a leftover: commands remove
+/// nothing, status and fsck say what is missing, and once the entries are
+/// back all is as before.
+#[test]
+fn missing_entries_never_remove_deployments() {
+    let images = images();
+    let (osctl, v1) = booted_v1(&images);
+    let v2 = boot(&osctl, Some(&v1), &images.v2);
+    let entries = osctl.sysroot().join("boot/loader/entries");
+    let saved = osctl.sysroot().join("saved-entries");
+    std::fs::rename(&entries, &saved).unwrap();
+    std::fs::create_dir(&entries).unwrap();
+
+    run(&osctl, Some(&v2), &["pin", &v2[..12]]);
+    run(&osctl, Some(&v2), &["gc"]);
+    let v1_state = osctl.sysroot().join(format!("sysroot/state/deploy/{v1}"));
+    assert!(v1_state.join("origin.json").exists(), "v1 was removed");
+    let kernels = std::fs::read_dir(osctl.sysroot().join("boot/osctl"))
+        .unwrap()
+        .count();
+    assert_eq!(kernels, 2, "v1's kernel was removed");
+    let st = status(&osctl, Some(&v2));
+    let problems = st["status"]["osctl"]["problems"].to_string();
+    assert!(
+        problems.contains(&format!("deployment {} has no boot entry", &v1[..12]))
+            && problems.contains("is the boot partition mounted there?"),
+        "{st:#}"
+    );
+    let (ok, out) = fsck(&osctl, Some(&v2));
+    assert!(
+        !ok && out.contains(&format!("deployment {} has no boot entry", &v1[..12])),
+        "{out}"
+    );
+
+    std::fs::remove_dir_all(&entries).unwrap();
+    std::fs::rename(&saved, &entries).unwrap();
+    let r = roles(&osctl, Some(&v2));
+    assert_eq!(r.rollback.as_deref(), Some(v1.as_str()));
+    osctl.fsck_clean();
+}

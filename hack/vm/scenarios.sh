@@ -82,11 +82,12 @@ wait_info() {
 }
 
 # powercut_vm — power cuts (QEMU killed) while osctl writes the ESP: right after `switch`
-# returned, right after the finalize at shutdown, and at random moments of a switch and of a
-# finalize. After each, the next boot checks what must hold (hack/vm/guest-step, powercut:N).
+# returned, right after the finalize at shutdown, and at random moments of two switches and
+# of a finalize. After each, the next boot checks what must hold (hack/vm/guest-step, powercut:N).
 powercut_vm() {
   vm_expect powercut/powercut-0-v1 powercut/powercut-0-switched powercut/powercut-1-v1 \
-    powercut/powercut-2-v3 powercut/powercut-3-v3 powercut/powercut-3-switched powercut/powercut-4
+    powercut/powercut-2-v3 powercut/powercut-3-v3 powercut/powercut-3-switched powercut/powercut-4 \
+    powercut/powercut-5
   local disk seed t0 t_switch t_fin d
   disk=$(vm_disk powercut) || return 1
   control_disk powercut
@@ -136,10 +137,19 @@ powercut_vm() {
   vm_power_cut
   log "powercut: cut $(ms_as_s "$d") s into the finalize (it took $t_fin s uncut)"
 
-  # 5. v2 or v3, consistently.
+  # 5. v2 or v3, consistently; a cut at a random moment of a switch to v1.
   vm_start powercut.4 "${qemu[@]}"
+  vm_wait_test powercut-4 || return 1
+  wait_info 'OSCTL-TEST-INFO: powercut: switch begins' 300 || return 1
+  d=$(random_ms "$t_switch")
+  sleep "$(ms_as_s "$d")"
+  vm_power_cut
+  log "powercut: cut $(ms_as_s "$d") s into the switch (it took $t_switch s uncut)"
+
+  # 6. The same deployment as before that switch, entries whole or absent.
+  vm_start powercut.5 "${qemu[@]}"
   local ok=1
-  vm_wait_test powercut-4 || ok=0
+  vm_wait_test powercut-5 || ok=0
   [ "$ok" -eq 0 ] || vm_wait_exit 120 || ok=0
   vm_stop
   [ "$ok" -eq 1 ] && rm -f "$disk"

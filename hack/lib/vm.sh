@@ -23,6 +23,13 @@
 #       --timeout S                         hard limit for this VM, in seconds ($VM_TIMEOUT)
 #       --mem MB                            ($VM_MEM)
 #       --no-reboot                         a guest reboot ends QEMU instead
+#       --guestfwd ADDR:PORT=HOSTPORT       a user-mode NIC (virtio) with restrict=on: the
+#                                           guest reaches nothing but ADDR:PORT (in QEMU's
+#                                           10.0.2.0/24), forwarded to the host's
+#                                           127.0.0.1:HOSTPORT (one `busybox nc` per
+#                                           connection); without it the guest has no NIC
+#     A NAME.N suffix numbers the runs (boots after power cuts) of one VM: each run has its
+#     own log, the results are recorded under NAME.
 #     The serial console is written, one line at a time, to $VM_LOG as "[  12.345] text"
 #     (seconds since QEMU started; \r and terminal escape sequences removed).
 #   vm_wait_marker ERE [SECONDS]     wait for a serial line matching ERE, after the cursor (the
@@ -35,12 +42,18 @@
 #                                    the result as VMNAME/NAME (vm_result); returns 0 on PASS
 #   vm_wait_exit [SECONDS]           wait for QEMU to exit (guest power-off); kills it on timeout
 #   vm_stop                          kill QEMU (idempotent); also installed as an exit hook
+#   vm_power_cut                     SIGKILL QEMU at once: the guest loses what it had not yet
+#                                    written to its disks (its page cache); what it had written
+#                                    stays (the disks are host files: cache=unsafe only drops
+#                                    the guest's flush requests, the host keeps every write)
 #   vm_elapsed                       seconds since QEMU started, e.g. 12.345
 #   vm_cpu_note                      QEMU's CPU time vs wall time at the last wait (a busy host
 #                                    slows TCG guests down; this tells)
 #   vm_tail [N]                      the last N log lines, on stderr (for failures)
 # Results:
 #   vm_result NAME pass|fail [DETAIL]    count and print one result line
+#   vm_expect NAME...                    results the run must have: vm_summary counts each one
+#                                        that never got a result as failed
 #   vm_summary                           print "N passed, N failed"; returns 1 if any failed or
 #                                        nothing ran
 # Disks (no loop devices, no mounts):
@@ -82,6 +95,7 @@ VM_WAIT_FAILURE=""
 VM_PASSED=0
 VM_FAILED=0
 VM_RESULTS=()
+VM_EXPECTED=()
 VM_OVMF_CODE=""
 VM_OVMF_VARS=""
 _VM_T0_US=0
@@ -98,6 +112,7 @@ vm_init() {
   VM_PASSED=0
   VM_FAILED=0
   VM_RESULTS=()
+  VM_EXPECTED=()
   if [ "$_VM_HOOKED" -eq 0 ]; then
     cleanup_add vm_stop
     _VM_HOOKED=1
@@ -148,7 +163,7 @@ vm_start() {
     die "vm_start $name: VM '$VM_NAME' is still running (one VM at a time)"
   fi
   local kernel="" initrd="" append="" uefi=0 timeout=$VM_TIMEOUT mem=$VM_MEM noreboot=0
-  local -a drives=() extra=()
+  local -a drives=() extra=() nic=(-nic none)
   while [ $# -gt 0 ]; do
     case "$1" in
       --kernel) kernel=$2; shift 2 ;;
@@ -160,6 +175,12 @@ vm_start() {
       --timeout) timeout=$2; shift 2 ;;
       --mem) mem=$2; shift 2 ;;
       --no-reboot) noreboot=1; shift ;;
+      --guestfwd)
+        # The host side runs as a command per connection: a chardev would carry one.
+        nic=(-netdev "user,id=net0,restrict=on,guestfwd=tcp:${2%=*}-cmd:busybox nc 127.0.0.1 ${2##*=}"
+          -device "virtio-net-pci,netdev=net0")
+        shift 2
+        ;;
       --) shift; extra=("$@"); break ;;
       *) die "vm_start: unknown option '$1'" ;;
     esac
@@ -172,7 +193,7 @@ vm_start() {
   fi
 
   local -a cmd=("$VM_QEMU" -accel "tcg,tb-size=256" -cpu max -m "$mem" -smp 1
-    -nodefaults -display none -nic none
+    -nodefaults -display none "${nic[@]}"
     -chardev "stdio,id=ser0,signal=off" -serial chardev:ser0)
   if [ "$uefi" -eq 1 ]; then
     [ -n "$VM_OVMF_CODE" ] || vm_ovmf_find
@@ -245,6 +266,18 @@ vm_stop() {
   _vm_reap
 }
 
+vm_power_cut() {
+  _vm_running || return 0
+  local q
+  # QEMU is timeout(1)'s only child; killing timeout(1) itself would leave QEMU running.
+  q=$(cat "/proc/$VM_PID/task/$VM_PID/children" 2>/dev/null || true)
+  q=${q%% *}
+  [ -n "$q" ] || die "vm_power_cut $VM_NAME: no QEMU process under timeout(1) pid $VM_PID"
+  kill -KILL "$q"
+  log "vm $VM_NAME: power cut at $(vm_elapsed) s"
+  _vm_reap
+}
+
 # _vm_scan ERE — one pass over the log after the cursor: prints "ok LINENO" or "fail LINENO" for
 # the first line matching ERE or $VM_FAIL_ERE, or nothing.
 _vm_scan() {
@@ -302,7 +335,7 @@ vm_wait_marker() {
 }
 
 vm_wait_test() {
-  local name=$1 result="$VM_NAME/$1"
+  local name=$1 result="${VM_NAME%.*}/$1"
   if ! vm_wait_marker "OSCTL-TEST: $name (PASS|FAIL)" "${2:-}"; then
     vm_result "$result" fail "$VM_WAIT_FAILURE"
     vm_tail 25
@@ -395,8 +428,18 @@ vm_result() {
   esac
 }
 
+vm_expect() {
+  VM_EXPECTED+=("$@")
+}
+
 vm_summary() {
-  local r
+  local r want
+  for want in "${VM_EXPECTED[@]}"; do
+    for r in "${VM_RESULTS[@]}"; do
+      [ "${r#* }" != "$want" ] || continue 2
+    done
+    vm_result "$want" fail "no result: the run never got this far"
+  done
   for r in "${VM_RESULTS[@]}"; do
     echo "  $r"
   done

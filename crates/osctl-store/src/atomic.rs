@@ -2,9 +2,20 @@
 //!
 //! Every state file osctl writes goes through [`write_atomic`]: write a
 //! uniquely named temporary file in the same directory, fsync it, rename it
-//! over the target, then fsync the directory so the rename itself is durable.
+//! over the target, fsync the directory, then fsync the file once more.
 //! After a crash a reader sees either the old file or the new one, never a
 //! torn one; a leftover temporary (`.tmp-*`) is ignored by readers.
+//!
+//! The last fsync is for FAT (the ESP, where osctl writes boot entries and
+//! `loader.conf`): there a file's first cluster and size live in its
+//! directory entry, and the entry a rename creates gets them only when the
+//! renamed file itself is written back; an fsync of the directory leaves it
+//! pointing at nothing. The VM test's power cuts found such entries empty.
+//! The file being replaced is held open until then, so its clusters stay
+//! allocated while its entry may still name them. On FAT a power cut
+//! between the two fsyncs can still leave a new name empty (or the old
+//! content under a replaced one): FAT has no atomic rename. On journalled
+//! filesystems the second fsync finds nothing left to write.
 
 use std::io::Write;
 
@@ -24,9 +35,18 @@ pub fn write_atomic(dir: &Dir, name: &str, data: &[u8]) -> std::io::Result<()> {
         )?;
         f.write_all(data)?;
         f.sync_all()?;
-        drop(f);
+        // Keeps the replaced file's clusters allocated on FAT until the new
+        // entry names the new ones (see the module docs).
+        let replaced = match dir.open(name) {
+            Ok(old) => Some(old),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
         dir.rename(&tmp, dir, name)?;
-        sync_dir(dir)
+        sync_dir(dir)?;
+        f.sync_all()?;
+        drop(replaced);
+        Ok(())
     })();
     if result.is_err() {
         let _ = dir.remove_file(&tmp);
@@ -49,6 +69,20 @@ pub fn remove_durably(dir: &Dir, name: &str) -> std::io::Result<()> {
 /// fsynced; open the directory itself read-only for the call.
 pub fn sync_dir(dir: &Dir) -> std::io::Result<()> {
     fsync(&readable(dir)?).map_err(std::io::Error::from)
+}
+
+/// Makes the rename of `name` (in `dir`) durable: fsyncs `dir`, then
+/// `name` itself, which on FAT is what writes the first cluster and size
+/// into the directory entry the rename created (see the module docs).
+pub fn sync_renamed(dir: &Dir, name: &str) -> std::io::Result<()> {
+    sync_dir(dir)?;
+    let renamed = openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?;
+    fsync(&renamed).map_err(std::io::Error::from)
 }
 
 /// A read-only descriptor of `dir` itself (cap-std's is `O_PATH`).
@@ -83,5 +117,19 @@ mod tests {
         remove_durably(&dir, "a.json").unwrap();
         remove_durably(&dir, "a.json").unwrap();
         assert!(!td.path().join("a.json").exists());
+    }
+
+    #[test]
+    fn syncs_renamed_files_and_directories() {
+        let td = tempfile::tempdir().unwrap();
+        let dir = Dir::open_ambient_dir(td.path(), cap_std::ambient_authority()).unwrap();
+        dir.write(".tmp-f", b"x").unwrap();
+        dir.rename(".tmp-f", &dir, "f").unwrap();
+        sync_renamed(&dir, "f").unwrap();
+        dir.create_dir(".tmp-d").unwrap();
+        dir.rename(".tmp-d", &dir, "d").unwrap();
+        sync_renamed(&dir, "d").unwrap();
+        let missing = sync_renamed(&dir, ".tmp-f").unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
     }
 }

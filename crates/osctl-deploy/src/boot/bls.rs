@@ -337,7 +337,10 @@ pub fn bless_entry(boot: &Dir, id: &DeploymentId) -> Result<bool, BootError> {
         return Ok(false);
     };
     match entries.rename(first, &entries, &plain) {
-        Ok(()) => {}
+        // On FAT the renamed entry is empty on disk until the file itself is
+        // written back (osctl_store::atomic).
+        Ok(()) => osctl_store::atomic::sync_renamed(&entries, &plain)
+            .map_err(BootError::io("sync", Path::new(ENTRIES_DIR).join(&plain)))?,
         // Blessed meanwhile (systemd-bless-boot renamed it first).
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && entries.exists(&plain) => {
             return Ok(false);
@@ -352,7 +355,6 @@ pub fn bless_entry(boot: &Dir, id: &DeploymentId) -> Result<bool, BootError> {
         remove_durably(&entries, extra)
             .map_err(BootError::io("remove", Path::new(ENTRIES_DIR).join(extra)))?;
     }
-    osctl_store::atomic::sync_dir(&entries).map_err(BootError::io("sync", ENTRIES_DIR))?;
     Ok(true)
 }
 

@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use cap_std::fs::Dir;
-use osctl_store::atomic::{TMP_PREFIX, sync_dir};
+use osctl_store::atomic::{TMP_PREFIX, sync_dir, sync_renamed};
 use osctl_store::{EntryKind, ImageTree};
 use sha2::{Digest, Sha256};
 
@@ -201,17 +201,20 @@ pub fn install_kernel(
                 rustix::fs::RenameFlags::EXCHANGE,
             )
             .map_err(|e| BootError::io("exchange into place", &final_rel)(e.into()))?;
-            sync_dir(&kernels).map_err(BootError::io("fsync", KERNELS_DIR))?;
+            // On FAT a renamed directory's entry names its first cluster
+            // only once the directory itself is written back.
+            sync_renamed(&kernels, &digest).map_err(BootError::io("fsync", &final_rel))?;
             // The damaged pair now has the temporary name.
             kernels
                 .remove_dir_all(&tmp)
                 .map_err(BootError::io("remove", &tmp_rel))?;
+            sync_dir(&kernels).map_err(BootError::io("fsync", KERNELS_DIR))
         } else {
             kernels
                 .rename(&tmp, &kernels, &digest)
                 .map_err(BootError::io("rename into place", &final_rel))?;
+            sync_renamed(&kernels, &digest).map_err(BootError::io("fsync", &final_rel))
         }
-        sync_dir(&kernels).map_err(BootError::io("fsync", KERNELS_DIR))
     })();
     if let Err(e) = &result
         && let Err(cleanup) = kernels.remove_dir_all(&tmp)
@@ -286,7 +289,10 @@ pub fn remove_unused_kernels(boot: &Dir, keep: &[String]) -> Result<usize, BootE
         kernels
             .rename(name, &kernels, &doomed)
             .map_err(BootError::io("rename for removal", &rel))?;
-        sync_dir(&kernels).map_err(BootError::io("fsync", KERNELS_DIR))?;
+        // Durable with its first cluster (FAT): a crash before the removal
+        // leaves a whole `.tmp-` directory for the next cleanup, not lost
+        // clusters.
+        sync_renamed(&kernels, &doomed).map_err(BootError::io("fsync", &rel))?;
         kernels.remove_dir_all(&doomed).map_err(BootError::io(
             "remove",
             Path::new(KERNELS_DIR).join(&doomed),

@@ -1,0 +1,284 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2154 # work, OSCTL and the timeouts are set by hack/vm/lifecycle
+# The VMs of hack/vm/lifecycle after the lifecycle VM itself, each on its own copy of the
+# disk the lifecycle ended with (vm_disk). Sourced by hack/vm/lifecycle, which defines
+# work, OSCTL, the timeouts, control_disk, vm_disk, zap, object_of, host_mount, timing and
+# seconds_between. Each function declares its results (vm_expect) first and returns
+# non-zero when one failed.
+
+tamper_object_vm() {
+  vm_expect tamper-object/tamper-object tamper-object/eio-from-fs-verity
+  local disk canary="$work/canary" m
+  disk=$(vm_disk tamper-object) || return 1
+  # The canary's object name is its content's fs-verity digest: read the content from v1.
+  m=$(mktemp -d)
+  host_mount "oci:$work/oci:v1" "$m"
+  cp "$m/usr/lib/osctl-test/canary" "$canary"
+  umount "$m"
+  rmdir "$m"
+  if ! zap "$disk" "$(object_of "$canary")"; then
+    vm_result tamper-object/setup fail "could not tamper with the canary's object"
+    return 1
+  fi
+  control_disk tamper-object
+  vm_start tamper-object --uefi --disk "$disk" --disk-ro "$work/control.img" \
+    --timeout "$TAMPER_TIMEOUT"
+  local ok=0
+  # The guest requires EIO; the kernel must say fs-verity caught the altered block.
+  if vm_wait_test tamper-object; then
+    if grep -q 'fs-verity (vda2, inode [0-9]*): FILE CORRUPTED' "$VM_LOG"; then
+      ok=1
+      vm_result tamper-object/eio-from-fs-verity pass "$(grep -m 1 -o 'fs-verity (vda2.*FILE CORRUPTED! pos=[0-9]*' "$VM_LOG")"
+    else
+      vm_result tamper-object/eio-from-fs-verity fail "EIO, but no 'fs-verity … FILE CORRUPTED' in the kernel log"
+    fi
+  fi
+  vm_stop
+  rm -f "$disk"
+  [ "$ok" -eq 1 ]
+}
+
+tamper_image_vm() {
+  vm_expect tamper-image/root-setup-refuses
+  local disk id
+  disk=$(vm_disk tamper-image) || return 1
+  id=$(sed -n 's/.*composefs=\([0-9a-f]\{64\}\).*/\1/p' "$work/install.out" | head -n 1)
+  # The image id is the EROFS image's fs-verity digest, so the image is this object
+  # (images/<id> links to it).
+  if [ -z "$id" ] || ! zap "$disk" "composefs/objects/${id:0:2}/${id:2}"; then
+    vm_result tamper-image/setup fail "could not tamper with the image (id '${id}')"
+    return 1
+  fi
+  local saved=$VM_FAIL_ERE
+  VM_FAIL_ERE='Kernel panic'
+  vm_start tamper-image --uefi --disk "$disk" --timeout "$TAMPER_TIMEOUT"
+  local ok=0
+  # Any refusal that says the image was altered (which check catches it depends on the
+  # block: the digest comparison, or EIO while mounting).
+  if vm_wait_marker 'OSCTL-ROOT-SETUP-FAILED: .*altered' 200; then
+    ok=1
+    vm_result tamper-image/root-setup-refuses pass "at ${VM_MATCH_AT} s: ${VM_MATCH#*OSCTL-ROOT-SETUP-FAILED: }"
+  else
+    vm_result tamper-image/root-setup-refuses fail "$VM_WAIT_FAILURE"
+    vm_tail 25
+  fi
+  VM_FAIL_ERE=$saved
+  vm_stop
+  rm -f "$disk"
+  [ "$ok" -eq 1 ]
+}
+
+# random_ms MAX_SECONDS — a random delay in [0, MAX_SECONDS) in milliseconds.
+random_ms() { awk -v m="$1" -v r="$RANDOM" 'BEGIN { printf "%d", m * 1000 * r / 32768 }'; }
+ms_as_s() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); }
+
+# wait_info ERE SECONDS — wait for an OSCTL-TEST-INFO (or systemd) line of the powercut
+# VM; a miss is a failed result naming it.
+wait_info() {
+  vm_wait_marker "$1" "$2" && return 0
+  vm_result "${VM_NAME%.*}/${VM_NAME##*.}: /$1/" fail "$VM_WAIT_FAILURE"
+  vm_tail 25
+  return 1
+}
+
+# powercut_vm — power cuts (QEMU killed) while osctl writes the ESP: right after `switch`
+# returned, right after the finalize at shutdown, and at random moments of two switches and
+# of a finalize. After each, the next boot checks what must hold (hack/vm/guest-step, powercut:N).
+powercut_vm() {
+  vm_expect powercut/powercut-0-v1 powercut/powercut-0-switched powercut/powercut-1-v1 \
+    powercut/powercut-2-v3 powercut/powercut-3-v3 powercut/powercut-3-switched powercut/powercut-4 \
+    powercut/powercut-5
+  local disk seed t0 t_switch t_fin d
+  disk=$(vm_disk powercut) || return 1
+  control_disk powercut
+  seed=${POWERCUT_SEED:-$((${EPOCHREALTIME//[!0-9]/} % 32768))}
+  RANDOM=$seed
+  log "powercut: POWERCUT_SEED=$seed"
+  local -a qemu=(--uefi --disk "$disk" --disk-ro "$work/control.img" --timeout "$POWERCUT_TIMEOUT")
+
+  # 1. Right after `osctl switch` said "Staged" (the guest then waits without syncing).
+  vm_start powercut.0 "${qemu[@]}"
+  vm_wait_test powercut-0-v1 || return 1
+  wait_info 'OSCTL-TEST-INFO: powercut: switch begins' 300 || return 1
+  t0=$VM_MATCH_AT
+  vm_wait_test powercut-0-switched || return 1
+  vm_power_cut
+  t_switch=$(seconds_between "$t0" "$VM_MATCH_AT")
+  timing "  switch to v3 (cut right after)" "$t_switch"
+
+  # 2. v3 still staged, entries whole; the reboot's finalize, then the cut (the step made
+  # the unit hold the shutdown after its marker).
+  vm_start powercut.1 "${qemu[@]}"
+  vm_wait_test powercut-1-v1 || return 1
+  wait_info 'Stopping osctl-finalize-staged' 120 || return 1
+  t0=$VM_MATCH_AT
+  wait_info 'OSCTL-TEST-INFO: finalize-staged done' 300 || return 1
+  vm_power_cut
+  t_fin=$(seconds_between "$t0" "$VM_MATCH_AT")
+  timing "  finalize at shutdown (cut right after)" "$t_fin"
+
+  # 3. v3 boots; a cut at a random moment of a switch to v2.
+  vm_start powercut.2 "${qemu[@]}"
+  vm_wait_test powercut-2-v3 || return 1
+  wait_info 'OSCTL-TEST-INFO: powercut: switch begins' 300 || return 1
+  d=$(random_ms "$t_switch")
+  sleep "$(ms_as_s "$d")"
+  vm_power_cut
+  log "powercut: cut $(ms_as_s "$d") s into the switch (it took $t_switch s uncut)"
+
+  # 4. Still v3, entries whole or absent; the switch again, then a cut at a random moment
+  # of the finalize.
+  vm_start powercut.3 "${qemu[@]}"
+  vm_wait_test powercut-3-v3 || return 1
+  vm_wait_test powercut-3-switched || return 1
+  wait_info 'Stopping osctl-finalize-staged' 120 || return 1
+  d=$(random_ms "$t_fin")
+  sleep "$(ms_as_s "$d")"
+  vm_power_cut
+  log "powercut: cut $(ms_as_s "$d") s into the finalize (it took $t_fin s uncut)"
+
+  # 5. v2 or v3, consistently; a cut at a random moment of a switch to v1.
+  vm_start powercut.4 "${qemu[@]}"
+  vm_wait_test powercut-4 || return 1
+  wait_info 'OSCTL-TEST-INFO: powercut: switch begins' 300 || return 1
+  d=$(random_ms "$t_switch")
+  sleep "$(ms_as_s "$d")"
+  vm_power_cut
+  log "powercut: cut $(ms_as_s "$d") s into the switch (it took $t_switch s uncut)"
+
+  # 6. The same deployment as before that switch, entries whole or absent.
+  vm_start powercut.5 "${qemu[@]}"
+  local ok=1
+  vm_wait_test powercut-5 || ok=0
+  [ "$ok" -eq 0 ] || vm_wait_exit 120 || ok=0
+  vm_stop
+  [ "$ok" -eq 1 ] && rm -f "$disk"
+  [ "$ok" -eq 1 ]
+}
+
+# fallback_vm — automatic fallback: v2bad fails a required health check on both of its
+# tries, v3broken panics on both; each time systemd-boot comes back to v1 by itself and
+# osctl reports why.
+fallback_vm() {
+  vm_expect fallback/fallback-0-v1 fallback/fallback-1-v1 fallback/fallback-2-v1 \
+    fallback/tries-counted
+  local disk
+  disk=$(vm_disk fallback) || return 1
+  control_disk fallback
+  local saved=$VM_FAIL_ERE
+  # v3broken's kernel panics are expected here.
+  VM_FAIL_ERE='OSCTL-ROOT-SETUP-FAILED'
+  vm_start fallback --uefi --disk "$disk" --disk-ro "$work/control.img" \
+    --timeout "$FALLBACK_TIMEOUT"
+  local ok=1
+  vm_wait_test fallback-0-v1 || ok=0
+  [ "$ok" -eq 0 ] || vm_wait_test fallback-1-v1 || ok=0
+  [ "$ok" -eq 0 ] || vm_wait_test fallback-2-v1 || ok=0
+  if [ "$ok" -eq 1 ]; then
+    # Each boot's root setup names its image: count the boots of each trial image (their
+    # ids are in the step's "switched to …" details: the entries with a +2 counter).
+    local bad broken n_bad n_broken
+    bad=$(grep -o 'fallback-0-v1 PASS .*' "$VM_LOG" | grep -o 'osctl-[0-9a-f]*+2\.conf' |
+      sed 's/^osctl-//; s/+2\.conf$//')
+    broken=$(grep -o 'fallback-1-v1 PASS .*' "$VM_LOG" | grep -o 'osctl-[0-9a-f]*+2\.conf' |
+      sed 's/^osctl-//; s/+2\.conf$//')
+    # grep -c prints 0 (and fails) when nothing matches: a count, not an error.
+    n_bad=$(grep -c "osctl-root-setup: setting up image ${bad:-none} " "$VM_LOG" || true)
+    n_broken=$(grep -c "osctl-root-setup: setting up image ${broken:-none} " "$VM_LOG" || true)
+    if [ -n "$bad" ] && [ -n "$broken" ] && [ "$n_bad" -eq 2 ] && [ "$n_broken" -eq 2 ]; then
+      vm_result fallback/tries-counted pass "v2bad booted $n_bad times, v3broken $n_broken times, then v1"
+    else
+      vm_result fallback/tries-counted fail "v2bad (${bad:0:12}) booted $n_bad times, v3broken (${broken:0:12}) $n_broken times; want 2 each"
+      ok=0
+    fi
+    vm_wait_exit 60 || ok=0
+  fi
+  VM_FAIL_ERE=$saved
+  vm_stop
+  rm -f "$disk"
+  [ "$ok" -eq 1 ]
+}
+
+# registry_gets MARK WHAT — "COUNT" of successful GETs of osctl-vmtest's WHAT (manifests,
+# blobs) in the registry's access log since MARK (registry_log_mark).
+registry_gets() {
+  tail -c "+$(($1 + 1))" "$REGISTRY_LOG" |
+    awk -v what="\"GET /v2/osctl-vmtest/$2/" 'index($0, what) && / 200 / { n++ } END { print n + 0 }'
+}
+
+# registry_vm — updates from the host's docker-registry, which the guest reaches only
+# through QEMU's user networking (restrict=on) and one guestfwd to its 127.0.0.1 port:
+# `switch` to the :track tag (v2), then `upgrade` once the host moved it to v3.
+registry_vm() {
+  vm_expect registry/registry-0-v1 registry/registry-1-v2 registry/registry-1-upgraded \
+    registry/registry-2-v3 registry/switch-from-registry registry/upgrade-from-registry
+  local disk mark n
+  disk=$(vm_disk registry) || return 1
+  rm -rf "$work/registry"
+  registry_start "$work/registry"
+  registry_push "oci:$work/oci:v2" osctl-vmtest:track
+  mark=$(registry_log_mark)
+  control_disk registry
+  vm_start registry --uefi --disk "$disk" --disk-ro "$work/control.img" \
+    --timeout "$REGISTRY_TIMEOUT" --guestfwd "10.0.2.100:5000=${REGISTRY_ADDR##*:}"
+  local ok=1
+  vm_wait_test registry-0-v1 || ok=0
+  if [ "$ok" -eq 1 ]; then
+    # v2's layers are in the guest's store already (the lifecycle deployed it): the
+    # switch needs the manifest only.
+    n=$(registry_gets "$mark" manifests)
+    if [ "$n" -gt 0 ]; then
+      vm_result registry/switch-from-registry pass "the guest's switch fetched the manifest from $REGISTRY_ADDR ($n GETs)"
+    else
+      vm_result registry/switch-from-registry fail "the registry served no manifest to the guest's switch"
+      ok=0
+    fi
+  fi
+  [ "$ok" -eq 0 ] || vm_wait_test registry-1-v2 || ok=0
+  # The guest polls the registry until the tag moves.
+  if [ "$ok" -eq 1 ]; then
+    registry_push "oci:$work/oci:v3" osctl-vmtest:track
+    mark=$(registry_log_mark)
+  fi
+  [ "$ok" -eq 0 ] || vm_wait_test registry-1-upgraded || ok=0
+  if [ "$ok" -eq 1 ]; then
+    # v3's own layer is new to the guest.
+    n=$(registry_gets "$mark" blobs)
+    if [ "$n" -gt 0 ]; then
+      vm_result registry/upgrade-from-registry pass "the guest's upgrade fetched $n blobs from $REGISTRY_ADDR"
+    else
+      vm_result registry/upgrade-from-registry fail "the registry served no blobs to the guest's upgrade"
+      ok=0
+    fi
+  fi
+  [ "$ok" -eq 0 ] || vm_wait_test registry-2-v3 || ok=0
+  [ "$ok" -eq 0 ] || vm_wait_exit 120 || ok=0
+  vm_stop
+  registry_stop
+  rm -f "$disk"
+  [ "$ok" -eq 1 ]
+}
+
+# dracut_vm — the example built with dracut boots the same way (the dracut module's
+# pre-pivot hook runs the root setup on $NEWROOT=/sysroot).
+dracut_vm() {
+  vm_expect dracut/dracut-boot dracut/root-setup-from-dracut
+  rm -f "$work/dracut.raw"
+  "$OSCTL" install to-disk "$work/dracut.raw" --source-imgref "oci:$work/oci-dracut:dracut" \
+    --karg console=ttyS0,115200 --karg panic=-1 >/dev/null
+  control_disk dracut
+  vm_start dracut --uefi --disk "$work/dracut.raw" --disk-ro "$work/control.img" \
+    --timeout "$TAMPER_TIMEOUT"
+  local ok=0
+  if vm_wait_test dracut-boot; then
+    if grep -q 'osctl-root-setup: setting up image [0-9a-f]* at /sysroot' "$VM_LOG"; then
+      ok=1
+      vm_result dracut/root-setup-from-dracut pass "the root setup ran on /sysroot"
+    else
+      vm_result dracut/root-setup-from-dracut fail "no 'setting up image … at /sysroot' line"
+    fi
+  fi
+  vm_stop
+  rm -f "$work/dracut.raw"
+  [ "$ok" -eq 1 ]
+}

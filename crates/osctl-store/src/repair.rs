@@ -133,7 +133,9 @@ impl Store {
     }
 
     /// References whose image is not complete, and deployments whose root
-    /// names an image that cannot be read.
+    /// names an image that cannot be read or names an object that is gone
+    /// (a deployment keeps its image after `image rm`, so there may be no
+    /// record to name instead).
     fn incomplete_images(&self) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
         for rec in self.scan_records()?.records {
@@ -142,13 +144,24 @@ impl Store {
             }
         }
         let repo_path = self.sysroot().join(REPO_PATH);
+        let objects = self
+            .repo()
+            .objects_dir()
+            .map_err(|e| StoreError::Repo(format!("opening objects/: {e}")))?;
         for id in self.roots()? {
             let link = repo_path.join("images/refs/deploy").join(&id);
+            // Reported, not acted on: an unreadable root is listed.
             let image = std::fs::read_link(&link)
                 .ok()
                 .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
-            let readable = image.is_some_and(|i| self.repo().objects_for_image(&i).is_ok());
-            if !readable {
+            let complete = match image.map(|i| self.repo().objects_for_image(&i)) {
+                Some(Ok(needed)) => needed.iter().all(|o| {
+                    rustix::fs::statat(objects, o.to_object_pathname().as_str(), AtFlags::empty())
+                        .is_ok()
+                }),
+                _ => false,
+            };
+            if !complete {
                 out.push(format!("deployment {}", &id[..12]));
             }
         }

@@ -253,3 +253,38 @@ fn gc_runs_and_reports_a_deleted_image_or_layer_stream() {
         osctl.fsck_clean();
     }
 }
+
+#[test]
+fn fsck_repair_names_a_deployment_whose_image_lost_an_object() {
+    // A deployment keeps its image through its own roots after `image rm`;
+    // when repair removes a damaged object that image names, the deployment
+    // is incomplete until its image is pulled again, and repair must say so
+    // (there is no record left to name instead).
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = image(dir.path(), "1.0");
+    let osctl = Osctl::new();
+    common::run_ok(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &a]));
+    let id = osctl.image_id(&a);
+    osctl.ok(&["image", "rm", &a]);
+    let object = shared_object(&osctl);
+    truncate(&object);
+
+    let out = osctl.run(&["fsck", "--repair"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!object.exists(), "{text}");
+    assert!(
+        text.contains(&format!("pull again: deployment {}", &id[..12]))
+            && text.contains("; 1 image(s) to pull again"),
+        "{text}"
+    );
+
+    // Pulling the image again makes the deployment whole.
+    osctl.pull(&a);
+    assert_eq!(std::fs::metadata(&object).unwrap().len(), SHARED_SIZE);
+    osctl.fsck_clean();
+}

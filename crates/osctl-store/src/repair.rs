@@ -87,36 +87,20 @@ impl Store {
     /// Streams that are unreadable (`known`), dangling, or name an object
     /// that is not there.
     fn streams_to_remove(&self, known: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
-        let dir = self.sysroot().join(REPO_PATH).join("streams");
         let objects = self
             .repo()
             .objects_dir()
             .map_err(|e| StoreError::Repo(format!("opening objects/: {e}")))?;
+        // Any failure to stat an object counts as absent: what cannot be
+        // stat'ed cannot be read either, and removing a stream loses nothing
+        // a re-pull does not bring back (its objects stay).
         let present = |id: &Sha256HashValue| {
             rustix::fs::statat(objects, id.to_object_pathname().as_str(), AtFlags::empty()).is_ok()
         };
         let mut out = Vec::new();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => {
-                return Err(StoreError::Io {
-                    path: dir,
-                    why: e.to_string(),
-                });
-            }
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| StoreError::Io {
-                path: dir.clone(),
-                why: e.to_string(),
-            })?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name == "refs" {
-                continue;
-            }
+        for (name, link) in self.stream_links()? {
             let intact = !known.contains(&name)
-                && link_object(&entry.path()).is_some_and(|own| present(&own))
+                && link_object(&link).is_some_and(|own| present(&own))
                 && self
                     .repo()
                     .open_stream(&name, None, None)

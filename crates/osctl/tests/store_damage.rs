@@ -42,6 +42,18 @@ fn truncate(path: &Path) {
     std::fs::write(path, &data[..data.len() / 2]).unwrap();
 }
 
+/// `osctl fsck --repair`, which must succeed; its stdout.
+fn repair(osctl: &Osctl) -> String {
+    let out = osctl.run(&["fsck", "--repair"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 fn pull_summary(osctl: &Osctl, reference: &str) -> String {
     osctl.pull(reference)
 }
@@ -161,13 +173,7 @@ fn fsck_repair_then_a_re_pull_restores_exactly_the_damaged_layer() {
     let object = shared_object(&osctl);
     truncate(&object);
 
-    let out = osctl.run(&["fsck", "--repair"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = repair(&osctl);
     let rel = object
         .strip_prefix(osctl.store())
         .unwrap()
@@ -269,13 +275,7 @@ fn fsck_repair_names_a_deployment_whose_image_lost_an_object() {
     let object = shared_object(&osctl);
     truncate(&object);
 
-    let out = osctl.run(&["fsck", "--repair"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = repair(&osctl);
     assert!(!object.exists(), "{text}");
     assert!(
         text.contains(&format!("pull again: deployment {}", &id[..12]))

@@ -38,50 +38,61 @@ pub struct RepairReport {
 impl Store {
     /// Runs `fsck`, then removes what it found damaged (see the module
     /// docs). Returns the findings and what was done.
+    ///
+    /// Both run under the exclusive locks: damage judged before them could
+    /// be mended meanwhile (a pull replaces a damaged object under the same
+    /// name), and the good object would then be removed.
     pub async fn repair(&self) -> Result<(FsckReport, RepairReport), StoreError> {
-        let (report, damage) = self.fsck_with_damage().await?;
         let mut done = RepairReport::default();
+        let naming = self.naming_lock(true)?;
+        let fd = self.repo().repo_fd();
+        let lock_error = |e: rustix::io::Errno| StoreError::Io {
+            path: self.sysroot().join(REPO_PATH),
+            why: format!("repairing: locking the store: {e}"),
+        };
+        rustix::fs::flock(fd, FlockOperation::LockExclusive).map_err(lock_error)?;
+        let result = self.repair_locked(&mut done).await;
+        rustix::fs::flock(fd, FlockOperation::LockShared).map_err(lock_error)?;
+        drop(naming);
+        let report = result?;
+        done.to_repull = self.incomplete_images()?;
+        Ok((report, done))
+    }
+
+    /// The part of [`Self::repair`] that needs the store to itself.
+    async fn repair_locked(&self, done: &mut RepairReport) -> Result<FsckReport, StoreError> {
+        let (report, damage) = self.fsck_with_damage().await?;
         let repo_path = self.sysroot().join(REPO_PATH);
+        let fd = self.repo().repo_fd();
         let fail = |what: String, e: std::io::Error| StoreError::Io {
             path: repo_path.join(&what),
             why: format!("repairing: {e}"),
         };
-        let naming = self.naming_lock(true)?;
-        let fd = self.repo().repo_fd();
-        rustix::fs::flock(fd, FlockOperation::LockExclusive)
-            .map_err(|e| fail(String::new(), e.into()))?;
-        let result = (|| {
-            let mut objects: BTreeSet<String> = damage.objects.clone();
-            for id in &damage.images {
-                if let Some(obj) = link_object(&repo_path.join("images").join(id)) {
-                    objects.insert(format!("objects/{}", obj.to_object_pathname()));
-                }
+        let mut objects: BTreeSet<String> = damage.objects.clone();
+        for id in &damage.images {
+            if let Some(obj) = link_object(&repo_path.join("images").join(id)) {
+                objects.insert(format!("objects/{}", obj.to_object_pathname()));
             }
-            for path in objects {
-                match rustix::fs::unlinkat(fd, path.as_str(), AtFlags::empty()) {
-                    Ok(()) => done.objects_removed.push(path),
-                    Err(rustix::io::Errno::NOENT) => {}
-                    Err(e) => return Err(fail(path, e.into())),
-                }
+        }
+        for path in objects {
+            match rustix::fs::unlinkat(fd, path.as_str(), AtFlags::empty()) {
+                Ok(()) => done.objects_removed.push(path),
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(fail(path, e.into())),
             }
-            for name in self.streams_to_remove(&damage.streams)? {
-                let path = format!("streams/{name}");
-                match rustix::fs::unlinkat(fd, path.as_str(), AtFlags::empty()) {
-                    Ok(()) => done.streams_removed.push(name),
-                    Err(rustix::io::Errno::NOENT) => {}
-                    Err(e) => return Err(fail(path, e.into())),
-                }
+        }
+        for name in self.streams_to_remove(&damage.streams)? {
+            let path = format!("streams/{name}");
+            match rustix::fs::unlinkat(fd, path.as_str(), AtFlags::empty()) {
+                Ok(()) => done.streams_removed.push(name),
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(fail(path, e.into())),
             }
-            self.repo()
-                .sync()
-                .map_err(|e| StoreError::Repo(format!("syncing the store: {e:#}")))
-        })();
-        rustix::fs::flock(fd, FlockOperation::LockShared)
-            .map_err(|e| fail(String::new(), e.into()))?;
-        drop(naming);
-        result?;
-        done.to_repull = self.incomplete_images()?;
-        Ok((report, done))
+        }
+        self.repo()
+            .sync()
+            .map_err(|e| StoreError::Repo(format!("syncing the store: {e:#}")))?;
+        Ok(report)
     }
 
     /// Streams that are unreadable (`known`), dangling, or name an object

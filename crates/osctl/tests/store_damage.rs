@@ -288,3 +288,73 @@ fn fsck_repair_names_a_deployment_whose_image_lost_an_object() {
     assert_eq!(std::fs::metadata(&object).unwrap().len(), SHARED_SIZE);
     osctl.fsck_clean();
 }
+
+/// Whether process `pid` waits for a flock on the inode `ino`
+/// (`/proc/locks` lists a waiter as `N: -> FLOCK … PID MAJ:MIN:INODE …`).
+fn waits_for_flock(pid: u32, ino: u64) -> bool {
+    std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&"->")
+                && f.get(2) == Some(&"FLOCK")
+                && f.get(5) == Some(&pid.to_string().as_str())
+                && f.get(6)
+                    .and_then(|d| d.rsplit(':').next())
+                    .is_some_and(|i| i == ino.to_string())
+        })
+}
+
+#[test]
+fn fsck_repair_judges_damage_under_its_lock() {
+    // Another osctl (a pull) holds the store open while repair starts, and
+    // mends the damaged object before it exits, as a re-pull does. Repair
+    // must judge the damage once it has the store to itself, not delete
+    // what was damaged when it started looking.
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = image(dir.path(), "1.0");
+    let osctl = Osctl::new();
+    osctl.pull(&a);
+    let object = shared_object(&osctl);
+    let good = std::fs::read(&object).unwrap();
+    truncate(&object);
+
+    // The other process's hold on the store: a shared flock on the
+    // repository directory, as every open composefs repository has.
+    let repo = std::fs::File::open(osctl.store()).unwrap();
+    rustix::fs::flock(&repo, rustix::fs::FlockOperation::LockShared).unwrap();
+    let mut repair = osctl
+        .cmd()
+        .args(["fsck", "--repair"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ino = std::fs::metadata(osctl.store()).unwrap().ino();
+    while !waits_for_flock(repair.id(), ino) {
+        if let Some(status) = repair.try_wait().unwrap() {
+            panic!("repair ended ({status}) without waiting for the store");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The other process mends the object (same name, right content), then
+    // lets go of the store.
+    std::fs::write(&object, &good).unwrap();
+    drop(repo);
+
+    let out = repair.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(object.exists(), "repair removed the mended object:\n{text}");
+    assert!(
+        text.contains("Repaired: 0 objects and 0 streams removed; 0 image(s) to pull again"),
+        "{text}"
+    );
+    osctl.fsck_clean();
+}

@@ -152,63 +152,80 @@ fn credentials_are_never_sent_to_a_plain_http_token_service() {
     );
 }
 
+/// A 401 naming a token service on `host` itself.
+fn challenge_from(host: &DropProxy) -> Canned {
+    Canned {
+        status: 401,
+        headers: vec![(
+            "WWW-Authenticate".into(),
+            format!(
+                r#"Bearer realm="http://{}/token",service="elsewhere""#,
+                host.addr()
+            ),
+        )],
+        body: CannedBody::Bytes(b"{}".to_vec()),
+    }
+}
+
 #[test]
-fn a_redirected_download_cannot_name_a_token_service() {
-    // The registry wants Basic credentials; its blob is redirected to
-    // another host, which answers 401 naming a token service of its own.
-    // Trading the registry's credentials there would hand them to that host.
+fn a_host_the_registry_redirects_to_cannot_name_a_token_service() {
+    // The registry wants Basic credentials. A request redirected to another
+    // host gets a 401 there naming a token service of that host's own;
+    // trading the registry's credentials there would hand them to it. Both
+    // the API check (`GET /v2/`, which decides how to authorize) and a blob
+    // download are redirected in turn.
     let registry =
         Registry::start(RegistryOptions::default().with_auth("alice", "s3cret")).unwrap();
     let (_, built) = push_spec(&registry, "secure/os:v1", &spec());
     let layer = &built.layer_digests[0];
-    let front = DropProxy::passthrough(&registry.addr()).unwrap();
-    let elsewhere = DropProxy::passthrough(&registry.addr()).unwrap();
     let blob_path = format!("/v2/secure/os/blobs/{layer}");
-    front.serve(
-        &blob_path,
-        Canned::redirect(&format!("http://{}{blob_path}", elsewhere.addr())),
-    );
-    elsewhere.serve(
-        &blob_path,
-        Canned {
-            status: 401,
-            headers: vec![(
-                "WWW-Authenticate".into(),
-                format!(
-                    r#"Bearer realm="http://{}/token",service="elsewhere""#,
-                    elsewhere.addr()
-                ),
-            )],
-            body: CannedBody::Bytes(b"{}".to_vec()),
-        },
-    );
-    elsewhere.serve(
-        "/token",
-        Canned::ok("application/json", br#"{"token":"stolen"}"#),
-    );
-    let osctl = Osctl::new();
-    let authfile = osctl.sysroot().join("auth.json");
-    write_auth_json(&authfile, &front.addr(), "alice", "s3cret").unwrap();
-    osctl.pull_fails(
-        &[
+    for (case, path, pulls) in [
+        ("the API check", "/v2/".to_string(), true),
+        ("a blob download", blob_path, false),
+    ] {
+        let front = DropProxy::passthrough(&registry.addr()).unwrap();
+        let elsewhere = DropProxy::passthrough(&registry.addr()).unwrap();
+        front.serve(
+            &path,
+            Canned::redirect(&format!("http://{}{path}", elsewhere.addr())),
+        );
+        elsewhere.serve(&path, challenge_from(&elsewhere));
+        elsewhere.serve(
+            "/token",
+            Canned::ok("application/json", br#"{"token":"stolen"}"#),
+        );
+        let osctl = Osctl::new();
+        let authfile = osctl.sysroot().join("auth.json");
+        write_auth_json(&authfile, &front.addr(), "alice", "s3cret").unwrap();
+        let args = [
             "--authfile",
             authfile.to_str().unwrap(),
             &front.image_ref("secure/os:v1"),
-        ],
-        &[
-            "401 unauthorized",
-            layer,
-            &format!("registry {}", front.addr()),
-        ],
-    );
-    let log = elsewhere.log();
-    assert_eq!(
-        asked_for(&log, &blob_path).len(),
-        1,
-        "the redirect was followed: {log:#?}"
-    );
-    assert!(
-        asked_for(&log, "/token").is_empty(),
-        "no token was asked for with the registry's credentials: {log:#?}"
-    );
+        ];
+        if pulls {
+            // The registry's own 401 (Basic) is answered as usual.
+            let mut full = vec!["image", "pull"];
+            full.extend_from_slice(&args);
+            osctl.ok(&full);
+        } else {
+            osctl.pull_fails(
+                &args,
+                &[
+                    "401 unauthorized",
+                    layer,
+                    &format!("registry {}", front.addr()),
+                    &format!("from http://{}", elsewhere.addr()),
+                ],
+            );
+        }
+        let log = elsewhere.log();
+        assert!(
+            !asked_for(&log, &path).is_empty(),
+            "{case}: the redirect was followed: {log:#?}"
+        );
+        assert!(
+            asked_for(&log, "/token").is_empty(),
+            "{case}: no token was asked for with the registry's credentials: {log:#?}"
+        );
+    }
 }

@@ -254,8 +254,11 @@ impl RegistryClient {
                 Err((e, attempts)) => return Err(self.transport_error(e, attempts, what).await),
             };
             // 200: no auth needed. Anything but 401 is left for the real
-            // request to report; its body is not needed.
+            // request to report; its body is not needed. A 401 from a host
+            // the check was redirected to is not the registry's challenge
+            // (see `get`); the real request then meets the registry's own.
             if resp.status() == StatusCode::UNAUTHORIZED
+                && self.is_registry(resp.url())
                 && let Some(challenge) = header_text(resp.headers(), WWW_AUTHENTICATE)
                 && let Some(challenge) = parse_challenge(&challenge)
             {

@@ -138,17 +138,14 @@ impl Store {
                 out.push(rec.reference().to_string());
             }
         }
-        let repo_path = self.sysroot().join(REPO_PATH);
         let objects = self
             .repo()
             .objects_dir()
             .map_err(|e| StoreError::Repo(format!("opening objects/: {e}")))?;
         for id in self.roots()? {
-            let link = repo_path.join("images/refs/deploy").join(&id);
-            // Reported, not acted on: an unreadable root is listed.
-            let image = std::fs::read_link(&link)
-                .ok()
-                .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
+            // Reported, not acted on: a root whose link cannot be read is
+            // listed as incomplete.
+            let image = self.root_image(&id).unwrap_or(None);
             let complete = match image.map(|i| self.repo().objects_for_image(&i)) {
                 Some(Ok(needed)) => needed.iter().all(|o| {
                     rustix::fs::statat(objects, o.to_object_pathname().as_str(), AtFlags::empty())

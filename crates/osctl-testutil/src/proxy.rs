@@ -257,6 +257,11 @@ impl DropProxy {
         all.insert(path.to_string(), canned);
     }
 
+    /// Stops answering `path` itself: the registry answers it again.
+    pub fn unserve(&self, path: &str) {
+        self.shared.canned.lock().expect("poisoned").remove(path);
+    }
+
     /// Applies `fault` to the next `count` requests whose path contains
     /// `path_contains` (`u64::MAX`: to all of them).
     pub fn fail_next(&self, path_contains: &str, fault: Fault, count: u64) {

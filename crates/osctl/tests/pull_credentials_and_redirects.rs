@@ -83,6 +83,16 @@ fn a_redirect_from_https_to_plain_http_is_refused() {
         ],
     );
 
+    // A blob is checked against its digest wherever it comes from: its
+    // redirect to a plain-HTTP storage backend is followed.
+    h.proxy.unserve("/v2/secure/os/manifests/v1");
+    let blob_path = format!("/v2/secure/os/blobs/{}", h.layer);
+    h.proxy.serve(
+        &blob_path,
+        Canned::redirect(&format!("http://{}{blob_path}", h.registry.addr())),
+    );
+    Osctl::new().ok(&to_str(&args));
+
     // HTTPS redirects to another host (a storage backend) are followed.
     let storage = TlsFront::start(&h.registry.addr()).unwrap();
     for path in [

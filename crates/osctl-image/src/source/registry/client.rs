@@ -568,8 +568,10 @@ impl std::fmt::Display for RedirectRefused {
 impl std::error::Error for RedirectRefused {}
 
 /// At most [`MAX_REDIRECTS`] hops; with `https_only`, none to anything but
-/// HTTPS: content fetched by tag is vouched for by TLS alone, and a plain
-/// HTTP hop would let anyone on the path replace it. (reqwest drops the
+/// HTTPS for what is vouched for by TLS alone (a manifest by tag, a token):
+/// a plain HTTP hop would let anyone on the path replace it. Content asked
+/// for by digest is checked against it wherever it comes from, so a blob
+/// may be redirected to a plain-HTTP storage backend. (reqwest drops the
 /// `Authorization` header itself on a hop to another scheme, host or port.)
 fn follow_redirect(
     attempt: reqwest::redirect::Attempt<'_>,
@@ -579,11 +581,20 @@ fn follow_redirect(
     if attempt.previous().len() > MAX_REDIRECTS {
         return attempt.error(RedirectRefused::TooMany);
     }
-    if https_only && attempt.url().scheme() != "https" {
+    let verified = attempt.previous().first().is_some_and(by_digest);
+    if https_only && attempt.url().scheme() != "https" && !verified {
         let to = attempt.url().to_string();
         return attempt.error(RedirectRefused::ToPlainHttp(to));
     }
     attempt.follow()
+}
+
+/// Whether `url` asks for content by its sha256 digest (`…/blobs/sha256:…`,
+/// `…/manifests/sha256:…`), which osctl checks against that digest.
+fn by_digest(url: &reqwest::Url) -> bool {
+    url.path_segments()
+        .and_then(|mut s| s.next_back())
+        .is_some_and(|last| last.starts_with("sha256:"))
 }
 
 /// HTTP answers that say "try again": timeouts, rate limits, and server
@@ -739,6 +750,20 @@ mod tests {
         assert_eq!(text.chars().count(), 201);
         let (_, text) = error_envelope(b"a\x1b[2Jb\tc");
         assert_eq!(text, "a [2Jb c");
+    }
+
+    #[test]
+    fn content_asked_for_by_digest() {
+        for (url, by) in [
+            ("https://r/v2/a/b/blobs/sha256:00ff", true),
+            ("https://r/v2/a/manifests/sha256:00ff", true),
+            ("https://r/v2/a/manifests/v1", false),
+            ("https://r/v2/a/manifests/sha512:00ff", false),
+            ("https://auth/token?scope=repository:a:pull", false),
+            ("https://r/v2/", false),
+        ] {
+            assert_eq!(by_digest(&reqwest::Url::parse(url).unwrap()), by, "{url}");
+        }
     }
 
     #[test]

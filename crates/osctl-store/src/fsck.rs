@@ -40,8 +40,6 @@ pub(crate) struct Damage {
     pub objects: BTreeSet<String>,
     /// Streams that cannot be read or name missing objects.
     pub streams: BTreeSet<String>,
-    /// Images (by id) whose EROFS cannot be read.
-    pub images: BTreeSet<String>,
 }
 
 impl Store {
@@ -182,11 +180,7 @@ fn attribute(e: &FsckError, reach: &Reach, damage: &mut Damage) -> String {
         E::MissingNamedRef { path, .. } => stream(path).and_then(|n| reach.streams.get(&n)),
         E::ImageOpenFailed { path, .. }
         | E::ImageReadFailed { path, .. }
-        | E::ImageInvalid { path, .. } => {
-            let id = image(path);
-            damage.images.extend(id.clone());
-            id.and_then(|i| reach.images.get(&i))
-        }
+        | E::ImageInvalid { path, .. } => image(path).and_then(|i| reach.images.get(&i)),
         E::ImageMissingObject { path, .. } => image(path).and_then(|i| reach.images.get(&i)),
         E::BrokenSymlink { path } | E::EntryNotSymlink { path } | E::StatFailed { path, .. } => {
             if let Some(label) = reach.refs.get(path) {

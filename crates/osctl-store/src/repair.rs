@@ -5,8 +5,11 @@
 //! object would keep being reused. Repair removes, under the repository's
 //! exclusive lock (no pull writes meanwhile):
 //!
-//! 1. every object whose content does not match its name or cannot be read,
-//!    and the object of every EROFS image that cannot be read;
+//! 1. every object whose content does not match its name or cannot be read
+//!    (an EROFS image is an object too: a damaged one goes here). An image
+//!    whose object is intact but that composefs-rs cannot parse is only
+//!    reported: its bytes are exactly what was written, it may be all a
+//!    deployment boots from, and a re-pull need not give the same bytes;
 //! 2. every stream (`streams/<name>`) whose splitstream is gone or
 //!    unreadable, or that names an object no longer present — so the layer
 //!    counts as absent and the next pull fetches it again.
@@ -68,13 +71,7 @@ impl Store {
             path: repo_path.join(&what),
             why: format!("repairing: {e}"),
         };
-        let mut objects: BTreeSet<String> = damage.objects.clone();
-        for id in &damage.images {
-            if let Some(obj) = link_object(&repo_path.join("images").join(id)) {
-                objects.insert(format!("objects/{}", obj.to_object_pathname()));
-            }
-        }
-        for path in objects {
+        for path in damage.objects {
             match rustix::fs::unlinkat(fd, path.as_str(), AtFlags::empty()) {
                 Ok(()) => done.objects_removed.push(path),
                 Err(rustix::io::Errno::NOENT) => {}

@@ -40,8 +40,6 @@ pub(crate) struct Damage {
     pub objects: BTreeSet<String>,
     /// Streams that cannot be read or name missing objects.
     pub streams: BTreeSet<String>,
-    /// Images (by id) whose EROFS cannot be read.
-    pub images: BTreeSet<String>,
 }
 
 impl Store {
@@ -87,22 +85,13 @@ impl Store {
             }
         }
         let repo_dir = self.repo_dir()?;
+        let mut images_read = BTreeSet::new();
         for rec in &scan.records {
             let key = rec.key();
             let who = rec.reference();
-            match self.read_image(rec.image_id()) {
-                Err(e) => report.problems.push(format!(
-                    "{who}: EROFS image {} cannot be read: {e}",
-                    rec.image_id()
-                )),
-                Ok(bytes) => {
-                    if let Err(e) = crate::erofs_check::check_kernel_readable(&bytes) {
-                        report.problems.push(format!(
-                            "{who}: the kernel cannot read EROFS image {}: {e}",
-                            rec.image_id()
-                        ));
-                    }
-                }
+            images_read.insert(rec.image_id().to_string());
+            if let Some(p) = self.kernel_readable(who, rec.image_id()) {
+                report.problems.push(p);
             }
             for d in ["streams/refs", "images/refs"] {
                 let p = Path::new(d).join(OSCTL_REFS).join(&key);
@@ -124,7 +113,27 @@ impl Store {
                 }
             }
         }
+        // Deployments keep their images after `image rm`: read those too.
+        for id in self.roots()? {
+            if let Some(image) = self.root_image(&id)?
+                && images_read.insert(image.clone())
+                && let Some(p) = self.kernel_readable(&format!("deployment {}", &id[..12]), &image)
+            {
+                report.problems.push(p);
+            }
+        }
         Ok((report, damage))
+    }
+
+    /// The problem with EROFS image `id` (needed by `who`), if it cannot
+    /// be read, or not the way the kernel reads it.
+    fn kernel_readable(&self, who: &str, id: &str) -> Option<String> {
+        match self.read_image(id) {
+            Err(e) => Some(format!("{who}: EROFS image {id} cannot be read: {e}")),
+            Ok(bytes) => crate::erofs_check::check_kernel_readable(&bytes)
+                .err()
+                .map(|e| format!("{who}: the kernel cannot read EROFS image {id}: {e}")),
+        }
     }
 
     /// The bytes of the EROFS image `id`.
@@ -171,11 +180,7 @@ fn attribute(e: &FsckError, reach: &Reach, damage: &mut Damage) -> String {
         E::MissingNamedRef { path, .. } => stream(path).and_then(|n| reach.streams.get(&n)),
         E::ImageOpenFailed { path, .. }
         | E::ImageReadFailed { path, .. }
-        | E::ImageInvalid { path, .. } => {
-            let id = image(path);
-            damage.images.extend(id.clone());
-            id.and_then(|i| reach.images.get(&i))
-        }
+        | E::ImageInvalid { path, .. } => image(path).and_then(|i| reach.images.get(&i)),
         E::ImageMissingObject { path, .. } => image(path).and_then(|i| reach.images.get(&i)),
         E::BrokenSymlink { path } | E::EntryNotSymlink { path } | E::StatFailed { path, .. } => {
             if let Some(label) = reach.refs.get(path) {

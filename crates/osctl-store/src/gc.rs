@@ -8,7 +8,8 @@
 //! arise from osctl's own ordering, and `fsck` reports it if it does.
 //!
 //! A record file that cannot be read still keeps its refs: until it is
-//! removed or replaced, nobody can tell which objects its image needs.
+//! removed or replaced, nobody can tell which objects its image needs. The
+//! temporary of a record write a crash interrupted is removed.
 //!
 //! When a root cannot be walked (its EROFS image or a stream it names was
 //! deleted or truncated), composefs-rs's GC stops before removing anything.
@@ -93,6 +94,25 @@ impl Store {
         self.gc()
     }
 
+    /// Removes the temporaries of record writes a crash interrupted
+    /// (`atomic::write_atomic` leaves `.tmp-*` until its rename). Called
+    /// under the exclusive naming lock: the only record writer (a pull)
+    /// holds it shared while it writes, so no temporary is in use.
+    fn remove_record_temporaries(&self) -> Result<(), StoreError> {
+        let dir = self.records_dir();
+        let fail = |e: std::io::Error| StoreError::Io {
+            path: self.sysroot().join(RECORDS_PATH),
+            why: format!("removing an interrupted record write: {e}"),
+        };
+        for entry in dir.entries().map_err(fail)? {
+            let name = entry.map_err(fail)?.file_name();
+            if name.to_string_lossy().starts_with(atomic::TMP_PREFIX) {
+                dir.remove_file(&name).map_err(fail)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Prunes osctl refs without a record, then removes every object,
     /// stream and image no ref reaches (unless a root is damaged: see the
     /// module docs).
@@ -118,6 +138,7 @@ impl Store {
                 }
             }
         }
+        self.remove_record_temporaries()?;
         crate::failpoint::hit("gc:after-refs-pruned");
         // Released before composefs-rs's GC, which waits for running pulls
         // to finish: holding both would deadlock against a pull waiting here.

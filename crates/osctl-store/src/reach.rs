@@ -177,29 +177,31 @@ impl Store {
 
     /// Object id → name, for every stream in `streams/`.
     fn stream_names(&self) -> Result<HashMap<Sha256HashValue, String>, StoreError> {
+        Ok(self
+            .stream_links()?
+            .into_iter()
+            .filter_map(|(name, link)| link_object(&link).map(|id| (id, name)))
+            .collect())
+    }
+
+    /// Every entry of `streams/` but `refs`: (stream name, link path).
+    pub(crate) fn stream_links(&self) -> Result<Vec<(String, PathBuf)>, StoreError> {
         let dir = self.sysroot().join(REPO_PATH).join("streams");
-        let mut out = HashMap::new();
+        let io = |e: std::io::Error| StoreError::Io {
+            path: dir.clone(),
+            why: e.to_string(),
+        };
         let entries = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => {
-                return Err(StoreError::Io {
-                    path: dir,
-                    why: e.to_string(),
-                });
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(e)),
         };
+        let mut out = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| StoreError::Io {
-                path: dir.clone(),
-                why: e.to_string(),
-            })?;
+            let entry = entry.map_err(io)?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name == "refs" {
-                continue;
-            }
-            if let Some(id) = link_object(&entry.path()) {
-                out.insert(id, name);
+            if name != "refs" {
+                out.push((name, entry.path()));
             }
         }
         Ok(out)

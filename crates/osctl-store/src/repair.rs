@@ -5,8 +5,11 @@
 //! object would keep being reused. Repair removes, under the repository's
 //! exclusive lock (no pull writes meanwhile):
 //!
-//! 1. every object whose content does not match its name or cannot be read,
-//!    and the object of every EROFS image that cannot be read;
+//! 1. every object whose content does not match its name or cannot be read
+//!    (an EROFS image is an object too: a damaged one goes here). An image
+//!    whose object is intact but that composefs-rs cannot parse is only
+//!    reported: its bytes are exactly what was written, it may be all a
+//!    deployment boots from, and a re-pull need not give the same bytes;
 //! 2. every stream (`streams/<name>`) whose splitstream is gone or
 //!    unreadable, or that names an object no longer present — so the layer
 //!    counts as absent and the next pull fetches it again.
@@ -38,85 +41,74 @@ pub struct RepairReport {
 impl Store {
     /// Runs `fsck`, then removes what it found damaged (see the module
     /// docs). Returns the findings and what was done.
+    ///
+    /// Both run under the exclusive locks: damage judged before them could
+    /// be mended meanwhile (a pull replaces a damaged object under the same
+    /// name), and the good object would then be removed.
     pub async fn repair(&self) -> Result<(FsckReport, RepairReport), StoreError> {
-        let (report, damage) = self.fsck_with_damage().await?;
         let mut done = RepairReport::default();
+        let naming = self.naming_lock(true)?;
+        let fd = self.repo().repo_fd();
+        let lock_error = |e: rustix::io::Errno| StoreError::Io {
+            path: self.sysroot().join(REPO_PATH),
+            why: format!("repairing: locking the store: {e}"),
+        };
+        rustix::fs::flock(fd, FlockOperation::LockExclusive).map_err(lock_error)?;
+        let result = self.repair_locked(&mut done).await;
+        rustix::fs::flock(fd, FlockOperation::LockShared).map_err(lock_error)?;
+        drop(naming);
+        let report = result?;
+        done.to_repull = self.incomplete_images()?;
+        Ok((report, done))
+    }
+
+    /// The part of [`Self::repair`] that needs the store to itself.
+    async fn repair_locked(&self, done: &mut RepairReport) -> Result<FsckReport, StoreError> {
+        let (report, damage) = self.fsck_with_damage().await?;
         let repo_path = self.sysroot().join(REPO_PATH);
+        let fd = self.repo().repo_fd();
         let fail = |what: String, e: std::io::Error| StoreError::Io {
             path: repo_path.join(&what),
             why: format!("repairing: {e}"),
         };
-        let naming = self.naming_lock(true)?;
-        let fd = self.repo().repo_fd();
-        rustix::fs::flock(fd, FlockOperation::LockExclusive)
-            .map_err(|e| fail(String::new(), e.into()))?;
-        let result = (|| {
-            let mut objects: BTreeSet<String> = damage.objects.clone();
-            for id in &damage.images {
-                if let Some(obj) = link_object(&repo_path.join("images").join(id)) {
-                    objects.insert(format!("objects/{}", obj.to_object_pathname()));
-                }
+        for path in damage.objects {
+            match rustix::fs::unlinkat(fd, path.as_str(), AtFlags::empty()) {
+                Ok(()) => done.objects_removed.push(path),
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(fail(path, e.into())),
             }
-            for path in objects {
-                match rustix::fs::unlinkat(fd, path.as_str(), AtFlags::empty()) {
-                    Ok(()) => done.objects_removed.push(path),
-                    Err(rustix::io::Errno::NOENT) => {}
-                    Err(e) => return Err(fail(path, e.into())),
-                }
+        }
+        for name in self.streams_to_remove(&damage.streams)? {
+            let path = format!("streams/{name}");
+            match rustix::fs::unlinkat(fd, path.as_str(), AtFlags::empty()) {
+                Ok(()) => done.streams_removed.push(name),
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(fail(path, e.into())),
             }
-            for name in self.streams_to_remove(&damage.streams)? {
-                let path = format!("streams/{name}");
-                match rustix::fs::unlinkat(fd, path.as_str(), AtFlags::empty()) {
-                    Ok(()) => done.streams_removed.push(name),
-                    Err(rustix::io::Errno::NOENT) => {}
-                    Err(e) => return Err(fail(path, e.into())),
-                }
-            }
-            self.repo()
-                .sync()
-                .map_err(|e| StoreError::Repo(format!("syncing the store: {e:#}")))
-        })();
-        rustix::fs::flock(fd, FlockOperation::LockShared)
-            .map_err(|e| fail(String::new(), e.into()))?;
-        drop(naming);
-        result?;
-        done.to_repull = self.incomplete_images()?;
-        Ok((report, done))
+        }
+        self.repo()
+            .sync()
+            .map_err(|e| StoreError::Repo(format!("syncing the store: {e:#}")))?;
+        Ok(report)
     }
 
     /// Streams that are unreadable (`known`), dangling, or name an object
     /// that is not there.
     fn streams_to_remove(&self, known: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
-        let dir = self.sysroot().join(REPO_PATH).join("streams");
         let objects = self
             .repo()
             .objects_dir()
             .map_err(|e| StoreError::Repo(format!("opening objects/: {e}")))?;
+        // Any failure to stat an object counts as absent: what cannot be
+        // stat'ed cannot be read either, and removing a stream loses nothing
+        // a re-pull does not bring back (its objects stay).
         let present = |id: &Sha256HashValue| {
             rustix::fs::statat(objects, id.to_object_pathname().as_str(), AtFlags::empty()).is_ok()
         };
         let mut out = Vec::new();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => {
-                return Err(StoreError::Io {
-                    path: dir,
-                    why: e.to_string(),
-                });
-            }
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| StoreError::Io {
-                path: dir.clone(),
-                why: e.to_string(),
-            })?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name == "refs" {
-                continue;
-            }
+        for (name, link) in self.stream_links()? {
             let intact = !known.contains(&name)
-                && link_object(&entry.path()).is_some_and(|own| present(&own))
+                && link_object(&link).is_some_and(|own| present(&own))
                 && self
                     .repo()
                     .open_stream(&name, None, None)
@@ -133,7 +125,9 @@ impl Store {
     }
 
     /// References whose image is not complete, and deployments whose root
-    /// names an image that cannot be read.
+    /// names an image that cannot be read or names an object that is gone
+    /// (a deployment keeps its image after `image rm`, so there may be no
+    /// record to name instead).
     fn incomplete_images(&self) -> Result<Vec<String>, StoreError> {
         let mut out = Vec::new();
         for rec in self.scan_records()?.records {
@@ -141,14 +135,22 @@ impl Store {
                 out.push(rec.reference().to_string());
             }
         }
-        let repo_path = self.sysroot().join(REPO_PATH);
+        let objects = self
+            .repo()
+            .objects_dir()
+            .map_err(|e| StoreError::Repo(format!("opening objects/: {e}")))?;
         for id in self.roots()? {
-            let link = repo_path.join("images/refs/deploy").join(&id);
-            let image = std::fs::read_link(&link)
-                .ok()
-                .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()));
-            let readable = image.is_some_and(|i| self.repo().objects_for_image(&i).is_ok());
-            if !readable {
+            // Reported, not acted on: a root whose link cannot be read is
+            // listed as incomplete.
+            let image = self.root_image(&id).unwrap_or(None);
+            let complete = match image.map(|i| self.repo().objects_for_image(&i)) {
+                Some(Ok(needed)) => needed.iter().all(|o| {
+                    rustix::fs::statat(objects, o.to_object_pathname().as_str(), AtFlags::empty())
+                        .is_ok()
+                }),
+                _ => false,
+            };
+            if !complete {
                 out.push(format!("deployment {}", &id[..12]));
             }
         }

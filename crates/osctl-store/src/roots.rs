@@ -64,6 +64,24 @@ impl Store {
             .collect())
     }
 
+    /// The EROFS image id the deployment root `id` names, read from the
+    /// link text (the image itself may be gone); `None` when there is no
+    /// such root or its link does not end in an image id.
+    pub(crate) fn root_image(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let link = Path::new(DEPLOY_REF_DIRS[1]).join(id);
+        match self.repo_dir()?.read_link(&link) {
+            Ok(target) => Ok(target
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .filter(|n| is_hex_id(n))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io {
+                path: self.sysroot().join(REPO_PATH).join(link),
+                why: e.to_string(),
+            }),
+        }
+    }
+
     /// Every name under `images/refs/deploy`, valid or not, sorted.
     pub(crate) fn root_names(&self) -> Result<Vec<String>, StoreError> {
         let repo_dir = self.repo_dir()?;

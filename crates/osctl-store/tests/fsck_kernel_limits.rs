@@ -162,3 +162,40 @@ async fn fsck_reports_images_the_kernel_cannot_read() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fsck_reads_the_images_of_deployments_without_a_record() {
+    // A deployment keeps its image after `image rm`; its EROFS image must
+    // be read the kernel's way as well, with no record to lead to it.
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let spec = ImageSpec::new(vec![Layer::new(vec![Entry::file("usr/ok", "fine\n")])]);
+    osctl_testutil::write_layout(&layout, "v1", &spec).unwrap();
+    let sysroot = dir.path().join("root");
+    std::fs::create_dir(&sysroot).unwrap();
+    let store = Store::open_or_create(&sysroot).unwrap();
+    let imgref = ImageRef::parse(&format!("oci:{}:v1", layout.display())).unwrap();
+    store
+        .pull(&imgref, &FetchOptions::default(), Arc::new(Silent))
+        .await
+        .unwrap();
+    let id = swap_in(&sysroot, &imgref.to_string(), &with_name(&"n".repeat(256)));
+    let record = store.get(&imgref).unwrap();
+    let deployment = "d".repeat(64);
+    store.add_root(&deployment, &record).unwrap();
+    store.remove(&imgref).unwrap();
+
+    let report = store.fsck().await.unwrap();
+    let expected = format!(
+        "deployment {}: the kernel cannot read EROFS image {id}: ",
+        &deployment[..12]
+    );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.starts_with(&expected) && p.contains("a name of 256 bytes")),
+        "{:?}",
+        report.problems
+    );
+}

@@ -28,6 +28,9 @@
 //!   responses no real registry sends ([`Canned`]: endless bodies, lying
 //!   lengths, redirect loops, manifests the registry would refuse to store),
 //!   and logs every request with its `Range` and the status it got.
+//! * [`tls_front::TlsFront`] puts HTTPS in front of such a proxy, so the same
+//!   lies can be told over TLS (redirects to plain HTTP, token services
+//!   asking for credentials in clear).
 //!
 //! Everything listens on loopback only; nothing here touches another network.
 //!
@@ -39,6 +42,7 @@ pub mod proxy;
 pub mod registry;
 pub mod scratch;
 pub mod spec;
+pub mod tls_front;
 pub mod token;
 pub mod tree;
 
@@ -62,6 +66,7 @@ pub use layout::{
 pub use proxy::{Canned, CannedBody, DropProxy, Fault, LoggedRequest};
 pub use registry::{ManifestFormat, PushOptions, Registry, RegistryOptions};
 pub use scratch::ScratchFs;
+pub use tls_front::TlsFront;
 pub use token::{Grant, IssuedToken, TokenServer};
 pub use tree::{
     CompareOptions, Node, NodeKind, Tree, assert_trees_equal, diff_trees, diff_trees_with,

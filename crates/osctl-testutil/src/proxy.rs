@@ -257,6 +257,11 @@ impl DropProxy {
         all.insert(path.to_string(), canned);
     }
 
+    /// Stops answering `path` itself: the registry answers it again.
+    pub fn unserve(&self, path: &str) {
+        self.shared.canned.lock().expect("poisoned").remove(path);
+    }
+
     /// Applies `fault` to the next `count` requests whose path contains
     /// `path_contains` (`u64::MAX`: to all of them).
     pub fn fail_next(&self, path_contains: &str, fault: Fault, count: u64) {
@@ -502,7 +507,7 @@ fn write_canned(client: &mut TcpStream, canned: &Canned, head_only: bool) -> Res
 /// Reads up to the end of an HTTP head; returns it and whatever body bytes
 /// came along in the same reads. `None` if the peer closed before any byte
 /// or started a TLS handshake (this proxy speaks plain HTTP only).
-fn read_head(stream: &mut TcpStream) -> Result<Option<(String, Vec<u8>)>> {
+pub(crate) fn read_head(stream: &mut impl Read) -> Result<Option<(String, Vec<u8>)>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -532,7 +537,7 @@ fn read_head(stream: &mut TcpStream) -> Result<Option<(String, Vec<u8>)>> {
 
 /// The head with any connection-management headers replaced by
 /// `Connection: close`.
-fn force_close(head: &str) -> String {
+pub(crate) fn force_close(head: &str) -> String {
     let mut out = String::new();
     for line in head.trim_end_matches("\r\n").split("\r\n") {
         let name = line

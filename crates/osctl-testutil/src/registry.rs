@@ -625,7 +625,7 @@ http:
 /// and localhost. Clients trust the CA via `certs/ca.crt`. Two certificates
 /// rather than one self-signed one, because strict verifiers (rustls/webpki)
 /// refuse a CA certificate presented as the server's own.
-fn make_certificate(dir: &Path) -> Result<()> {
+pub(crate) fn make_certificate(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir.join("tls"))?;
     fs::create_dir_all(dir.join("certs"))?;
     let tls = dir.join("tls");

@@ -161,7 +161,7 @@ fn lying_manifest_answers() {
         (
             "a 1 MiB header",
             Canned::ok(OCI_MANIFEST, &manifest).with_header("X-Padding", &"p".repeat(1 << 20)),
-            vec!["hostile/os:v1"],
+            vec!["hostile/os:v1", "message head is too large"],
         ),
     ] {
         s.proxy.serve(path, canned);

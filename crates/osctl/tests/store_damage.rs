@@ -42,6 +42,18 @@ fn truncate(path: &Path) {
     std::fs::write(path, &data[..data.len() / 2]).unwrap();
 }
 
+/// `osctl fsck --repair`, which must succeed; its stdout.
+fn repair(osctl: &Osctl) -> String {
+    let out = osctl.run(&["fsck", "--repair"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 fn pull_summary(osctl: &Osctl, reference: &str) -> String {
     osctl.pull(reference)
 }
@@ -161,13 +173,7 @@ fn fsck_repair_then_a_re_pull_restores_exactly_the_damaged_layer() {
     let object = shared_object(&osctl);
     truncate(&object);
 
-    let out = osctl.run(&["fsck", "--repair"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = repair(&osctl);
     let rel = object
         .strip_prefix(osctl.store())
         .unwrap()
@@ -252,4 +258,103 @@ fn gc_runs_and_reports_a_deleted_image_or_layer_stream() {
         assert!(!gc.contains("damaged"), "{what}: {gc}");
         osctl.fsck_clean();
     }
+}
+
+#[test]
+fn fsck_repair_names_a_deployment_whose_image_lost_an_object() {
+    // A deployment keeps its image through its own roots after `image rm`;
+    // when repair removes a damaged object that image names, the deployment
+    // is incomplete until its image is pulled again, and repair must say so
+    // (there is no record left to name instead).
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = image(dir.path(), "1.0");
+    let osctl = Osctl::new();
+    common::run_ok(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &a]));
+    let id = osctl.image_id(&a);
+    osctl.ok(&["image", "rm", &a]);
+    let object = shared_object(&osctl);
+    truncate(&object);
+
+    let text = repair(&osctl);
+    assert!(!object.exists(), "{text}");
+    assert!(
+        text.contains(&format!("pull again: deployment {}", &id[..12]))
+            && text.contains("; 1 image(s) to pull again"),
+        "{text}"
+    );
+
+    // Pulling the image again makes the deployment whole.
+    osctl.pull(&a);
+    assert_eq!(std::fs::metadata(&object).unwrap().len(), SHARED_SIZE);
+    osctl.fsck_clean();
+}
+
+/// Whether process `pid` waits for a flock on the inode `ino`
+/// (`/proc/locks` lists a waiter as `N: -> FLOCK … PID MAJ:MIN:INODE …`).
+fn waits_for_flock(pid: u32, ino: u64) -> bool {
+    std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&"->")
+                && f.get(2) == Some(&"FLOCK")
+                && f.get(5) == Some(&pid.to_string().as_str())
+                && f.get(6)
+                    .and_then(|d| d.rsplit(':').next())
+                    .is_some_and(|i| i == ino.to_string())
+        })
+}
+
+#[test]
+fn fsck_repair_judges_damage_under_its_lock() {
+    // Another osctl (a pull) holds the store open while repair starts, and
+    // mends the damaged object before it exits, as a re-pull does. Repair
+    // must judge the damage once it has the store to itself, not delete
+    // what was damaged when it started looking.
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = image(dir.path(), "1.0");
+    let osctl = Osctl::new();
+    osctl.pull(&a);
+    let object = shared_object(&osctl);
+    let good = std::fs::read(&object).unwrap();
+    truncate(&object);
+
+    // The other process's hold on the store: a shared flock on the
+    // repository directory, as every open composefs repository has.
+    let repo = std::fs::File::open(osctl.store()).unwrap();
+    rustix::fs::flock(&repo, rustix::fs::FlockOperation::LockShared).unwrap();
+    let mut repair = osctl
+        .cmd()
+        .args(["fsck", "--repair"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ino = std::fs::metadata(osctl.store()).unwrap().ino();
+    while !waits_for_flock(repair.id(), ino) {
+        if let Some(status) = repair.try_wait().unwrap() {
+            panic!("repair ended ({status}) without waiting for the store");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The other process mends the object (same name, right content), then
+    // lets go of the store.
+    std::fs::write(&object, &good).unwrap();
+    drop(repo);
+
+    let out = repair.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(object.exists(), "repair removed the mended object:\n{text}");
+    assert!(
+        text.contains("Repaired: 0 objects and 0 streams removed; 0 image(s) to pull again"),
+        "{text}"
+    );
+    osctl.fsck_clean();
 }

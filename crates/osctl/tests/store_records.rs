@@ -205,3 +205,27 @@ fn rm_of_an_unknown_reference_still_says_so() {
     let out = osctl.run(&["image", "rm", &missing]);
     one_line_failure(&out, &[&format!("no image {missing} in the store")]);
 }
+
+#[test]
+fn gc_clears_what_an_interrupted_record_write_left() {
+    // A crash between writing a record's temporary and renaming it over the
+    // record leaves `.tmp-<pid>-<key>.json`; readers skip it, and nothing
+    // but gc can ever remove it.
+    let dir = tempfile::tempdir().unwrap();
+    let osctl = Osctl::new();
+    let reference = layout_ref(&dir.path().join("a"), "v1", &marked("a"));
+    osctl.pull(&reference);
+    let record = record_path(&osctl, &reference);
+    let data = std::fs::read(&record).unwrap();
+    let leftover = record.with_file_name(format!(
+        ".tmp-4194303-{}",
+        record.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&leftover, &data[..data.len() / 3]).unwrap();
+    assert_eq!(osctl.list().len(), 1);
+    osctl.fsck_clean();
+    osctl.ok(&["gc"]);
+    assert!(!leftover.exists(), "gc removed the temporary");
+    assert!(record.exists());
+    assert_eq!(osctl.list().len(), 1);
+}

@@ -51,6 +51,9 @@ pub(super) struct RegistryClient {
     registry: String,
     repository: String,
     use_http: bool,
+    /// Verified TLS is required: no redirect to plain HTTP, no plain-HTTP
+    /// token service (the registry is neither insecure nor on loopback).
+    https_only: bool,
     lookup: AuthLookup,
     /// How the system CA store was found, for the no-CA error.
     system_store: String,
@@ -83,11 +86,14 @@ impl RegistryClient {
         lookup: AuthLookup,
     ) -> Result<Self, FetchError> {
         let tls = tls::setup(policy)?;
+        let https_only = !policy.allow_http;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls.config)
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                follow_redirect(attempt, https_only)
+            }))
             .user_agent(concat!("osctl/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| {
@@ -103,6 +109,7 @@ impl RegistryClient {
             registry: registry.to_string(),
             repository: repository.to_string(),
             use_http,
+            https_only,
             lookup,
             system_store: tls.system_store,
             auth: Default::default(),
@@ -111,6 +118,12 @@ impl RegistryClient {
 
     pub(super) fn registry(&self) -> &str {
         &self.registry
+    }
+
+    /// Whether `url` is on the registry itself (same scheme, host and
+    /// port), not on a host a redirect led to.
+    fn is_registry(&self, url: &reqwest::Url) -> bool {
+        reqwest::Url::parse(&self.base).is_ok_and(|base| base.origin() == url.origin())
     }
 
     /// `<base>/v2/<repository>/<kind>/<reference>`.
@@ -142,7 +155,13 @@ impl RegistryClient {
                 Ok(answer) => answer,
                 Err((e, attempts)) => return Err(self.transport_error(e, attempts, what).await),
             };
-            if resp.status() == StatusCode::UNAUTHORIZED && !authorized_again {
+            // Only the registry's own 401 is answered: one from a host it
+            // redirected to (a storage backend) must not name a token
+            // service that then receives the registry's credentials.
+            if resp.status() == StatusCode::UNAUTHORIZED
+                && !authorized_again
+                && self.is_registry(resp.url())
+            {
                 authorized_again = true;
                 let challenge = header_text(resp.headers(), WWW_AUTHENTICATE);
                 if self
@@ -235,8 +254,11 @@ impl RegistryClient {
                 Err((e, attempts)) => return Err(self.transport_error(e, attempts, what).await),
             };
             // 200: no auth needed. Anything but 401 is left for the real
-            // request to report; its body is not needed.
+            // request to report; its body is not needed. A 401 from a host
+            // the check was redirected to is not the registry's challenge
+            // (see `get`); the real request then meets the registry's own.
             if resp.status() == StatusCode::UNAUTHORIZED
+                && self.is_registry(resp.url())
                 && let Some(challenge) = header_text(resp.headers(), WWW_AUTHENTICATE)
                 && let Some(challenge) = parse_challenge(&challenge)
             {
@@ -305,6 +327,17 @@ impl RegistryClient {
                 what: "authorization".into(),
                 detail: format!("its token service realm {realm:?} is not an http(s) URL"),
             })?;
+        if self.https_only && url.scheme() != "https" {
+            return Err(FetchError::Registry {
+                registry: self.registry.clone(),
+                what: "authorization".into(),
+                detail: format!(
+                    "its token service realm {realm:?} is plain HTTP; osctl sends credentials \
+                     to, and takes tokens from, a verified registry's token service only over \
+                     HTTPS (mark the registry insecure in registries.conf to allow it)"
+                ),
+            });
+        }
         {
             let mut query = url.query_pairs_mut();
             query.append_pair("scope", &format!("repository:{}:pull", self.repository));
@@ -375,6 +408,7 @@ impl RegistryClient {
         attempts: u32,
     ) -> FetchError {
         let status = resp.status();
+        let resp_url = resp.url().clone();
         let (codes, message) = match read_capped(resp, MAX_ERROR_BODY_BYTES).await {
             Ok(body) => error_envelope(&body),
             Err(ReadError::TooLarge) => (
@@ -391,10 +425,15 @@ impl RegistryClient {
         };
         let registry = self.registry.clone();
         let has = |c: &[&str]| codes.iter().any(|code| c.contains(&code.as_str()));
+        let from = if self.is_registry(&resp_url) {
+            String::new()
+        } else {
+            format!(" from {resp_url}, where the registry redirected it")
+        };
         let denied = |status: &str| FetchError::Unauthorized {
             registry: registry.clone(),
             what: what.to_string(),
-            status: status.to_string(),
+            status: format!("{status}{from}"),
             auth: self.lookup.describe(),
         };
         if status == StatusCode::UNAUTHORIZED {
@@ -503,6 +542,59 @@ pub(super) async fn read_capped(mut resp: Response, limit: u64) -> Result<Vec<u8
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// Why a redirect was not followed.
+#[derive(Debug)]
+enum RedirectRefused {
+    TooMany,
+    /// To this plain-HTTP URL, from a registry that must be verified HTTPS.
+    ToPlainHttp(String),
+}
+
+impl std::fmt::Display for RedirectRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedirectRefused::TooMany => write!(f, "too many redirects (over {MAX_REDIRECTS})"),
+            RedirectRefused::ToPlainHttp(to) => write!(
+                f,
+                "redirected from HTTPS to plain HTTP ({to}); a verified registry's answers \
+                 are taken only over HTTPS"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RedirectRefused {}
+
+/// At most [`MAX_REDIRECTS`] hops; with `https_only`, none to anything but
+/// HTTPS for what is vouched for by TLS alone (a manifest by tag, a token):
+/// a plain HTTP hop would let anyone on the path replace it. Content asked
+/// for by digest is checked against it wherever it comes from, so a blob
+/// may be redirected to a plain-HTTP storage backend. (reqwest drops the
+/// `Authorization` header itself on a hop to another scheme, host or port.)
+fn follow_redirect(
+    attempt: reqwest::redirect::Attempt<'_>,
+    https_only: bool,
+) -> reqwest::redirect::Action {
+    // `previous` starts with the original URL, which is not a hop.
+    if attempt.previous().len() > MAX_REDIRECTS {
+        return attempt.error(RedirectRefused::TooMany);
+    }
+    let verified = attempt.previous().first().is_some_and(by_digest);
+    if https_only && attempt.url().scheme() != "https" && !verified {
+        let to = attempt.url().to_string();
+        return attempt.error(RedirectRefused::ToPlainHttp(to));
+    }
+    attempt.follow()
+}
+
+/// Whether `url` asks for content by its sha256 digest (`…/blobs/sha256:…`,
+/// `…/manifests/sha256:…`), which osctl checks against that digest.
+fn by_digest(url: &reqwest::Url) -> bool {
+    url.path_segments()
+        .and_then(|mut s| s.next_back())
+        .is_some_and(|last| last.starts_with("sha256:"))
 }
 
 /// HTTP answers that say "try again": timeouts, rate limits, and server
@@ -658,6 +750,20 @@ mod tests {
         assert_eq!(text.chars().count(), 201);
         let (_, text) = error_envelope(b"a\x1b[2Jb\tc");
         assert_eq!(text, "a [2Jb c");
+    }
+
+    #[test]
+    fn content_asked_for_by_digest() {
+        for (url, by) in [
+            ("https://r/v2/a/b/blobs/sha256:00ff", true),
+            ("https://r/v2/a/manifests/sha256:00ff", true),
+            ("https://r/v2/a/manifests/v1", false),
+            ("https://r/v2/a/manifests/sha512:00ff", false),
+            ("https://auth/token?scope=repository:a:pull", false),
+            ("https://r/v2/", false),
+        ] {
+            assert_eq!(by_digest(&reqwest::Url::parse(url).unwrap()), by, "{url}");
+        }
     }
 
     #[test]

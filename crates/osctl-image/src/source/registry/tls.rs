@@ -10,7 +10,7 @@
 //!   verify certificates, so it needs no CA;
 //! - `--cert-dir` / `certs.d` CAs are trusted with or without system roots;
 //! - a registry that needs verification and finds no CA at all gets a
-//!   verifier that refuses with [`NoTrustAnchors`], which becomes the error
+//!   verifier that refuses with [`NoCaAvailable`], which becomes the error
 //!   that names the cause and the fix. It is a verifier, not an early error,
 //!   so that a registry that turns out to speak plain HTTP is still reported
 //!   as such (the TLS handshake fails before any certificate is seen).
@@ -48,7 +48,8 @@ pub(super) fn setup(policy: &TlsPolicy) -> Result<TlsSetup, FetchError> {
         .map_err(|e| FetchError::Other(format!("setting up TLS: {e}")))?;
     let system_store = describe_system_store();
     let verifier: Arc<dyn ServerCertVerifier> = if policy.insecure {
-        Arc::new(AcceptAnyCertificate {
+        Arc::new(WithoutChain {
+            verdict: Verdict::AcceptAny,
             algorithms: provider.signature_verification_algorithms,
         })
     } else {
@@ -64,7 +65,8 @@ pub(super) fn setup(policy: &TlsPolicy) -> Result<TlsSetup, FetchError> {
         }
         roots.add_parsable_certificates(native.certs);
         if roots.is_empty() {
-            Arc::new(NoTrustAnchors {
+            Arc::new(WithoutChain {
+                verdict: Verdict::NoCa,
                 algorithms: provider.signature_verification_algorithms,
             })
         } else {
@@ -127,13 +129,26 @@ impl std::fmt::Display for NoCaAvailable {
 
 impl std::error::Error for NoCaAvailable {}
 
-/// Refuses every certificate, saying there is no CA to check it against.
+/// A verifier for the two cases without a certificate chain to check:
+/// an insecure registry ([`Verdict::AcceptAny`], as podman does with
+/// `--tls-verify=false`) and a verified one with no CA at all
+/// ([`Verdict::NoCa`]). Either way the handshake signatures are still
+/// checked, so the connection is at least with the holder of the key.
 #[derive(Debug)]
-struct NoTrustAnchors {
+struct WithoutChain {
+    verdict: Verdict,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for NoTrustAnchors {
+#[derive(Debug, Clone, Copy)]
+enum Verdict {
+    /// Any certificate is accepted.
+    AcceptAny,
+    /// Every certificate is refused with [`NoCaAvailable`].
+    NoCa,
+}
+
+impl ServerCertVerifier for WithoutChain {
     fn verify_server_cert(
         &self,
         _end_entity: &CertificateDer<'_>,
@@ -142,52 +157,12 @@ impl ServerCertVerifier for NoTrustAnchors {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-            OtherError(Arc::new(NoCaAvailable)),
-        )))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// An insecure registry's verifier: any certificate is accepted (as podman
-/// does with `--tls-verify=false`), but the handshake signatures are still
-/// checked, so the connection is at least with the holder of that key.
-#[derive(Debug)]
-struct AcceptAnyCertificate {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        match self.verdict {
+            Verdict::AcceptAny => Ok(ServerCertVerified::assertion()),
+            Verdict::NoCa => Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(NoCaAvailable)),
+            ))),
+        }
     }
 
     fn verify_tls12_signature(
@@ -216,7 +191,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 /// What a TLS failure was, as far as osctl tells them apart.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum TlsFailure {
-    /// The verifier had no CA at all ([`NoTrustAnchors`]).
+    /// The verifier had no CA at all ([`NoCaAvailable`]).
     NoCa,
     /// The peer answered the ClientHello with something that is not TLS.
     NotTls,

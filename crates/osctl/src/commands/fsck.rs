@@ -12,7 +12,8 @@ use super::deploy_common;
 pub struct FsckArgs {
     /// Remove damaged objects and the layer streams and images that depend
     /// on them, so that pulling the images it names again restores them;
-    /// finish or clear what interrupted deployment commands left.
+    /// finish or clear what interrupted deployment commands left. Exits 1
+    /// when something is left to do by hand (images to pull again).
     #[arg(long)]
     pub repair: bool,
 }
@@ -80,5 +81,15 @@ pub async fn run(args: FsckArgs, sysroot: &Path, boot: Option<&Path>) -> anyhow:
         repair.streams_removed.len(),
         repair.to_repull.len()
     );
-    Ok(ExitCode::SUCCESS)
+    // Like e2fsck: success only when nothing is left for the admin. What
+    // repair cannot do itself is pulling images again, records that do not
+    // parse (`image rm` or a re-pull mends those) and deployments it must
+    // not touch (broken ones, ones without a boot entry).
+    let broken_records = store.scan_records()?.broken.len();
+    let left = repair.to_repull.len() + broken_records + deployment_problems.len();
+    if left == 0 {
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{left} thing(s) left to do by hand (above)");
+    Ok(ExitCode::FAILURE)
 }

@@ -18,12 +18,19 @@ use crate::layout;
 use crate::sysroot::Sysroot;
 
 impl Sysroot {
-    /// Problems `status` shows: what makes a deployment or an entry
-    /// unusable (broken deployments, entries that do not parse, deployments
-    /// whose entry is missing, health records that cannot be read).
+    /// Problems `status` shows: what makes a deployment, an entry or a
+    /// marker unusable (markers that do not parse, broken deployments,
+    /// entries that do not parse, deployments whose entry is missing,
+    /// health records that cannot be read).
     pub fn unusable(&self) -> Result<Vec<String>, DeployError> {
         let scan = self.scan()?;
         let mut out = Vec::new();
+        for m in self.facts()?.unreadable_markers {
+            out.push(format!(
+                "{}; commands that change deployments refuse until `osctl fsck --repair` removes it",
+                m.problem
+            ));
+        }
         for b in &scan.broken {
             out.push(format!(
                 "deployment {} cannot be read: {}",
@@ -156,6 +163,6 @@ impl Sysroot {
     /// what it did, one line each.
     pub fn repair(&self) -> Result<Vec<String>, DeployError> {
         self.lock_without_recovery()?;
-        Ok(self.recover()?.actions)
+        Ok(self.recover(true)?.actions)
     }
 }

@@ -36,9 +36,29 @@ pub struct Recovered {
 }
 
 impl Sysroot {
-    /// Runs the recovery (the caller holds the lock).
-    pub(crate) fn recover(&self) -> Result<Recovered, DeployError> {
+    /// Runs the recovery (the caller holds the lock). A marker that does
+    /// not parse stops it before it changes anything — what the marker
+    /// said decides which deployments may go — unless `repair` (`osctl
+    /// fsck --repair`, an explicit request) removes such markers first.
+    pub(crate) fn recover(&self, repair: bool) -> Result<Recovered, DeployError> {
         let mut done = Recovered::default();
+        let facts = self.facts()?;
+        if let Some(bad) = facts.unreadable_markers.first()
+            && !repair
+        {
+            return Err(DeployError::Other(format!(
+                "{}; not changing deployments until `osctl fsck --repair` removes it",
+                bad.problem
+            )));
+        }
+        for bad in &facts.unreadable_markers {
+            self.remove_marker(bad.name)?;
+            done.actions.push(format!(
+                "removed unreadable marker {}/{} (what it named is no longer staged or queued)",
+                layout::STATE_DIR,
+                bad.name
+            ));
+        }
         let scan = self.scan()?;
         let booted = self.booted_id()?;
 

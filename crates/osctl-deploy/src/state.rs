@@ -58,6 +58,20 @@ pub struct Facts {
     pub trial_trying: Option<DeploymentId>,
     pub staged_marker: Option<Marker>,
     pub rollback_marker: Option<Marker>,
+    /// Markers that exist but do not parse. They are left out of the rules
+    /// (nothing is guessed from them); the recovery refuses to change
+    /// anything while one exists, unless it is repairing (`osctl fsck
+    /// --repair`), which removes them.
+    pub unreadable_markers: Vec<UnreadableMarker>,
+}
+
+/// A marker file that exists but does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableMarker {
+    /// [`crate::markers::STAGED`] or [`crate::markers::ROLLBACK`].
+    pub name: &'static str,
+    /// One line: the file and why it cannot be read.
+    pub problem: String,
 }
 
 /// Who is who among the deployments.

@@ -14,13 +14,17 @@
 //! 2. temporaries in `state/deploy` (`.tmp-<id>`, `.del-<id>`), state
 //!    directories of never-finalized deployments without a boot entry, and
 //!    store roots `deploy/<id>` without a state directory are removed;
-//! 3. markers that no longer hold are removed, and a default that a
+//! 3. markers that no longer hold are removed; a deployment that boots
+//!    next (or is booted) but was un-finalized by a command that stopped
+//!    before its commit point is finalized again; a default that a
 //!    committed switch superseded (a queued rollback) goes back to the
 //!    booted deployment;
 //! 4. abandoned deployments (never finalized, in no role) are dropped;
 //! 5. outside a trial, trial sort keys left by a crash are reset.
 //!
-//! Nothing here guesses: a broken deployment (unreadable origin or record)
+//! Nothing here guesses: a marker that does not parse stops the recovery
+//! (and so every command that changes deployments) until `osctl fsck
+//! --repair` removes it; a broken deployment (unreadable origin or record)
 //! is left alone and reported, since it may be pinned.
 
 use crate::DeployError;
@@ -156,6 +160,26 @@ impl Sysroot {
                 })?;
                 done.actions
                     .push(format!("removed stale marker state/{name}"));
+            }
+        }
+        // Un-finalizing the update a command replaces (a switch over a
+        // finalized update, a rollback, a switch back to the booted image)
+        // happens before that command's commit point. If it stopped there,
+        // the update still boots next: it is finalized again, or it would
+        // be dropped as abandoned once the machine booted it and moved on.
+        // The booted deployment counts as finalized whatever its origin
+        // says: it runs.
+        let boots_next = state
+            .staged
+            .as_ref()
+            .filter(|_| !state.staged_pending && !state.rollback_queued);
+        for d in state.booted.iter().chain(boots_next) {
+            if !d.origin().finalized {
+                self.set_finalized(d, true)?;
+                done.actions.push(format!(
+                    "deployment {} finalized again (an interrupted command had un-finalized it)",
+                    d.id().short()
+                ));
             }
         }
         // A switch committed (its marker won) but the default still names

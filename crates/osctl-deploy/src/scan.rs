@@ -306,6 +306,15 @@ impl Sysroot {
 }
 
 #[cfg(test)]
+impl Deployment {
+    /// The same deployment, pinned.
+    pub(crate) fn pinned(mut self) -> Deployment {
+        self.origin.pinned = true;
+        self
+    }
+}
+
+#[cfg(test)]
 pub(crate) fn test_deployment(
     id: DeploymentId,
     serial: u64,

@@ -86,6 +86,23 @@ impl Sysroot {
                 inc.id.short()
             ));
         }
+        if let Some(booted) = self.booted_id()?
+            && scan.deployments.iter().any(|d| d.id() == &booted)
+            && !self.has_entry(&booted)?
+        {
+            let fix = if self.boot_dir_is_osctls()? {
+                "the next deployment change or `osctl fsck --repair` writes it".to_owned()
+            } else {
+                format!(
+                    "{} has no loader.conf default of osctl's (is the boot partition mounted there?)",
+                    self.boot_path().display()
+                )
+            };
+            out.push(format!(
+                "the booted deployment {} has no boot entry: {fix}",
+                booted.short()
+            ));
+        }
         for name in &scan.orphan_entries {
             out.push(format!(
                 "boot entry {}/{name} names no deployment: {leftover}",

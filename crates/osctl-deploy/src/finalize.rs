@@ -64,6 +64,7 @@ impl Sysroot {
     /// Merges `/etc` into the staged deployment and makes it the default.
     pub fn finalize(&self) -> Result<FinalizeOutcome, DeployError> {
         self.lock()?;
+        self.require_readable_booted("to finalize")?;
         let state = self.state()?;
         let Some(staged) = state.staged.clone() else {
             return Ok(FinalizeOutcome::NothingStaged);

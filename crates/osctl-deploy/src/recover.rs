@@ -10,7 +10,8 @@
 //!
 //! 1. boot entries of osctl's that do not parse are rewritten from the
 //!    deployment's origin (keeping the boot counter in the file name), or
-//!    removed when no deployment owns them;
+//!    removed when no deployment owns them; the booted deployment gets its
+//!    entry back if it has none (in a boot dir with osctl's loader.conf);
 //! 2. temporaries in `state/deploy` (`.tmp-<id>`, `.del-<id>`), state
 //!    directories of never-finalized deployments without a boot entry, and
 //!    store roots `deploy/<id>` without a state directory are removed;
@@ -80,6 +81,30 @@ impl Sysroot {
                 done.actions
                     .push(format!("rewrote unreadable boot entry {}", bad.file_name));
             }
+        }
+        // The booted deployment without any entry (deleted by hand, lost
+        // with the ESP's last writes): without one, the next trial has
+        // nothing to fall back to and a default naming it names nothing.
+        // Written plain (no counter: it runs), kernel files reinstalled
+        // from its image if they went too — but only into a boot dir that
+        // is evidently the one the machine boots from (osctl's loader.conf
+        // default is there): a boot partition that is not mounted is
+        // reported by fsck, never written into.
+        if let Some(d) = booted
+            .as_ref()
+            .and_then(|b| scan.deployments.iter().find(|d| d.id() == b))
+            && !self.has_entry(d.id())?
+            && self.boot_dir_is_osctls()?
+        {
+            let tree = self.store().image_tree(d.record())?;
+            let kernel = boot::find_kernel(&tree, &d.origin().image)?;
+            let mut origin = d.origin().clone();
+            origin.boot_digest = boot::install_kernel(&tree, &kernel, self.boot())?;
+            boot::write_entry(self.boot(), d.id(), &self.entry_for(d.id(), &origin)?, None)?;
+            done.actions.push(format!(
+                "wrote the missing boot entry of the booted deployment {}",
+                d.id().short()
+            ));
         }
         for name in &scan.orphan_entries {
             let id = name
@@ -207,7 +232,9 @@ impl Sysroot {
         }
 
         // A staged entry never carries a used counter (a deployment staged
-        // again after it failed or was marked good gets a fresh one).
+        // again after it failed or was marked good gets a fresh one). What
+        // counts is whether a deployment is booted at all, readable or not:
+        // one whose origin went bad must not cost the update its counter.
         if state.staged_pending
             && let Some(staged) = &state.staged
         {
@@ -215,7 +242,7 @@ impl Sysroot {
                 staged.id(),
                 staged.origin(),
                 staged.tries(),
-                state.booted.is_some(),
+                booted.is_some(),
             )?;
         }
 
@@ -227,6 +254,40 @@ impl Sysroot {
             tracing::info!("recovery: {a}");
         }
         Ok(done)
+    }
+}
+
+impl Sysroot {
+    /// Whether loader.conf in the boot dir has a `default` line of
+    /// osctl's (an entry or the trial pattern): the boot dir is the one
+    /// osctl manages, not an empty mount point.
+    pub(crate) fn boot_dir_is_osctls(&self) -> Result<bool, DeployError> {
+        Ok(boot::is_trial(self.boot())? || boot::read_default(self.boot())?.is_some())
+    }
+
+    /// Whether deployment `id` has an entry file (readable or not).
+    pub(crate) fn has_entry(&self, id: &layout::DeploymentId) -> Result<bool, DeployError> {
+        let (entries, bad) = boot::read_all_entries(self.boot())?;
+        Ok(entries.iter().any(|e| &e.id == id) || bad.iter().any(|e| &e.id == id))
+    }
+
+    /// Refuses when the booted deployment cannot be read (its origin or
+    /// record does not parse): the rules would take the machine for one
+    /// with nothing booted, and a switch would then stage without the
+    /// machine's kernel arguments and without a boot counter, and finalize
+    /// would skip the `/etc` merge. `what` is the refused action.
+    pub(crate) fn require_readable_booted(&self, what: &str) -> Result<(), DeployError> {
+        let Some(booted) = self.booted_id()? else {
+            return Ok(());
+        };
+        match self.scan()?.broken.into_iter().find(|b| b.id == booted) {
+            None => Ok(()),
+            Some(broken) => Err(DeployError::Other(format!(
+                "the booted deployment {} cannot be read ({}); refusing {what} until that file is repaired (osctl would take the machine for one with nothing booted)",
+                booted.short(),
+                broken.why
+            ))),
+        }
     }
 }
 

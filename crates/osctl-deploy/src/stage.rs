@@ -116,6 +116,7 @@ impl Sysroot {
         let id = DeploymentId::parse(record.image_id())
             .ok_or_else(|| DeployError::Other(format!("bad image id {}", record.image_id())))?;
         self.lock()?;
+        self.require_readable_booted("to stage")?;
         let state = self.state()?;
         if state.booted.as_ref().is_some_and(|b| b.id() == &id) {
             let cancelled = self.cancel_next_boot(&state)?;

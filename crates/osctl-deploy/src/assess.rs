@@ -95,6 +95,7 @@ impl Sysroot {
     /// after noticing deployments the boot loader gave up on.
     pub fn check_health(&self) -> Result<CheckReport, DeployError> {
         self.lock()?;
+        self.require_readable_booted("to run its health checks")?;
         let newly_failed = self.note_failures()?;
         let state = self.state()?;
         let booted = state.booted.ok_or_else(not_booted)?;
@@ -132,6 +133,7 @@ impl Sysroot {
     /// records it. Refused when its health checks failed.
     pub fn bless(&self) -> Result<BlessOutcome, DeployError> {
         self.lock()?;
+        self.require_readable_booted("to mark it good")?;
         let state = self.state()?;
         let booted = state.booted.clone().ok_or_else(not_booted)?;
         // A record that cannot be read may say "failed": never bless blind.

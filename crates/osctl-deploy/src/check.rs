@@ -18,12 +18,19 @@ use crate::layout;
 use crate::sysroot::Sysroot;
 
 impl Sysroot {
-    /// Problems `status` shows: what makes a deployment or an entry
-    /// unusable (broken deployments, entries that do not parse, deployments
-    /// whose entry is missing, health records that cannot be read).
+    /// Problems `status` shows: what makes a deployment, an entry or a
+    /// marker unusable (markers that do not parse, broken deployments,
+    /// entries that do not parse, deployments whose entry is missing,
+    /// health records that cannot be read).
     pub fn unusable(&self) -> Result<Vec<String>, DeployError> {
         let scan = self.scan()?;
         let mut out = Vec::new();
+        for m in self.facts()?.unreadable_markers {
+            out.push(format!(
+                "{}; commands that change deployments refuse until `osctl fsck --repair` removes it",
+                m.problem
+            ));
+        }
         for b in &scan.broken {
             out.push(format!(
                 "deployment {} cannot be read: {}",
@@ -77,6 +84,23 @@ impl Sysroot {
             out.push(format!(
                 "deployment {} has no boot entry: {leftover}",
                 inc.id.short()
+            ));
+        }
+        if let Some(booted) = self.booted_id()?
+            && scan.deployments.iter().any(|d| d.id() == &booted)
+            && !self.has_entry(&booted)?
+        {
+            let fix = if self.boot_dir_is_osctls()? {
+                "the next deployment change or `osctl fsck --repair` writes it".to_owned()
+            } else {
+                format!(
+                    "{} has no loader.conf default of osctl's (is the boot partition mounted there?)",
+                    self.boot_path().display()
+                )
+            };
+            out.push(format!(
+                "the booted deployment {} has no boot entry: {fix}",
+                booted.short()
             ));
         }
         for name in &scan.orphan_entries {
@@ -156,6 +180,6 @@ impl Sysroot {
     /// what it did, one line each.
     pub fn repair(&self) -> Result<Vec<String>, DeployError> {
         self.lock_without_recovery()?;
-        Ok(self.recover()?.actions)
+        Ok(self.recover(true)?.actions)
     }
 }

@@ -20,11 +20,11 @@
 //!
 //! | rollback step | fail point |
 //! |---|---|
-//! | a finalized staged update un-finalized | `rollback:after-unfinalize` |
+//! | a finalized staged update un-finalized (unless kept) | `rollback:after-unfinalize` |
 //! | rollback marker ← target | `rollback:after-marker` |
 //! | **default ← target: commit** | `rollback:after-default` |
 //! | staged marker removed | `rollback:after-staged-marker` |
-//! | staged deployment dropped | `rollback:after-drop-staged` |
+//! | staged deployment dropped (unless kept: pinned, or it existed before it was staged) | `rollback:after-drop-staged` |
 
 use std::path::Path;
 
@@ -64,6 +64,7 @@ impl Sysroot {
     /// Merges `/etc` into the staged deployment and makes it the default.
     pub fn finalize(&self) -> Result<FinalizeOutcome, DeployError> {
         self.lock()?;
+        self.require_readable_booted("to finalize")?;
         let state = self.state()?;
         let Some(staged) = state.staged.clone() else {
             return Ok(FinalizeOutcome::NothingStaged);
@@ -203,14 +204,26 @@ impl Sysroot {
         if state.rollback_queued {
             return Ok(RollbackOutcome::Queued(target.id().clone()));
         }
-        // A finalized update (the default) stops counting before the
-        // default moves away from it, so it is abandoned, never a rollback
-        // target of its own.
-        if let Some(staged) = state.staged.as_ref().filter(|_| !state.staged_pending) {
+        // A finalized update (the default, or a pending one whose finalize
+        // stopped before the default) stops counting before the commit, so
+        // it is abandoned, never a rollback target of its own — unless it
+        // is kept (pinned, or it existed before it was staged: see
+        // `kept_when_unstaged`).
+        let staged_kept = state
+            .staged
+            .as_ref()
+            .map(|s| self.kept_when_unstaged(&state, s))
+            .transpose()?
+            .unwrap_or(false);
+        if let Some(staged) = state
+            .staged
+            .as_ref()
+            .filter(|s| s.origin().finalized && !staged_kept)
+        {
             self.set_finalized(staged, false)?;
             failpoint::hit("rollback:after-unfinalize");
         }
-        self.write_marker(markers::ROLLBACK, target.id())?;
+        self.write_marker(markers::ROLLBACK, target.id(), false)?;
         failpoint::hit("rollback:after-marker");
         boot::write_default(self.boot(), target.id())?;
         failpoint::hit("rollback:after-default");
@@ -218,7 +231,7 @@ impl Sysroot {
             self.remove_marker(markers::STAGED)?;
             failpoint::hit("rollback:after-staged-marker");
         }
-        if let Some(staged) = &state.staged {
+        if let Some(staged) = state.staged.as_ref().filter(|_| !staged_kept) {
             self.drop_deployment(staged.id())?;
             failpoint::hit("rollback:after-drop-staged");
         }

@@ -1,9 +1,12 @@
 //! The two next-boot markers: `state/staged` (an update waiting for
 //! finalize) and `state/rollback` (a queued rollback).
 //!
-//! Each file holds one line, `<deployment id> <generation>`. The generation
-//! orders the two markers when both exist: the one written last wins (see
-//! [`crate::state`]). That is what lets `switch` during a queued rollback,
+//! Each file holds one line, `<deployment id> <generation> [existing]`. The
+//! generation orders the two markers when both exist: the one written last
+//! wins (see [`crate::state`]). `existing` (staged marker only) says the
+//! deployment existed before this switch staged it again (a rollback, pinned
+//! or other deployment): when it stops being staged it stays, as what it was,
+//! instead of being dropped like an update that never booted. That is what lets `switch` during a queued rollback,
 //! and `rollback` with an update staged, each flip the machine's state with
 //! one atomic write instead of a remove followed by a write, which a crash
 //! could split. A marker written before generations existed (`<id>` alone)
@@ -31,11 +34,16 @@ pub const ROLLBACK: &str = "rollback";
 pub struct Marker {
     pub id: DeploymentId,
     pub generation: u64,
+    /// The deployment existed before it was staged (see the module doc).
+    pub existing: bool,
 }
 
+/// The word that marks a staged deployment that existed before.
+const EXISTING: &str = "existing";
+
 impl Marker {
-    /// Parses `<id> [<generation>]` (one line, surrounding whitespace
-    /// ignored). The error is the reason, without the file name.
+    /// Parses `<id> [<generation> [existing]]` (one line, surrounding
+    /// whitespace ignored). The error is the reason, without the file name.
     pub fn parse(text: &str) -> Result<Marker, String> {
         let mut words = text.split_whitespace();
         let id = words.next().ok_or("empty")?;
@@ -46,14 +54,26 @@ impl Marker {
                 .parse()
                 .map_err(|_| format!("'{g}' is not a generation number"))?,
         };
+        let existing = match words.next() {
+            None => false,
+            Some(EXISTING) => true,
+            Some(extra) => return Err(format!("unexpected '{extra}' after the generation")),
+        };
         if let Some(extra) = words.next() {
-            return Err(format!("unexpected '{extra}' after the generation"));
+            return Err(format!("unexpected '{extra}' after '{EXISTING}'"));
         }
-        Ok(Marker { id, generation })
+        Ok(Marker {
+            id,
+            generation,
+            existing,
+        })
     }
 
     pub fn render(&self) -> String {
-        format!("{} {}\n", self.id, self.generation)
+        match self.existing {
+            true => format!("{} {} {EXISTING}\n", self.id, self.generation),
+            false => format!("{} {}\n", self.id, self.generation),
+        }
     }
 }
 
@@ -108,12 +128,20 @@ mod tests {
         assert_eq!(ok(&format!("{id}\n")).generation, 0);
         assert_eq!(ok(&format!(" {id} 7 \n")).generation, 7);
         let m = ok(&format!("{id} 3"));
+        assert!(!m.existing);
+        assert_eq!(Marker::parse(&m.render()).unwrap(), m);
+        let m = ok(&format!("{id} 4 existing\n"));
+        assert!(m.existing && m.generation == 4);
         assert_eq!(Marker::parse(&m.render()).unwrap(), m);
         for (bad, why) in [
             ("", "empty"),
             ("abc 1", "'abc' is not a deployment id"),
             (&format!("{id} x") as &str, "'x' is not a generation number"),
             (&format!("{id} 1 2"), "unexpected '2' after the generation"),
+            (
+                &format!("{id} 1 existing x"),
+                "unexpected 'x' after 'existing'",
+            ),
         ] {
             assert_eq!(Marker::parse(bad).unwrap_err(), why, "{bad:?}");
         }

@@ -10,17 +10,22 @@
 //!
 //! 1. boot entries of osctl's that do not parse are rewritten from the
 //!    deployment's origin (keeping the boot counter in the file name), or
-//!    removed when no deployment owns them;
+//!    removed when no deployment owns them; the booted deployment gets its
+//!    entry back if it has none (in a boot dir with osctl's loader.conf);
 //! 2. temporaries in `state/deploy` (`.tmp-<id>`, `.del-<id>`), state
 //!    directories of never-finalized deployments without a boot entry, and
 //!    store roots `deploy/<id>` without a state directory are removed;
-//! 3. markers that no longer hold are removed, and a default that a
+//! 3. markers that no longer hold are removed; a deployment that boots
+//!    next (or is booted) but was un-finalized by a command that stopped
+//!    before its commit point is finalized again; a default that a
 //!    committed switch superseded (a queued rollback) goes back to the
 //!    booted deployment;
 //! 4. abandoned deployments (never finalized, in no role) are dropped;
 //! 5. outside a trial, trial sort keys left by a crash are reset.
 //!
-//! Nothing here guesses: a broken deployment (unreadable origin or record)
+//! Nothing here guesses: a marker that does not parse stops the recovery
+//! (and so every command that changes deployments) until `osctl fsck
+//! --repair` removes it; a broken deployment (unreadable origin or record)
 //! is left alone and reported, since it may be pinned.
 
 use crate::DeployError;
@@ -36,9 +41,29 @@ pub struct Recovered {
 }
 
 impl Sysroot {
-    /// Runs the recovery (the caller holds the lock).
-    pub(crate) fn recover(&self) -> Result<Recovered, DeployError> {
+    /// Runs the recovery (the caller holds the lock). A marker that does
+    /// not parse stops it before it changes anything — what the marker
+    /// said decides which deployments may go — unless `repair` (`osctl
+    /// fsck --repair`, an explicit request) removes such markers first.
+    pub(crate) fn recover(&self, repair: bool) -> Result<Recovered, DeployError> {
         let mut done = Recovered::default();
+        let facts = self.facts()?;
+        if let Some(bad) = facts.unreadable_markers.first()
+            && !repair
+        {
+            return Err(DeployError::Other(format!(
+                "{}; not changing deployments until `osctl fsck --repair` removes it",
+                bad.problem
+            )));
+        }
+        for bad in &facts.unreadable_markers {
+            self.remove_marker(bad.name)?;
+            done.actions.push(format!(
+                "removed unreadable marker {}/{} (what it named is no longer staged or queued)",
+                layout::STATE_DIR,
+                bad.name
+            ));
+        }
         let scan = self.scan()?;
         let booted = self.booted_id()?;
 
@@ -56,6 +81,30 @@ impl Sysroot {
                 done.actions
                     .push(format!("rewrote unreadable boot entry {}", bad.file_name));
             }
+        }
+        // The booted deployment without any entry (deleted by hand, lost
+        // with the ESP's last writes): without one, the next trial has
+        // nothing to fall back to and a default naming it names nothing.
+        // Written plain (no counter: it runs), kernel files reinstalled
+        // from its image if they went too — but only into a boot dir that
+        // is evidently the one the machine boots from (osctl's loader.conf
+        // default is there): a boot partition that is not mounted is
+        // reported by fsck, never written into.
+        if let Some(d) = booted
+            .as_ref()
+            .and_then(|b| scan.deployments.iter().find(|d| d.id() == b))
+            && !self.has_entry(d.id())?
+            && self.boot_dir_is_osctls()?
+        {
+            let tree = self.store().image_tree(d.record())?;
+            let kernel = boot::find_kernel(&tree, &d.origin().image)?;
+            let mut origin = d.origin().clone();
+            origin.boot_digest = boot::install_kernel(&tree, &kernel, self.boot())?;
+            boot::write_entry(self.boot(), d.id(), &self.entry_for(d.id(), &origin)?, None)?;
+            done.actions.push(format!(
+                "wrote the missing boot entry of the booted deployment {}",
+                d.id().short()
+            ));
         }
         for name in &scan.orphan_entries {
             let id = name
@@ -138,6 +187,26 @@ impl Sysroot {
                     .push(format!("removed stale marker state/{name}"));
             }
         }
+        // Un-finalizing the update a command replaces (a switch over a
+        // finalized update, a rollback, a switch back to the booted image)
+        // happens before that command's commit point. If it stopped there,
+        // the update still boots next: it is finalized again, or it would
+        // be dropped as abandoned once the machine booted it and moved on.
+        // The booted deployment counts as finalized whatever its origin
+        // says: it runs.
+        let boots_next = state
+            .staged
+            .as_ref()
+            .filter(|_| !state.staged_pending && !state.rollback_queued);
+        for d in state.booted.iter().chain(boots_next) {
+            if !d.origin().finalized {
+                self.set_finalized(d, true)?;
+                done.actions.push(format!(
+                    "deployment {} finalized again (an interrupted command had un-finalized it)",
+                    d.id().short()
+                ));
+            }
+        }
         // A switch committed (its marker won) but the default still names
         // what it replaced (a queued rollback): back to the booted one.
         if state.staged_pending
@@ -163,7 +232,9 @@ impl Sysroot {
         }
 
         // A staged entry never carries a used counter (a deployment staged
-        // again after it failed or was marked good gets a fresh one).
+        // again after it failed or was marked good gets a fresh one). What
+        // counts is whether a deployment is booted at all, readable or not:
+        // one whose origin went bad must not cost the update its counter.
         if state.staged_pending
             && let Some(staged) = &state.staged
         {
@@ -171,7 +242,7 @@ impl Sysroot {
                 staged.id(),
                 staged.origin(),
                 staged.tries(),
-                state.booted.is_some(),
+                booted.is_some(),
             )?;
         }
 
@@ -183,6 +254,40 @@ impl Sysroot {
             tracing::info!("recovery: {a}");
         }
         Ok(done)
+    }
+}
+
+impl Sysroot {
+    /// Whether loader.conf in the boot dir has a `default` line of
+    /// osctl's (an entry or the trial pattern): the boot dir is the one
+    /// osctl manages, not an empty mount point.
+    pub(crate) fn boot_dir_is_osctls(&self) -> Result<bool, DeployError> {
+        Ok(boot::is_trial(self.boot())? || boot::read_default(self.boot())?.is_some())
+    }
+
+    /// Whether deployment `id` has an entry file (readable or not).
+    pub(crate) fn has_entry(&self, id: &layout::DeploymentId) -> Result<bool, DeployError> {
+        let (entries, bad) = boot::read_all_entries(self.boot())?;
+        Ok(entries.iter().any(|e| &e.id == id) || bad.iter().any(|e| &e.id == id))
+    }
+
+    /// Refuses when the booted deployment cannot be read (its origin or
+    /// record does not parse): the rules would take the machine for one
+    /// with nothing booted, and a switch would then stage without the
+    /// machine's kernel arguments and without a boot counter, and finalize
+    /// would skip the `/etc` merge. `what` is the refused action.
+    pub(crate) fn require_readable_booted(&self, what: &str) -> Result<(), DeployError> {
+        let Some(booted) = self.booted_id()? else {
+            return Ok(());
+        };
+        match self.scan()?.broken.into_iter().find(|b| b.id == booted) {
+            None => Ok(()),
+            Some(broken) => Err(DeployError::Other(format!(
+                "the booted deployment {} cannot be read ({}); refusing {what} until that file is repaired (osctl would take the machine for one with nothing booted)",
+                booted.short(),
+                broken.why
+            ))),
+        }
     }
 }
 

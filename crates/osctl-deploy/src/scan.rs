@@ -17,7 +17,7 @@ use crate::health::{HEALTH_FILE, HealthRecord, HealthState};
 use crate::layout::{self, DeploymentId};
 use crate::markers::{self, Marker};
 use crate::origin::Origin;
-use crate::state::{self, DeploymentState, Facts};
+use crate::state::{self, DeploymentState, Facts, UnreadableMarker};
 use crate::sysroot::{RECORD_FILE, Sysroot};
 
 /// A deployment: its id, origin and the image record it was made from,
@@ -229,19 +229,38 @@ impl Sysroot {
     }
 
     /// What [`state::classify`] reads besides the deployments.
+    ///
+    /// A marker that does not parse is not guessed at: it is left out of
+    /// the facts and listed in [`Facts::unreadable_markers`], so that
+    /// `status` and `fsck` still work and report it, while the recovery
+    /// refuses every change until `osctl fsck --repair` removes it.
     pub(crate) fn facts(&self) -> Result<Facts, DeployError> {
         let state_dir = self.open_state(layout::STATE_DIR)?;
         let shown = self.path().join(layout::STATE_DIR);
-        let marker = |name: &str| -> Result<Option<Marker>, DeployError> {
-            markers::read(&state_dir, name, &shown).map_err(|e| DeployError::Other(e.to_string()))
+        let mut unreadable_markers = Vec::new();
+        let mut marker = |name: &'static str| -> Result<Option<Marker>, DeployError> {
+            match markers::read(&state_dir, name, &shown) {
+                Ok(m) => Ok(m),
+                Err(e @ markers::MarkerError::Malformed { .. }) => {
+                    unreadable_markers.push(UnreadableMarker {
+                        name,
+                        problem: e.to_string(),
+                    });
+                    Ok(None)
+                }
+                Err(e) => Err(DeployError::Other(e.to_string())),
+            }
         };
+        let staged_marker = marker(markers::STAGED)?;
+        let rollback_marker = marker(markers::ROLLBACK)?;
         Ok(Facts {
             booted: self.booted_id()?,
             default: boot::read_default(self.boot())?,
             default_exact: !boot::is_trial(self.boot())?,
             trial_trying: boot::trying(self.boot())?,
-            staged_marker: marker(markers::STAGED)?,
-            rollback_marker: marker(markers::ROLLBACK)?,
+            staged_marker,
+            rollback_marker,
+            unreadable_markers,
         })
     }
 
@@ -283,6 +302,15 @@ impl Sysroot {
             [] => Err(DeployError::NoSuchDeployment(prefix.to_string())),
             _ => Err(DeployError::Ambiguous(prefix.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+impl Deployment {
+    /// The same deployment, pinned.
+    pub(crate) fn pinned(mut self) -> Deployment {
+        self.origin.pinned = true;
+        self
     }
 }
 

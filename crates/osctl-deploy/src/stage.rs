@@ -14,10 +14,10 @@
 //! | 4. kernel + initramfs into `<boot>/osctl/<digest>/` | `stage:after-kernel` |
 //! | 5. origin with the boot digest (or, re-staging a deployment that exists, its new origin) | `stage:after-origin` |
 //! | 6. BLS entry `osctl-<id>+N.conf` | `stage:after-entry` |
-//! | 6a. a finalized update being replaced: un-finalized | `stage:after-unfinalize-replaced` |
-//! | **7. `state/staged` ← id — the commit point** | `stage:after-marker` |
+//! | 6a. a finalized update being replaced (unless kept: pinned, or it existed before it was staged): un-finalized | `stage:after-unfinalize-replaced` |
+//! | **7. `state/staged` ← id (`existing` when re-staging one) — the commit point** | `stage:after-marker` |
 //! | 8. default back on the booted deployment (a replaced finalized update, a queued rollback) | `stage:after-default-restored` |
-//! | 9. the replaced deployment dropped | `stage:after-replaced-dropped` |
+//! | 9. the replaced deployment dropped (unless kept) | `stage:after-replaced-dropped` |
 //!
 //! Until step 7 the new deployment is never finalized and not staged, so
 //! [`crate::state`] treats it as abandoned (invisible) and the recovery of
@@ -116,6 +116,7 @@ impl Sysroot {
         let id = DeploymentId::parse(record.image_id())
             .ok_or_else(|| DeployError::Other(format!("bad image id {}", record.image_id())))?;
         self.lock()?;
+        self.require_readable_booted("to stage")?;
         let state = self.state()?;
         if state.booted.as_ref().is_some_and(|b| b.id() == &id) {
             let cancelled = self.cancel_next_boot(&state)?;
@@ -232,21 +233,31 @@ impl Sysroot {
         )?;
         failpoint::hit("stage:after-entry");
 
-        // What this switch replaces: a pending update is simply dropped
-        // after the commit; a finalized one (the default, waiting for the
-        // reboot) is un-finalized first, so that once the marker names the
-        // new deployment the old one counts as abandoned. With nothing
+        // What this switch replaces is dropped after the commit. If it is
+        // finalized — the default, waiting for the reboot, or a pending
+        // update whose finalize stopped before making it the default — it
+        // is un-finalized first, so that once the marker names the new
+        // deployment the old one counts as abandoned, never as a rollback
+        // target that never booted. One that is kept
+        // ([`Sysroot::kept_when_unstaged`]) is neither. With nothing
         // booted, the default is what the machine boots: it stays.
         let replaced = state
             .staged
             .clone()
             .filter(|_| state.booted.is_some() || state.staged_pending);
-        if let Some(old) = replaced.as_ref().filter(|_| !state.staged_pending) {
+        let replaced_kept = match &replaced {
+            Some(old) => self.kept_when_unstaged(&state, old)?,
+            None => false,
+        };
+        if let Some(old) = replaced
+            .as_ref()
+            .filter(|old| old.origin().finalized && !replaced_kept)
+        {
             self.set_finalized(old, false)?;
             failpoint::hit("stage:after-unfinalize-replaced");
         }
 
-        self.write_marker(markers::STAGED, &id)?;
+        self.write_marker(markers::STAGED, &id, existing.is_some())?;
         failpoint::hit("stage:after-marker");
         if existing.is_some() {
             // Its old counter (used up, or gone when it was marked good)
@@ -265,7 +276,7 @@ impl Sysroot {
         if state.rollback_queued {
             self.remove_marker(markers::ROLLBACK)?;
         }
-        if let Some(old) = &replaced {
+        if let Some(old) = replaced.as_ref().filter(|_| !replaced_kept) {
             self.drop_deployment(old.id())?;
             failpoint::hit("stage:after-replaced-dropped");
         }
@@ -322,16 +333,22 @@ impl Sysroot {
             return Ok(None);
         };
         if let Some(staged) = &state.staged {
+            // As when a switch replaces it (see `stage_record_with`).
+            let kept = self.kept_when_unstaged(state, staged)?;
+            if staged.origin().finalized && !kept {
+                self.set_finalized(staged, false)?;
+                failpoint::hit("stage:after-unfinalize-replaced");
+            }
             if state.staged_pending {
                 self.remove_marker(markers::STAGED)?;
             } else {
-                self.set_finalized(staged, false)?;
-                failpoint::hit("stage:after-unfinalize-replaced");
                 boot::write_default(self.boot(), booted.id())?;
                 failpoint::hit("stage:after-default-restored");
             }
-            self.drop_deployment(staged.id())?;
-            failpoint::hit("stage:after-replaced-dropped");
+            if !kept {
+                self.drop_deployment(staged.id())?;
+                failpoint::hit("stage:after-replaced-dropped");
+            }
             return Ok(Some(staged.id().clone()));
         }
         if state.rollback_queued
@@ -345,9 +362,15 @@ impl Sysroot {
         Ok(None)
     }
 
-    /// Writes marker `name` naming `id`, with a generation above both
-    /// markers' (so it wins over the other one; see [`crate::state`]).
-    pub(crate) fn write_marker(&self, name: &str, id: &DeploymentId) -> Result<(), DeployError> {
+    /// Writes marker `name` naming `id` (`existing`: see
+    /// [`crate::markers`]), with a generation above both markers' (so it
+    /// wins over the other one; see [`crate::state`]).
+    pub(crate) fn write_marker(
+        &self,
+        name: &str,
+        id: &DeploymentId,
+        existing: bool,
+    ) -> Result<(), DeployError> {
         let facts = self.facts()?;
         let generation = [&facts.staged_marker, &facts.rollback_marker]
             .into_iter()
@@ -360,6 +383,7 @@ impl Sysroot {
         let marker = Marker {
             id: id.clone(),
             generation,
+            existing,
         };
         markers::write(&state_dir, name, &marker).map_err(|e| DeployError::Io {
             path: self.path().join(layout::STATE_DIR).join(name),
@@ -503,6 +527,36 @@ impl Sysroot {
                 why: e.to_string(),
             })?;
         Ok(!sealed_at_boot)
+    }
+}
+
+impl Sysroot {
+    /// Whether the staged deployment stays when it stops being staged (a
+    /// switch replaces it, a rollback or a switch back to the booted image
+    /// cancels it): when it is pinned, or when it existed before it was
+    /// staged and is still pending (its marker says so) and its image did
+    /// not fail here (staging gave it a fresh counter and dropped its
+    /// health record; `failed-images.json` still knows, and prune would
+    /// remove it). Otherwise it is an update that never booted, and is
+    /// dropped. A finalized update (the default, waiting for the reboot)
+    /// has no marker left to say it existed before: unless pinned, it is
+    /// dropped.
+    pub(crate) fn kept_when_unstaged(
+        &self,
+        state: &DeploymentState,
+        staged: &crate::scan::Deployment,
+    ) -> Result<bool, DeployError> {
+        if staged.origin().pinned {
+            return Ok(true);
+        }
+        if !(state.staged_pending && state.staged_existing) {
+            return Ok(false);
+        }
+        let failed_here = self
+            .failed_images()?
+            .iter()
+            .any(|f| f.image_id == staged.id().as_str());
+        Ok(!failed_here)
     }
 }
 

@@ -29,10 +29,12 @@
 //!    newest (highest serial) other deployment that is finalized and did not
 //!    fail.
 //! 6. A deployment that is none of booted, staged or rollback counts only if
-//!    it was finalized once. One that never was — the leftovers of a stage
-//!    that crashed before its marker, an update replaced before it was ever
-//!    booted — is *abandoned*: invisible to status and every decision, and
-//!    removed by the recovery of the next locked operation.
+//!    it was finalized once or is pinned. One that is neither — the
+//!    leftovers of a stage that crashed before its marker, an update
+//!    replaced before it was ever booted — is *abandoned*: invisible to
+//!    status and every decision, and removed by the recovery of the next
+//!    locked operation. A pinned one that was never finalized is kept, but
+//!    is never the rollback (rule 5).
 //!
 //! These rules give every multi-step operation one commit point, a single
 //! atomic write after which the rules read the new state, while everything
@@ -58,6 +60,20 @@ pub struct Facts {
     pub trial_trying: Option<DeploymentId>,
     pub staged_marker: Option<Marker>,
     pub rollback_marker: Option<Marker>,
+    /// Markers that exist but do not parse. They are left out of the rules
+    /// (nothing is guessed from them); the recovery refuses to change
+    /// anything while one exists, unless it is repairing (`osctl fsck
+    /// --repair`), which removes them.
+    pub unreadable_markers: Vec<UnreadableMarker>,
+}
+
+/// A marker file that exists but does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableMarker {
+    /// [`crate::markers::STAGED`] or [`crate::markers::ROLLBACK`].
+    pub name: &'static str,
+    /// One line: the file and why it cannot be read.
+    pub problem: String,
 }
 
 /// Who is who among the deployments.
@@ -78,6 +94,9 @@ pub struct DeploymentState {
     /// The staged deployment is waiting for finalize (named by the staged
     /// marker), not already the default.
     pub staged_pending: bool,
+    /// The pending staged deployment existed before it was staged (its
+    /// marker says `existing`): if it stops being staged, it stays.
+    pub staged_existing: bool,
     /// Abandoned deployments (rule 6): never finalized, in no role.
     pub abandoned: Vec<Deployment>,
     /// The staged marker exists but no longer holds (rules 1 and 3).
@@ -124,6 +143,7 @@ pub fn classify(facts: &Facts, mut deployments: Vec<Deployment>) -> DeploymentSt
         rollback_queued: rollback_marker.is_some(),
         default: default.cloned(),
         staged_pending: staged_marker.is_some(),
+        staged_existing: staged_marker.is_some_and(|m| m.existing),
         staged_marker_stale: facts.staged_marker.is_some() && staged_marker.is_none(),
         rollback_marker_stale: facts.rollback_marker.is_some() && rollback_marker.is_none(),
         ..Default::default()
@@ -136,7 +156,7 @@ pub fn classify(facts: &Facts, mut deployments: Vec<Deployment>) -> DeploymentSt
             state.staged = Some(d);
         } else if rollback_marker.is_some_and(|m| &m.id == id) {
             state.rollback = Some(d);
-        } else if !d.origin().finalized {
+        } else if !d.origin().finalized && !d.origin().pinned {
             state.abandoned.push(d);
         } else if d.failed() {
             state.failed.push(d);
@@ -144,8 +164,10 @@ pub fn classify(facts: &Facts, mut deployments: Vec<Deployment>) -> DeploymentSt
             state.others.push(d);
         }
     }
-    if state.rollback.is_none() && !state.others.is_empty() {
-        state.rollback = Some(state.others.remove(0));
+    if state.rollback.is_none()
+        && let Some(newest) = state.others.iter().position(|d| d.origin().finalized)
+    {
+        state.rollback = Some(state.others.remove(newest));
     }
     state
 }
@@ -168,6 +190,7 @@ mod tests {
         Some(Marker {
             id: id(c),
             generation,
+            existing: false,
         })
     }
     /// Deployment `c` with serial `serial`, finalized or not.
@@ -324,6 +347,34 @@ mod tests {
                 ),
             ),
             (
+                "a pinned deployment never finalized is kept, but never the rollback",
+                booted_o('o'),
+                [base(), vec![dep('p', 3, false).pinned()]].concat(),
+                (Some('o'), None, Some('r'), false, "p", "", false, false),
+            ),
+            (
+                "a pinned update replaced by a switch stays, unstaged",
+                Facts {
+                    staged_marker: marker('s', 2),
+                    ..booted_o('o')
+                },
+                [
+                    base(),
+                    vec![dep('p', 3, false).pinned(), dep('s', 4, false)],
+                ]
+                .concat(),
+                (
+                    Some('o'),
+                    Some('s'),
+                    Some('r'),
+                    false,
+                    "p",
+                    "",
+                    false,
+                    false,
+                ),
+            ),
+            (
                 "offline sysroot: the default boots, a new switch is staged beside it",
                 Facts {
                     booted: None,
@@ -360,6 +411,37 @@ mod tests {
                 s.rollback_marker_stale,
             );
             assert_eq!(got, want, "{what}");
+        }
+    }
+
+    /// `existing` counts only while its marker holds: a deployment staged
+    /// again is kept when it stops being staged (see `kept_when_unstaged`).
+    #[test]
+    fn the_staged_marker_says_whether_its_deployment_existed() {
+        let facts = |staged: char, existing: bool, default: char| Facts {
+            booted: Some(id('o')),
+            default: Some(id(default)),
+            default_exact: true,
+            staged_marker: Some(Marker {
+                id: id(staged),
+                generation: 1,
+                existing,
+            }),
+            ..Default::default()
+        };
+        let all = || vec![dep('o', 2, true), dep('r', 1, true)];
+        for (what, facts, want) in [
+            ("re-staged rollback", facts('r', true, 'o'), true),
+            ("new update", facts('r', false, 'o'), false),
+            (
+                "finalized: the marker is stale",
+                facts('r', true, 'r'),
+                false,
+            ),
+        ] {
+            let s = classify(&facts, all());
+            assert_eq!(s.staged_existing, want, "{what}");
+            assert_eq!(short(&s.staged), Some('r'), "{what}");
         }
     }
 

@@ -125,7 +125,7 @@ impl Sysroot {
     /// operation that changes deployments or boot entries calls it first.
     pub(crate) fn lock(&self) -> Result<(), DeployError> {
         if self.lock_without_recovery()? {
-            self.recover()?;
+            self.recover(false)?;
         }
         Ok(())
     }

@@ -108,6 +108,22 @@ impl Machine {
         common::assess::use_tries(&self.osctl, id, all);
     }
 
+    /// Runs `args` with fail point `point` armed: the crash a scenario
+    /// starts from, before the command under test.
+    fn crash(&self, point: &str, args: &[&str]) {
+        let out = booted_cmd(&self.osctl, self.booted.as_deref())
+            .env(osctl_deploy::failpoint::ENV, point)
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.signal() == Some(6)
+                && stderr.contains(&format!("fail point {point} reached")),
+            "setup: {args:?} did not reach {point}: {stderr}"
+        );
+    }
+
     /// The admin edits /etc on the booted deployment.
     fn edit_etc(&self) {
         let booted = self.booted.as_deref().unwrap();
@@ -543,6 +559,184 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
+/// Scenarios that start from a crash and run a *different* command (or the
+/// same one on a different machine): the recovery that command runs first
+/// must finish or undo what the crash left — and crashing inside that
+/// recovery (its drops pass the `drop:*` points) must be survivable too.
+fn after_crash_scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "gc after a switch that stopped before its marker",
+            setup: |i| {
+                let m = booted_v1(i);
+                m.crash(
+                    "stage:after-entry",
+                    &["switch", "--retain", "--progress", "none", &i.v2],
+                );
+                (m, words(&["gc"]))
+            },
+            points: &[
+                "drop:after-entry",
+                "drop:after-rename",
+                "drop:after-state",
+                "drop:after-root",
+                "prune:after-kernels",
+            ],
+            finished_by_gc: &[],
+        },
+        Scenario {
+            name: "switch after one that stopped having un-finalized the update",
+            setup: |i| {
+                let m = booted_v1(i);
+                m.switch(&i.v2);
+                m.run(&["finalize"]);
+                m.crash(
+                    "stage:after-unfinalize-replaced",
+                    &["switch", "--retain", "--progress", "none", &i.v3],
+                );
+                (
+                    m,
+                    words(&["switch", "--retain", "--progress", "none", &i.v4]),
+                )
+            },
+            points: &[
+                "stage:after-entry",
+                "stage:after-unfinalize-replaced",
+                "stage:after-marker",
+                "stage:after-default-restored",
+                "stage:after-replaced-dropped",
+                "drop:after-rename",
+            ],
+            finished_by_gc: &[],
+        },
+        Scenario {
+            name: "rollback after a finalize that stopped between its trial keys",
+            setup: |i| {
+                let m = booted_v2(i);
+                m.switch(&i.v3);
+                m.crash("trial:after-fallback-key", &["finalize"]);
+                (m, words(&["rollback"]))
+            },
+            points: &[
+                "rollback:after-marker",
+                "rollback:after-default",
+                "rollback:after-staged-marker",
+                "drop:after-entry",
+            ],
+            finished_by_gc: &[],
+        },
+        Scenario {
+            name: "switch replacing an update whose finalize stopped before its default",
+            setup: |i| {
+                let m = booted_v1(i);
+                m.switch(&i.v2);
+                m.crash("finalize:after-entry", &["finalize"]);
+                (
+                    m,
+                    words(&["switch", "--retain", "--progress", "none", &i.v3]),
+                )
+            },
+            points: &[
+                "stage:after-unfinalize-replaced",
+                "stage:after-marker",
+                "stage:after-replaced-dropped",
+            ],
+            finished_by_gc: &[],
+        },
+        Scenario {
+            name: "switch back to the booted image after a finalize that stopped",
+            setup: |i| {
+                let m = booted_v1(i);
+                m.switch(&i.v2);
+                m.crash("finalize:after-origin", &["finalize"]);
+                (m, words(&["switch", "--progress", "none", &i.v1]))
+            },
+            points: &[
+                "stage:after-unfinalize-replaced",
+                "drop:after-entry",
+                "stage:after-replaced-dropped",
+            ],
+            finished_by_gc: &[],
+        },
+        Scenario {
+            name: "finalize after a rollback that stopped at its marker",
+            setup: |i| {
+                let m = booted_v2(i);
+                m.switch(&i.v3);
+                m.crash("rollback:after-marker", &["rollback"]);
+                (m, words(&["finalize"]))
+            },
+            points: &[
+                "finalize:after-merge",
+                "finalize:after-etc-swap",
+                "trial:after-trying-key",
+                "finalize:after-default",
+            ],
+            finished_by_gc: &[],
+        },
+        Scenario {
+            name: "health check after a finalize that stopped before its default",
+            setup: |i| {
+                let m = booted_v1(i);
+                m.switch(&i.v2);
+                m.crash("trial:after-trying-key", &["finalize"]);
+                (m, words(&["health", "check"]))
+            },
+            points: &["check:after-record"],
+            finished_by_gc: &[],
+        },
+        Scenario {
+            name: "switch replacing a pinned finalized update",
+            setup: |i| {
+                let m = booted_v1(i);
+                let v2 = m.switch(&i.v2);
+                m.run(&["pin", &v2[..12]]);
+                m.run(&["finalize"]);
+                (m, words(&["switch", "--progress", "none", &i.v3]))
+            },
+            points: &[
+                "stage:after-entry",
+                "stage:after-marker",
+                "stage:after-default-restored",
+                "prune:after-kernels",
+            ],
+            finished_by_gc: &[],
+        },
+        Scenario {
+            name: "rollback over a deployment staged again",
+            setup: |i| {
+                let mut m = booted_v2(i);
+                m.boot(&i.v3);
+                m.switch(&i.v1);
+                (m, words(&["rollback"]))
+            },
+            points: &[
+                "rollback:after-marker",
+                "rollback:after-default",
+                "rollback:after-staged-marker",
+            ],
+            finished_by_gc: &[],
+        },
+        Scenario {
+            name: "offline sysroot: switch after an interrupted rollback",
+            setup: |i| {
+                let m = Machine::new();
+                m.switch(&i.v1);
+                m.run(&["finalize"]);
+                m.switch(&i.v2);
+                m.run(&["finalize"]);
+                m.crash("rollback:after-unfinalize", &["rollback"]);
+                (
+                    m,
+                    words(&["switch", "--retain", "--progress", "none", &i.v3]),
+                )
+            },
+            points: &["stage:after-entry", "stage:after-marker"],
+            finished_by_gc: &[],
+        },
+    ]
+}
+
 /// Points `tag` at the image tagged `from` (same digest, so the result is
 /// the same on every machine).
 fn retag(images: &Images, from: &str, tag: &str) {
@@ -592,7 +786,7 @@ fn every_fail_point_ends_where_a_clean_run_ends() {
     let images = Images::new();
     let mut reached: BTreeSet<&str> = BTreeSet::new();
     let mut checks = 0;
-    for scenario in scenarios() {
+    for scenario in scenarios().into_iter().chain(after_crash_scenarios()) {
         // The reference: before, and after an uninterrupted run.
         let (clean, command) = (scenario.setup)(&images);
         let booted = clean.booted.clone();

@@ -35,7 +35,7 @@ use crate::stage::now;
 use crate::sysroot::{Sysroot, write_json};
 
 /// Images that failed on this machine, relative to the sysroot.
-pub const FAILED_IMAGES_FILE: &str = "sysroot/state/failed-images.json";
+pub const FAILED_IMAGES_FILE: &str = crate::layout::sysroot::FAILED_IMAGES;
 /// How many failed images are remembered; older ones are forgotten (an image
 /// that old is unlikely to be offered again).
 const FAILED_IMAGES_KEPT: usize = 32;
@@ -319,8 +319,13 @@ impl Sysroot {
 
     /// Replaces `failed-images.json` (atomically).
     fn write_failed_images(&self, images: &[FailedImage]) -> Result<(), DeployError> {
-        let state_dir = self.open_state(layout::STATE_DIR)?;
-        write_json(&state_dir, "failed-images.json", &images).map_err(|e| DeployError::Io {
+        let state_dir = self.open_state(layout::sysroot::STATE)?;
+        write_json(
+            &state_dir,
+            layout::state_dir_name(FAILED_IMAGES_FILE),
+            &images,
+        )
+        .map_err(|e| DeployError::Io {
             path: self.path().join(FAILED_IMAGES_FILE),
             why: e.to_string(),
         })

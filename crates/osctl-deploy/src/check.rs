@@ -74,7 +74,7 @@ impl Sysroot {
         let scan = self.scan()?;
         let leftover = "left by an interrupted command; the next deployment change or `osctl fsck --repair` removes it";
         for name in &scan.temporaries {
-            out.push(format!("{}/{name}: {leftover}", layout::DEPLOY_DIR));
+            out.push(format!("{}/{name}: {leftover}", layout::sysroot::DEPLOY));
         }
         for inc in scan
             .incomplete
@@ -113,9 +113,9 @@ impl Sysroot {
         for root in &roots {
             let has_state = self
                 .root()
-                .try_exists(format!("{}/{root}", layout::DEPLOY_DIR))
+                .try_exists(format!("{}/{root}", layout::sysroot::DEPLOY))
                 .map_err(|e| DeployError::Io {
-                    path: self.path().join(layout::DEPLOY_DIR).join(root),
+                    path: self.path().join(layout::sysroot::DEPLOY).join(root),
                     why: e.to_string(),
                 })?;
             if !has_state {

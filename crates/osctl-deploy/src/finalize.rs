@@ -139,7 +139,7 @@ impl Sysroot {
         booted: &Deployment,
         staged: &Deployment,
     ) -> Result<EtcMergeReport, DeployError> {
-        let scratch_rel = Path::new(layout::STATE_DIR).join(FINALIZE_SCRATCH);
+        let scratch_rel = Path::new(layout::sysroot::STATE).join(FINALIZE_SCRATCH);
         let scratch_path = self.path().join(&scratch_rel);
         let io = |e: std::io::Error| DeployError::Io {
             path: scratch_path.clone(),

@@ -37,7 +37,7 @@ pub const IMAGE_CHECKS_DIR: &str = "usr/lib/osctl/health.d";
 /// The admin's checks, relative to the sysroot; they override by name.
 pub const ADMIN_CHECKS_DIR: &str = "etc/osctl/health.d";
 /// A deployment's health record, relative to its state directory.
-pub const HEALTH_FILE: &str = "health.json";
+pub const HEALTH_FILE: &str = crate::layout::HEALTH_FILE;
 
 /// How much of a check's output is kept for the record: enough for the
 /// error a check prints, not a log.

@@ -25,9 +25,9 @@ use cap_std::fs::Dir;
 use crate::layout::DeploymentId;
 
 /// The staged marker, relative to the state dir.
-pub const STAGED: &str = "staged";
+pub const STAGED: &str = crate::layout::state_dir_name(crate::layout::partition::STAGED_MARKER);
 /// The rollback marker, relative to the state dir.
-pub const ROLLBACK: &str = "rollback";
+pub const ROLLBACK: &str = crate::layout::state_dir_name(crate::layout::partition::ROLLBACK_MARKER);
 
 /// One marker's content.
 #[derive(Debug, Clone, PartialEq, Eq)]

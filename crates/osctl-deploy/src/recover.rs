@@ -60,7 +60,7 @@ impl Sysroot {
             self.remove_marker(bad.name)?;
             done.actions.push(format!(
                 "removed unreadable marker {}/{} (what it named is no longer staged or queued)",
-                layout::STATE_DIR,
+                layout::sysroot::STATE,
                 bad.name
             ));
         }
@@ -147,9 +147,9 @@ impl Sysroot {
         for root in self.store().roots()? {
             if !self
                 .root()
-                .try_exists(layout::DEPLOY_DIR.to_owned() + "/" + &root)
+                .try_exists(layout::sysroot::DEPLOY.to_owned() + "/" + &root)
                 .map_err(|e| DeployError::Io {
-                    path: self.path().join(layout::DEPLOY_DIR).join(&root),
+                    path: self.path().join(layout::sysroot::DEPLOY).join(&root),
                     why: e.to_string(),
                 })?
             {
@@ -160,10 +160,10 @@ impl Sysroot {
         }
         for scratch in [FINALIZE_SCRATCH, VAR_SEED_SCRATCH] {
             let io = |e: std::io::Error| DeployError::Io {
-                path: self.path().join(layout::STATE_DIR).join(scratch),
+                path: self.path().join(layout::sysroot::STATE).join(scratch),
                 why: e.to_string(),
             };
-            let state_dir = self.open_state(layout::STATE_DIR)?;
+            let state_dir = self.open_state(layout::sysroot::STATE)?;
             if state_dir.try_exists(scratch).map_err(io)? {
                 state_dir.remove_dir_all(scratch).map_err(io)?;
                 osctl_store::atomic::sync_dir(&state_dir).map_err(io)?;
@@ -173,14 +173,14 @@ impl Sysroot {
 
         // 3. and 4. Markers and abandoned deployments.
         let state = self.state()?;
-        let state_dir = self.open_state(layout::STATE_DIR)?;
+        let state_dir = self.open_state(layout::sysroot::STATE)?;
         for (stale, name) in [
             (state.staged_marker_stale, markers::STAGED),
             (state.rollback_marker_stale, markers::ROLLBACK),
         ] {
             if stale {
                 markers::remove(&state_dir, name).map_err(|e| DeployError::Io {
-                    path: self.path().join(layout::STATE_DIR).join(name),
+                    path: self.path().join(layout::sysroot::STATE).join(name),
                     why: e.to_string(),
                 })?;
                 done.actions
@@ -292,7 +292,9 @@ impl Sysroot {
 }
 
 /// Finalize's scratch space, relative to the state dir.
-pub(crate) const FINALIZE_SCRATCH: &str = ".finalize";
+pub(crate) const FINALIZE_SCRATCH: &str =
+    crate::layout::state_dir_name(crate::layout::partition::FINALIZE_SCRATCH);
 /// Where `/var` is seeded before it is renamed into place, relative to the
 /// state dir.
-pub(crate) const VAR_SEED_SCRATCH: &str = ".var-seed";
+pub(crate) const VAR_SEED_SCRATCH: &str =
+    crate::layout::state_dir_name(crate::layout::partition::VAR_SEED);

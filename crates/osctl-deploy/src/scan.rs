@@ -109,9 +109,9 @@ pub struct Scan {
 }
 
 /// Prefix of a deployment directory being built.
-pub(crate) const BUILDING_PREFIX: &str = ".tmp-";
+pub(crate) const BUILDING_PREFIX: &str = crate::layout::BUILDING_PREFIX;
 /// Prefix of a deployment directory being removed.
-pub(crate) const REMOVING_PREFIX: &str = ".del-";
+pub(crate) const REMOVING_PREFIX: &str = crate::layout::REMOVING_PREFIX;
 
 impl Sysroot {
     /// Reads every deployment and entry. Only I/O failures on the
@@ -127,7 +127,7 @@ impl Sysroot {
             tries.entry(e.id.clone()).or_insert(e.tries);
         }
         let booted = self.booted_id()?;
-        let dir_path = self.path().join(layout::DEPLOY_DIR);
+        let dir_path = self.path().join(layout::sysroot::DEPLOY);
         let io = |e: std::io::Error| DeployError::Io {
             path: dir_path.clone(),
             why: e.to_string(),
@@ -137,7 +137,7 @@ impl Sysroot {
             ..Default::default()
         };
         let mut with_state = Vec::new();
-        for dirent in self.root().read_dir(layout::DEPLOY_DIR).map_err(io)? {
+        for dirent in self.root().read_dir(layout::sysroot::DEPLOY).map_err(io)? {
             let name = dirent
                 .map_err(io)?
                 .file_name()
@@ -235,8 +235,8 @@ impl Sysroot {
     /// `status` and `fsck` still work and report it, while the recovery
     /// refuses every change until `osctl fsck --repair` removes it.
     pub(crate) fn facts(&self) -> Result<Facts, DeployError> {
-        let state_dir = self.open_state(layout::STATE_DIR)?;
-        let shown = self.path().join(layout::STATE_DIR);
+        let state_dir = self.open_state(layout::sysroot::STATE)?;
+        let shown = self.path().join(layout::sysroot::STATE);
         let mut unreadable_markers = Vec::new();
         let mut marker = |name: &'static str| -> Result<Option<Marker>, DeployError> {
             match markers::read(&state_dir, name, &shown) {

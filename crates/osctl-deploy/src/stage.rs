@@ -34,10 +34,14 @@ use osctl_store::{ImageRecord, PullObserver};
 use crate::DeployError;
 use crate::boot::{self, BlsEntry};
 use crate::failpoint;
+use crate::layout::cmdline::Verity;
 use crate::layout::{self, DeploymentId};
 use crate::markers::{self, Marker};
 use crate::origin::{ORIGIN_VERSION, Origin};
 use crate::recover::VAR_SEED_SCRATCH;
+
+/// The shared /var, in the state dir.
+const VAR_NAME: &str = layout::state_dir_name(layout::sysroot::VAR);
 use crate::state::DeploymentState;
 use crate::sysroot::{RECORD_FILE, Sysroot, write_json};
 
@@ -379,23 +383,23 @@ impl Sysroot {
             .max()
             .unwrap_or(0)
             + 1;
-        let state_dir = self.open_state(layout::STATE_DIR)?;
+        let state_dir = self.open_state(layout::sysroot::STATE)?;
         let marker = Marker {
             id: id.clone(),
             generation,
             existing,
         };
         markers::write(&state_dir, name, &marker).map_err(|e| DeployError::Io {
-            path: self.path().join(layout::STATE_DIR).join(name),
+            path: self.path().join(layout::sysroot::STATE).join(name),
             why: e.to_string(),
         })
     }
 
     /// Removes marker `name` (durably; a missing one is fine).
     pub(crate) fn remove_marker(&self, name: &str) -> Result<(), DeployError> {
-        let state_dir = self.open_state(layout::STATE_DIR)?;
+        let state_dir = self.open_state(layout::sysroot::STATE)?;
         markers::remove(&state_dir, name).map_err(|e| DeployError::Io {
-            path: self.path().join(layout::STATE_DIR).join(name),
+            path: self.path().join(layout::sysroot::STATE).join(name),
             why: e.to_string(),
         })
     }
@@ -421,13 +425,13 @@ impl Sysroot {
         tree: &osctl_store::ImageTree,
     ) -> Result<(), DeployError> {
         let tmp_name = format!("{}{id}", crate::scan::BUILDING_PREFIX);
-        let tmp_rel = Path::new(layout::DEPLOY_DIR).join(&tmp_name);
+        let tmp_rel = Path::new(layout::sysroot::DEPLOY).join(&tmp_name);
         let shown = self.path().join(&tmp_rel);
         let io = |e: std::io::Error| DeployError::Io {
             path: shown.clone(),
             why: e.to_string(),
         };
-        let deploy = self.root().open_dir(layout::DEPLOY_DIR).map_err(io)?;
+        let deploy = self.root().open_dir(layout::sysroot::DEPLOY).map_err(io)?;
         if deploy.try_exists(&tmp_name).map_err(io)? {
             deploy.remove_dir_all(&tmp_name).map_err(io)?;
         }
@@ -461,11 +465,11 @@ impl Sysroot {
     /// install; afterwards `/var` belongs to the machine, like a volume).
     fn seed_var(&self, tree: &osctl_store::ImageTree) -> Result<(), DeployError> {
         let io = |e: std::io::Error| DeployError::Io {
-            path: self.path().join(layout::VAR_DIR),
+            path: self.path().join(layout::sysroot::VAR),
             why: e.to_string(),
         };
-        let state = self.root().open_dir(layout::STATE_DIR).map_err(io)?;
-        if state.read_dir("var").map_err(io)?.next().is_some()
+        let state = self.root().open_dir(layout::sysroot::STATE).map_err(io)?;
+        if state.read_dir(VAR_NAME).map_err(io)?.next().is_some()
             || tree.kind(Path::new("/var")) != Some(osctl_store::EntryKind::Directory)
         {
             return Ok(());
@@ -480,8 +484,10 @@ impl Sysroot {
         tree.export(Path::new("/var"), &seed)?;
         osctl_store::atomic::sync_filesystem(&seed).map_err(io)?;
         failpoint::hit("stage:after-var-seed-built");
-        state.remove_dir("var").map_err(io)?;
-        state.rename(VAR_SEED_SCRATCH, &state, "var").map_err(io)?;
+        state.remove_dir(VAR_NAME).map_err(io)?;
+        state
+            .rename(VAR_SEED_SCRATCH, &state, VAR_NAME)
+            .map_err(io)?;
         osctl_store::atomic::sync_dir(&state).map_err(io)?;
         failpoint::hit("stage:after-var-seed");
         Ok(())
@@ -497,17 +503,19 @@ impl Sysroot {
         id: &DeploymentId,
         origin: &Origin,
     ) -> Result<BlsEntry, DeployError> {
-        let mut entry = BlsEntry::for_deployment(
+        let verity = if self.verity_optional()? {
+            Verity::Optional
+        } else {
+            Verity::Required
+        };
+        Ok(BlsEntry::for_deployment(
             id,
+            verity,
             &origin.boot_digest,
             origin.os_name.as_deref(),
             origin.image_version.as_deref(),
             origin.kargs(),
-        );
-        if self.verity_optional()? {
-            entry.options[0] = format!("{}=?{id}", layout::CMDLINE_KEY);
-        }
-        Ok(entry)
+        ))
     }
 
     /// Whether the store cannot enforce fs-verity (the host has none) and

@@ -45,10 +45,10 @@ pub struct Sysroot {
 }
 
 /// Where the boot dir given with `--boot-dir` is remembered.
-const BOOT_DIR_FILE: &str = "sysroot/state/boot-dir";
+const BOOT_DIR_FILE: &str = layout::sysroot::BOOT_DIR_FILE;
 
 /// The lock file, relative to the sysroot.
-const LOCK_FILE: &str = "sysroot/state/lock";
+const LOCK_FILE: &str = layout::sysroot::LOCK;
 
 /// Written by `osctl install` (relative to the sysroot; `/osctl/seal-at-boot`
 /// on the installed root filesystem): the store was built where fs-verity
@@ -56,11 +56,11 @@ const LOCK_FILE: &str = "sysroot/state/lock";
 /// enables it on every object ("seals" the store). While it exists, boot
 /// entries demand verity (`composefs=<id>`, not `composefs=?<id>`) although
 /// this store is not sealed yet. See docs/install.md.
-pub const SEAL_AT_BOOT_FILE: &str = "sysroot/osctl/seal-at-boot";
+pub const SEAL_AT_BOOT_FILE: &str = layout::sysroot::SEAL_AT_BOOT;
 
 /// The record file kept in each deployment dir, so its image can be read
 /// even after the reference was re-pulled to another digest.
-pub(crate) const RECORD_FILE: &str = "image.json";
+pub(crate) const RECORD_FILE: &str = layout::RECORD_FILE;
 
 impl Sysroot {
     pub fn open(opts: &SysrootOptions) -> Result<Self, DeployError> {
@@ -71,10 +71,10 @@ impl Sysroot {
         let store = Store::open_or_create(&opts.sysroot)?;
         let root = Dir::open_ambient_dir(&opts.sysroot, cap_std::ambient_authority())
             .map_err(|e| io(&opts.sysroot, e))?;
-        root.create_dir_all(layout::DEPLOY_DIR)
-            .map_err(|e| io(&opts.sysroot.join(layout::DEPLOY_DIR), e))?;
-        root.create_dir_all(layout::VAR_DIR)
-            .map_err(|e| io(&opts.sysroot.join(layout::VAR_DIR), e))?;
+        root.create_dir_all(layout::sysroot::DEPLOY)
+            .map_err(|e| io(&opts.sysroot.join(layout::sysroot::DEPLOY), e))?;
+        root.create_dir_all(layout::sysroot::VAR)
+            .map_err(|e| io(&opts.sysroot.join(layout::sysroot::VAR), e))?;
         // The boot dir given once is remembered, so a later command without
         // --boot-dir (a gc timer, finalize at shutdown) sees the same entries.
         let recorded = root
@@ -90,11 +90,15 @@ impl Sysroot {
             && recorded.as_ref() != Some(given)
         {
             let state = root
-                .open_dir(layout::STATE_DIR)
+                .open_dir(layout::sysroot::STATE)
                 .map_err(|e| io(&opts.sysroot, e))?;
             let text = format!("{}\n", given.display());
-            osctl_store::atomic::write_atomic(&state, "boot-dir", text.as_bytes())
-                .map_err(|e| io(&opts.sysroot.join(BOOT_DIR_FILE), e))?;
+            osctl_store::atomic::write_atomic(
+                &state,
+                layout::state_dir_name(BOOT_DIR_FILE),
+                text.as_bytes(),
+            )
+            .map_err(|e| io(&opts.sysroot.join(BOOT_DIR_FILE), e))?;
         }
         std::fs::create_dir_all(boot_path.join(layout::ENTRIES_DIR))
             .map_err(|e| io(&boot_path, e))?;
@@ -202,7 +206,11 @@ impl Sysroot {
                 "cannot read the kernel command line ({e}); osctl needs it to know which deployment is booted (in a chroot or container, mount /proc)"
             ),
         })?;
-        let Some(id) = booted_from_cmdline(&cmdline) else {
+        let arg = crate::layout::cmdline::find(&cmdline).map_err(|e| DeployError::Io {
+            path: file.clone(),
+            why: format!("the kernel command line cannot say which deployment is booted: {e}"),
+        })?;
+        let Some(id) = arg.map(|a| a.id) else {
             return Ok(None);
         };
         let exists = self
@@ -244,14 +252,6 @@ impl Sysroot {
     }
 }
 
-/// `composefs=<hex>` or `composefs=?<hex>` (verity optional) from a command line.
-pub fn booted_from_cmdline(cmdline: &str) -> Option<DeploymentId> {
-    cmdline.split_whitespace().find_map(|arg| {
-        let value = arg.strip_prefix(layout::CMDLINE_KEY)?.strip_prefix('=')?;
-        DeploymentId::parse(value.trim_start_matches('?'))
-    })
-}
-
 /// Serialises `value` as pretty JSON and replaces `name` in `dir` atomically.
 pub(crate) fn write_json(
     dir: &Dir,
@@ -261,18 +261,4 @@ pub(crate) fn write_json(
     let mut data = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     data.push(b'\n');
     osctl_store::atomic::write_atomic(dir, name, &data)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cmdline_names_the_booted_deployment() {
-        let id = "b".repeat(64);
-        let line = format!("BOOT_IMAGE=/x ro composefs=?{id} quiet\n");
-        assert_eq!(booted_from_cmdline(&line).unwrap().as_str(), id);
-        assert!(booted_from_cmdline("ro quiet composefs.digest=abc").is_none());
-        assert!(booted_from_cmdline("composefs=nothex").is_none());
-    }
 }

@@ -49,8 +49,8 @@ impl Sysroot {
             };
             boot::write_default(self.boot(), booted)?;
         }
-        let state_dir = self.open_state(layout::STATE_DIR)?;
-        let shown = self.path().join(layout::STATE_DIR);
+        let state_dir = self.open_state(layout::sysroot::STATE)?;
+        let shown = self.path().join(layout::sysroot::STATE);
         for name in [markers::STAGED, markers::ROLLBACK] {
             let marker = markers::read(&state_dir, name, &shown)
                 .map_err(|e| DeployError::Other(e.to_string()))?;
@@ -86,12 +86,12 @@ impl Sysroot {
     /// the new name; `None` if there is no such directory. A `.del-` name
     /// is returned as it is.
     fn retire_state_dir(&self, name: &str) -> Result<Option<String>, DeployError> {
-        let deploy_path = self.path().join(layout::DEPLOY_DIR);
+        let deploy_path = self.path().join(layout::sysroot::DEPLOY);
         let io = |e: std::io::Error| DeployError::Io {
             path: deploy_path.join(name),
             why: e.to_string(),
         };
-        let deploy = self.open_state(layout::DEPLOY_DIR)?;
+        let deploy = self.open_state(layout::sysroot::DEPLOY)?;
         if !deploy.try_exists(name).map_err(io)? {
             return Ok(None);
         }
@@ -111,12 +111,12 @@ impl Sysroot {
 
     /// Removes a retired (`.del-<id>`) deployment directory.
     fn remove_retired(&self, retired: &str) -> Result<(), DeployError> {
-        let deploy_path = self.path().join(layout::DEPLOY_DIR);
+        let deploy_path = self.path().join(layout::sysroot::DEPLOY);
         let io = |e: std::io::Error| DeployError::Io {
             path: deploy_path.join(retired),
             why: e.to_string(),
         };
-        let deploy = self.open_state(layout::DEPLOY_DIR)?;
+        let deploy = self.open_state(layout::sysroot::DEPLOY)?;
         deploy.remove_dir_all(retired).map_err(io)?;
         osctl_store::atomic::sync_dir(&deploy).map_err(io)?;
         failpoint::hit("drop:after-state");

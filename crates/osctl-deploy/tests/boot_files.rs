@@ -9,6 +9,7 @@ use std::fs;
 use common_boot::*;
 use osctl_deploy::boot::{self, BlsEntry, BootError, Tries};
 use osctl_deploy::layout::DeploymentId;
+use osctl_deploy::layout::cmdline::Verity;
 use osctl_testutil::Entry;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -362,6 +363,7 @@ fn bls_render_parse_round_trip() {
     let digest = "d".repeat(64);
     let entry = BlsEntry::for_deployment(
         &id,
+        Verity::Required,
         &digest,
         Some("Debian GNU/Linux 13 (trixie)"),
         Some("2.0"),
@@ -384,14 +386,27 @@ fn bls_render_parse_round_trip() {
     assert_eq!(BlsEntry::parse(&text).unwrap(), entry);
 
     // Without os-release or version label; tabs, comments, split options.
-    let bare = BlsEntry::for_deployment(&id, &digest, None, None, Vec::<String>::new());
+    let bare = BlsEntry::for_deployment(
+        &id,
+        Verity::Optional,
+        &digest,
+        None,
+        None,
+        Vec::<String>::new(),
+    );
     assert_eq!(
         (bare.title.as_str(), bare.version.as_str()),
         ("(osctl aaaaaaaaaaaa)", "aaaaaaaaaaaa")
     );
     // A newline in a value cannot start a new key.
-    let evil =
-        BlsEntry::for_deployment(&id, &digest, Some("OS\noptions init=/bin/sh"), None, ["ro"]);
+    let evil = BlsEntry::for_deployment(
+        &id,
+        Verity::Required,
+        &digest,
+        Some("OS\noptions init=/bin/sh"),
+        None,
+        ["ro"],
+    );
     let parsed = BlsEntry::parse(&evil.render()).unwrap();
     assert_eq!(parsed.options, [format!("composefs={id}"), "ro".into()]);
     assert_eq!(parsed.title, "OS options init=/bin/sh (osctl aaaaaaaaaaaa)");
@@ -402,8 +417,16 @@ fn entries_written_read_and_removed() {
     let env = Env::new();
     let digest = "d".repeat(64);
     let (a, b) = (id('a'), id('b'));
-    let entry =
-        |id: &DeploymentId| BlsEntry::for_deployment(id, &digest, Some("OS"), Some("1"), ["quiet"]);
+    let entry = |id: &DeploymentId| {
+        BlsEntry::for_deployment(
+            id,
+            Verity::Required,
+            &digest,
+            Some("OS"),
+            Some("1"),
+            ["quiet"],
+        )
+    };
     boot::write_entry(&env.boot(), &a, &entry(&a), None).unwrap();
     let entries_dir = env.boot_path.join("loader/entries");
     // Foreign entries, odd names and a crash leftover are not ours.

@@ -7,22 +7,16 @@
 //! | `osctl.on-failure=reboot` | on failure print the marker and reboot (default) |
 //! | `osctl.on-failure=shell` | on failure print the marker and leave the initramfs to drop to its rescue shell |
 //!
-//! The `composefs=` key and the `?` prefix follow bootc's composefs backend,
-//! so one command line means the same to both tools.
+//! `composefs=` is parsed by [`osctl_layout::cmdline`], the parser osctl's
+//! writer uses too; `osctl.on-failure=` is the root setup's own.
+
+pub use osctl_layout::cmdline::Verity;
+use osctl_layout::cmdline::{self, CmdlineError, ComposefsArg};
 
 use crate::SetupError;
 
-/// The kernel command-line key that names the image to boot.
-pub const KEY: &str = "composefs";
 /// The key choosing what a failed root setup does.
 pub const ON_FAILURE_KEY: &str = "osctl.on-failure";
-
-/// Whether the root must be verified by fs-verity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verity {
-    Required,
-    Optional,
-}
 
 /// What to do when the root cannot be set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,34 +30,33 @@ pub enum OnFailure {
 /// What the command line asks the root setup to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootTarget {
-    id: String,
-    verity: Verity,
+    arg: ComposefsArg,
     on_failure: OnFailure,
 }
 
 impl BootTarget {
     /// Parses a kernel command line (the contents of `/proc/cmdline`).
     pub fn parse(cmdline: &str) -> Result<Self, SetupError> {
-        let mut target = None;
+        let arg = match cmdline::find(cmdline) {
+            Ok(Some(arg)) => arg,
+            Ok(None) => {
+                return Err(SetupError::NoTarget {
+                    key: cmdline::KEY,
+                    cmdline: cmdline.trim().to_string(),
+                });
+            }
+            Err(CmdlineError::BadValue { value }) => {
+                return Err(SetupError::BadTarget {
+                    key: cmdline::KEY,
+                    value,
+                });
+            }
+            Err(CmdlineError::Twice) => return Err(SetupError::TwoTargets { key: cmdline::KEY }),
+        };
         let mut on_failure = OnFailure::Reboot;
         for arg in cmdline.split_ascii_whitespace() {
             let (key, value) = arg.split_once('=').unwrap_or((arg, ""));
-            if key == KEY {
-                if target.is_some() {
-                    return Err(SetupError::TwoTargets { key: KEY });
-                }
-                let (verity, id) = match value.strip_prefix('?') {
-                    Some(id) => (Verity::Optional, id),
-                    None => (Verity::Required, value),
-                };
-                if !is_image_id(id) {
-                    return Err(SetupError::BadTarget {
-                        key: KEY,
-                        value: value.to_string(),
-                    });
-                }
-                target = Some((id.to_string(), verity));
-            } else if key == ON_FAILURE_KEY {
+            if key == ON_FAILURE_KEY {
                 on_failure = match value {
                     "reboot" => OnFailure::Reboot,
                     "shell" => OnFailure::Shell,
@@ -77,24 +70,21 @@ impl BootTarget {
                 };
             }
         }
-        let (id, verity) = target.ok_or_else(|| SetupError::NoTarget {
-            key: KEY,
-            cmdline: cmdline.trim().to_string(),
-        })?;
-        Ok(BootTarget {
-            id,
-            verity,
-            on_failure,
-        })
+        Ok(BootTarget { arg, on_failure })
     }
 
     /// The image id (also the deployment id).
     pub fn id(&self) -> &str {
-        &self.id
+        self.arg.id.as_str()
+    }
+
+    /// The deployment to boot.
+    pub fn deployment(&self) -> &osctl_layout::DeploymentId {
+        &self.arg.id
     }
 
     pub fn verity(&self) -> Verity {
-        self.verity
+        self.arg.verity
     }
 
     pub fn on_failure(&self) -> OnFailure {
@@ -116,10 +106,6 @@ pub fn on_failure_of(cmdline: &str) -> OnFailure {
                 OnFailure::Reboot
             }
         })
-}
-
-fn is_image_id(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]

@@ -28,7 +28,6 @@
 
 pub mod cmdline;
 mod error;
-pub mod layout;
 pub mod seal;
 mod seed;
 pub mod setup;

@@ -28,8 +28,9 @@ use composefs::fsverity::{
     EnableVerityError, FsVerityHashValue, Sha256HashValue, enable_verity_raw, measure_verity_opt,
 };
 
+use osctl_layout::partition;
+
 use crate::SetupError;
-use crate::layout;
 
 /// What sealing did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +56,7 @@ impl SealReport {
 
 /// Whether the store under `root` is sealed (its `meta.json` has fs-verity).
 pub fn is_sealed(root: &Path) -> Result<bool, SetupError> {
-    let meta = root.join(layout::STORE_META);
+    let meta = root.join(partition::STORE_META);
     let file = File::open(&meta).map_err(SetupError::io("opening", &meta))?;
     Ok(measure(&file, &meta)?.is_some())
 }
@@ -72,7 +73,7 @@ pub fn seal(root: &Path) -> Result<Option<SealReport>, SetupError> {
         enabled: 0,
         elapsed: Duration::ZERO,
     };
-    let objects = root.join(layout::OBJECTS_DIR);
+    let objects = root.join(partition::STORE_OBJECTS);
     // Only the 256 fan-out directories (`00`..`ff`): a temporary file a
     // writer left behind (`.tmp-object-*`) is not an object.
     let mut fanout: Vec<PathBuf> = std::fs::read_dir(&objects)
@@ -114,10 +115,10 @@ pub fn seal(root: &Path) -> Result<Option<SealReport>, SetupError> {
             report.objects += 1;
         }
     }
-    let meta = root.join(layout::STORE_META);
+    let meta = root.join(partition::STORE_META);
     seal_file(&meta)?;
-    let store = File::open(root.join(layout::STORE_DIR))
-        .map_err(SetupError::io("opening", root.join(layout::STORE_DIR)))?;
+    let store = File::open(root.join(partition::STORE))
+        .map_err(SetupError::io("opening", root.join(partition::STORE)))?;
     rustix::fs::syncfs(&store).map_err(SetupError::io("syncing", root))?;
     report.elapsed = started.elapsed();
     Ok(Some(report))

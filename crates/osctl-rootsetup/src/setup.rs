@@ -32,8 +32,10 @@ use rustix::mount::{
     mount_remount, unmount,
 };
 
+use osctl_layout::partition;
+
 use crate::seal::{self, SealReport};
-use crate::{BootTarget, SetupError, Verity, layout, seed};
+use crate::{BootTarget, SetupError, Verity, seed};
 
 /// Where the root setup works.
 #[derive(Debug, Clone)]
@@ -90,18 +92,18 @@ impl RootSetup {
         let id = target.id();
 
         // 1. Everything that can reject the boot, before any mount changes.
-        let store = root.join(layout::STORE_DIR);
+        let store = root.join(partition::STORE);
         if !store.is_dir() {
             return Err(SetupError::NoStore(store));
         }
-        let image = root.join(layout::image_path(id));
+        let image = root.join(target.deployment().image_on_partition());
         if !image.exists() {
             return Err(SetupError::NoImage {
                 id: id.to_string(),
                 path: image,
             });
         }
-        let etc = layout::etc_path(id);
+        let etc = target.deployment().etc_on_partition();
         if !root.join(&etc).is_dir() {
             return Err(SetupError::NoDeployment {
                 id: id.to_string(),
@@ -169,7 +171,7 @@ impl RootSetup {
     fn mount_image(&self, target: &BootTarget, image: &Path) -> Result<OwnedFd, SetupError> {
         let image_fd = rustix::fs::open(image, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
             .map_err(SetupError::io("opening", image))?;
-        let objects = self.root.join(layout::OBJECTS_DIR);
+        let objects = self.root.join(partition::STORE_OBJECTS);
         let objects_fd = rustix::fs::open(
             &objects,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -217,11 +219,11 @@ impl RootSetup {
         mount_at(&mounted, CWD, root).map_err(SetupError::io("attaching the image at", root))?;
         undo.push(Step::Mounted(root.clone()));
 
-        let var = stash.join(layout::VAR_DIR);
+        let var = stash.join(partition::VAR);
         let seeded = if var.is_dir() {
             false
         } else {
-            let seed_dir = stash.join(layout::VAR_SEED_DIR);
+            let seed_dir = stash.join(partition::VAR_SEED);
             if seed_dir.exists() {
                 std::fs::remove_dir_all(&seed_dir)
                     .map_err(SetupError::io("removing", &seed_dir))?;

@@ -23,7 +23,7 @@ use cap_std::fs::{Dir, OpenOptions};
 use rustix::fs::{Mode, OFlags, fsync, openat};
 
 /// Prefix of temporary files; readers skip names starting with it.
-pub const TMP_PREFIX: &str = ".tmp-";
+pub const TMP_PREFIX: &str = osctl_layout::TMP_PREFIX;
 
 /// Replaces `name` in `dir` with `data`, durably.
 pub fn write_atomic(dir: &Dir, name: &str, data: &[u8]) -> std::io::Result<()> {

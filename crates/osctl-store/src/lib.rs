@@ -68,9 +68,9 @@ pub use tree::{EntryKind, ImageTree};
 use import::Repo;
 
 /// Path of the composefs repository, relative to the sysroot.
-pub const REPO_PATH: &str = "sysroot/composefs";
+pub const REPO_PATH: &str = osctl_layout::sysroot::STORE;
 /// Path of the image records directory, relative to the sysroot.
-pub const RECORDS_PATH: &str = "sysroot/osctl/images";
+pub const RECORDS_PATH: &str = osctl_layout::sysroot::RECORDS;
 /// Lock file ordering ref writes against ref pruning (see `naming_lock`).
 const NAMING_LOCK: &str = "sysroot/osctl/naming.lock";
 

@@ -11,9 +11,8 @@ use osctl_store::atomic::{remove_durably, write_atomic};
 use super::kargs::split_cmdline;
 use super::kernel::{INITRAMFS, VMLINUZ};
 use super::{BootError, ensure_dir, open_dir_opt, remove_temporaries};
-use crate::layout::{
-    CMDLINE_KEY, DeploymentId, ENTRIES_DIR, ENTRY_PREFIX, KERNELS_DIR, LOADER_CONF,
-};
+use crate::layout::cmdline::{self, ComposefsArg, Verity};
+use crate::layout::{DeploymentId, ENTRIES_DIR, ENTRY_PREFIX, KERNELS_DIR, LOADER_CONF};
 
 /// `sort-key` of osctl's entries: boot menus group them together and order
 /// them by `version` within the group.
@@ -35,17 +34,22 @@ pub struct BlsEntry {
 
 impl BlsEntry {
     /// The entry of deployment `id`: kernel and initramfs from
-    /// `/osctl/<boot_digest>/`, options `composefs=<id>` then `kargs`,
-    /// title from [`entry_title`], version the image's version label or the
-    /// short id.
+    /// `/osctl/<boot_digest>/`, options `composefs=<id>` (`composefs=?<id>`
+    /// when fs-verity is optional) then `kargs`, title from
+    /// [`entry_title`], version the image's version label or the short id.
     pub fn for_deployment(
         id: &DeploymentId,
+        verity: Verity,
         boot_digest: &str,
         os_name: Option<&str>,
         image_version: Option<&str>,
         kargs: impl IntoIterator<Item: AsRef<str>>,
     ) -> BlsEntry {
-        let mut options = vec![format!("{CMDLINE_KEY}={id}")];
+        let composefs = ComposefsArg {
+            id: id.clone(),
+            verity,
+        };
+        let mut options = vec![composefs.render()];
         options.extend(kargs.into_iter().map(|k| k.as_ref().to_owned()));
         BlsEntry {
             title: entry_title(os_name, image_version, id),
@@ -61,13 +65,13 @@ impl BlsEntry {
         }
     }
 
-    /// The deployment named by the `composefs=` option, if any.
+    /// The deployment the `composefs=` option names, if there is exactly
+    /// one well-formed one (read as the root setup reads it).
     pub fn composefs_id(&self) -> Option<DeploymentId> {
-        let prefix = format!("{CMDLINE_KEY}=");
-        self.options
-            .iter()
-            .find_map(|o| o.strip_prefix(&prefix))
-            .and_then(|v| DeploymentId::parse(v.trim_start_matches('?')))
+        cmdline::find(&self.options.join(" "))
+            .ok()
+            .flatten()
+            .map(|arg| arg.id)
     }
 
     /// The entry file's text. Control characters (newlines included) in a

@@ -14,9 +14,9 @@ use crate::layout::KERNELS_DIR;
 /// Where images keep their kernels (bootc's convention).
 pub const MODULES_DIR: &str = "/usr/lib/modules";
 /// The kernel's file name, in the image and in the boot dir.
-pub const VMLINUZ: &str = "vmlinuz";
+pub const VMLINUZ: &str = crate::layout::VMLINUZ;
 /// The initramfs's file name, in the image and in the boot dir.
-pub const INITRAMFS: &str = "initramfs.img";
+pub const INITRAMFS: &str = crate::layout::INITRAMFS;
 
 /// The one kernel of an image, as found by [`find_kernel`] (only there:
 /// [`install_kernel`] copies exactly what was checked).

@@ -323,7 +323,7 @@ fn check_kargs(kargs: &[String]) -> Result<(), InstallError> {
                 "--karg '{k}': give one kernel argument per --karg, without spaces"
             )));
         }
-        if k.starts_with(&format!("{}=", crate::layout::CMDLINE_KEY)) {
+        if k.starts_with(&format!("{}=", crate::layout::cmdline::KEY)) {
             return Err(InstallError::Invalid(format!(
                 "--karg '{k}': osctl sets composefs= itself"
             )));

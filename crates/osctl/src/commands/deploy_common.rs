@@ -57,7 +57,7 @@ pub fn open_existing(sysroot: &Path, boot_dir: Option<&Path>) -> anyhow::Result<
         Ok(_) => anyhow::bail!("sysroot {} is not a directory", sysroot.display()),
         Err(e) => anyhow::bail!("sysroot {}: {e}", sysroot.display()),
     }
-    if !sysroot.join(osctl_deploy::layout::DEPLOY_DIR).is_dir() {
+    if !sysroot.join(osctl_deploy::layout::sysroot::DEPLOY).is_dir() {
         return Ok(None);
     }
     open(sysroot, boot_dir).map(Some)

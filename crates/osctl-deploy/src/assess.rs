@@ -31,7 +31,7 @@ use crate::failpoint;
 use crate::health::{self, HEALTH_FILE, HealthRecord, HealthState};
 use crate::layout::{self, DeploymentId};
 use crate::scan::Deployment;
-use crate::stage::now;
+use crate::sysroot::now;
 use crate::sysroot::{Sysroot, write_json};
 
 /// Images that failed on this machine, relative to the sysroot.

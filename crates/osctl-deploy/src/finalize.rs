@@ -1,4 +1,4 @@
-//! Finalize (at shutdown), rollback, pin and prune.
+//! Finalize, at shutdown: the staged deployment becomes the next boot.
 //!
 //! Finalize merges `/etc` and then makes the staged entry the default. The
 //! merge result is built in `state/.finalize/` and swapped with the staged
@@ -17,25 +17,17 @@
 //! | trial sort keys (when counted) | `trial:after-fallback-key`, `trial:after-trying-key` |
 //! | **default ← staged (or the trial pattern): commit** | `finalize:after-default` |
 //! | staged marker removed | — |
-//!
-//! | rollback step | fail point |
-//! |---|---|
-//! | a finalized staged update un-finalized (unless kept) | `rollback:after-unfinalize` |
-//! | rollback marker ← target | `rollback:after-marker` |
-//! | **default ← target: commit** | `rollback:after-default` |
-//! | staged marker removed | `rollback:after-staged-marker` |
-//! | staged deployment dropped (unless kept: pinned, or it existed before it was staged) | `rollback:after-drop-staged` |
 
 use std::path::Path;
 
 use rustix::fs::RenameFlags;
 
+use crate::EtcMergeReport;
 use crate::boot;
 use crate::failpoint;
 use crate::layout::{self, DeploymentId};
 use crate::markers;
 use crate::recover::FINALIZE_SCRATCH;
-use crate::report::EtcMergeReport;
 use crate::scan::Deployment;
 use crate::sysroot::Sysroot;
 use crate::{DeployError, merge_etc};
@@ -50,14 +42,6 @@ pub enum FinalizeOutcome {
         id: DeploymentId,
         merge: Option<EtcMergeReport>,
     },
-}
-
-/// What rollback did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RollbackOutcome {
-    /// The next boot is this deployment (now, or already before: rollback
-    /// is idempotent).
-    Queued(DeploymentId),
 }
 
 impl Sysroot {
@@ -190,149 +174,5 @@ impl Sysroot {
         osctl_store::atomic::sync_dir(&staged_dir).map_err(io)?;
         self.root().remove_dir_all(&scratch_rel).map_err(io)?;
         Ok(report)
-    }
-
-    /// Makes the rollback deployment boot next, dropping a staged one.
-    /// Idempotent: with a rollback already queued it changes nothing (a
-    /// queued rollback is cancelled with [`Sysroot::cancel_rollback`]).
-    pub fn rollback(&self) -> Result<RollbackOutcome, DeployError> {
-        self.lock()?;
-        let state = self.state()?;
-        let Some(target) = state.rollback.clone() else {
-            return Err(DeployError::NoRollback);
-        };
-        if state.rollback_queued {
-            return Ok(RollbackOutcome::Queued(target.id().clone()));
-        }
-        // A finalized update (the default, or a pending one whose finalize
-        // stopped before the default) stops counting before the commit, so
-        // it is abandoned, never a rollback target of its own — unless it
-        // is kept (pinned, or it existed before it was staged: see
-        // `kept_when_unstaged`).
-        let staged_kept = state
-            .staged
-            .as_ref()
-            .map(|s| self.kept_when_unstaged(&state, s))
-            .transpose()?
-            .unwrap_or(false);
-        if let Some(staged) = state
-            .staged
-            .as_ref()
-            .filter(|s| s.origin().finalized && !staged_kept)
-        {
-            self.set_finalized(staged, false)?;
-            failpoint::hit("rollback:after-unfinalize");
-        }
-        self.write_marker(markers::ROLLBACK, target.id(), false)?;
-        failpoint::hit("rollback:after-marker");
-        boot::write_default(self.boot(), target.id())?;
-        failpoint::hit("rollback:after-default");
-        if state.staged_pending {
-            self.remove_marker(markers::STAGED)?;
-            failpoint::hit("rollback:after-staged-marker");
-        }
-        if let Some(staged) = state.staged.as_ref().filter(|_| !staged_kept) {
-            self.drop_deployment(staged.id())?;
-            failpoint::hit("rollback:after-drop-staged");
-        }
-        Ok(RollbackOutcome::Queued(target.id().clone()))
-    }
-
-    /// Cancels a queued rollback: the booted deployment boots next again.
-    /// Returns it, or `None` when no rollback was queued (idempotent, like
-    /// rollback itself: a re-run after a crash succeeds).
-    pub fn cancel_rollback(&self) -> Result<Option<DeploymentId>, DeployError> {
-        self.lock()?;
-        let state = self.state()?;
-        if !state.rollback_queued {
-            return Ok(None);
-        }
-        let Some(booted) = &state.booted else {
-            return Err(DeployError::Other(
-                "nothing is booted from this sysroot: a queued rollback cannot go back to it"
-                    .into(),
-            ));
-        };
-        boot::write_default(self.boot(), booted.id())?;
-        failpoint::hit("rollback-cancel:after-default");
-        self.remove_marker(markers::ROLLBACK)?;
-        Ok(Some(booted.id().clone()))
-    }
-
-    /// Sets or clears a deployment's pin; pinned deployments are never pruned.
-    pub fn set_pinned(&self, prefix: &str, pinned: bool) -> Result<DeploymentId, DeployError> {
-        self.lock()?;
-        let d = self.find(prefix)?;
-        let mut origin = d.origin().clone();
-        origin.pinned = pinned;
-        self.write_origin(d.id(), &origin)?;
-        failpoint::hit(if pinned {
-            "pin:after-origin"
-        } else {
-            "unpin:after-origin"
-        });
-        Ok(d.id().clone())
-    }
-
-    /// Removes deployments that are not booted, staged, rollback, the
-    /// default or pinned (failed ones once `failed-images.json` remembers
-    /// them), then kernels no boot entry uses. Returns the removed ids.
-    pub fn prune(&self) -> Result<Vec<DeploymentId>, DeployError> {
-        self.lock()?;
-        let state = self.state()?;
-        let mut removed = Vec::new();
-        // Failed deployments go once failed-images.json remembers them (so
-        // upgrade still refuses their image and the reason is kept).
-        let remembered: Vec<String> = self
-            .failed_images()?
-            .into_iter()
-            .map(|f| f.image_id)
-            .collect();
-        let failed = state
-            .failed
-            .iter()
-            .filter(|d| remembered.iter().any(|r| r == d.id().as_str()));
-        for d in state.others.iter().chain(failed) {
-            if d.origin().pinned || state.default.as_ref() == Some(d.id()) {
-                continue;
-            }
-            self.drop_deployment(d.id())?;
-            removed.push(d.id().clone());
-        }
-        self.remove_unused_kernels()?;
-        Ok(removed)
-    }
-
-    /// Removes kernel directories that no boot entry and no deployment
-    /// names (an entry of a deployment osctl cannot read still counts).
-    /// While a deployment is unreadable or has lost its entry, which kernel
-    /// it needs is not known for sure: nothing is removed then.
-    fn remove_unused_kernels(&self) -> Result<(), DeployError> {
-        let scan = self.scan()?;
-        if !scan.broken.is_empty() || scan.incomplete.iter().any(|i| i.finalized != Some(false)) {
-            tracing::info!(
-                "not removing kernels: a deployment cannot be read or has no boot entry"
-            );
-            failpoint::hit("prune:after-kernels");
-            return Ok(());
-        }
-        let mut keep: Vec<String> = self
-            .deployments()?
-            .iter()
-            .map(|d| d.origin().boot_digest.clone())
-            .collect();
-        for e in boot::read_entries(self.boot())? {
-            if let Some(digest) = e
-                .entry
-                .linux
-                .strip_prefix(&format!("/{}/", layout::KERNELS_DIR))
-                .and_then(|rest| rest.split('/').next())
-            {
-                keep.push(digest.to_owned());
-            }
-        }
-        boot::remove_unused_kernels(self.boot(), &keep)?;
-        failpoint::hit("prune:after-kernels");
-        Ok(())
     }
 }

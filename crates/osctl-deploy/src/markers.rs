@@ -22,7 +22,9 @@ use std::path::Path;
 
 use cap_std::fs::Dir;
 
-use crate::layout::DeploymentId;
+use crate::DeployError;
+use crate::layout::{self, DeploymentId};
+use crate::sysroot::Sysroot;
 
 /// The staged marker, relative to the state dir.
 pub const STAGED: &str = crate::layout::state_dir_name(crate::layout::partition::STAGED_MARKER);
@@ -115,6 +117,46 @@ pub fn write(state: &Dir, name: &str, marker: &Marker) -> std::io::Result<()> {
 /// Removes marker `name` durably (a missing one is fine).
 pub fn remove(state: &Dir, name: &str) -> std::io::Result<()> {
     osctl_store::atomic::remove_durably(state, name)
+}
+
+impl Sysroot {
+    /// Writes marker `name` naming `id` (`existing`: see
+    /// [`crate::markers`]), with a generation above both markers' (so it
+    /// wins over the other one; see [`crate::state`]).
+    pub(crate) fn write_marker(
+        &self,
+        name: &str,
+        id: &DeploymentId,
+        existing: bool,
+    ) -> Result<(), DeployError> {
+        let facts = self.facts()?;
+        let generation = [&facts.staged_marker, &facts.rollback_marker]
+            .into_iter()
+            .flatten()
+            .map(|m| m.generation)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let state_dir = self.open_state(layout::sysroot::STATE)?;
+        let marker = Marker {
+            id: id.clone(),
+            generation,
+            existing,
+        };
+        write(&state_dir, name, &marker).map_err(|e| DeployError::Io {
+            path: self.path().join(layout::sysroot::STATE).join(name),
+            why: e.to_string(),
+        })
+    }
+
+    /// Removes marker `name` (durably; a missing one is fine).
+    pub(crate) fn remove_marker(&self, name: &str) -> Result<(), DeployError> {
+        let state_dir = self.open_state(layout::sysroot::STATE)?;
+        remove(&state_dir, name).map_err(|e| DeployError::Io {
+            path: self.path().join(layout::sysroot::STATE).join(name),
+            why: e.to_string(),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::EtcConflict;
+use crate::EtcConflict;
 
 /// Format version of `origin.json`, bumped on incompatible changes.
 pub const ORIGIN_VERSION: u32 = 1;

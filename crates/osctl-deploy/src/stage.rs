@@ -32,18 +32,17 @@ use osctl_image::{FetchOptions, ImageRef};
 use osctl_store::{ImageRecord, PullObserver};
 
 use crate::DeployError;
-use crate::boot::{self, BlsEntry};
+use crate::boot;
 use crate::failpoint;
-use crate::layout::cmdline::Verity;
 use crate::layout::{self, DeploymentId};
-use crate::markers::{self, Marker};
+use crate::markers;
 use crate::origin::{ORIGIN_VERSION, Origin};
 use crate::recover::VAR_SEED_SCRATCH;
 
 /// The shared /var, in the state dir.
 const VAR_NAME: &str = layout::state_dir_name(layout::sysroot::VAR);
 use crate::state::DeploymentState;
-use crate::sysroot::{RECORD_FILE, Sysroot, write_json};
+use crate::sysroot::{RECORD_FILE, Sysroot, now, write_json};
 
 /// What [`Sysroot::stage`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -290,43 +289,6 @@ impl Sysroot {
         })
     }
 
-    /// The counter a staged entry carries: fresh whenever there is a booted
-    /// deployment to fall back to and the config asks for tries.
-    pub(crate) fn staged_tries(&self, booted: bool) -> Result<Option<boot::Tries>, DeployError> {
-        if !booted {
-            return Ok(None);
-        }
-        let n = self.config()?.boot_tries();
-        Ok((n > 0).then(|| boot::Tries::fresh(n)))
-    }
-
-    /// A staged deployment starts afresh: its entry gets the counter a
-    /// staged entry carries (if `current` is not it), and a health record
-    /// from an earlier life (it failed, or was marked good, before it was
-    /// staged again) goes.
-    pub(crate) fn fresh_staged_start(
-        &self,
-        id: &DeploymentId,
-        origin: &Origin,
-        current: Option<boot::Tries>,
-        booted: bool,
-    ) -> Result<(), DeployError> {
-        let want = self.staged_tries(booted)?;
-        if current != want {
-            boot::write_entry(self.boot(), id, &self.entry_for(id, origin)?, want)?;
-        }
-        let dir = self.open_state(&id.state_dir().to_string_lossy())?;
-        osctl_store::atomic::remove_durably(&dir, crate::health::HEALTH_FILE).map_err(|e| {
-            DeployError::Io {
-                path: self
-                    .path()
-                    .join(id.state_dir())
-                    .join(crate::health::HEALTH_FILE),
-                why: e.to_string(),
-            }
-        })
-    }
-
     /// `switch` to the booted image: whatever was to boot next instead (a
     /// staged update, a queued rollback) no longer does. Returns it.
     fn cancel_next_boot(
@@ -364,55 +326,6 @@ impl Sysroot {
             return Ok(Some(rollback.id().clone()));
         }
         Ok(None)
-    }
-
-    /// Writes marker `name` naming `id` (`existing`: see
-    /// [`crate::markers`]), with a generation above both markers' (so it
-    /// wins over the other one; see [`crate::state`]).
-    pub(crate) fn write_marker(
-        &self,
-        name: &str,
-        id: &DeploymentId,
-        existing: bool,
-    ) -> Result<(), DeployError> {
-        let facts = self.facts()?;
-        let generation = [&facts.staged_marker, &facts.rollback_marker]
-            .into_iter()
-            .flatten()
-            .map(|m| m.generation)
-            .max()
-            .unwrap_or(0)
-            + 1;
-        let state_dir = self.open_state(layout::sysroot::STATE)?;
-        let marker = Marker {
-            id: id.clone(),
-            generation,
-            existing,
-        };
-        markers::write(&state_dir, name, &marker).map_err(|e| DeployError::Io {
-            path: self.path().join(layout::sysroot::STATE).join(name),
-            why: e.to_string(),
-        })
-    }
-
-    /// Removes marker `name` (durably; a missing one is fine).
-    pub(crate) fn remove_marker(&self, name: &str) -> Result<(), DeployError> {
-        let state_dir = self.open_state(layout::sysroot::STATE)?;
-        markers::remove(&state_dir, name).map_err(|e| DeployError::Io {
-            path: self.path().join(layout::sysroot::STATE).join(name),
-            why: e.to_string(),
-        })
-    }
-
-    /// Sets deployment `d`'s `finalized` flag in its origin.
-    pub(crate) fn set_finalized(
-        &self,
-        d: &crate::scan::Deployment,
-        finalized: bool,
-    ) -> Result<(), DeployError> {
-        let mut origin = d.origin().clone();
-        origin.finalized = finalized;
-        self.write_origin(d.id(), &origin)
     }
 
     /// Builds `state/deploy/<id>` under a temporary name and renames it into
@@ -492,82 +405,4 @@ impl Sysroot {
         failpoint::hit("stage:after-var-seed");
         Ok(())
     }
-}
-
-impl Sysroot {
-    /// The BLS entry of a deployment. On a store without fs-verity the
-    /// entry says `composefs=?<id>` (verity optional), so the initramfs does
-    /// not demand what the store cannot give.
-    pub(crate) fn entry_for(
-        &self,
-        id: &DeploymentId,
-        origin: &Origin,
-    ) -> Result<BlsEntry, DeployError> {
-        let verity = if self.verity_optional()? {
-            Verity::Optional
-        } else {
-            Verity::Required
-        };
-        Ok(BlsEntry::for_deployment(
-            id,
-            verity,
-            &origin.boot_digest,
-            origin.os_name.as_deref(),
-            origin.image_version.as_deref(),
-            origin.kargs(),
-        ))
-    }
-
-    /// Whether the store cannot enforce fs-verity (the host has none) and
-    /// will not be sealed at first boot either (no
-    /// [`SEAL_AT_BOOT_FILE`](crate::sysroot::SEAL_AT_BOOT_FILE) from
-    /// `osctl install`). A marker osctl cannot check is an error: guessing "optional" would
-    /// write entries that let a tampered store boot.
-    pub(crate) fn verity_optional(&self) -> Result<bool, DeployError> {
-        if self.store().verity() != osctl_store::VerityMode::Insecure {
-            return Ok(false);
-        }
-        let sealed_at_boot = self
-            .root()
-            .try_exists(crate::sysroot::SEAL_AT_BOOT_FILE)
-            .map_err(|e| DeployError::Io {
-                path: self.path().join(crate::sysroot::SEAL_AT_BOOT_FILE),
-                why: e.to_string(),
-            })?;
-        Ok(!sealed_at_boot)
-    }
-}
-
-impl Sysroot {
-    /// Whether the staged deployment stays when it stops being staged (a
-    /// switch replaces it, a rollback or a switch back to the booted image
-    /// cancels it): when it is pinned, or when it existed before it was
-    /// staged and is still pending (its marker says so) and its image did
-    /// not fail here (staging gave it a fresh counter and dropped its
-    /// health record; `failed-images.json` still knows, and prune would
-    /// remove it). Otherwise it is an update that never booted, and is
-    /// dropped. A finalized update (the default, waiting for the reboot)
-    /// has no marker left to say it existed before: unless pinned, it is
-    /// dropped.
-    pub(crate) fn kept_when_unstaged(
-        &self,
-        state: &DeploymentState,
-        staged: &crate::scan::Deployment,
-    ) -> Result<bool, DeployError> {
-        if staged.origin().pinned {
-            return Ok(true);
-        }
-        if !(state.staged_pending && state.staged_existing) {
-            return Ok(false);
-        }
-        let failed_here = self
-            .failed_images()?
-            .iter()
-            .any(|f| f.image_id == staged.id().as_str());
-        Ok(!failed_here)
-    }
-}
-
-pub(crate) fn now() -> String {
-    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
 }

@@ -250,6 +250,17 @@ impl Sysroot {
             why: e.to_string(),
         })
     }
+
+    /// Sets deployment `d`'s `finalized` flag in its origin.
+    pub(crate) fn set_finalized(
+        &self,
+        d: &crate::scan::Deployment,
+        finalized: bool,
+    ) -> Result<(), DeployError> {
+        let mut origin = d.origin().clone();
+        origin.finalized = finalized;
+        self.write_origin(d.id(), &origin)
+    }
 }
 
 /// Serialises `value` as pretty JSON and replaces `name` in `dir` atomically.
@@ -261,4 +272,9 @@ pub(crate) fn write_json(
     let mut data = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     data.push(b'\n');
     osctl_store::atomic::write_atomic(dir, name, &data)
+}
+
+/// Now, in RFC 3339 (UTC, microseconds): when a record or origin was written.
+pub(crate) fn now() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
 }

@@ -25,6 +25,7 @@ use crate::failpoint;
 use crate::layout::{self, DeploymentId};
 use crate::markers;
 use crate::scan::REMOVING_PREFIX;
+use crate::state::DeploymentState;
 use crate::sysroot::Sysroot;
 
 impl Sysroot {
@@ -121,5 +122,35 @@ impl Sysroot {
         osctl_store::atomic::sync_dir(&deploy).map_err(io)?;
         failpoint::hit("drop:after-state");
         Ok(())
+    }
+}
+
+impl Sysroot {
+    /// Whether the staged deployment stays when it stops being staged (a
+    /// switch replaces it, a rollback or a switch back to the booted image
+    /// cancels it): when it is pinned, or when it existed before it was
+    /// staged and is still pending (its marker says so) and its image did
+    /// not fail here (staging gave it a fresh counter and dropped its
+    /// health record; `failed-images.json` still knows, and prune would
+    /// remove it). Otherwise it is an update that never booted, and is
+    /// dropped. A finalized update (the default, waiting for the reboot)
+    /// has no marker left to say it existed before: unless pinned, it is
+    /// dropped.
+    pub(crate) fn kept_when_unstaged(
+        &self,
+        state: &DeploymentState,
+        staged: &crate::scan::Deployment,
+    ) -> Result<bool, DeployError> {
+        if staged.origin().pinned {
+            return Ok(true);
+        }
+        if !(state.staged_pending && state.staged_existing) {
+            return Ok(false);
+        }
+        let failed_here = self
+            .failed_images()?
+            .iter()
+            .any(|f| f.image_id == staged.id().as_str());
+        Ok(!failed_here)
     }
 }

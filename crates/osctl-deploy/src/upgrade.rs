@@ -11,8 +11,9 @@ use osctl_store::PullObserver;
 
 use crate::DeployError;
 use crate::origin::CachedUpdate;
-use crate::stage::{StageOutcome, now};
+use crate::stage::StageOutcome;
 use crate::sysroot::Sysroot;
+use crate::sysroot::now;
 
 /// Configs are small; this bounds what a hostile registry can make osctl hold.
 const MAX_CONFIG: u64 = 8 * 1024 * 1024;

@@ -51,6 +51,7 @@
 //! deployments; the tracked image and `rollbackQueued` stay, since they are
 //! facts about the host.
 
+mod from_sysroot;
 mod host;
 mod human;
 mod schema;

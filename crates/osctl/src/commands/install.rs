@@ -11,11 +11,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use osctl_deploy::install::{
-    self, Bootloader, CommonOptions, DiskOptions, FilesystemOptions, InstallOutcome, TargetKind,
-    Verity,
-};
 use osctl_image::ImageRef;
+use osctl_install::{
+    self as install, Bootloader, CommonOptions, DiskOptions, FilesystemOptions, InstallOutcome,
+    TargetKind, Verity,
+};
 
 use super::deploy_common::{self, FetchArgs};
 use crate::output::short_id;
@@ -284,7 +284,7 @@ pub fn render_human(o: &InstallOutcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use osctl_deploy::install::{BootloaderSource, FilesystemInfo};
+    use osctl_install::{BootloaderSource, FilesystemInfo};
 
     #[test]
     fn filesystem_result_for_people() {

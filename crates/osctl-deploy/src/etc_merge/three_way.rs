@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use cap_std::fs::Dir;
 
-use crate::EtcMergeError;
-use crate::node::{self, Entry, Node};
-use crate::report::{ChangeKind, ConflictKind, EtcConflict, EtcMergeReport};
+use super::EtcMergeError;
+use super::merge_report::{ChangeKind, ConflictKind, EtcConflict, EtcMergeReport};
+use super::snapshot::{self, Entry, Node};
 
 pub(crate) type Result<T> = std::result::Result<T, EtcMergeError>;
 
@@ -75,7 +75,7 @@ impl<'t> Merger<'t> {
         let mut names: BTreeSet<OsString> = BTreeSet::new();
         for (tree, dir) in [("old", old), ("current", current), ("new", new)] {
             if let Some(dir) = dir {
-                names.extend(node::list(dir).map_err(EtcMergeError::io("listing", tree, rel))?);
+                names.extend(snapshot::list(dir).map_err(EtcMergeError::io("listing", tree, rel))?);
             }
         }
         for name in &names {
@@ -289,7 +289,7 @@ fn same(a: Option<&Entry>, b: Option<&Entry>, trees: &'static str, path: &Path) 
     match (a, b) {
         (None, None) => Ok(true),
         (Some(a), Some(b)) => {
-            node::same_entry(a, b).map_err(EtcMergeError::io("comparing", trees, path))
+            snapshot::same_entry(a, b).map_err(EtcMergeError::io("comparing", trees, path))
         }
         _ => Ok(false),
     }
@@ -303,12 +303,12 @@ fn load<'a>(
     path: &Path,
 ) -> Result<Option<Entry<'a>>> {
     let Some(dir) = dir else { return Ok(None) };
-    let node = node::inspect(dir, name).map_err(EtcMergeError::io("inspecting", tree, path))?;
+    let node = snapshot::inspect(dir, name).map_err(EtcMergeError::io("inspecting", tree, path))?;
     Ok(node.map(|node| Entry { dir, name, node }))
 }
 
 pub(crate) fn open_dir(entry: &Entry, tree: &'static str, path: &Path) -> Result<Dir> {
-    node::open_dir(entry.dir, entry.name).map_err(EtcMergeError::io("opening", tree, path))
+    snapshot::open_dir(entry.dir, entry.name).map_err(EtcMergeError::io("opening", tree, path))
 }
 
 /// Report path: relative to `/etc`, `.` for `/etc` itself.

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::tools::{self, ContentSize, run};
-use super::{ESP_TYPE, Ids, InstallError, PartitionInfo};
+use crate::tools::{self, ContentSize, run};
+use crate::{ESP_TYPE, Ids, InstallError, PartitionInfo};
 
 pub(super) const MIB: u64 = 1 << 20;
 
@@ -468,7 +468,7 @@ pub(super) fn write(
         "-U",
         &ids.root_fs,
         "-L",
-        super::ROOT_LABEL,
+        crate::ROOT_LABEL,
     ]);
     let default_inodes = layout.root.1 / 16384;
     let inodes = root_content.inodes * 5 / 4 + 4096;
@@ -578,7 +578,7 @@ pub(super) fn write(
             partuuid: ids.root_part.clone(),
             filesystem: "ext4".into(),
             fs_uuid: ids.root_fs.clone(),
-            label: super::ROOT_LABEL.into(),
+            label: crate::ROOT_LABEL.into(),
         },
     ])
 }

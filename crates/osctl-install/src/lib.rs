@@ -36,7 +36,7 @@
 //! filesystem written to disk has ext4's `verity` feature, and the
 //! initramfs seals the store (enables fs-verity on every object) at first
 //! boot when the command line demands it. So install writes
-//! [`SEAL_AT_BOOT_FILE`](crate::SEAL_AT_BOOT_FILE) before staging, which
+//! [`SEAL_AT_BOOT_FILE`](osctl_deploy::SEAL_AT_BOOT_FILE) before staging, which
 //! makes the entries say `composefs=<id>`. to-filesystem writes it only when
 //! the target filesystem can have fs-verity (ext4 with `verity`, btrfs).
 
@@ -54,7 +54,7 @@ use osctl_image::{FetchOptions, ImageRef};
 use osctl_store::PullObserver;
 use serde::Serialize;
 
-use crate::DeployError;
+use osctl_deploy::DeployError;
 
 pub use disk::{MIN_ESP_MIB, parse_size};
 pub use filesystem::to_filesystem;
@@ -124,8 +124,8 @@ impl From<osctl_store::StoreError> for InstallError {
     }
 }
 
-impl From<crate::boot::BootError> for InstallError {
-    fn from(e: crate::boot::BootError) -> Self {
+impl From<osctl_deploy::boot::BootError> for InstallError {
+    fn from(e: osctl_deploy::boot::BootError) -> Self {
         InstallError::Deploy(e.into())
     }
 }
@@ -323,7 +323,7 @@ fn check_kargs(kargs: &[String]) -> Result<(), InstallError> {
                 "--karg '{k}': give one kernel argument per --karg, without spaces"
             )));
         }
-        if k.starts_with(&format!("{}=", crate::layout::cmdline::KEY)) {
+        if k.starts_with(&format!("{}=", osctl_layout::cmdline::KEY)) {
             return Err(InstallError::Invalid(format!(
                 "--karg '{k}': osctl sets composefs= itself"
             )));

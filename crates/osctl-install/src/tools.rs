@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::InstallError;
+use crate::InstallError;
 
 /// The Debian package that provides `tool`, for "not found" messages.
 fn package_of(tool: &str) -> &'static str {

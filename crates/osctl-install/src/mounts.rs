@@ -18,8 +18,8 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::InstallError;
-use super::tools::run;
+use crate::InstallError;
+use crate::tools::run;
 
 /// A mounted filesystem as findmnt reports it.
 #[derive(Debug, Clone, Default, serde::Deserialize)]

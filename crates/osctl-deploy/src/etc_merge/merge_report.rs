@@ -120,7 +120,7 @@ impl EtcSkipped {
     }
 }
 
-/// The outcome of [`crate::merge_etc`]. Each list is in path order.
+/// The outcome of [`super::merge_etc`]. Each list is in path order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EtcMergeReport {

@@ -20,8 +20,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ArchBoot, InstallError};
-use crate::layout::{ENTRIES_DIR, ENTRY_PREFIX, KERNELS_DIR, LOADER_CONF};
+use crate::{ArchBoot, InstallError};
+use osctl_layout::{ENTRIES_DIR, ENTRY_PREFIX, KERNELS_DIR, LOADER_CONF};
 
 /// What every systemd-boot binary contains (its `LoaderInfo` section).
 const SYSTEMD_BOOT_MARKER: &[u8] = b"#### LoaderInfo: systemd-boot";

@@ -19,11 +19,11 @@ use std::sync::Arc;
 
 use osctl_store::{EntryKind, ImageRecord, ImageTree, PullObserver, VerityMode};
 
-use super::bootdir;
-use super::{ArchBoot, Bootloader, BootloaderSource, CommonOptions, InstallError, Verity};
-use crate::boot;
-use crate::layout::{self, DeploymentId};
-use crate::{FinalizeOutcome, StageOptions, StageOutcome, Sysroot, SysrootOptions};
+use crate::bootdir;
+use crate::{ArchBoot, Bootloader, BootloaderSource, CommonOptions, InstallError, Verity};
+use osctl_deploy::boot;
+use osctl_deploy::{FinalizeOutcome, StageOptions, StageOutcome, Sysroot, SysrootOptions};
+use osctl_layout::{self as layout, DeploymentId};
 
 /// Where images and hosts keep systemd-boot.
 pub const SYSTEMD_BOOT_DIR: &str = "/usr/lib/systemd/boot/efi";
@@ -132,7 +132,7 @@ impl BootMount {
     }
 }
 
-/// When [`build`] writes [`SEAL_AT_BOOT_FILE`](crate::SEAL_AT_BOOT_FILE).
+/// When [`build`] writes [`SEAL_AT_BOOT_FILE`](osctl_deploy::SEAL_AT_BOOT_FILE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Seal {
     /// The store is copied onto a filesystem with fs-verity (to-disk).
@@ -174,7 +174,7 @@ pub(super) async fn build(
         (Seal::Never, VerityMode::Insecure) => Verity::None,
     };
     if verity == Verity::FirstBoot {
-        let marker = sysroot.path().join(crate::SEAL_AT_BOOT_FILE);
+        let marker = sysroot.path().join(osctl_deploy::SEAL_AT_BOOT_FILE);
         std::fs::write(
             &marker,
             "Written by osctl install: the first boot enables fs-verity on every object of this store.\n",

@@ -15,9 +15,9 @@ use cap_std_ext::dirext::CapStdExtDirExt;
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Uid};
 use rustix::io::Errno;
 
-use crate::EtcMergeError;
-use crate::merge::{Merger, Result, Side, open_dir, shown};
-use crate::node::{self, Entry, Kind, Node};
+use super::EtcMergeError;
+use super::snapshot::{self, Entry, Kind, Node};
+use super::three_way::{Merger, Result, Side, open_dir, shown};
 
 /// Maps a rustix error like [`EtcMergeError::io`] maps an `io::Error`.
 fn errno(
@@ -55,7 +55,7 @@ impl Merger<'_> {
                     )
                     .map_err(errno("hard-linking", "target", path));
                 }
-                let mut src = node::open_file(entry.dir, name)
+                let mut src = snapshot::open_file(entry.dir, name)
                     .map_err(EtcMergeError::io("opening", tree, path))?;
                 let flags = OFlags::WRONLY
                     | OFlags::CREATE
@@ -84,10 +84,10 @@ impl Merger<'_> {
                 let sub = self.make_dir(target, name, path)?;
                 let src = open_dir(entry, tree, path)?;
                 let children =
-                    node::list(&src).map_err(EtcMergeError::io("listing", tree, path))?;
+                    snapshot::list(&src).map_err(EtcMergeError::io("listing", tree, path))?;
                 for child in &children {
                     let child_path = path.join(child);
-                    let found = node::inspect(&src, child).map_err(EtcMergeError::io(
+                    let found = snapshot::inspect(&src, child).map_err(EtcMergeError::io(
                         "inspecting",
                         tree,
                         &child_path,
@@ -141,7 +141,7 @@ impl Merger<'_> {
             "target",
             path,
         ))?;
-        node::open_dir(target, name).map_err(EtcMergeError::io("opening", "target", path))
+        snapshot::open_dir(target, name).map_err(EtcMergeError::io("opening", "target", path))
     }
 
     /// Gives `target/name` the owner, mode, xattrs and times of `node`.

@@ -33,11 +33,11 @@ use std::sync::Arc;
 
 use osctl_store::PullObserver;
 
-use super::bootdir::{self, Snapshot};
-use super::mounts::{self, Keep, Mount, findmnt};
-use super::staging::{self, BootMount, Request, Seal, Staging};
-use super::tools;
-use super::{
+use crate::bootdir::{self, Snapshot};
+use crate::mounts::{self, Keep, Mount, findmnt};
+use crate::staging::{self, BootMount, Request, Seal, Staging};
+use crate::tools;
+use crate::{
     CommonOptions, FilesystemInfo, FilesystemOptions, InstallError, InstallOutcome, TargetKind,
     check_kargs,
 };

@@ -138,10 +138,10 @@ impl Sysroot {
         let booted = state.booted.clone().ok_or_else(not_booted)?;
         // A record that cannot be read may say "failed": never bless blind.
         if let Some(why) = booted.health_unreadable() {
-            return Err(DeployError::Other(format!(
-                "{why}: not marking deployment {} good (`osctl health check` writes a new record)",
-                booted.id().short()
-            )));
+            return Err(DeployError::HealthUnreadable {
+                id: booted.id().clone(),
+                why: why.to_owned(),
+            });
         }
         let mut record = booted.health().cloned().unwrap_or_else(|| HealthRecord {
             state: HealthState::Checked,
@@ -151,11 +151,13 @@ impl Sysroot {
             checks: Vec::new(),
         });
         if record.state == HealthState::Failed {
-            return Err(DeployError::Other(format!(
-                "deployment {} failed its health checks ({}): not marking it good",
-                booted.id().short(),
-                record.reason.as_deref().unwrap_or("no reason recorded")
-            )));
+            return Err(DeployError::HealthFailed {
+                id: booted.id().clone(),
+                reason: record
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "no reason recorded".to_owned()),
+            });
         }
         let blessed = boot::bless_entry(self.boot(), booted.id())?;
         failpoint::hit("bless:after-entry");
@@ -267,14 +269,15 @@ impl Sysroot {
     /// Images that failed on this machine, oldest first.
     pub fn failed_images(&self) -> Result<Vec<FailedImage>, DeployError> {
         match self.root().read(FAILED_IMAGES_FILE) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| DeployError::Io {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| DeployError::Unreadable {
                 path: self.path().join(FAILED_IMAGES_FILE),
-                why: format!("unreadable: {e}"),
+                source: Box::new(e),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(DeployError::Io {
+                step: "reading",
                 path: self.path().join(FAILED_IMAGES_FILE),
-                why: e.to_string(),
+                source: e,
             }),
         }
     }
@@ -326,16 +329,18 @@ impl Sysroot {
             &images,
         )
         .map_err(|e| DeployError::Io {
+            step: "writing",
             path: self.path().join(FAILED_IMAGES_FILE),
-            why: e.to_string(),
+            source: e,
         })
     }
 
     fn write_health(&self, id: &DeploymentId, record: &HealthRecord) -> Result<(), DeployError> {
         let dir = self.open_state(&id.state_dir().to_string_lossy())?;
         write_json(&dir, HEALTH_FILE, record).map_err(|e| DeployError::Io {
+            step: "writing",
             path: self.path().join(id.state_dir()).join(HEALTH_FILE),
-            why: e.to_string(),
+            source: e,
         })
     }
 }
@@ -358,8 +363,7 @@ fn exhausted_reason(d: &Deployment) -> String {
 }
 
 fn not_booted() -> DeployError {
-    DeployError::Other(
-        "no osctl deployment is booted (the kernel command line names none): nothing to assess"
-            .into(),
+    DeployError::NotBooted(
+        "no osctl deployment is booted (the kernel command line names none): nothing to assess",
     )
 }

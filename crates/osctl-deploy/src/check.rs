@@ -115,8 +115,9 @@ impl Sysroot {
                 .root()
                 .try_exists(format!("{}/{root}", layout::sysroot::DEPLOY))
                 .map_err(|e| DeployError::Io {
+                    step: "checking",
                     path: self.path().join(layout::sysroot::DEPLOY).join(root),
-                    why: e.to_string(),
+                    source: e,
                 })?;
             if !has_state {
                 out.push(format!(
@@ -136,8 +137,9 @@ impl Sysroot {
             for (key, file) in [("linux", &e.entry.linux), ("initrd", &e.entry.initrd)] {
                 let rel = file.trim_start_matches('/');
                 let present = self.boot().try_exists(rel).map_err(|err| DeployError::Io {
+                    step: "checking",
                     path: self.boot_path().join(rel),
-                    why: err.to_string(),
+                    source: err,
                 })?;
                 if !present {
                     out.push(format!(

@@ -89,12 +89,13 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(e) => {
                 return Err(DeployError::Io {
+                    step: "reading",
                     path,
-                    why: e.to_string(),
+                    source: e,
                 });
             }
         };
-        Config::parse(&text).map_err(|why| DeployError::Io { path, why })
+        Config::parse(&text).map_err(|why| DeployError::Config { path, why })
     }
 
     /// Parses the file's text; the error is one line.

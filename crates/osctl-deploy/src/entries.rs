@@ -44,8 +44,9 @@ impl Sysroot {
             .root()
             .try_exists(crate::sysroot::SEAL_AT_BOOT_FILE)
             .map_err(|e| DeployError::Io {
+                step: "checking",
                 path: self.path().join(crate::sysroot::SEAL_AT_BOOT_FILE),
-                why: e.to_string(),
+                source: e,
             })?;
         Ok(!sealed_at_boot)
     }
@@ -78,11 +79,12 @@ impl Sysroot {
         let dir = self.open_state(&id.state_dir().to_string_lossy())?;
         osctl_store::atomic::remove_durably(&dir, crate::health::HEALTH_FILE).map_err(|e| {
             DeployError::Io {
+                step: "removing",
                 path: self
                     .path()
                     .join(id.state_dir())
                     .join(crate::health::HEALTH_FILE),
-                why: e.to_string(),
+                source: e,
             }
         })
     }

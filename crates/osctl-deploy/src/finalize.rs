@@ -86,8 +86,9 @@ impl Sysroot {
         // them.
         let staged_dir = self.open_state(&staged.id().state_dir().to_string_lossy())?;
         osctl_store::atomic::sync_filesystem(&staged_dir).map_err(|e| DeployError::Io {
+            step: "syncing",
             path: self.path().join(staged.id().state_dir()),
-            why: e.to_string(),
+            source: e,
         })?;
 
         // A fresh counter whenever there is a deployment to fall back to;
@@ -126,8 +127,9 @@ impl Sysroot {
         let scratch_rel = Path::new(layout::sysroot::STATE).join(FINALIZE_SCRATCH);
         let scratch_path = self.path().join(&scratch_rel);
         let io = |e: std::io::Error| DeployError::Io {
+            step: "preparing",
             path: scratch_path.clone(),
-            why: e.to_string(),
+            source: e,
         };
         if self.root().try_exists(&scratch_rel).map_err(io)? {
             self.root().remove_dir_all(&scratch_rel).map_err(io)?;

@@ -26,6 +26,7 @@ pub mod boot;
 mod check;
 pub mod config;
 mod entries;
+mod error;
 mod etc_merge;
 mod finalize;
 mod markers;
@@ -46,6 +47,7 @@ pub mod sysroot;
 mod upgrade;
 
 pub use assess::{BlessOutcome, CheckReport, FAILED_IMAGES_FILE, FailedImage};
+pub use error::DeployError;
 pub use finalize::FinalizeOutcome;
 pub use rollback::RollbackOutcome;
 pub use scan::{BrokenDeployment, Deployment, Incomplete, Scan};
@@ -54,43 +56,7 @@ pub use state::DeploymentState;
 pub use sysroot::{SEAL_AT_BOOT_FILE, Sysroot, SysrootOptions};
 pub use upgrade::UpdateCheck;
 
-use std::path::PathBuf;
-
 pub use etc_merge::{
     ChangeKind, ConflictKind, EtcChange, EtcConflict, EtcMergeError, EtcMergeReport, EtcSkipped,
     merge_etc,
 };
-
-/// Why a deployment operation failed; one line naming the thing at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum DeployError {
-    #[error(transparent)]
-    Store(#[from] osctl_store::StoreError),
-    #[error(transparent)]
-    Image(#[from] osctl_image::FetchError),
-    #[error(transparent)]
-    Boot(#[from] boot::BootError),
-    #[error(transparent)]
-    Etc(#[from] EtcMergeError),
-    #[error("{}: {why}", path.display())]
-    Io { path: PathBuf, why: String },
-    #[error("no rollback deployment: nothing but the booted deployment exists")]
-    NoRollback,
-    #[error("no deployment matches '{0}' (ids are in osctl status; give 6 or more digits)")]
-    NoSuchDeployment(String),
-    #[error("'{0}' matches several deployments; give more digits")]
-    Ambiguous(String),
-    #[error("nothing to upgrade: no deployment is booted or staged (use osctl switch IMAGE)")]
-    NothingTracked,
-    #[error(
-        "{image} resolves to {digest}, which failed on this machine ({reason}; {at}): not staging it again; `osctl upgrade --force` does"
-    )]
-    FailedBefore {
-        image: String,
-        digest: String,
-        reason: String,
-        at: String,
-    },
-    #[error("{0}")]
-    Other(String),
-}

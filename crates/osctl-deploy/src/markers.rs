@@ -144,8 +144,9 @@ impl Sysroot {
             existing,
         };
         write(&state_dir, name, &marker).map_err(|e| DeployError::Io {
+            step: "writing",
             path: self.path().join(layout::sysroot::STATE).join(name),
-            why: e.to_string(),
+            source: e,
         })
     }
 
@@ -153,8 +154,9 @@ impl Sysroot {
     pub(crate) fn remove_marker(&self, name: &str) -> Result<(), DeployError> {
         let state_dir = self.open_state(layout::sysroot::STATE)?;
         remove(&state_dir, name).map_err(|e| DeployError::Io {
+            step: "removing",
             path: self.path().join(layout::sysroot::STATE).join(name),
-            why: e.to_string(),
+            source: e,
         })
     }
 }

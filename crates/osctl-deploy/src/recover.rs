@@ -51,10 +51,9 @@ impl Sysroot {
         if let Some(bad) = facts.unreadable_markers.first()
             && !repair
         {
-            return Err(DeployError::Other(format!(
-                "{}; not changing deployments until `osctl fsck --repair` removes it",
-                bad.problem
-            )));
+            return Err(DeployError::UnreadableMarker {
+                problem: bad.problem.clone(),
+            });
         }
         for bad in &facts.unreadable_markers {
             self.remove_marker(bad.name)?;
@@ -149,8 +148,9 @@ impl Sysroot {
                 .root()
                 .try_exists(layout::sysroot::DEPLOY.to_owned() + "/" + &root)
                 .map_err(|e| DeployError::Io {
+                    step: "checking",
                     path: self.path().join(layout::sysroot::DEPLOY).join(&root),
-                    why: e.to_string(),
+                    source: e,
                 })?
             {
                 self.store().remove_root(&root)?;
@@ -160,8 +160,9 @@ impl Sysroot {
         }
         for scratch in [FINALIZE_SCRATCH, VAR_SEED_SCRATCH] {
             let io = |e: std::io::Error| DeployError::Io {
+                step: "removing",
                 path: self.path().join(layout::sysroot::STATE).join(scratch),
-                why: e.to_string(),
+                source: e,
             };
             let state_dir = self.open_state(layout::sysroot::STATE)?;
             if state_dir.try_exists(scratch).map_err(io)? {
@@ -180,8 +181,9 @@ impl Sysroot {
         ] {
             if stale {
                 markers::remove(&state_dir, name).map_err(|e| DeployError::Io {
+                    step: "removing",
                     path: self.path().join(layout::sysroot::STATE).join(name),
-                    why: e.to_string(),
+                    source: e,
                 })?;
                 done.actions
                     .push(format!("removed stale marker state/{name}"));
@@ -276,17 +278,17 @@ impl Sysroot {
     /// with nothing booted, and a switch would then stage without the
     /// machine's kernel arguments and without a boot counter, and finalize
     /// would skip the `/etc` merge. `what` is the refused action.
-    pub(crate) fn require_readable_booted(&self, what: &str) -> Result<(), DeployError> {
+    pub(crate) fn require_readable_booted(&self, what: &'static str) -> Result<(), DeployError> {
         let Some(booted) = self.booted_id()? else {
             return Ok(());
         };
         match self.scan()?.broken.into_iter().find(|b| b.id == booted) {
             None => Ok(()),
-            Some(broken) => Err(DeployError::Other(format!(
-                "the booted deployment {} cannot be read ({}); refusing {what} until that file is repaired (osctl would take the machine for one with nothing booted)",
-                booted.short(),
-                broken.why
-            ))),
+            Some(broken) => Err(DeployError::BootedUnreadable {
+                id: booted,
+                why: broken.why,
+                what,
+            }),
         }
     }
 }

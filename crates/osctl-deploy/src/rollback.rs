@@ -83,9 +83,8 @@ impl Sysroot {
             return Ok(None);
         }
         let Some(booted) = &state.booted else {
-            return Err(DeployError::Other(
-                "nothing is booted from this sysroot: a queued rollback cannot go back to it"
-                    .into(),
+            return Err(DeployError::NotBooted(
+                "nothing is booted from this sysroot: a queued rollback cannot go back to it",
             ));
         };
         boot::write_default(self.boot(), booted.id())?;

@@ -129,8 +129,9 @@ impl Sysroot {
         let booted = self.booted_id()?;
         let dir_path = self.path().join(layout::sysroot::DEPLOY);
         let io = |e: std::io::Error| DeployError::Io {
+            step: "listing",
             path: dir_path.clone(),
-            why: e.to_string(),
+            source: e,
         };
         let mut scan = Scan {
             bad_entries,
@@ -248,7 +249,9 @@ impl Sysroot {
                     });
                     Ok(None)
                 }
-                Err(e) => Err(DeployError::Other(e.to_string())),
+                Err(e) => Err(DeployError::UnreadableMarker {
+                    problem: e.to_string(),
+                }),
             }
         };
         let staged_marker = marker(markers::STAGED)?;

@@ -117,7 +117,7 @@ impl Sysroot {
         options: &StageOptions,
     ) -> Result<StageOutcome, DeployError> {
         let id = DeploymentId::parse(record.image_id())
-            .ok_or_else(|| DeployError::Other(format!("bad image id {}", record.image_id())))?;
+            .ok_or_else(|| DeployError::BadImageId(record.image_id().to_owned()))?;
         self.lock()?;
         self.require_readable_booted("to stage")?;
         let state = self.state()?;
@@ -131,11 +131,11 @@ impl Sysroot {
             return Ok(StageOutcome::AlreadyStaged(id));
         }
         if let Some(broken) = self.scan()?.broken.into_iter().find(|b| b.id == id) {
-            return Err(DeployError::Other(format!(
-                "deployment {} of {imgref} exists but cannot be read ({}); not staging over it",
-                id.short(),
-                broken.why
-            )));
+            return Err(DeployError::BrokenDeployment {
+                id,
+                image: imgref.to_string(),
+                why: broken.why,
+            });
         }
 
         // Everything that can reject the image happens before any write.
@@ -341,8 +341,9 @@ impl Sysroot {
         let tmp_rel = Path::new(layout::sysroot::DEPLOY).join(&tmp_name);
         let shown = self.path().join(&tmp_rel);
         let io = |e: std::io::Error| DeployError::Io {
+            step: "building",
             path: shown.clone(),
-            why: e.to_string(),
+            source: e,
         };
         let deploy = self.root().open_dir(layout::sysroot::DEPLOY).map_err(io)?;
         if deploy.try_exists(&tmp_name).map_err(io)? {
@@ -378,8 +379,9 @@ impl Sysroot {
     /// install; afterwards `/var` belongs to the machine, like a volume).
     fn seed_var(&self, tree: &osctl_store::ImageTree) -> Result<(), DeployError> {
         let io = |e: std::io::Error| DeployError::Io {
+            step: "seeding",
             path: self.path().join(layout::sysroot::VAR),
-            why: e.to_string(),
+            source: e,
         };
         let state = self.root().open_dir(layout::sysroot::STATE).map_err(io)?;
         if state.read_dir(VAR_NAME).map_err(io)?.next().is_some()

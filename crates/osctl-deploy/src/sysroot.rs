@@ -65,8 +65,9 @@ pub(crate) const RECORD_FILE: &str = layout::RECORD_FILE;
 impl Sysroot {
     pub fn open(opts: &SysrootOptions) -> Result<Self, DeployError> {
         let io = |p: &Path, e: std::io::Error| DeployError::Io {
+            step: "opening",
             path: p.to_path_buf(),
-            why: e.to_string(),
+            source: e,
         };
         let store = Store::open_or_create(&opts.sysroot)?;
         let root = Dir::open_ambient_dir(&opts.sysroot, cap_std::ambient_authority())
@@ -142,8 +143,9 @@ impl Sysroot {
         }
         let lock_path = self.path.join(LOCK_FILE);
         let io = |e: std::io::Error| DeployError::Io {
+            step: "locking",
             path: lock_path.clone(),
-            why: e.to_string(),
+            source: e,
         };
         let file = self
             .root
@@ -200,15 +202,13 @@ impl Sysroot {
         let file = crate::test_hooks::var(crate::test_hooks::CMDLINE_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(PROC_CMDLINE));
-        let cmdline = std::fs::read_to_string(&file).map_err(|e| DeployError::Io {
+        let cmdline = std::fs::read_to_string(&file).map_err(|e| DeployError::Cmdline {
             path: file.clone(),
-            why: format!(
-                "cannot read the kernel command line ({e}); osctl needs it to know which deployment is booted (in a chroot or container, mount /proc)"
-            ),
+            source: e,
         })?;
-        let arg = crate::layout::cmdline::find(&cmdline).map_err(|e| DeployError::Io {
+        let arg = crate::layout::cmdline::find(&cmdline).map_err(|e| DeployError::BadCmdline {
             path: file.clone(),
-            why: format!("the kernel command line cannot say which deployment is booted: {e}"),
+            source: e,
         })?;
         let Some(id) = arg.map(|a| a.id) else {
             return Ok(None);
@@ -217,8 +217,9 @@ impl Sysroot {
             .root
             .try_exists(id.state_dir())
             .map_err(|e| DeployError::Io {
+                step: "checking",
                 path: self.path.join(id.state_dir()),
-                why: e.to_string(),
+                source: e,
             })?;
         Ok(exists.then_some(id))
     }
@@ -231,8 +232,9 @@ impl Sysroot {
     /// Opens `rel` (relative to the sysroot), the error naming the path.
     pub(crate) fn open_state(&self, rel: &str) -> Result<Dir, DeployError> {
         self.root.open_dir(rel).map_err(|e| DeployError::Io {
+            step: "opening",
             path: self.path.join(rel),
-            why: e.to_string(),
+            source: e,
         })
     }
 
@@ -242,12 +244,14 @@ impl Sysroot {
             .root
             .open_dir(id.state_dir())
             .map_err(|e| DeployError::Io {
+                step: "opening",
                 path: self.path.join(id.state_dir()),
-                why: e.to_string(),
+                source: e,
             })?;
         write_json(&dir, layout::ORIGIN_FILE, origin).map_err(|e| DeployError::Io {
+            step: "writing",
             path: self.path.join(id.state_dir()).join(layout::ORIGIN_FILE),
-            why: e.to_string(),
+            source: e,
         })
     }
 

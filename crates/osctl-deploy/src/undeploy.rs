@@ -36,29 +36,27 @@ impl Sysroot {
     pub(crate) fn drop_deployment(&self, id: &DeploymentId) -> Result<(), DeployError> {
         let booted = self.booted_id()?;
         if booted.as_ref() == Some(id) {
-            return Err(DeployError::Other(format!(
-                "refusing to remove the booted deployment {}",
-                id.short()
-            )));
+            return Err(DeployError::RemoveBooted(id.clone()));
         }
         if boot::read_default(self.boot())?.as_ref() == Some(id) {
             let Some(booted) = &booted else {
-                return Err(DeployError::Other(format!(
-                    "refusing to remove deployment {}: the default boot entry names it and nothing is booted to point it at",
-                    id.short()
-                )));
+                return Err(DeployError::RemoveDefault(id.clone()));
             };
             boot::write_default(self.boot(), booted)?;
         }
         let state_dir = self.open_state(layout::sysroot::STATE)?;
         let shown = self.path().join(layout::sysroot::STATE);
         for name in [markers::STAGED, markers::ROLLBACK] {
-            let marker = markers::read(&state_dir, name, &shown)
-                .map_err(|e| DeployError::Other(e.to_string()))?;
+            let marker = markers::read(&state_dir, name, &shown).map_err(|e| {
+                DeployError::UnreadableMarker {
+                    problem: e.to_string(),
+                }
+            })?;
             if marker.is_some_and(|m| &m.id == id) {
                 markers::remove(&state_dir, name).map_err(|e| DeployError::Io {
+                    step: "removing",
                     path: shown.join(name),
-                    why: e.to_string(),
+                    source: e,
                 })?;
             }
         }
@@ -89,8 +87,9 @@ impl Sysroot {
     fn retire_state_dir(&self, name: &str) -> Result<Option<String>, DeployError> {
         let deploy_path = self.path().join(layout::sysroot::DEPLOY);
         let io = |e: std::io::Error| DeployError::Io {
+            step: "removing",
             path: deploy_path.join(name),
-            why: e.to_string(),
+            source: e,
         };
         let deploy = self.open_state(layout::sysroot::DEPLOY)?;
         if !deploy.try_exists(name).map_err(io)? {
@@ -114,8 +113,9 @@ impl Sysroot {
     fn remove_retired(&self, retired: &str) -> Result<(), DeployError> {
         let deploy_path = self.path().join(layout::sysroot::DEPLOY);
         let io = |e: std::io::Error| DeployError::Io {
+            step: "removing",
             path: deploy_path.join(retired),
-            why: e.to_string(),
+            source: e,
         };
         let deploy = self.open_state(layout::sysroot::DEPLOY)?;
         deploy.remove_dir_all(retired).map_err(io)?;

@@ -51,8 +51,11 @@ impl Sysroot {
             let desc = resolved.manifest().config();
             let what = format!("config {} of {image}", desc.digest());
             let raw = source.read_small_blob(desc, &what, MAX_CONFIG).await?;
-            let config: ImageConfiguration = serde_json::from_slice(&raw)
-                .map_err(|e| DeployError::Other(format!("{what} is not valid JSON: {e}")))?;
+            let config: ImageConfiguration =
+                serde_json::from_slice(&raw).map_err(|source| DeployError::BadConfig {
+                    what: what.clone(),
+                    source,
+                })?;
             UpdateCheck::Available {
                 image,
                 update: CachedUpdate {

@@ -82,7 +82,7 @@ impl Marker {
 /// Why a marker could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum MarkerError {
-    #[error("{}: {source}", path.display())]
+    #[error("reading {}", path.display())]
     Io {
         path: std::path::PathBuf,
         #[source]

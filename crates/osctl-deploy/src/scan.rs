@@ -245,12 +245,12 @@ impl Sysroot {
                 Err(e @ markers::MarkerError::Malformed { .. }) => {
                     unreadable_markers.push(UnreadableMarker {
                         name,
-                        problem: e.to_string(),
+                        problem: crate::error::one_line(&e),
                     });
                     Ok(None)
                 }
                 Err(e) => Err(DeployError::UnreadableMarker {
-                    problem: e.to_string(),
+                    problem: crate::error::one_line(&e),
                 }),
             }
         };

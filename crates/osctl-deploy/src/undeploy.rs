@@ -49,7 +49,7 @@ impl Sysroot {
         for name in [markers::STAGED, markers::ROLLBACK] {
             let marker = markers::read(&state_dir, name, &shown).map_err(|e| {
                 DeployError::UnreadableMarker {
-                    problem: e.to_string(),
+                    problem: crate::error::one_line(&e),
                 }
             })?;
             if marker.is_some_and(|m| &m.id == id) {

@@ -53,9 +53,10 @@ pub(super) fn remove_osctl_boot_files(boot: &Path) -> Result<(), InstallError> {
         } else {
             std::fs::remove_file(&path)
         };
-        result.map_err(|e| InstallError::Io {
+        result.map_err(|source| InstallError::Io {
+            step: "removing",
             path,
-            why: format!("removing: {e}"),
+            source,
         })?;
     }
     Ok(())
@@ -68,9 +69,10 @@ fn is_systemd_boot(bytes: &[u8]) -> bool {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> InstallError + '_ {
-    move |e| InstallError::Io {
+    move |source| InstallError::Io {
+        step: "accessing",
         path: path.to_path_buf(),
-        why: e.to_string(),
+        source,
     }
 }
 

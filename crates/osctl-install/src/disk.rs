@@ -515,9 +515,10 @@ pub(super) fn write(
     };
     run("creating the ESP", &mut vfat, None)?;
     let mut sources: Vec<PathBuf> = std::fs::read_dir(boot_dir)
-        .map_err(|e| InstallError::Io {
+        .map_err(|source| InstallError::Io {
+            step: "listing",
             path: boot_dir.to_path_buf(),
-            why: e.to_string(),
+            source,
         })?
         .flatten()
         .map(|e| e.path())

@@ -51,8 +51,9 @@ struct Bind {
 impl Bind {
     fn new(source: &Path, target: &Path) -> Result<Bind, InstallError> {
         rustix::mount::mount_bind(source, target).map_err(|e| InstallError::Io {
+            step: "bind-mounting for staging",
             path: source.to_path_buf(),
-            why: format!("bind-mounting at {} for staging: {e}", target.display()),
+            source: e.into(),
         })?;
         Ok(Bind {
             target: target.to_path_buf(),
@@ -228,9 +229,10 @@ pub async fn to_filesystem(
 
     let keep = Keep {
         boot: boot_rel.clone(),
-        mounts: mounts::mount_points_below(&root).map_err(|e| InstallError::Io {
+        mounts: mounts::mount_points_below(&root).map_err(|source| InstallError::Io {
+            step: "listing the mounts below the target in",
             path: PathBuf::from("/proc/self/mountinfo"),
-            why: format!("cannot list the mounts below {}: {e}", root.display()),
+            source,
         })?,
     };
     let foreign = mounts::foreign_entries(&root, &keep)?;

@@ -88,14 +88,20 @@ pub enum InstallError {
         tool: String,
         stderr: String,
     },
-    #[error("{}: {why}", path.display())]
-    Io { path: PathBuf, why: String },
+    /// `step` failed on `path`.
+    #[error("{step} {}", path.display())]
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// Bad arguments.
     #[error("{0}")]
     Invalid(String),
     /// The install failed, and so did putting the target back as it was:
     /// the target may hold parts of this install.
-    #[error("{source}; restoring the target afterwards failed too ({}): it may hold parts of this install", restore.join("; "))]
+    #[error("restoring the target after the failed install failed too ({}): it may hold parts of this install; the install failed", restore.join("; "))]
     NotRestored {
         #[source]
         source: Box<InstallError>,

@@ -264,9 +264,10 @@ pub(super) fn empty_dir(dir: &Path, keep: &Keep) -> Result<(), InstallError> {
             Ok(_) => std::fs::remove_file(&path),
             Err(e) => Err(e),
         };
-        result.map_err(|e| InstallError::Io {
+        result.map_err(|source| InstallError::Io {
+            step: "emptying",
             path,
-            why: format!("emptying: {e}"),
+            source,
         })
     })
 }

@@ -40,9 +40,10 @@ impl Staging {
         let parent = std::env::var_os("TMPDIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/var/tmp"));
-        let io = |p: &Path, e: std::io::Error| InstallError::Io {
+        let io = |p: &Path, source: std::io::Error| InstallError::Io {
+            step: "creating the staging sysroot in",
             path: p.to_path_buf(),
-            why: format!("creating the staging sysroot: {e}"),
+            source,
         };
         let dir = tempfile::Builder::new()
             .prefix("osctl-install-")
@@ -179,9 +180,10 @@ pub(super) async fn build(
             &marker,
             "Written by osctl install: the first boot enables fs-verity on every object of this store.\n",
         )
-        .map_err(|e| InstallError::Io {
+        .map_err(|source| InstallError::Io {
+            step: "writing",
             path: marker,
-            why: e.to_string(),
+            source,
         })?;
     }
     let name = common.imgref.to_string();
@@ -265,9 +267,10 @@ pub(super) async fn build(
         .map(|e| e.entry.options.join(" "))
         .ok_or_else(|| InstallError::Invalid(format!("no boot entry for {id} after staging")))?;
     for dir in [sysroot.root(), sysroot.boot()] {
-        osctl_store::atomic::sync_filesystem(dir).map_err(|e| InstallError::Io {
+        osctl_store::atomic::sync_filesystem(dir).map_err(|source| InstallError::Io {
+            step: "syncing the filesystem of",
             path: sysroot.path().to_path_buf(),
-            why: format!("syncfs: {e}"),
+            source,
         })?;
     }
     Ok(Built {
@@ -313,9 +316,10 @@ fn find_systemd_boot(
                 path.display()
             ),
         }),
-        Err(e) => Err(InstallError::Io {
+        Err(source) => Err(InstallError::Io {
+            step: "reading",
             path,
-            why: e.to_string(),
+            source,
         }),
     }
 }
@@ -325,13 +329,14 @@ fn find_systemd_boot(
 /// refused with the image checks; this only guards against a race.
 fn append_fstab(etc: &Path, mount: &BootMount) -> Result<(), InstallError> {
     let path = etc.join("fstab");
-    let io = |e: std::io::Error| InstallError::Io {
+    let io = |source: std::io::Error| InstallError::Io {
+        step: "adding the /boot mount to",
         path: path.clone(),
-        why: e.to_string(),
+        source,
     };
     let existing = match std::fs::symlink_metadata(&path) {
         Ok(m) if m.file_type().is_symlink() => {
-            return Err(InstallError::Io {
+            return Err(InstallError::Target {
                 path,
                 why: "is a symlink; cannot add the /boot mount to it".into(),
             });

@@ -102,9 +102,10 @@ pub(super) fn random_uuid() -> Result<String, InstallError> {
     let mut b = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| InstallError::Io {
+        .map_err(|source| InstallError::Io {
+            step: "reading",
             path: "/dev/urandom".into(),
-            why: e.to_string(),
+            source,
         })?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
@@ -133,9 +134,10 @@ pub(super) fn content_size(root: &Path) -> Result<ContentSize, InstallError> {
     let mut size = ContentSize::default();
     let mut seen = HashSet::new();
     let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
-    let io = |p: &Path, e: std::io::Error| InstallError::Io {
+    let io = |p: &Path, source: std::io::Error| InstallError::Io {
+        step: "measuring",
         path: p.to_path_buf(),
-        why: format!("measuring: {e}"),
+        source,
     };
     while let Some(dir) = stack.pop() {
         size.bytes += 4096;

@@ -54,17 +54,26 @@ pub enum SetupError {
         dir: &'static str,
         what: &'static str,
     },
-    #[error("{step} {path}: {why}")]
+    #[error("{step} {path}")]
     Io {
         step: &'static str,
         path: PathBuf,
-        why: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("moving mount {from} to {to}")]
+    MoveMount {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: rustix::io::Errno,
     },
 }
 
 impl SetupError {
-    /// A closure mapping an I/O-ish error to [`SetupError::Io`] for `path`.
-    pub(crate) fn io<E: std::fmt::Display>(
+    /// A closure mapping an I/O-ish error to [`SetupError::Io`] for `path`,
+    /// keeping it as the source.
+    pub(crate) fn io<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
         step: &'static str,
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(E) -> SetupError {
@@ -72,7 +81,7 @@ impl SetupError {
         move |e| SetupError::Io {
             step,
             path,
-            why: e.to_string(),
+            source: e.into(),
         }
     }
 }

@@ -289,10 +289,10 @@ fn move_mount(from: &Path, to: &Path) -> Result<(), SetupError> {
         }
         other => other,
     }
-    .map_err(|e| SetupError::Io {
-        step: "moving mount",
-        path: from.to_path_buf(),
-        why: format!("to {}: {e}", to.display()),
+    .map_err(|source| SetupError::MoveMount {
+        from: from.to_path_buf(),
+        to: to.to_path_buf(),
+        source,
     })
 }
 

@@ -131,7 +131,7 @@ fn main() -> ExitCode {
     let result = cmdline
         .as_ref()
         .map_err(|e| format!("reading {}: {e}", args.cmdline.display()))
-        .and_then(|line| BootTarget::parse(line).map_err(|e| e.to_string()))
+        .and_then(|line| BootTarget::parse(line).map_err(one_line))
         .and_then(|target| {
             log.line(
                 6,
@@ -143,7 +143,7 @@ fn main() -> ExitCode {
             );
             RootSetup::new(&args.root, &args.stash)
                 .run(&target)
-                .map_err(|e| e.to_string())
+                .map_err(one_line)
         });
     match result {
         Ok(report) => {
@@ -191,6 +191,11 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The error and its causes on one line (the console shows one line).
+fn one_line(e: osctl_rootsetup::SetupError) -> String {
+    format!("{:#}", anyhow::Error::from(e))
 }
 
 /// Whether this process runs in an initramfs (initramfs-tools or dracut):

@@ -2,23 +2,22 @@
 # A QEMU test harness for boot tests: one VM at a time, TCG (KVM does not work on the project's
 # machines), serial console timestamped into a log, explicit markers printed by a test unit in
 # the guest, fail-fast on a kernel panic or a root-setup failure, a hard timeout per VM.
-# Also: building raw GPT disks from partition images without loop devices, and installing a
-# test unit into a guest root tree.
+# Also: an ext4 image built from a directory (the VM test's read-only control disk). Disks the
+# guests boot from are written by `osctl install to-disk` itself, not here.
 #
 # Source it after lib/common.sh. Typical use:
 #
 #   vm_init "$workdir"                               # logs go to $workdir/<name>.log
-#   vm_start smoke --disk disk.raw --kernel vmlinuz --initrd initramfs.img \
-#     --append "root=/dev/vda2 rw $VM_KERNEL_CONSOLE_ARGS"     # or --uefi instead of the three
-#   vm_wait_test smoke                               # waits for "OSCTL-TEST: smoke PASS|FAIL ..."
+#   vm_start lifecycle --uefi --disk disk.raw --disk-ro control.img
+#   vm_wait_test lifecycle                           # waits for "OSCTL-TEST: lifecycle PASS|FAIL ..."
 #   vm_wait_exit                                     # the guest powers off
 #   vm_summary                                       # "N passed, N failed"; non-zero on failures
 #
 # Starting, waiting, stopping:
 #   vm_init DIR                      log directory; resets the results
 #   vm_start NAME [options] [-- QEMU_ARGS...]
-#       --kernel F --initrd F --append S    direct kernel boot
-#       --uefi                              OVMF (q35, OVMF_CODE_4M read-only + a private VARS copy)
+#       --uefi                              OVMF (q35, OVMF_CODE_4M read-only + a private VARS
+#                                           copy); required: guests boot through systemd-boot
 #       --disk F | --disk-ro F              raw disk (virtio, cache=unsafe), in order: vda, vdb, ...
 #       --timeout S                         hard limit for this VM, in seconds ($VM_TIMEOUT)
 #       --mem MB                            ($VM_MEM)
@@ -58,29 +57,14 @@
 #                                        nothing ran
 # Disks (no loop devices, no mounts):
 #   vm_ext4_image IMG SIZE_MIB STAGEDIR [LABEL]    mkfs.ext4 -O verity -d STAGEDIR
-#   vm_esp_image IMG SIZE_MIB                      empty FAT32 ESP (mkfs.vfat -C)
-#   vm_esp_put IMG SRC DEST                        copy a file into the ESP (parents created)
-#   vm_esp_write IMG DEST < CONTENT                write stdin to DEST in the ESP
-#   vm_disk_assemble DISK KIND:IMG...              GPT disk: one partition per image, 1 MiB
-#                                                  aligned, KIND esp|root|data; partition N is
-#                                                  the Nth argument
 #   vm_tree_mib DIR                                the size of a tree in MiB (rounded up)
-# Guest test units:
-#   vm_guest_test_unit ROOT NAME SCRIPT [--no-poweroff]
-#       installs SCRIPT as /usr/local/libexec/osctl-test/NAME, run by osctl-test-NAME.service after
-#       multi-user.target with its output on /dev/ttyS0, then powers off. The script prints its
-#       own "OSCTL-TEST: NAME PASS|FAIL ..." line; if it exits non-zero, the unit prints
-#       "OSCTL-TEST: NAME FAIL exit=N".
 #
-# Needs qemu-system-x86_64, timeout (coreutils), awk; ovmf for --uefi; e2fsprogs, dosfstools,
-# mtools, fdisk (sfdisk) for the disk helpers.
+# Needs qemu-system-x86_64, timeout (coreutils), awk; ovmf for --uefi; e2fsprogs for
+# vm_ext4_image.
 
 VM_QEMU=${VM_QEMU:-qemu-system-x86_64}
 VM_MEM=${VM_MEM:-1024}
 VM_TIMEOUT=${VM_TIMEOUT:-180}
-# Appended by callers to a direct-boot command line; systemd-boot entries use the same.
-# shellcheck disable=SC2034
-VM_KERNEL_CONSOLE_ARGS="console=ttyS0,115200 panic=-1"
 # Lines that end a wait at once (extended regular expression, matched against the serial text).
 VM_FAIL_ERE=${VM_FAIL_ERE:-'Kernel panic|OSCTL-ROOT-SETUP-FAILED|ALERT! .* does not exist|Gave up waiting for root'}
 
@@ -162,13 +146,10 @@ vm_start() {
   if [ -n "$VM_PID" ] && kill -0 "$VM_PID" 2>/dev/null; then
     die "vm_start $name: VM '$VM_NAME' is still running (one VM at a time)"
   fi
-  local kernel="" initrd="" append="" uefi=0 timeout=$VM_TIMEOUT mem=$VM_MEM noreboot=0
+  local uefi=0 timeout=$VM_TIMEOUT mem=$VM_MEM noreboot=0
   local -a drives=() extra=() nic=(-nic none)
   while [ $# -gt 0 ]; do
     case "$1" in
-      --kernel) kernel=$2; shift 2 ;;
-      --initrd) initrd=$2; shift 2 ;;
-      --append) append=$2; shift 2 ;;
       --uefi) uefi=1; shift ;;
       --disk) drives+=("file=$2,if=virtio,format=raw,cache=unsafe"); shift 2 ;;
       --disk-ro) drives+=("file=$2,if=virtio,format=raw,cache=unsafe,readonly=on"); shift 2 ;;
@@ -185,27 +166,17 @@ vm_start() {
       *) die "vm_start: unknown option '$1'" ;;
     esac
   done
-  if [ "$uefi" -eq 1 ] && [ -n "$kernel" ]; then
-    die "vm_start $name: --uefi and --kernel exclude each other"
-  fi
-  if [ "$uefi" -eq 0 ] && [ -z "$kernel" ]; then
-    die "vm_start $name: give --kernel (direct boot) or --uefi"
-  fi
+  # The only boot path the tests take is the one machines take: firmware, then systemd-boot.
+  [ "$uefi" -eq 1 ] || die "vm_start $name: --uefi is required"
 
   local -a cmd=("$VM_QEMU" -accel "tcg,tb-size=256" -cpu max -m "$mem" -smp 1
     -nodefaults -display none "${nic[@]}"
     -chardev "stdio,id=ser0,signal=off" -serial chardev:ser0)
-  if [ "$uefi" -eq 1 ]; then
-    [ -n "$VM_OVMF_CODE" ] || vm_ovmf_find
-    cp "$VM_OVMF_VARS" "$VM_DIR/$name.OVMF_VARS.fd"
-    cmd+=(-machine q35
-      -drive "if=pflash,format=raw,unit=0,readonly=on,file=$VM_OVMF_CODE"
-      -drive "if=pflash,format=raw,unit=1,file=$VM_DIR/$name.OVMF_VARS.fd")
-  else
-    cmd+=(-kernel "$kernel")
-    [ -z "$initrd" ] || cmd+=(-initrd "$initrd")
-    [ -z "$append" ] || cmd+=(-append "$append")
-  fi
+  [ -n "$VM_OVMF_CODE" ] || vm_ovmf_find
+  cp "$VM_OVMF_VARS" "$VM_DIR/$name.OVMF_VARS.fd"
+  cmd+=(-machine q35
+    -drive "if=pflash,format=raw,unit=0,readonly=on,file=$VM_OVMF_CODE"
+    -drive "if=pflash,format=raw,unit=1,file=$VM_DIR/$name.OVMF_VARS.fd")
   local d
   for d in "${drives[@]}"; do
     cmd+=(-drive "$d")
@@ -464,98 +435,4 @@ vm_ext4_image() {
   # blocks must not be larger than the filesystem's ("Unsupported log_blocksize: 12").
   mkfs.ext4 -q -F -b 4096 -O verity -L "$label" -E root_owner=0:0 -d "$stage" "$img" ||
     die "mkfs.ext4 -d $stage failed"
-}
-
-vm_esp_image() {
-  local img=$1 mib=$2
-  rm -f "$img"
-  mkfs.vfat -C -F 32 -n ESP "$img" $((mib * 1024)) >/dev/null || die "mkfs.vfat $img failed"
-}
-
-# _vm_esp_mkdirs IMG DIR — create DIR and its parents in the ESP.
-_vm_esp_mkdirs() {
-  local img=$1 dir=${2#/} path="" part
-  local -a parts
-  IFS=/ read -r -a parts <<<"$dir"
-  for part in "${parts[@]}"; do
-    [ -n "$part" ] || continue
-    path="$path/$part"
-    mdir -i "$img" "::$path" >/dev/null 2>&1 || mmd -i "$img" "::$path"
-  done
-}
-
-vm_esp_put() {
-  local img=$1 src=$2 dest=${3#/}
-  _vm_esp_mkdirs "$img" "$(dirname "/$dest")"
-  mcopy -o -i "$img" "$src" "::/$dest" || die "mcopy $src to $img::/$dest failed"
-}
-
-vm_esp_write() {
-  local img=$1 dest=$2 tmp
-  tmp=$(mktemp)
-  cat >"$tmp"
-  vm_esp_put "$img" "$tmp" "$dest"
-  rm -f "$tmp"
-}
-
-vm_disk_assemble() {
-  local disk=$1
-  shift
-  local spec kind img mib start=1 total type script="" n=0
-  local -a imgs=() starts=()
-  script=$'label: gpt\nunit: sectors\n'
-  for spec in "$@"; do
-    kind=${spec%%:*}
-    img=${spec#*:}
-    [ -f "$img" ] || die "vm_disk_assemble: no image $img"
-    case "$kind" in
-      esp) type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B ;;
-      root) type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709 ;; # Linux root (x86-64)
-      data) type=0FC63DAF-8483-4772-8E79-3D69D8477DE4 ;;
-      *) die "vm_disk_assemble: unknown partition kind '$kind' (esp|root|data)" ;;
-    esac
-    mib=$((($(stat -c %s "$img") + 1048575) / 1048576))
-    n=$((n + 1))
-    script+="start=$((start * 2048)), size=$((mib * 2048)), type=$type, name=\"$kind$n\""$'\n'
-    imgs+=("$img")
-    starts+=("$start")
-    start=$((start + mib))
-  done
-  total=$((start + 1)) # the backup GPT
-  rm -f "$disk"
-  truncate -s "${total}M" "$disk"
-  sfdisk -q --no-reread --no-tell-kernel "$disk" <<<"$script" >/dev/null ||
-    die "sfdisk on $disk failed"
-  local i
-  for i in "${!imgs[@]}"; do
-    dd if="${imgs[i]}" of="$disk" bs=1M seek="${starts[i]}" conv=notrunc,sparse status=none ||
-      die "writing ${imgs[i]} into $disk failed"
-  done
-}
-
-# --- guest test units --------------------------------------------------------------------------
-
-vm_guest_test_unit() {
-  local root=$1 name=$2 script=$3 poweroff=1
-  [ "${4:-}" != --no-poweroff ] || poweroff=0
-  install -D -m 0755 "$script" "$root/usr/local/libexec/osctl-test/$name"
-  local unit="osctl-test-$name.service"
-  {
-    echo "[Unit]"
-    echo "Description=osctl VM test $name"
-    echo "After=multi-user.target"
-    echo
-    echo "[Service]"
-    echo "Type=oneshot"
-    echo "ExecStart=/bin/sh -c '/usr/local/libexec/osctl-test/$name || echo \"OSCTL-TEST: $name FAIL exit=\$\$?\"'"
-    [ "$poweroff" -eq 0 ] || echo "ExecStopPost=/usr/bin/systemctl --no-block poweroff"
-    echo "StandardOutput=tty"
-    echo "StandardError=tty"
-    echo "TTYPath=/dev/ttyS0"
-    echo
-    echo "[Install]"
-    echo "WantedBy=multi-user.target"
-  } >"$root/etc/systemd/system/$unit"
-  mkdir -p "$root/etc/systemd/system/multi-user.target.wants"
-  ln -sfn "../$unit" "$root/etc/systemd/system/multi-user.target.wants/$unit"
 }

@@ -5,7 +5,7 @@
 //!
 //! The host kernel has no fs-verity, so these runs use `composefs=?<id>`
 //! (the image digest is then checked in software); `verity=require`, sealing
-//! and tampered objects are proven in the VM test (hack/vm/lifecycle).
+//! and tampered objects are proven in the VM test (tests/vm/lifecycle).
 
 mod common;
 

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
-# shellcheck disable=SC2154 # work, OSCTL and the timeouts are set by hack/vm/lifecycle
-# The VMs of hack/vm/lifecycle after the lifecycle VM itself, each on its own copy of the
-# disk the lifecycle ended with (vm_disk). Sourced by hack/vm/lifecycle, which defines
+# shellcheck disable=SC2154 # work, OSCTL and the timeouts are set by tests/vm/lifecycle
+# The VMs of tests/vm/lifecycle after the lifecycle VM itself, each on its own copy of the
+# disk the lifecycle ended with (vm_disk). Sourced by tests/vm/lifecycle, which defines
 # work, OSCTL, the timeouts, control_disk, vm_disk, zap, object_of, host_mount, timing and
 # seconds_between. Each function declares its results (vm_expect) first and returns
 # non-zero when one failed.
@@ -83,7 +83,7 @@ wait_info() {
 
 # powercut_vm — power cuts (QEMU killed) while osctl writes the ESP: right after `switch`
 # returned, right after the finalize at shutdown, and at random moments of two switches and
-# of a finalize. After each, the next boot checks what must hold (hack/vm/guest-step, powercut:N).
+# of a finalize. After each, the next boot checks what must hold (tests/vm/guest-step, powercut:N).
 powercut_vm() {
   vm_expect powercut/powercut-0-v1 powercut/powercut-0-switched powercut/powercut-1-v1 \
     powercut/powercut-2-v3 powercut/powercut-3-v3 powercut/powercut-3-switched powercut/powercut-4 \

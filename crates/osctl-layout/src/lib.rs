@@ -186,6 +186,10 @@ pub const ENTRY_PREFIX: &str = "osctl-";
 pub const VMLINUZ: &str = "vmlinuz";
 /// The initramfs's file name, likewise.
 pub const INITRAMFS: &str = "initramfs.img";
+/// Where an image's initramfs carries osctl's root setup (the
+/// initramfs-tools hook and the dracut module put it there; `osctl
+/// container lint` looks for it), relative to the initramfs's root.
+pub const INITRAMFS_ROOT_SETUP: &str = "usr/lib/osctl/osctl-root-setup";
 
 #[cfg(test)]
 mod tests {

@@ -67,6 +67,9 @@ enum Command {
     Fsck(commands::fsck::FsckArgs),
     /// Remove everything in the store that no image references.
     Gc(commands::gc::GcArgs),
+    /// Build-time checks for OS images (run inside the image).
+    #[command(subcommand)]
+    Container(commands::container::ContainerCommand),
 }
 
 fn main() -> ExitCode {
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
             Command::Image(cmd) => commands::image::run(cmd, &cli.sysroot).await,
             Command::Fsck(args) => commands::fsck::run(args, &cli.sysroot, boot).await,
             Command::Gc(args) => commands::gc::run(args, &cli.sysroot, boot),
+            Command::Container(cmd) => commands::container::run(cmd),
         }
     });
     match result {

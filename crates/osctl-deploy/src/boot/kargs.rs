@@ -50,24 +50,34 @@ pub fn image_kargs(tree: &ImageTree, image: &str, arch: &str) -> Result<Vec<Stri
             }
             let bytes = tree.read(&path)?.ok_or_else(|| bad("unreadable".into()))?;
             let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8".into()))?;
-            let file: KargsFile = toml::from_str(&text).map_err(|e| bad(toml_error(&text, &e)))?;
-            if let Some(arches) = &file.match_architectures
-                && !arches.iter().any(|a| a == arch)
-            {
-                tracing::debug!(path = %path.display(), arch, "kargs.d file skipped: other architectures");
-                continue;
-            }
-            for karg in file.kargs {
-                if split_cmdline(&karg) != [karg.as_str()] {
-                    return Err(bad(format!(
-                        "kargs entry {karg:?} is not exactly one kernel argument"
-                    )));
+            match parse_kargs_file(&text, arch).map_err(bad)? {
+                Some(file_kargs) => kargs.extend(file_kargs),
+                None => {
+                    tracing::debug!(path = %path.display(), arch, "kargs.d file skipped: other architectures");
                 }
-                kargs.push(karg);
             }
         }
     }
     Ok(kargs)
+}
+
+/// Parses one kargs.d file: its arguments for architecture `arch`, or
+/// `None` when its `match-architectures` leaves `arch` out. The error is one
+/// line (position included) saying what is wrong. Staging and
+/// `osctl container lint` both read kargs.d files through this.
+pub fn parse_kargs_file(text: &str, arch: &str) -> Result<Option<Vec<String>>, String> {
+    let file: KargsFile = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+    for karg in &file.kargs {
+        if split_cmdline(karg) != [karg.as_str()] {
+            return Err(format!(
+                "kargs entry {karg:?} is not exactly one kernel argument"
+            ));
+        }
+    }
+    match &file.match_architectures {
+        Some(arches) if !arches.iter().any(|a| a == arch) => Ok(None),
+        _ => Ok(Some(file.kargs)),
+    }
 }
 
 /// `line L, column C: message`, on one line.
@@ -145,6 +155,32 @@ mod tests {
             ["a=1", "b", "c=\"x y\"", "\"d e\"f"]
         );
         assert!(split_cmdline(" \n").is_empty());
+    }
+
+    #[test]
+    fn parses_kargs_files() {
+        let some = |v: &[&str]| Ok(Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>()));
+        type Parsed = Result<Option<Vec<String>>, String>;
+        let cases: [(&str, Parsed); 6] = [
+            ("kargs = [\"panic=10\", \"quiet\"]", some(&["panic=10", "quiet"])),
+            ("kargs = []", some(&[])),
+            (
+                "kargs = [\"a\"]\nmatch-architectures = [\"x86_64\"]",
+                some(&["a"]),
+            ),
+            ("kargs = [\"a\"]\nmatch-architectures = [\"aarch64\"]", Ok(None)),
+            (
+                "kargs = [\"a b\"]",
+                Err("kargs entry \"a b\" is not exactly one kernel argument".into()),
+            ),
+            (
+                "karg = [\"a\"]",
+                Err("invalid kargs.d TOML at line 1, column 1: unknown field `karg`, expected `kargs` or `match-architectures`".into()),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_kargs_file(text, "x86_64"), want, "{text}");
+        }
     }
 
     #[test]

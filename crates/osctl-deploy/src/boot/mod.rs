@@ -66,7 +66,7 @@ pub use bls::{
     os_release_name, read_all_entries, read_default, read_entries, remove_entry, write_default,
     write_entry,
 };
-pub use kargs::{diff_kargs, image_kargs, split_cmdline};
+pub use kargs::{KARGS_DIRS, diff_kargs, image_kargs, parse_kargs_file, split_cmdline};
 pub use kernel::{
     INITRAMFS, KernelFiles, MODULES_DIR, VMLINUZ, boot_digest, find_kernel, install_kernel,
     remove_unused_kernels,

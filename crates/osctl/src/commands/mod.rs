@@ -1,5 +1,6 @@
 //! One module per command; each parses its arguments and calls a library.
 
+pub mod container;
 pub mod deploy_common;
 pub mod finalize;
 pub mod fsck;

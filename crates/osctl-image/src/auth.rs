@@ -135,6 +135,7 @@ pub fn lookup(
                 return Err(FetchError::AuthFile {
                     path: p.to_path_buf(),
                     why: "the file does not exist".into(),
+                    source: None,
                 });
             }
             vec![p.to_path_buf()]
@@ -150,14 +151,16 @@ pub fn lookup(
             Err(e) => {
                 return Err(FetchError::AuthFile {
                     path: file,
-                    why: e.to_string(),
+                    why: String::new(),
+                    source: Some(Box::new(e)),
                 });
             }
         };
         consulted.push(file.clone());
         let parsed: AuthFile = serde_json::from_slice(&data).map_err(|e| FetchError::AuthFile {
             path: file.clone(),
-            why: format!("not valid auth JSON: {e}"),
+            why: "not valid auth JSON".into(),
+            source: Some(Box::new(e)),
         })?;
         for key in &wanted {
             let entry = parsed
@@ -169,6 +172,7 @@ pub fn lookup(
                 let (user, password) = decode_entry(entry).map_err(|why| FetchError::AuthFile {
                     path: file.clone(),
                     why: format!("entry for {key}: {why}"),
+                    source: None,
                 })?;
                 return Ok(AuthLookup {
                     credentials: Some(Credentials {

@@ -100,8 +100,14 @@ pub fn parse_manifest(
     let malformed = |why: String| FetchError::Malformed {
         what: what.to_string(),
         why,
+        source: None,
     };
-    let probe: Probe = serde_json::from_slice(raw).map_err(|e| malformed(e.to_string()))?;
+    let unparsable = |e: serde_json::Error| FetchError::Malformed {
+        what: what.to_string(),
+        why: String::new(),
+        source: Some(Box::new(e)),
+    };
+    let probe: Probe = serde_json::from_slice(raw).map_err(unparsable)?;
     if probe.schema_version != Some(2) {
         return Err(malformed(format!(
             "schemaVersion is {:?}, expected 2",
@@ -127,10 +133,10 @@ pub fn parse_manifest(
         }
     };
     if is_index {
-        let idx: ImageIndex = serde_json::from_slice(raw).map_err(|e| malformed(e.to_string()))?;
+        let idx: ImageIndex = serde_json::from_slice(raw).map_err(unparsable)?;
         Ok(ParsedManifest::Index(Box::new(idx)))
     } else {
-        let m: ImageManifest = serde_json::from_slice(raw).map_err(|e| malformed(e.to_string()))?;
+        let m: ImageManifest = serde_json::from_slice(raw).map_err(unparsable)?;
         check_config_type(&m, what)?;
         Ok(ParsedManifest::Image(Box::new(m)))
     }

@@ -74,10 +74,8 @@ pub fn policy_for(
         ],
     };
     for (d, required) in dirs {
-        let unreadable = |e: std::io::Error| FetchError::Config {
-            path: d.clone(),
-            why: format!("cannot read the CA directory: {e}"),
-        };
+        let unreadable =
+            |e: std::io::Error| FetchError::config_io(&d, "cannot read the CA directory", e);
         let rd = match std::fs::read_dir(&d) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
@@ -136,15 +134,15 @@ fn insecure_in_registries_conf(registry: &str) -> Result<bool, FetchError> {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
-                return Err(FetchError::Config {
-                    path: file,
-                    why: e.to_string(),
-                });
+                return Err(FetchError::config_io(&file, "", e));
             }
         };
+        // toml's own rendering spans several lines (it quotes the file);
+        // its message is the one-line reason.
         let conf: RegistriesConf = toml::from_str(&text).map_err(|e| FetchError::Config {
             path: file.clone(),
             why: e.message().to_string(),
+            source: None,
         })?;
         // Later files override earlier ones, as in containers-registries.conf.d(5).
         for entry in conf.registry {

@@ -18,7 +18,7 @@ use composefs_oci::tar::TarItem;
 use rustix::fs::{AtFlags, FileType};
 
 use crate::import::Repo;
-use crate::{ImageRecord, Store, StoreError};
+use crate::{BoxError, Damage, ImageRecord, Store, StoreError};
 
 /// Directories whose contents staging copies onto the machine.
 const EXPORTED_DIRS: [&str; 2] = ["/etc", "/var"];
@@ -60,20 +60,25 @@ impl std::fmt::Display for BadObject {
     }
 }
 
+/// An object of a layer that cannot even be stat'ed.
+#[derive(Debug, thiserror::Error)]
+#[error("object {id}")]
+pub(crate) struct ObjectUnreadable {
+    id: String,
+    #[source]
+    source: std::io::Error,
+}
+
 /// Checks one stored layer. `Err` when its splitstream cannot be read;
 /// otherwise the objects it names that are missing or of the wrong size.
 pub(crate) fn verify_layer(
     repo: &Repo,
     verity: &Sha256HashValue,
-) -> Result<Vec<BadObject>, String> {
-    let mut stream = repo
-        .open_stream("", Some(verity), Some(LAYER_CONTENT_TYPE))
-        .map_err(|e| format!("{e:#}"))?;
-    let objects = repo.objects_dir().map_err(|e| e.to_string())?;
+) -> Result<Vec<BadObject>, BoxError> {
+    let mut stream = repo.open_stream("", Some(verity), Some(LAYER_CONTENT_TYPE))?;
+    let objects = repo.objects_dir()?;
     let mut bad = Vec::new();
-    while let Some(entry) =
-        composefs_oci::tar::get_entry(&mut stream).map_err(|e| format!("{e:#}"))?
-    {
+    while let Some(entry) = composefs_oci::tar::get_entry(&mut stream)? {
         let TarItem::Leaf(LeafContent::Regular(
             RegularFile::External(id, want) | RegularFile::ExternalNoVerity(id, want),
         )) = &entry.item
@@ -91,7 +96,13 @@ pub(crate) fn verify_layer(
                 }),
                 Ok(_) => None,
                 Err(rustix::io::Errno::NOENT) => Some(Fault::Missing),
-                Err(e) => return Err(format!("object {}: {e}", id.to_hex())),
+                Err(e) => {
+                    return Err(ObjectUnreadable {
+                        id: id.to_hex(),
+                        source: e.into(),
+                    }
+                    .into());
+                }
             };
         if let Some(fault) = fault {
             bad.push(BadObject {
@@ -112,49 +123,51 @@ impl Store {
         i: usize,
     ) -> Result<Option<Sha256HashValue>, StoreError> {
         let l = &record.layers()[i];
-        let d: oci_spec::image::Digest = l.diff_id.parse().map_err(|_| {
-            StoreError::Malformed(format!(
-                "{}: layer {} has an invalid diff_id {}",
+        let d: oci_spec::image::Digest = l.diff_id.parse().map_err(|e| StoreError::Unparsable {
+            what: format!(
+                "the record of {}: layer {} has an invalid diff_id {}",
                 record.reference(),
                 i + 1,
                 l.diff_id
-            ))
+            ),
+            source: Box::new(e),
         })?;
         self.repo()
             .has_stream(&composefs_oci::layer_content_id(&d))
-            .map_err(|e| StoreError::Repo(format!("{e:#}")))
+            .map_err(|e| StoreError::Repo {
+                step: format!("looking up layer {} of {}", i + 1, record.reference()),
+                path: self.sysroot().join(crate::REPO_PATH),
+                source: e,
+            })
     }
 
     /// Existence-and-size check of everything `record` needs: its EROFS
     /// image and every layer with every object the layers name. The error
     /// names the image and the first thing found missing or damaged.
     pub(crate) fn verify_image(&self, record: &ImageRecord) -> Result<(), StoreError> {
-        let who = record.reference();
-        let damaged = |what: String| {
-            StoreError::Damaged(format!(
-                "image {who} is damaged: {what} (see `osctl fsck`; `osctl image pull {who}` repairs it)"
-            ))
+        let damaged = |damage: Damage| StoreError::Damaged {
+            image: record.reference().to_string(),
+            damage,
         };
         if let Err(e) = self.repo().objects_for_image(record.image_id()) {
-            return Err(damaged(format!(
-                "its EROFS image {} cannot be read: {}",
-                record.image_id(),
-                e.root_cause()
-            )));
+            return Err(damaged(Damage::ImageUnreadable {
+                id: record.image_id().to_string(),
+                source: e,
+            }));
         }
         for (i, l) in record.layers().iter().enumerate() {
             let layer = format!("layer {} ({})", i + 1, l.digest);
             let Some(verity) = self.layer_stream(record, i)? else {
-                return Err(damaged(format!("{layer} is missing from the store")));
+                return Err(damaged(Damage::LayerMissing { layer }));
             };
             match verify_layer(self.repo(), &verity) {
-                Err(why) => return Err(damaged(format!("{layer} cannot be read: {why}"))),
+                Err(source) => return Err(damaged(Damage::LayerUnreadable { layer, source })),
                 Ok(bad) if !bad.is_empty() => {
-                    let more = match bad.len() - 1 {
-                        0 => String::new(),
-                        n => format!(" (and {n} more)"),
-                    };
-                    return Err(damaged(format!("{layer}: {}{more}", bad[0])));
+                    return Err(damaged(Damage::BadObjects {
+                        layer,
+                        first: bad[0].to_string(),
+                        more: bad.len() - 1,
+                    }));
                 }
                 Ok(_) => {}
             }

@@ -50,11 +50,11 @@ impl Store {
     }
 
     pub(crate) async fn fsck_with_damage(&self) -> Result<(FsckReport, Damage), StoreError> {
-        let r = self
-            .repo()
-            .fsck()
-            .await
-            .map_err(|e| StoreError::Repo(format!("{e:#}")))?;
+        let r = self.repo().fsck().await.map_err(|e| StoreError::Repo {
+            step: "checking the repository".into(),
+            path: self.sysroot().join(crate::REPO_PATH),
+            source: e,
+        })?;
         let scan = self.scan_records()?;
         let reach = if r.errors().is_empty() {
             Reach::default()
@@ -204,8 +204,9 @@ fn attribute(e: &FsckError, reach: &Reach, damage: &mut Damage) -> String {
 pub(crate) fn count_objects(repo: &Path) -> Result<u64, StoreError> {
     let objects = repo.join("objects");
     let io = |path: &Path, e: std::io::Error| StoreError::Io {
+        step: "counting objects in",
         path: path.to_path_buf(),
-        why: e.to_string(),
+        source: e,
     };
     let rd = match std::fs::read_dir(&objects) {
         Ok(rd) => rd,

@@ -43,8 +43,9 @@ impl Store {
     pub(crate) fn repo_dir(&self) -> Result<Dir, StoreError> {
         let path = self.sysroot().join(REPO_PATH);
         Dir::open_ambient_dir(&path, cap_std::ambient_authority()).map_err(|e| StoreError::Io {
+            step: "opening",
             path,
-            why: e.to_string(),
+            source: e,
         })
     }
 
@@ -61,8 +62,9 @@ impl Store {
             .records_dir()
             .try_exists(&file)
             .map_err(|e| StoreError::Io {
+                step: "looking for",
                 path: records_path.join(&file),
-                why: e.to_string(),
+                source: e,
             })?;
         let repo_dir = self.repo_dir()?;
         // A removal interrupted after the record went left its refs: a
@@ -74,8 +76,9 @@ impl Store {
             return Err(StoreError::NotInStore(reference));
         }
         atomic::remove_durably(self.records_dir(), &file).map_err(|e| StoreError::Io {
-            path: records_path,
-            why: format!("removing the record of {reference}: {e}"),
+            step: "removing the record",
+            path: records_path.join(&file),
+            source: e,
         })?;
         crate::failpoint::hit("rm:after-record");
         for d in REF_DIRS {
@@ -84,8 +87,9 @@ impl Store {
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 return Err(StoreError::Io {
+                    step: "removing the ref",
                     path: self.sysroot().join(REPO_PATH).join(name),
-                    why: e.to_string(),
+                    source: e,
                 });
             }
         }
@@ -101,8 +105,9 @@ impl Store {
     fn remove_record_temporaries(&self) -> Result<(), StoreError> {
         let dir = self.records_dir();
         let fail = |e: std::io::Error| StoreError::Io {
+            step: "removing an interrupted record write in",
             path: self.sysroot().join(RECORDS_PATH),
-            why: format!("removing an interrupted record write: {e}"),
+            source: e,
         };
         for entry in dir.entries().map_err(fail)? {
             let name = entry.map_err(fail)?.file_name();
@@ -123,17 +128,23 @@ impl Store {
         let repo_dir = self.repo_dir()?;
         let mut refs_pruned = 0;
         for d in REF_DIRS {
+            let path = self.sysroot().join(REPO_PATH).join(d);
+            let io = |step: &'static str, path: &Path, e: std::io::Error| StoreError::Io {
+                step,
+                path: path.to_path_buf(),
+                source: e,
+            };
             let dir = match repo_dir.open_dir(d) {
                 Ok(dir) => dir,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(StoreError::Repo(format!("{d}: {e}"))),
+                Err(e) => return Err(io("opening", &path, e)),
             };
-            for entry in dir.entries().map_err(|e| StoreError::Repo(e.to_string()))? {
-                let entry = entry.map_err(|e| StoreError::Repo(e.to_string()))?;
+            for entry in dir.entries().map_err(|e| io("listing", &path, e))? {
+                let entry = entry.map_err(|e| io("listing", &path, e))?;
                 let name = entry.file_name().to_string_lossy().to_string();
                 if !keys.contains(&name) {
                     dir.remove_file(&name)
-                        .map_err(|e| StoreError::Repo(e.to_string()))?;
+                        .map_err(|e| io("pruning the ref", &path.join(&name), e))?;
                     refs_pruned += 1;
                 }
             }
@@ -157,10 +168,18 @@ impl Store {
                     self.repo().repo_fd(),
                     rustix::fs::FlockOperation::LockShared,
                 )
-                .map_err(|e| StoreError::Repo(format!("releasing the GC lock: {e}")))?;
+                .map_err(|e| StoreError::Io {
+                    step: "releasing the GC lock on",
+                    path: self.sysroot().join(REPO_PATH),
+                    source: e.into(),
+                })?;
                 let damaged = self.reach(&scan)?.broken;
                 if damaged.is_empty() {
-                    return Err(StoreError::Repo(format!("{e:#}")));
+                    return Err(StoreError::Repo {
+                        step: "collecting garbage".into(),
+                        path: self.sysroot().join(REPO_PATH),
+                        source: e,
+                    });
                 }
                 Ok(GcReport {
                     refs_pruned,

@@ -28,7 +28,7 @@ use composefs_oci::LAYER_CONTENT_TYPE;
 use composefs_oci::tar::{TarEntry, TarItem};
 
 use crate::import::Repo;
-use crate::{StoreError, errors, limits};
+use crate::{BoxError, StoreError, error, limits};
 
 /// Mode of a directory a layer implies but does not list (`tar -x` as root).
 const IMPLICIT_DIR_MODE: u32 = 0o755;
@@ -44,15 +44,17 @@ pub(crate) fn build_image(
     layers: HashMap<Box<str>, Sha256HashValue>,
     ref_name: &str,
 ) -> Result<Sha256HashValue, StoreError> {
-    let write_err = |step: &str, e: anyhow::Error| errors::repo_write_error(store_path, step, e);
+    let write_err = |step: &str, e: anyhow::Error| error::repo_write_error(store_path, step, e);
     let fs = build_tree(repo, diff_ids, shown, &layers)?;
-    let fs = ValidatedFileSystem::new(fs)
-        .map_err(|e| StoreError::Malformed(format!("building the image filesystem: {e:#}")))?;
+    let fs = ValidatedFileSystem::new(fs).map_err(|e| StoreError::Unparsable {
+        what: "building the image filesystem".into(),
+        source: e.into(),
+    })?;
     let (bytes, image_id) = fs.compute_image_bytes(repo.format_config().default);
     // composefs-rs does not rewrite an object whose name already exists; a
     // damaged copy of this very image would stay.
     remove_if_damaged(repo, &image_id, &bytes)
-        .map_err(|e| errors::write_error(store_path, "replacing a damaged EROFS image", e))?;
+        .map_err(|e| error::write_error(store_path, "replacing a damaged EROFS image", e))?;
     let written = repo
         .write_image(Some(ref_name), &bytes)
         .map_err(|e| write_err("writing the EROFS image", e))?;
@@ -135,16 +137,22 @@ pub(crate) fn build_tree(
 ) -> Result<FileSystem<Sha256HashValue>, StoreError> {
     let mut fs = FileSystem::new(Stat::uninitialized());
     for (i, diff_id) in diff_ids.iter().enumerate() {
-        let bad = |e: String| StoreError::Malformed(format!("{}: {e}", shown[i]));
+        let bad = |source: BoxError| StoreError::Unparsable {
+            what: shown[i].clone(),
+            source,
+        };
         let verity = layers
             .get(diff_id.as_str())
-            .ok_or_else(|| bad("not in the store".into()))?;
+            .ok_or_else(|| StoreError::Malformed {
+                what: shown[i].clone(),
+                why: "not in the store".into(),
+            })?;
         for whiteouts in [true, false] {
             let mut stream = repo
                 .open_stream("", Some(verity), Some(LAYER_CONTENT_TYPE))
-                .map_err(|e| bad(format!("{e:#}")))?;
+                .map_err(|e| bad(e.into()))?;
             while let Some(entry) =
-                composefs_oci::tar::get_entry(&mut stream).map_err(|e| bad(format!("{e:#}")))?
+                composefs_oci::tar::get_entry(&mut stream).map_err(|e| bad(e.into()))?
             {
                 match (whiteout(&entry), whiteouts) {
                     (Some(w), true) => apply_whiteout(&mut fs, &entry, w),
@@ -152,19 +160,27 @@ pub(crate) fn build_tree(
                         // Layers imported before these limits existed are
                         // checked here, before a tree walk can recurse too
                         // deep.
-                        check_limits(&entry).map_err(bad)?;
+                        check_limits(&entry).map_err(|why| StoreError::Malformed {
+                            what: shown[i].clone(),
+                            why,
+                        })?;
                         let at = describe(&entry);
                         ensure_parents(&mut fs, &entry)
                             .and_then(|()| composefs_oci::image::process_entry(&mut fs, entry))
-                            .map_err(|e| bad(format!("{at}: {}", e.root_cause())))?;
+                            .map_err(|e| StoreError::Unparsable {
+                                what: format!("{}: {at}", shown[i]),
+                                source: e.into(),
+                            })?;
                     }
                     _ => {}
                 }
             }
         }
     }
-    canonicalize(&mut fs)
-        .map_err(|e| StoreError::Malformed(format!("building the image filesystem: {e}")))?;
+    canonicalize(&mut fs).map_err(|e| StoreError::Unparsable {
+        what: "building the image filesystem".into(),
+        source: e.into(),
+    })?;
     Ok(fs)
 }
 

@@ -25,7 +25,7 @@ use osctl_image::verify::DigestReader;
 use osctl_image::{BlobReader, Compression};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::{StoreError, errors, limits};
+use crate::{BoxError, StoreError, error, limits};
 
 pub(crate) type Repo = Repository<Sha256HashValue>;
 
@@ -43,7 +43,10 @@ pub(crate) async fn import_layer(
     what: &str,
     on_bytes: ByteCallback,
 ) -> Result<Sha256HashValue, StoreError> {
-    let io_err = |e: std::io::Error| StoreError::Fetch(format!("{what}: {e}"));
+    let io_err = |e: std::io::Error| StoreError::Fetch {
+        what: what.to_string(),
+        source: Box::new(e),
+    };
     let mut counted = Progress {
         inner: blob,
         read: 0,
@@ -56,8 +59,13 @@ pub(crate) async fn import_layer(
         Compression::Zstd => MediaType::ImageLayerZstd,
     };
     let split = async {
-        let inflated = composefs_oci::layer::decompress_async(&mut counted, &media)
-            .map_err(|e| StoreError::Fetch(format!("{what}: {e:#}")))?;
+        let inflated =
+            composefs_oci::layer::decompress_async(&mut counted, &media).map_err(|e| {
+                StoreError::Unparsable {
+                    what: format!("{what}: cannot be decompressed"),
+                    source: e.into(),
+                }
+            })?;
         let mut hashing = DigestReader::new(inflated);
         let (verity, _stats) =
             composefs_oci::tar::split_async(&mut hashing, repo.clone(), LAYER_CONTENT_TYPE)
@@ -90,17 +98,22 @@ pub(crate) async fn import_layer(
     }
     let check_repo = repo.clone();
     let check_what = what.to_string();
+    let check_path_buf = store_path.to_path_buf();
     let verity = tokio::task::spawn_blocking(move || {
-        check_layer_paths(&check_repo, &verity, &check_what).map(|()| verity)
+        check_layer_paths(&check_repo, &check_path_buf, &verity, &check_what).map(|()| verity)
     })
     .await
-    .map_err(|e| StoreError::Other(e.to_string()))??;
-    let parsed = diff_id
-        .parse()
-        .map_err(|_| StoreError::Malformed(format!("{what}: invalid diff_id {diff_id}")))?;
+    .map_err(|e| StoreError::Task {
+        step: "checking the paths of a layer",
+        source: e,
+    })??;
+    let parsed = diff_id.parse().map_err(|e| StoreError::Unparsable {
+        what: format!("{what}: invalid diff_id {diff_id}"),
+        source: Box::new(e),
+    })?;
     repo.register_stream(&verity, &composefs_oci::layer_content_id(&parsed), None)
         .await
-        .map_err(|e| errors::repo_write_error(store_path, &format!("registering {what}"), e))?;
+        .map_err(|e| error::repo_write_error(store_path, &format!("registering {what}"), e))?;
     tracing::debug!(%what, "layer registered");
     Ok(verity)
 }
@@ -109,13 +122,21 @@ pub(crate) async fn import_layer(
 /// broken transfer, a digest mismatch at EOF, a full store) is the
 /// user-relevant part.
 fn io_or_store(store_path: &Path, what: &str, e: anyhow::Error) -> StoreError {
-    if let Some(io) = errors::write_errno(&e) {
-        return errors::write_error(store_path, what, io);
+    if let Some(io) = error::write_errno(&e) {
+        return error::write_error(store_path, what, io);
     }
-    if let Some(io) = e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()) {
-        return StoreError::Fetch(format!("{what}: {io}"));
+    if e.chain().any(|c| c.is::<std::io::Error>()) {
+        // The reader's error (a broken transfer, a digest mismatch), with
+        // whatever the tar splitter said around it.
+        return StoreError::Fetch {
+            what: what.to_string(),
+            source: e.into(),
+        };
     }
-    StoreError::Malformed(format!("{what}: not a valid tar stream: {e:#}"))
+    StoreError::Unparsable {
+        what: format!("{what}: not a valid tar stream"),
+        source: e.into(),
+    }
 }
 
 /// Walks the raw tar headers kept in the layer's splitstream and refuses any
@@ -127,13 +148,24 @@ fn io_or_store(store_path: &Path, what: &str, e: anyhow::Error) -> StoreError {
 /// not the external objects, so it costs little next to the import. It has
 /// to parse the *raw* header: composefs-oci's entry reader normalises an
 /// absolute path to a relative one, which would hide the offence.
-fn check_layer_paths(repo: &Repo, verity: &Sha256HashValue, what: &str) -> Result<(), StoreError> {
+fn check_layer_paths(
+    repo: &Repo,
+    store_path: &Path,
+    verity: &Sha256HashValue,
+    what: &str,
+) -> Result<(), StoreError> {
     use tar_core::parse::{ParseEvent, Parser};
-    let malformed =
-        |why: String| StoreError::Malformed(format!("{what}: not a valid tar archive: {why}"));
+    let malformed = |source: BoxError| StoreError::Unparsable {
+        what: format!("{what}: not a valid tar archive"),
+        source,
+    };
     let mut reader = repo
         .open_stream("", Some(verity), Some(LAYER_CONTENT_TYPE))
-        .map_err(|e| StoreError::Repo(format!("reopening {what}: {e:#}")))?;
+        .map_err(|e| StoreError::Repo {
+            step: format!("reopening {what}"),
+            path: store_path.to_path_buf(),
+            source: e,
+        })?;
     let mut block = [0u8; 512];
     loop {
         let mut parser = Parser::with_defaults();
@@ -141,16 +173,13 @@ fn check_layer_paths(repo: &Repo, verity: &Sha256HashValue, what: &str) -> Resul
         let size = loop {
             if !reader
                 .read_inline_exact(&mut block)
-                .map_err(|e| malformed(format!("{e:#}")))?
+                .map_err(|e| malformed(e.into()))?
             {
                 return Ok(());
             }
             header.extend_from_slice(&block);
             let outcome = loop {
-                match parser
-                    .parse(&header)
-                    .map_err(|e| malformed(e.to_string()))?
-                {
+                match parser.parse(&header).map_err(|e| malformed(Box::new(e)))? {
                     ParseEvent::NeedData { .. } => break None,
                     ParseEvent::GlobalExtensions { consumed, .. } => {
                         header.drain(..consumed);
@@ -158,7 +187,10 @@ fn check_layer_paths(repo: &Repo, verity: &Sha256HashValue, what: &str) -> Resul
                     }
                     ParseEvent::End { .. } => return Ok(()),
                     ParseEvent::Entry { entry, .. } => {
-                        let refuse = |why: String| StoreError::Malformed(format!("{what}: {why}"));
+                        let refuse = |why: String| StoreError::Malformed {
+                            what: what.to_string(),
+                            why,
+                        };
                         check_path(&entry.path, "path").map_err(refuse)?;
                         limits::check_path(&entry.path, "tar entry").map_err(refuse)?;
                         match (&entry.entry_type, &entry.link_target) {
@@ -176,7 +208,10 @@ fn check_layer_paths(repo: &Repo, verity: &Sha256HashValue, what: &str) -> Resul
                         break Some(entry.size);
                     }
                     ParseEvent::SparseEntry { .. } => {
-                        return Err(malformed("sparse tar entries are not supported".into()));
+                        return Err(StoreError::Malformed {
+                            what: format!("{what}: not a valid tar archive"),
+                            why: "sparse tar entries are not supported".into(),
+                        });
                     }
                 }
             };
@@ -187,7 +222,7 @@ fn check_layer_paths(repo: &Repo, verity: &Sha256HashValue, what: &str) -> Resul
         let stored = size.next_multiple_of(512);
         reader
             .read_exact(size as usize, stored as usize)
-            .map_err(|e| malformed(format!("{e:#}")))?;
+            .map_err(|e| malformed(e.into()))?;
     }
 }
 
@@ -219,7 +254,30 @@ struct Progress {
     inner: BlobReader,
     read: u64,
     on_bytes: ByteCallback,
-    failed: Option<(std::io::ErrorKind, String)>,
+    failed: Option<Arc<std::io::Error>>,
+}
+
+/// The first error of a blob stream, handed out again on every later read
+/// (an `io::Error` cannot be cloned): the same text and the same sources.
+#[derive(Debug)]
+struct Repeated(Arc<std::io::Error>);
+
+impl std::fmt::Display for Repeated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Repeated {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl Repeated {
+    fn error(first: &Arc<std::io::Error>) -> std::io::Error {
+        std::io::Error::new(first.kind(), Repeated(first.clone()))
+    }
 }
 
 impl AsyncRead for Progress {
@@ -229,13 +287,15 @@ impl AsyncRead for Progress {
         buf: &mut ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if let Some((kind, msg)) = &this.failed {
-            return std::task::Poll::Ready(Err(std::io::Error::new(*kind, msg.clone())));
+        if let Some(first) = &this.failed {
+            return std::task::Poll::Ready(Err(Repeated::error(first)));
         }
         let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let std::task::Poll::Ready(Err(e)) = &r {
-            this.failed = Some((e.kind(), e.to_string()));
+        let mut r = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Err(e)) = r {
+            let first = Arc::new(e);
+            r = std::task::Poll::Ready(Err(Repeated::error(&first)));
+            this.failed = Some(first);
         }
         let n = buf.filled().len() - before;
         if n > 0 {

@@ -33,7 +33,7 @@
 pub mod atomic;
 mod check;
 mod erofs_check;
-mod errors;
+mod error;
 pub mod failpoint;
 mod fsck;
 mod gc;
@@ -55,8 +55,9 @@ use std::sync::Arc;
 use cap_std::fs::Dir;
 use composefs::fsverity::Sha256HashValue;
 use composefs::repository::{Repository, RepositoryConfig};
-use osctl_image::{FetchError, ImageRef};
+use osctl_image::ImageRef;
 
+pub use error::{BoxError, Damage, StoreError};
 pub use fsck::FsckReport;
 pub use gc::GcReport;
 pub use pull::{PullObserver, PullOutcome, Silent};
@@ -93,54 +94,6 @@ impl std::fmt::Display for VerityMode {
     }
 }
 
-/// Why a store operation failed; one line naming the thing at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(transparent)]
-    Image(#[from] FetchError),
-    #[error("{0}")]
-    Fetch(String),
-    #[error("{0}")]
-    Malformed(String),
-    #[error("{what}: diff_id mismatch: config says {expected}, content hashes to {actual}")]
-    DiffIdMismatch {
-        what: String,
-        expected: String,
-        actual: String,
-    },
-    #[error("no image {0} in the store (see osctl image list)")]
-    NotInStore(String),
-    #[error("no osctl store at {0}")]
-    NoStore(PathBuf),
-    #[error("{path}: {why}")]
-    Io { path: PathBuf, why: String },
-    /// The store's filesystem refused a write (full, read-only, I/O error);
-    /// `source` carries the errno.
-    #[error("{}writing to the store at {}", context_prefix(.what), .path.display())]
-    Write {
-        what: String,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// An image in the store is incomplete or damaged (see `osctl fsck`).
-    #[error("{0}")]
-    Damaged(String),
-    #[error("store: {0}")]
-    Repo(String),
-    #[error("{0}")]
-    Other(String),
-}
-
-/// `"what: "`, or nothing when there is no `what`.
-fn context_prefix(what: &str) -> String {
-    if what.is_empty() {
-        String::new()
-    } else {
-        format!("{what}: ")
-    }
-}
-
 /// An open store rooted at a sysroot.
 pub struct Store {
     root: PathBuf,
@@ -161,21 +114,18 @@ impl Store {
     }
 
     fn open_inner(sysroot: &Path, create: bool) -> Result<Self, StoreError> {
-        let io = |path: &Path, e: std::io::Error| StoreError::Io {
+        let io = |step: &'static str, path: &Path, e: std::io::Error| StoreError::Io {
+            step,
             path: path.to_path_buf(),
-            why: e.to_string(),
+            source: e,
         };
-        let root = Dir::open_ambient_dir(sysroot, cap_std::ambient_authority()).map_err(|e| {
-            StoreError::Io {
-                path: sysroot.to_path_buf(),
-                why: format!("cannot open the sysroot: {e}"),
-            }
-        })?;
+        let root = Dir::open_ambient_dir(sysroot, cap_std::ambient_authority())
+            .map_err(|e| io("opening the sysroot", sysroot, e))?;
         let repo_path = sysroot.join(REPO_PATH);
         let meta = Path::new(REPO_PATH).join("meta.json");
         let exists = root
             .try_exists(&meta)
-            .map_err(|e| io(&sysroot.join(&meta), e))?;
+            .map_err(|e| io("looking for", &sysroot.join(&meta), e))?;
         if !exists && !create {
             return Err(StoreError::NoStore(repo_path));
         }
@@ -187,29 +137,31 @@ impl Store {
             let parent = Path::new(REPO_PATH)
                 .parent()
                 .expect("REPO_PATH has a parent");
-            Some(probe_verity(&root, parent).map_err(|e| StoreError::Io {
-                path: sysroot.join(parent),
-                why: format!(
-                    "cannot create a store here: probing fs-verity support failed: {e} \
-                     (only a filesystem without fs-verity makes an insecure store)"
-                ),
-            })?)
+            Some(
+                probe_verity(&root, parent).map_err(|e| StoreError::VerityProbe {
+                    path: sysroot.join(parent),
+                    source: e,
+                })?,
+            )
         };
         root.create_dir_all(RECORDS_PATH)
-            .map_err(|e| io(&sysroot.join(RECORDS_PATH), e))?;
+            .map_err(|e| io("creating", &sysroot.join(RECORDS_PATH), e))?;
         let records = root
             .open_dir(RECORDS_PATH)
-            .map_err(|e| io(&sysroot.join(RECORDS_PATH), e))?;
+            .map_err(|e| io("opening", &sysroot.join(RECORDS_PATH), e))?;
         let repo = match secure {
-            None => Repository::open_path(&root, REPO_PATH)
-                .map_err(|e| StoreError::Repo(format!("opening {}: {e}", repo_path.display())))?,
+            None => Repository::open_path(&root, REPO_PATH).map_err(|e| StoreError::Repo {
+                step: "opening the repository".into(),
+                path: repo_path.clone(),
+                source: e.into(),
+            })?,
             Some(secure) => {
                 let mut config = RepositoryConfig::default();
                 if !secure {
                     config = config.set_insecure();
                 }
                 let (repo, _created) = Repository::init_path(&root, REPO_PATH, config)
-                    .map_err(|e| errors::repo_write_error(&repo_path, "creating the store", e))?;
+                    .map_err(|e| error::repo_write_error(&repo_path, "creating the store", e))?;
                 repo
             }
         };
@@ -251,7 +203,7 @@ impl Store {
     pub(crate) fn ensure_writable(&self) -> Result<(), StoreError> {
         use rustix::fs::{Access, AtFlags, StatVfsMountFlags};
         let path = self.root.join(REPO_PATH);
-        let fail = |e: rustix::io::Errno| errors::write_error(&path, "", e.into());
+        let fail = |e: rustix::io::Errno| error::write_error(&path, "", e.into());
         let fd = self.repo.repo_fd();
         let st = rustix::fs::fstatvfs(fd).map_err(fail)?;
         if st.f_flag.contains(StatVfsMountFlags::RDONLY) {
@@ -270,22 +222,21 @@ impl Store {
         self.repo
             .mount_at(record.image_id(), target, &Default::default())
             .map_err(|e| {
-                let why = if chain_has_errno(&e, rustix::io::Errno::NOTBLK) {
+                if chain_has_errno(&e, rustix::io::Errno::NOTBLK) {
                     // The kernel mounts an EROFS image straight from its file
                     // only on filesystems that can read file pages into the
                     // page cache (ext4, xfs, btrfs, …); tmpfs cannot.
-                    format!(
-                        "mounting {}: the filesystem holding the store ({}) cannot back an EROFS \
-                         file mount; keep the store on ext4, xfs or btrfs to mount its images",
-                        record.reference(),
-                        self.root.join(REPO_PATH).display()
-                    )
+                    StoreError::MountUnsupported {
+                        image: record.reference().to_string(),
+                        store: self.root.join(REPO_PATH),
+                        source: e,
+                    }
                 } else {
-                    format!("mounting {}: {e:#}", record.reference())
-                };
-                StoreError::Io {
-                    path: target.to_path_buf(),
-                    why,
+                    StoreError::Mount {
+                        image: record.reference().to_string(),
+                        target: target.to_path_buf(),
+                        source: e,
+                    }
                 }
             })
     }
@@ -298,22 +249,23 @@ impl Store {
     /// any pull is running.)
     pub(crate) fn naming_lock(&self, exclusive: bool) -> Result<std::fs::File, StoreError> {
         let path = self.root.join(NAMING_LOCK);
-        let io = |e: std::io::Error| StoreError::Io {
+        let io = |step: &'static str, e: std::io::Error| StoreError::Io {
+            step,
             path: path.clone(),
-            why: e.to_string(),
+            source: e,
         };
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(io)?;
+            .map_err(|e| io("opening", e))?;
         let op = if exclusive {
             rustix::fs::FlockOperation::LockExclusive
         } else {
             rustix::fs::FlockOperation::LockShared
         };
-        rustix::fs::flock(&file, op).map_err(|e| io(e.into()))?;
+        rustix::fs::flock(&file, op).map_err(|e| io("locking", e.into()))?;
         Ok(file)
     }
 

@@ -19,7 +19,7 @@ use osctl_image::{FetchOptions, ImageRef, Source};
 
 use crate::import::import_layer;
 use crate::record::{ImageRecord, LayerRecord, RECORD_VERSION, gc_ref_name, record_key};
-use crate::{REPO_PATH, Store, StoreError, check, errors};
+use crate::{REPO_PATH, Store, StoreError, check, error};
 
 /// Layers imported at once. Two keeps both cores of the reference machine
 /// busy (inflate + hashing are CPU-bound); three was no faster there and
@@ -117,7 +117,7 @@ impl Store {
                         up_to_date: true,
                     });
                 }
-                Err(e) => tracing::warn!("{e}; fetching what is missing"),
+                Err(e) => tracing::warn!("{}; fetching what is missing", error::one_line(&e)),
             }
         }
         self.ensure_writable()?;
@@ -135,15 +135,21 @@ impl Store {
                     .await?
             }
         };
-        let config: ImageConfiguration = serde_json::from_slice(&config_raw)
-            .map_err(|e| StoreError::Malformed(format!("{config_what} is not valid JSON: {e}")))?;
+        let config: ImageConfiguration =
+            serde_json::from_slice(&config_raw).map_err(|e| StoreError::Unparsable {
+                what: format!("{config_what} is not valid JSON"),
+                source: Box::new(e),
+            })?;
         let diff_ids: Vec<String> = config.rootfs().diff_ids().to_vec();
         if diff_ids.len() != layers.len() {
-            return Err(StoreError::Malformed(format!(
-                "{config_what} lists {} diff_ids but the manifest has {} layers",
-                diff_ids.len(),
-                layers.len()
-            )));
+            return Err(StoreError::Malformed {
+                what: config_what,
+                why: format!(
+                    "lists {} diff_ids but the manifest has {} layers",
+                    diff_ids.len(),
+                    layers.len()
+                ),
+            });
         }
 
         let (layer_verities, fetched) = self
@@ -183,7 +189,10 @@ impl Store {
             )
         })
         .await
-        .map_err(|e| StoreError::Other(e.to_string()))??;
+        .map_err(|e| StoreError::Task {
+            step: "building the EROFS image",
+            source: e,
+        })??;
         crate::failpoint::hit("pull:after-image");
 
         let record = ImageRecord {
@@ -214,11 +223,16 @@ impl Store {
                 .map(|m| m.into_iter().collect())
                 .unwrap_or_default(),
             pulled: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            manifest: String::from_utf8(resolved.raw().to_vec()).map_err(|_| {
-                StoreError::Malformed(format!("manifest of {reference} is not UTF-8"))
+            manifest: String::from_utf8(resolved.raw().to_vec()).map_err(|e| {
+                StoreError::Unparsable {
+                    what: format!("manifest of {reference} is not UTF-8"),
+                    source: Box::new(e),
+                }
             })?,
-            config: String::from_utf8(config_raw)
-                .map_err(|_| StoreError::Malformed(format!("{config_what} is not UTF-8")))?,
+            config: String::from_utf8(config_raw).map_err(|e| StoreError::Unparsable {
+                what: format!("{config_what} is not UTF-8"),
+                source: Box::new(e),
+            })?,
         };
         self.write_record(&record)?;
         crate::failpoint::hit("pull:after-record");
@@ -253,10 +267,11 @@ impl Store {
             observer.layer_started(i, desc.digest().as_ref(), desc.size());
             let content_id = diff_id_content(diff_id, i, reference)?;
             let what = format!("layer {} ({}) of {reference}", i + 1, desc.digest());
-            if let Some(v) = repo
-                .has_stream(&content_id)
-                .map_err(|e| StoreError::Repo(format!("{e:#}")))?
-                && self.reusable(&v, &what)?
+            if let Some(v) = repo.has_stream(&content_id).map_err(|e| StoreError::Repo {
+                step: format!("looking up {what}"),
+                path: self.sysroot().join(REPO_PATH),
+                source: e,
+            })? && self.reusable(&v, &what)?
             {
                 verities.insert(diff_id.as_str().into(), v);
                 observer.layer_finished(i, true);
@@ -295,7 +310,11 @@ impl Store {
             });
         }
         while let Some(joined) = tasks.join_next().await {
-            match joined.map_err(|e| StoreError::Other(e.to_string()))? {
+            let joined = joined.map_err(|e| StoreError::Task {
+                step: "importing a layer",
+                source: e,
+            })?;
+            match joined {
                 Ok((diff_id, verity)) => {
                     verities.insert(diff_id.into(), verity);
                 }
@@ -320,7 +339,7 @@ impl Store {
         let store_path = self.sysroot().join(REPO_PATH);
         let remove = |id: &Sha256HashValue| {
             crate::image::remove_object(self.repo(), id)
-                .map_err(|e| errors::write_error(&store_path, &format!("repairing {what}"), e))
+                .map_err(|e| error::write_error(&store_path, &format!("repairing {what}"), e))
         };
         match check::verify_layer(self.repo(), verity) {
             Ok(bad) if bad.is_empty() => Ok(true),
@@ -342,7 +361,10 @@ impl Store {
                 Ok(false)
             }
             Err(why) => {
-                tracing::warn!("{what} cannot be read from the store ({why}); fetching it again");
+                tracing::warn!(
+                    "{what} cannot be read from the store ({}); fetching it again",
+                    error::one_line(&*why)
+                );
                 remove(verity)?;
                 Ok(false)
             }
@@ -351,11 +373,12 @@ impl Store {
 }
 
 fn diff_id_content(diff_id: &str, i: usize, reference: &str) -> Result<String, StoreError> {
-    let d: oci_spec::image::Digest = diff_id.parse().map_err(|_| {
-        StoreError::Malformed(format!(
+    let d: oci_spec::image::Digest = diff_id.parse().map_err(|e| StoreError::Unparsable {
+        what: format!(
             "config of {reference}: diff_id {} ('{diff_id}') is not a digest",
             i + 1
-        ))
+        ),
+        source: Box::new(e),
     })?;
     Ok(composefs_oci::layer_content_id(&d))
 }

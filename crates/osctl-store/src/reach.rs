@@ -188,8 +188,9 @@ impl Store {
     pub(crate) fn stream_links(&self) -> Result<Vec<(String, PathBuf)>, StoreError> {
         let dir = self.sysroot().join(REPO_PATH).join("streams");
         let io = |e: std::io::Error| StoreError::Io {
+            step: "listing",
             path: dir.clone(),
-            why: e.to_string(),
+            source: e,
         };
         let entries = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,
@@ -218,8 +219,9 @@ pub(crate) fn link_object(link: &Path) -> Option<Sha256HashValue> {
 /// Every symlink under `refs` (relative path, link text), depth first.
 pub(crate) fn ref_links(refs: &Path) -> Result<Vec<(PathBuf, PathBuf)>, StoreError> {
     let io = |path: &Path, e: std::io::Error| StoreError::Io {
+        step: "reading",
         path: path.to_path_buf(),
-        why: e.to_string(),
+        source: e,
     };
     let mut out = Vec::new();
     let mut todo = vec![PathBuf::new()];

@@ -63,8 +63,9 @@ impl Store {
     pub fn scan_records(&self) -> Result<RecordScan, StoreError> {
         let dir_path = self.sysroot().join(RECORDS_PATH);
         let io = |path: PathBuf, e: std::io::Error| StoreError::Io {
+            step: "listing",
             path,
-            why: e.to_string(),
+            source: e,
         };
         let mut scan = RecordScan::default();
         for entry in self
@@ -114,8 +115,9 @@ impl Store {
             Ok(true) => {}
             Err(e) => {
                 return Err(StoreError::Io {
+                    step: "looking for",
                     path: self.sysroot().join(RECORDS_PATH).join(&name),
-                    why: e.to_string(),
+                    source: e,
                 });
             }
         }
@@ -154,11 +156,13 @@ impl Store {
     }
 
     pub(crate) fn write_record(&self, record: &ImageRecord) -> Result<(), StoreError> {
-        let mut data =
-            serde_json::to_vec_pretty(record).map_err(|e| StoreError::Other(e.to_string()))?;
+        let mut data = serde_json::to_vec_pretty(record).map_err(|e| StoreError::Encode {
+            reference: record.reference().to_string(),
+            source: e,
+        })?;
         data.write_all(b"\n").expect("writing to a Vec cannot fail");
         atomic::write_atomic(self.records_dir(), &record_file(&record.key()), &data).map_err(|e| {
-            crate::errors::write_error(
+            crate::error::write_error(
                 &self.sysroot().join(RECORDS_PATH),
                 &format!("writing the record of {}", record.reference()),
                 e,

@@ -50,8 +50,9 @@ impl Store {
         let naming = self.naming_lock(true)?;
         let fd = self.repo().repo_fd();
         let lock_error = |e: rustix::io::Errno| StoreError::Io {
+            step: "repairing: locking the store at",
             path: self.sysroot().join(REPO_PATH),
-            why: format!("repairing: locking the store: {e}"),
+            source: e.into(),
         };
         rustix::fs::flock(fd, FlockOperation::LockExclusive).map_err(lock_error)?;
         let result = self.repair_locked(&mut done).await;
@@ -68,8 +69,9 @@ impl Store {
         let repo_path = self.sysroot().join(REPO_PATH);
         let fd = self.repo().repo_fd();
         let fail = |what: String, e: std::io::Error| StoreError::Io {
+            step: "repairing: removing",
             path: repo_path.join(&what),
-            why: format!("repairing: {e}"),
+            source: e,
         };
         for path in damage.objects {
             match rustix::fs::unlinkat(fd, path.as_str(), AtFlags::empty()) {
@@ -86,19 +88,22 @@ impl Store {
                 Err(e) => return Err(fail(path, e.into())),
             }
         }
-        self.repo()
-            .sync()
-            .map_err(|e| StoreError::Repo(format!("syncing the store: {e:#}")))?;
+        self.repo().sync().map_err(|e| StoreError::Repo {
+            step: "syncing the store".into(),
+            path: repo_path.clone(),
+            source: e,
+        })?;
         Ok(report)
     }
 
     /// Streams that are unreadable (`known`), dangling, or name an object
     /// that is not there.
     fn streams_to_remove(&self, known: &BTreeSet<String>) -> Result<Vec<String>, StoreError> {
-        let objects = self
-            .repo()
-            .objects_dir()
-            .map_err(|e| StoreError::Repo(format!("opening objects/: {e}")))?;
+        let objects = self.repo().objects_dir().map_err(|e| StoreError::Io {
+            step: "opening",
+            path: self.sysroot().join(REPO_PATH).join("objects"),
+            source: e.into(),
+        })?;
         // Any failure to stat an object counts as absent: what cannot be
         // stat'ed cannot be read either, and removing a stream loses nothing
         // a re-pull does not bring back (its objects stay).
@@ -135,10 +140,11 @@ impl Store {
                 out.push(rec.reference().to_string());
             }
         }
-        let objects = self
-            .repo()
-            .objects_dir()
-            .map_err(|e| StoreError::Repo(format!("opening objects/: {e}")))?;
+        let objects = self.repo().objects_dir().map_err(|e| StoreError::Io {
+            step: "opening",
+            path: self.sysroot().join(REPO_PATH).join("objects"),
+            source: e.into(),
+        })?;
         for id in self.roots()? {
             // Reported, not acted on: a root whose link cannot be read is
             // listed as incomplete.

@@ -18,7 +18,11 @@ impl Store {
     /// [`Store::remove_root`].
     pub fn add_root(&self, name: &str, record: &ImageRecord) -> Result<(), StoreError> {
         check_root_name(name)?;
-        let bad = |e: anyhow::Error| StoreError::Repo(format!("rooting {name}: {e:#}"));
+        let bad = |e: anyhow::Error| StoreError::Repo {
+            step: format!("rooting deployment {name}"),
+            path: self.sysroot().join(REPO_PATH),
+            source: e,
+        };
         self.repo()
             .symlink(
                 format!("images/refs/deploy/{name}"),
@@ -45,8 +49,9 @@ impl Store {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     return Err(StoreError::Io {
+                        step: "removing",
                         path: self.sysroot().join(REPO_PATH).join(p),
-                        why: e.to_string(),
+                        source: e,
                     });
                 }
             }
@@ -76,8 +81,9 @@ impl Store {
                 .filter(|n| is_hex_id(n))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::Io {
+                step: "reading the link",
                 path: self.sysroot().join(REPO_PATH).join(link),
-                why: e.to_string(),
+                source: e,
             }),
         }
     }
@@ -90,14 +96,20 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => {
                 return Err(StoreError::Io {
+                    step: "opening",
                     path: self.sysroot().join(REPO_PATH).join(DEPLOY_REF_DIRS[1]),
-                    why: e.to_string(),
+                    source: e,
                 });
             }
         };
+        let listing = |e: std::io::Error| StoreError::Io {
+            step: "listing",
+            path: self.sysroot().join(REPO_PATH).join(DEPLOY_REF_DIRS[1]),
+            source: e,
+        };
         let mut names = Vec::new();
-        for entry in dir.entries().map_err(|e| StoreError::Repo(e.to_string()))? {
-            let entry = entry.map_err(|e| StoreError::Repo(e.to_string()))?;
+        for entry in dir.entries().map_err(listing)? {
+            let entry = entry.map_err(listing)?;
             names.push(entry.file_name().to_string_lossy().into_owned());
         }
         names.sort();
@@ -107,10 +119,7 @@ impl Store {
 
 fn check_root_name(name: &str) -> Result<(), StoreError> {
     if !is_hex_id(name) {
-        return Err(StoreError::Other(format!(
-            "'{}' is not a deployment id (64 lowercase hex digits)",
-            name.escape_debug()
-        )));
+        return Err(StoreError::BadRootName(name.to_string()));
     }
     Ok(())
 }

@@ -25,7 +25,7 @@ use crate::import::Repo;
 
 /// A regular file's content as the tree holds it.
 type File = RegularFile<Sha256HashValue>;
-use crate::{ImageRecord, Store, StoreError};
+use crate::{BoxError, Damage, ImageRecord, Store, StoreError};
 
 /// Kind of an entry in an image directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,19 +48,21 @@ impl Store {
     pub fn image_tree(&self, record: &ImageRecord) -> Result<ImageTree, StoreError> {
         let mut layers = HashMap::new();
         for (i, l) in record.layers().iter().enumerate() {
-            let missing = || {
-                StoreError::Repo(format!(
-                    "{}: layer {} ({}) is missing from the store",
-                    record.reference(),
-                    i + 1,
-                    l.digest
-                ))
+            let missing = || StoreError::Damaged {
+                image: record.reference().to_string(),
+                damage: Damage::LayerMissing {
+                    layer: format!("layer {} ({})", i + 1, l.digest),
+                },
             };
             let d: oci_spec::image::Digest = l.diff_id.parse().map_err(|_| missing())?;
             let verity = self
                 .repo()
                 .has_stream(&composefs_oci::layer_content_id(&d))
-                .map_err(|e| StoreError::Repo(format!("{e:#}")))?
+                .map_err(|e| StoreError::Repo {
+                    step: format!("looking up layer {} of {}", i + 1, record.reference()),
+                    path: self.sysroot().join(crate::REPO_PATH),
+                    source: e,
+                })?
                 .ok_or_else(missing)?;
             layers.insert(l.diff_id.as_str().into(), verity);
         }
@@ -81,8 +83,21 @@ impl Store {
 }
 
 impl ImageTree {
-    fn err(&self, path: &Path, why: impl std::fmt::Display) -> StoreError {
-        StoreError::Malformed(format!("{} in {}: {why}", path.display(), self.reference))
+    /// `path` in this image is refused: `why` in words.
+    fn err(&self, path: &Path, why: impl Into<String>) -> StoreError {
+        StoreError::Malformed {
+            what: format!("{} in {}", path.display(), self.reference),
+            why: why.into(),
+        }
+    }
+
+    /// `path` in this image cannot be read or exported: `source` says why.
+    fn fail(&self, path: &Path, source: impl Into<BoxError>) -> StoreError {
+        StoreError::InImage {
+            path: path.to_path_buf(),
+            reference: self.reference.clone(),
+            source: source.into(),
+        }
     }
 
     fn lookup(&self, path: &Path) -> Option<&Inode<File>> {
@@ -136,7 +151,7 @@ impl ImageTree {
                 let fd = self
                     .repo
                     .open_object(oid)
-                    .map_err(|e| self.err(path, format!("object missing: {e:#}")))?;
+                    .map_err(|e| self.fail(path, e.context("opening its object")))?;
                 Ok(Some(Box::new(std::fs::File::from(fd))))
             }
             LeafContent::Regular(_) => Err(self.err(path, "sparse files are not supported")),
@@ -150,7 +165,7 @@ impl ImageTree {
             return Ok(None);
         };
         let mut v = Vec::new();
-        r.read_to_end(&mut v).map_err(|e| self.err(path, e))?;
+        r.read_to_end(&mut v).map_err(|e| self.fail(path, e))?;
         Ok(Some(v))
     }
 
@@ -208,7 +223,7 @@ impl ImageTree {
         };
         self.check_exportable(path)?;
         let mut links: HashMap<usize, PathBuf> = HashMap::new();
-        apply_dir_meta(target, Path::new("."), &dir.stat).map_err(|e| self.err(path, e))?;
+        apply_dir_meta(target, Path::new("."), &dir.stat).map_err(|e| self.fail(path, e))?;
         self.export_dir(dir, Path::new(""), target, &mut links, path)
     }
 
@@ -222,7 +237,7 @@ impl ImageTree {
     ) -> Result<(), StoreError> {
         for (name, inode) in dir.sorted_entries() {
             let here = rel.join(name);
-            let fail = |e: std::io::Error| self.err(&shown.join(&here), e);
+            let fail = |e: std::io::Error| self.fail(&shown.join(&here), e);
             match inode {
                 Inode::Directory(sub) => {
                     target.create_dir(&here).map_err(fail)?;
@@ -251,7 +266,7 @@ impl ImageTree {
         target: &Dir,
         shown: &Path,
     ) -> Result<(), StoreError> {
-        let fail = |e: std::io::Error| self.err(shown, e);
+        let fail = |e: std::io::Error| self.fail(shown, e);
         let mode = stat.st_mode & 0o7777;
         match content {
             LeafContent::Regular(_) => {

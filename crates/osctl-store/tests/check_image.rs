@@ -11,6 +11,11 @@ use osctl_testutil::{Entry, ImageSpec, Layer};
 
 const MARK_SIZE: u64 = 30_011;
 
+/// The error and its causes on one line, as the CLI prints them.
+fn chain(e: osctl_store::StoreError) -> String {
+    format!("{:#}", anyhow::Error::from(e))
+}
+
 async fn pulled(dir: &Path) -> (Store, ImageRecord) {
     let layout = dir.join("layout");
     let spec = ImageSpec::new(vec![
@@ -70,10 +75,11 @@ async fn missing_and_truncated_objects_are_refused_by_name() {
         store.check_image(&record).unwrap();
         let (object, hex) = mark_object(dir.path());
         damage(&object);
-        let err = store.check_image(&record).unwrap_err().to_string();
+        let err = chain(store.check_image(&record).unwrap_err());
         assert_eq!(err.lines().count(), 1, "{err}");
         let expected = format!(
-            "image {} is damaged: layer 2 ({}): object {hex} (/usr/share/mark) {fault}",
+            "image {0} is damaged (see `osctl fsck`; `osctl image pull {0}` repairs it): \
+             layer 2 ({1}): object {hex} (/usr/share/mark) {fault}",
             record.reference(),
             record.layers()[1].digest
         );
@@ -88,7 +94,7 @@ async fn a_missing_erofs_image_or_layer_is_refused() {
     let repo = dir.path().join("root/sysroot/composefs");
     let layer = repo.join(format!("streams/oci-layer-{}", record.layers()[0].diff_id));
     std::fs::remove_file(&layer).unwrap();
-    let err = store.check_image(&record).unwrap_err().to_string();
+    let err = chain(store.check_image(&record).unwrap_err());
     assert!(
         err.contains(&format!(
             "layer 1 ({}) is missing from the store",
@@ -98,7 +104,7 @@ async fn a_missing_erofs_image_or_layer_is_refused() {
     );
     let image = repo.join("images").join(record.image_id());
     std::fs::remove_file(&image).unwrap();
-    let err = store.check_image(&record).unwrap_err().to_string();
+    let err = chain(store.check_image(&record).unwrap_err());
     assert!(
         err.contains(&format!(
             "its EROFS image {} cannot be read",

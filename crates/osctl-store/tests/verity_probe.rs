@@ -10,6 +10,11 @@ use osctl_testutil::ScratchFs;
 
 const MIB: u64 = 1024 * 1024;
 
+/// The error and its causes on one line, as the CLI prints them.
+fn chain(e: osctl_store::StoreError) -> String {
+    format!("{:#}", anyhow::Error::from(e))
+}
+
 fn no_store_created(sysroot: &std::path::Path) {
     assert!(!sysroot.join("sysroot/composefs/meta.json").exists());
     assert!(!sysroot.join("sysroot/osctl/images").exists());
@@ -40,11 +45,12 @@ fn a_failed_probe_refuses_to_create_the_store() {
         .join(format!("sysroot/.verity-probe-{}", std::process::id()));
     std::fs::create_dir_all(&probe).unwrap();
     let err = Store::open_or_create(dir.path()).err().expect("refused");
-    let msg = err.to_string();
+    let msg = chain(err);
     assert!(
-        msg.contains(
-            "cannot create a store here: probing fs-verity support failed: Is a directory"
-        ),
+        msg.contains(&format!(
+            "cannot create a store at {}",
+            dir.path().join("sysroot").display()
+        )) && msg.contains("probing fs-verity support failed: Is a directory"),
         "{msg}"
     );
     no_store_created(dir.path());
@@ -53,10 +59,7 @@ fn a_failed_probe_refuses_to_create_the_store() {
     let ro = ScratchFs::tmpfs(16 * MIB).unwrap();
     std::fs::create_dir(ro.path().join("sysroot")).unwrap();
     ro.remount(true).unwrap();
-    let msg = Store::open_or_create(ro.path())
-        .err()
-        .expect("refused")
-        .to_string();
+    let msg = chain(Store::open_or_create(ro.path()).err().expect("refused"));
     assert!(
         msg.contains("probing fs-verity support failed: Read-only file system"),
         "{msg}"
@@ -66,10 +69,7 @@ fn a_failed_probe_refuses_to_create_the_store() {
     // A full one.
     let full = ScratchFs::tmpfs(16 * MIB).unwrap();
     full.fill("filler", 0).unwrap();
-    let msg = Store::open_or_create(full.path())
-        .err()
-        .expect("refused")
-        .to_string();
+    let msg = chain(Store::open_or_create(full.path()).err().expect("refused"));
     assert!(
         msg.contains("probing fs-verity support failed: No space left on device"),
         "{msg}"

@@ -19,7 +19,7 @@ use super::{BlobReader, FetchOptions, ResolvedManifest};
 use crate::limits::MAX_MANIFEST_BYTES;
 use crate::manifest::{self, ParsedManifest, Platform};
 use crate::verify::{DigestReader, Expected, sha256_digest};
-use crate::{FetchError, error_chain};
+use crate::{BoxError, FetchError};
 
 /// Bytes per chunk handed from the blocking reader to the async consumer.
 /// Large enough that channel traffic is negligible next to hashing and
@@ -56,7 +56,8 @@ impl LocalSource {
             .map_err(|e| local(&what, "cannot be opened", Some(e)))?;
         let oci = OciDir::open(dir).map_err(|e| FetchError::Malformed {
             what: what.clone(),
-            why: error_chain(&e),
+            why: String::new(),
+            source: Some(Box::new(e)),
         })?;
         Ok(LocalSource {
             layout: Layout::Dir(oci),
@@ -76,7 +77,10 @@ impl LocalSource {
         // Indexing reads every tar header: do it off the async threads.
         let archive = tokio::task::spawn_blocking(move || open_archive_file(&p, &w))
             .await
-            .map_err(|e| FetchError::Other(format!("reading {what}: {e}")))??;
+            .map_err(|e| FetchError::Task {
+                what: format!("reading {what}"),
+                source: e,
+            })??;
         Ok(LocalSource {
             layout: Layout::Archive(std::sync::Arc::new(archive)),
             path: path.to_path_buf(),
@@ -105,7 +109,8 @@ impl LocalSource {
             ),
             other => FetchError::Malformed {
                 what: format!("index.json of {}", self.location()),
-                why: error_chain(&other),
+                why: String::new(),
+                source: Some(Box::new(other)),
             },
         })
     }
@@ -122,7 +127,8 @@ impl LocalSource {
         };
         r.map_err(|e| FetchError::Blob {
             what,
-            detail: error_chain(&e),
+            why: String::new(),
+            source: Some(Box::new(e)),
         })
     }
 
@@ -131,6 +137,7 @@ impl LocalSource {
             return Err(FetchError::Malformed {
                 what: what.to_string(),
                 why: format!("declared size {} is too large for a manifest", desc.size()),
+                source: None,
             });
         }
         let mut buf = Vec::new();
@@ -139,13 +146,15 @@ impl LocalSource {
             .read_to_end(&mut buf)
             .map_err(|e| FetchError::Blob {
                 what: what.to_string(),
-                detail: error_chain(&e),
+                why: String::new(),
+                source: Some(Box::new(e)),
             })?;
         let actual = sha256_digest(&buf);
         if actual != desc.digest().to_string() {
             return Err(FetchError::Blob {
                 what: what.to_string(),
-                detail: format!("digest mismatch: content hashes to {actual}"),
+                why: format!("digest mismatch: content hashes to {actual}"),
+                source: None,
             });
         }
         Ok(buf)
@@ -211,6 +220,7 @@ impl LocalSource {
                     ParsedManifest::Index(_) => Err(FetchError::Malformed {
                         what,
                         why: "an index nested in an index".into(),
+                        source: None,
                     }),
                 }
             }
@@ -255,7 +265,7 @@ fn local(what: &str, why: &str, source: Option<std::io::Error>) -> FetchError {
     FetchError::Local {
         what: what.to_string(),
         why: why.to_string(),
-        source,
+        source: source.map(|e| Box::new(e) as BoxError),
     }
 }
 
@@ -331,12 +341,10 @@ fn open_archive_file(path: &Path, what: &str) -> Result<OciArchive, FetchError> 
     use std::io::Seek;
     file.rewind()
         .map_err(|e| local(what, "cannot be read", Some(e)))?;
-    OciArchive::from_file(file).map_err(|e| {
-        local(
-            what,
-            &format!("is not a readable tar archive: {}", error_chain(&e)),
-            None,
-        )
+    OciArchive::from_file(file).map_err(|e| FetchError::Local {
+        what: what.to_string(),
+        why: "is not a readable tar archive".into(),
+        source: Some(Box::new(e)),
     })
 }
 

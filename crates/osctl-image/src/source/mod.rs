@@ -121,6 +121,7 @@ impl Source {
                     desc.size(),
                     crate::limits::human_size(limit)
                 ),
+                source: None,
             });
         }
         let mut reader = self.open_blob(desc).await?;
@@ -130,14 +131,16 @@ impl Source {
             .await
             .map_err(|e| FetchError::Blob {
                 what: what.to_string(),
-                detail: e.to_string(),
+                why: String::new(),
+                source: Some(Box::new(e)),
             })?;
         // Registry readers only count; check the digest of a small blob here.
         let actual = sha256_digest(&buf);
         if actual != desc.digest().to_string() {
             return Err(FetchError::Blob {
                 what: what.to_string(),
-                detail: format!("digest mismatch: content hashes to {actual}"),
+                why: format!("digest mismatch: content hashes to {actual}"),
+                source: None,
             });
         }
         Ok(buf)

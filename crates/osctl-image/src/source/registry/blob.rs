@@ -24,8 +24,52 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, HeaderMap, HeaderValue, RANGE};
 
 use super::client::RegistryClient;
-use crate::error_chain;
 use crate::limits::{MAX_BLOB_RESUMES, retry_delay};
+use crate::{FetchError, error_chain};
+
+/// Why a blob's body broke off.
+#[derive(Debug, thiserror::Error)]
+enum Interruption {
+    #[error(transparent)]
+    Transfer(reqwest::Error),
+    #[error("the connection closed after {at} of {size} bytes")]
+    Closed { at: u64, size: u64 },
+    #[error("no body")]
+    NoBody,
+}
+
+/// Why asking for the rest of a blob failed.
+#[derive(Debug, thiserror::Error)]
+enum ResumeError {
+    #[error(transparent)]
+    Request(#[from] FetchError),
+    /// The registry's answer, in words.
+    #[error("{0}")]
+    Answer(String),
+}
+
+/// Why a blob download stopped for good (the reader's `io::Error` carries
+/// it, so the chain reaches the consumer).
+#[derive(Debug, thiserror::Error)]
+enum Stopped {
+    #[error("transfer failed: interrupted {times} times, the last at byte {at} of {size}")]
+    Interrupted {
+        times: u32,
+        at: u64,
+        size: u64,
+        #[source]
+        last: Interruption,
+    },
+    /// `interruption` is the break that resuming was to mend, in words;
+    /// the source is why resuming failed.
+    #[error("transfer failed: {interruption}; resuming at byte {at} failed")]
+    Resume {
+        interruption: String,
+        at: u64,
+        #[source]
+        source: ResumeError,
+    },
+}
 
 struct Download {
     client: Arc<RegistryClient>,
@@ -85,42 +129,45 @@ async fn next(mut d: Download) -> Option<(io::Result<Bytes>, Download)> {
                     d.offset += chunk.len() as u64;
                     return Some((Ok(chunk), d));
                 }
-                Some(Err(e)) => error_chain(&e),
+                Some(Err(e)) => Interruption::Transfer(e),
                 // Complete, or longer than declared: the digest reader judges.
                 None if d.offset >= d.size && d.skip == 0 => {
                     d.done = true;
                     return None;
                 }
-                None => format!(
-                    "the connection closed after {} of {} bytes",
-                    d.offset, d.size
-                ),
+                None => Interruption::Closed {
+                    at: d.offset,
+                    size: d.size,
+                },
             },
-            None => "no body".to_string(),
+            None => Interruption::NoBody,
         };
         d.body = None;
         d.interruptions += 1;
         if d.interruptions > MAX_BLOB_RESUMES {
             d.done = true;
-            let e = io::Error::other(format!(
-                "transfer failed: interrupted {} times, the last at byte {} of {}: {cause}",
-                d.interruptions, d.offset, d.size
-            ));
+            let e = io::Error::other(Stopped::Interrupted {
+                times: d.interruptions,
+                at: d.offset,
+                size: d.size,
+                last: cause,
+            });
             return Some((Err(e), d));
         }
-        tracing::debug!(what = %d.what, offset = d.offset, "resuming after: {cause}");
+        tracing::debug!(what = %d.what, offset = d.offset, "resuming after: {}", error_chain(&cause));
         tokio::time::sleep(retry_delay(d.interruptions, None)).await;
         match resume(&d.client, &d.url, &d.what, d.offset, d.size).await {
             Ok((body, skip)) => {
                 d.body = Some(body);
                 d.skip = skip;
             }
-            Err(why) => {
+            Err(source) => {
                 d.done = true;
-                let e = io::Error::other(format!(
-                    "transfer failed: {cause}; resuming at byte {} failed: {why}",
-                    d.offset
-                ));
+                let e = io::Error::other(Stopped::Resume {
+                    interruption: error_chain(&cause),
+                    at: d.offset,
+                    source,
+                });
                 return Some((Err(e), d));
             }
         }
@@ -135,17 +182,14 @@ async fn resume(
     what: &str,
     offset: u64,
     size: u64,
-) -> Result<(BoxStream<'static, reqwest::Result<Bytes>>, u64), String> {
+) -> Result<(BoxStream<'static, reqwest::Result<Bytes>>, u64), ResumeError> {
     let mut headers = HeaderMap::new();
     let range = format!("bytes={offset}-");
     headers.insert(
         RANGE,
         HeaderValue::from_str(&range).expect("a numeric range is a valid header value"),
     );
-    let resp = client
-        .get(url, &headers, what)
-        .await
-        .map_err(|e| e.to_string())?;
+    let resp = client.get(url, &headers, what).await?;
     match resp.status() {
         StatusCode::PARTIAL_CONTENT => {
             let answered = resp
@@ -157,13 +201,15 @@ async fn resume(
                 Some((start, total)) if start == offset && total.is_none_or(|t| t == size) => {
                     Ok((resp.bytes_stream().boxed(), 0))
                 }
-                _ => Err(format!(
+                _ => Err(ResumeError::Answer(format!(
                     "the registry answered {range} with Content-Range {answered:?}"
-                )),
+                ))),
             }
         }
         StatusCode::OK => Ok((resp.bytes_stream().boxed(), offset)),
-        other => Err(format!("the registry answered {other}")),
+        other => Err(ResumeError::Answer(format!(
+            "the registry answered {other}"
+        ))),
     }
 }
 

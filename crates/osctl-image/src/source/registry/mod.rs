@@ -15,9 +15,14 @@
 //! is always computed from its bytes and checked against the reference's
 //! digest, or against `Docker-Content-Digest` when the registry sends one.
 
+mod authorize;
 mod blob;
 mod challenge;
 mod client;
+mod probe;
+mod redirect;
+mod response;
+mod retry;
 mod tls;
 
 use std::sync::Arc;
@@ -52,7 +57,7 @@ impl RegistrySource {
         }
         let policy = registries::policy_for(&registry, opts.tls_verify, opts.cert_dir.as_deref())?;
         let lookup = auth::lookup(opts.authfile.as_deref(), &registry, reference.repository())?;
-        let use_http = policy.allow_http && client::speaks_plain_http(&registry).await;
+        let use_http = policy.allow_http && probe::speaks_plain_http(&registry).await;
         tracing::debug!(%registry, use_http, insecure = policy.insecure, ca_files = ?policy.ca_files, "registry transport");
         let client =
             RegistryClient::new(&registry, reference.repository(), use_http, &policy, lookup)?;
@@ -96,7 +101,8 @@ impl RegistrySource {
         let digest = sha256_digest(&raw);
         let mismatch = |claimed: &str, by: &str| FetchError::Blob {
             what: format!("manifest of {name}"),
-            detail: format!(
+            source: None,
+            why: format!(
                 "digest mismatch: {by} says {claimed} but the content registry {} served hashes to {digest}",
                 self.registry()
             ),
@@ -149,6 +155,7 @@ impl RegistrySource {
                     ParsedManifest::Index(_) => Err(FetchError::Malformed {
                         what: what2,
                         why: "an index nested in an index".into(),
+                        source: None,
                     }),
                 }
             }
@@ -164,7 +171,8 @@ impl RegistrySource {
         {
             return Err(FetchError::Blob {
                 what,
-                detail: format!(
+                source: None,
+                why: format!(
                     "registry {} declares {declared} bytes (Content-Length) but the descriptor says {}",
                     self.registry(),
                     desc.size()

@@ -28,8 +28,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 
-use crate::FetchError;
 use crate::registries::TlsPolicy;
+use crate::{BoxError, FetchError};
 
 /// The environment variables the system store honours, for messages.
 const CERT_ENV: [&str; 2] = ["SSL_CERT_FILE", "SSL_CERT_DIR"];
@@ -45,7 +45,10 @@ pub(super) fn setup(policy: &TlsPolicy) -> Result<TlsSetup, FetchError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| FetchError::Other(format!("setting up TLS: {e}")))?;
+        .map_err(|e| FetchError::Setup {
+            what: "TLS".into(),
+            source: Box::new(e),
+        })?;
     let system_store = describe_system_store();
     let verifier: Arc<dyn ServerCertVerifier> = if policy.insecure {
         Arc::new(WithoutChain {
@@ -72,7 +75,10 @@ pub(super) fn setup(policy: &TlsPolicy) -> Result<TlsSetup, FetchError> {
         } else {
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
-                .map_err(|e| FetchError::Other(format!("setting up TLS verification: {e}")))?
+                .map_err(|e| FetchError::Setup {
+                    what: "TLS verification".into(),
+                    source: Box::new(e),
+                })?
         }
     };
     let config = builder
@@ -86,21 +92,22 @@ pub(super) fn setup(policy: &TlsPolicy) -> Result<TlsSetup, FetchError> {
 }
 
 fn add_ca_file(roots: &mut RootCertStore, file: &Path) -> Result<(), FetchError> {
-    let bad = |why: String| FetchError::Config {
+    let bad = |why: &str, source: Option<BoxError>| FetchError::Config {
         path: file.to_path_buf(),
-        why,
+        why: why.to_string(),
+        source,
     };
-    let data = std::fs::read(file).map_err(|e| bad(e.to_string()))?;
+    let data = std::fs::read(file).map_err(|e| FetchError::config_io(file, "", e))?;
     let mut added = 0;
     for cert in CertificateDer::pem_slice_iter(&data) {
-        let cert = cert.map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
+        let cert = cert.map_err(|e| bad("not a PEM certificate file", Some(Box::new(e))))?;
         roots
             .add(cert)
-            .map_err(|e| bad(format!("unusable CA certificate: {e}")))?;
+            .map_err(|e| bad("unusable CA certificate", Some(Box::new(e))))?;
         added += 1;
     }
     if added == 0 {
-        return Err(bad("holds no PEM certificate".into()));
+        return Err(bad("holds no PEM certificate", None));
     }
     Ok(())
 }
@@ -223,7 +230,9 @@ pub(super) fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<TlsFa
 
 fn describe(e: &rustls::Error) -> TlsFailure {
     use rustls::InvalidMessage;
-    let cert = |why: &str| TlsFailure::Certificate(format!("{why} ({e})"));
+    // In words only: the rustls error itself stays in the failed request's
+    // chain, which the FetchError keeps as its source.
+    let cert = |why: &str| TlsFailure::Certificate(why.to_string());
     match e {
         rustls::Error::InvalidCertificate(CertificateError::Other(o))
             if o.0.downcast_ref::<NoCaAvailable>().is_some() =>
@@ -232,9 +241,9 @@ fn describe(e: &rustls::Error) -> TlsFailure {
         }
         rustls::Error::InvalidMessage(InvalidMessage::InvalidContentType) => TlsFailure::NotTls,
         rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::UnknownIssuer => TlsFailure::UnknownIssuer(format!(
-                "its certificate is signed by an unknown authority ({e})"
-            )),
+            CertificateError::UnknownIssuer => TlsFailure::UnknownIssuer(
+                "its certificate is signed by an unknown authority".into(),
+            ),
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
                 cert("its certificate is not valid for this host name")
             }
@@ -247,7 +256,7 @@ fn describe(e: &rustls::Error) -> TlsFailure {
             CertificateError::Revoked => cert("its certificate has been revoked"),
             _ => cert("its certificate was refused"),
         },
-        other => TlsFailure::Handshake(format!("TLS handshake failed: {other}")),
+        _ => TlsFailure::Handshake("the TLS handshake failed".into()),
     }
 }
 

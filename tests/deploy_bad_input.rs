@@ -1,12 +1,10 @@
 //! Deployments refuse bad input with one line naming what is wrong, and
 //! leave the deployments and boot entries exactly as they were.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{Osctl, booted_cmd, os_spec, push_tag, run_ok};
+use crate::util::{Osctl, booted_cmd, os_spec, push_tag, run_ok};
 use osctl_testutil::{Entry, ImageSpec, Layer, Registry, RegistryOptions};
 
 /// Every file under the state and boot dirs, with its content: what must
@@ -44,7 +42,7 @@ fn fails_cleanly(osctl: &Osctl, booted: Option<&str>, args: &[&str], needles: &[
     let out = booted_cmd(osctl, booted).args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{args:?} should fail");
-    let lines = common::error_lines(&stderr);
+    let lines = crate::util::error_lines(&stderr);
     assert_eq!(lines.len(), 1, "one line: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
     for n in needles {
@@ -185,7 +183,7 @@ fn disk_full_during_switch_keeps_the_machine_intact() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("No space left on device"), "{stderr}");
-    assert_eq!(common::error_lines(&stderr).len(), 1, "{stderr}");
+    assert_eq!(crate::util::error_lines(&stderr).len(), 1, "{stderr}");
     assert_eq!(
         snapshot_state(root),
         before,

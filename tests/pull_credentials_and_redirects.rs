@@ -6,9 +6,7 @@
 //! CA of its own) before a `DropProxy` that tells the lies, before a real
 //! registry.
 
-mod common;
-
-use common::{Osctl, push_spec};
+use crate::util::{Osctl, push_spec};
 use osctl_testutil::{
     Canned, CannedBody, DropProxy, Entry, ImageSpec, Layer, LoggedRequest, Registry,
     RegistryOptions, TlsFront, write_auth_json,

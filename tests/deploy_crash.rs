@@ -19,13 +19,11 @@
 //! Every fail point in `osctl_store::failpoint::ALL` must be passed by some
 //! scenario.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 
-use common::machine::{MachineState, Roles, machine_state, roles};
-use common::{Osctl, booted_cmd, os_spec, push_tag, run_ok};
+use crate::util::machine::{MachineState, Roles, machine_state, roles};
+use crate::util::{Osctl, booted_cmd, os_spec, push_tag, run_ok};
 use osctl_testutil::{Entry, Registry, RegistryOptions};
 
 /// The images every scenario uses.
@@ -105,7 +103,7 @@ impl Machine {
     /// What systemd-boot does when it starts a counted entry: one try used,
     /// or all of them.
     fn use_tries(&self, id: &str, all: bool) {
-        common::assess::use_tries(&self.osctl, id, all);
+        crate::util::assess::use_tries(&self.osctl, id, all);
     }
 
     /// Runs `args` with fail point `point` armed: the crash a scenario
@@ -747,7 +745,7 @@ fn retag(images: &Images, from: &str, tag: &str) {
 }
 
 fn write_config(m: &Machine, text: &str) {
-    common::assess::write_config(&m.osctl, text);
+    crate::util::assess::write_config(&m.osctl, text);
 }
 
 /// Whether loader.conf's default, if exact, names an existing entry.

@@ -4,11 +4,9 @@
 //! own files gone or unreadable. Each test states what must hold; the
 //! crash-at-every-point comparisons are in deploy_crash.rs.
 
-mod common;
-
-use common::assess::{entry_files, entry_of, loader_default, next_boot, use_tries};
-use common::machine::{roles, status};
-use common::{Osctl, booted_cmd, error_lines, os_spec, push_tag, run_ok};
+use crate::util::assess::{entry_files, entry_of, loader_default, next_boot, use_tries};
+use crate::util::machine::{roles, status};
+use crate::util::{Osctl, booted_cmd, error_lines, os_spec, push_tag, run_ok};
 use osctl_testutil::{Entry, Registry, RegistryOptions};
 
 struct Images {
@@ -117,7 +115,7 @@ impl Machine {
         next
     }
 
-    fn roles(&self) -> common::machine::Roles {
+    fn roles(&self) -> crate::util::machine::Roles {
         roles(&self.osctl, self.booted.as_deref())
     }
 

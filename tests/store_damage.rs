@@ -5,12 +5,10 @@
 //! reuse a damaged layer, `fsck --repair` clears the damage for a re-pull,
 //! and `gc` still runs (and says what is damaged) when it cannot sweep.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::store::{fsck, link_target, object_of_size};
-use common::{Osctl, booted_cmd, os_spec};
+use crate::util::store::{fsck, link_target, object_of_size};
+use crate::util::{Osctl, booted_cmd, os_spec};
 use osctl_testutil::{BuiltImage, Entry, ImageSpec, Layer, write_layout};
 
 /// Size of the file in the shared layer: no other object has it.
@@ -270,7 +268,7 @@ fn fsck_repair_names_a_deployment_whose_image_lost_an_object() {
     let dir = tempfile::tempdir().unwrap();
     let (a, _) = image(dir.path(), "1.0");
     let osctl = Osctl::new();
-    common::run_ok(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &a]));
+    crate::util::run_ok(booted_cmd(&osctl, None).args(["switch", "--progress", "none", &a]));
     let id = osctl.image_id(&a);
     osctl.ok(&["image", "rm", &a]);
     let object = shared_object(&osctl);

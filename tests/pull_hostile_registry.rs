@@ -7,9 +7,7 @@
 //! The lies are told by `DropProxy` ([`Canned`] responses) in front of a
 //! real registry that holds the honest content.
 
-mod common;
-
-use common::{Osctl, push_good, push_spec};
+use crate::util::{Osctl, push_good, push_spec};
 use osctl_image::limits::{
     MAX_ERROR_BODY_BYTES, MAX_MANIFEST_BYTES, MAX_TOKEN_RESPONSE_BYTES, human_size,
 };

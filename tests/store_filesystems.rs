@@ -3,10 +3,8 @@
 //! that says what failed — writing to the store, at its path, and the
 //! kernel's reason — and leaves the store as it was.
 
-mod common;
-
-use common::Osctl;
-use common::store::{layout_ref, one_line_failure, pull_refused};
+use crate::util::Osctl;
+use crate::util::store::{layout_ref, one_line_failure, pull_refused};
 use osctl_testutil::{Entry, ImageSpec, Layer, ScratchFs};
 
 const MIB: u64 = 1024 * 1024;

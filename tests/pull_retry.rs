@@ -4,9 +4,7 @@
 //! `DropProxy` in front of the real registry; its request log shows what
 //! osctl asked for and what the registry answered.
 
-mod common;
-
-use common::{Osctl, push_spec};
+use crate::util::{Osctl, push_spec};
 use osctl_image::limits::{MAX_BLOB_RESUMES, RETRY_ATTEMPTS};
 use osctl_testutil::{
     DropProxy, Entry, Fault, ImageSpec, Layer, LoggedRequest, Registry, RegistryOptions,

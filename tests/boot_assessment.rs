@@ -2,21 +2,19 @@
 //! scratch sysroots: boot counters on new entries, health checks (`osctl
 //! health check`), marking good (`osctl health bless`), the config file.
 //! What happens when systemd-boot gives up on a deployment is in
-//! boot_fallback.rs; the shared helpers in common/assess.rs.
+//! boot_fallback.rs; the shared helpers in util/assess.rs.
 //!
 //! A deployment is "booted" with `OSCTL_CMDLINE_FILE`; systemd-boot is
 //! played by renaming entry files (it counts tries by renaming them) and by
 //! [`next_boot`], which picks an entry the way systemd-boot does. The
 //! reboot command is `touch <sysroot>/rebooted`: never the real one.
 
-mod common;
-
 use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::assess::*;
-use common::{Osctl, push_tag, run_ok};
+use crate::util::assess::*;
+use crate::util::{Osctl, push_tag, run_ok};
 use serde_json::Value;
 
 #[test]

@@ -4,11 +4,9 @@
 //! the rules that keep "nothing booted" and "rollback" from meaning the
 //! wrong thing.
 
-mod common;
-
-use common::assess::{on, use_tries};
-use common::machine::{Roles, roles, status};
-use common::{Osctl, booted_cmd, error_lines, os_spec, push_tag, run_ok};
+use crate::util::assess::{on, use_tries};
+use crate::util::machine::{Roles, roles, status};
+use crate::util::{Osctl, booted_cmd, error_lines, os_spec, push_tag, run_ok};
 use osctl_testutil::{Entry, Registry, RegistryOptions};
 
 struct Images {
@@ -128,7 +126,7 @@ fn a_finalized_update_never_becomes_staged_again() {
     let out = run(&osctl, Some(&v1), &["finalize"]);
     assert_eq!(out.trim(), "Nothing staged");
     assert_eq!(
-        common::assess::loader_default(&osctl),
+        crate::util::assess::loader_default(&osctl),
         format!("osctl-{v1}.conf")
     );
 
@@ -181,7 +179,7 @@ fn rollback_twice_is_one_rollback() {
     let r = roles(&osctl, Some(&v2));
     assert!(!r.rollback_queued, "{r:?}");
     assert_eq!(
-        common::assess::loader_default(&osctl),
+        crate::util::assess::loader_default(&osctl),
         format!("osctl-{v2}.conf")
     );
     let out = run(&osctl, Some(&v2), &["rollback", "--cancel"]);
@@ -292,7 +290,7 @@ fn an_offline_sysroot_keeps_its_default() {
     let a = switch(&osctl, None, &images.v1);
     run(&osctl, None, &["finalize"]);
     let b = switch(&osctl, None, &images.v2);
-    let loader = common::assess::loader_default(&osctl);
+    let loader = crate::util::assess::loader_default(&osctl);
     assert_eq!(loader, format!("osctl-{a}.conf"));
     assert!(
         osctl
@@ -308,7 +306,7 @@ fn an_offline_sysroot_keeps_its_default() {
     // Switching once more replaces b, never a.
     let c = switch(&osctl, None, &images.v3);
     assert_eq!(
-        common::assess::loader_default(&osctl),
+        crate::util::assess::loader_default(&osctl),
         format!("osctl-{a}.conf")
     );
     assert!(
@@ -319,7 +317,7 @@ fn an_offline_sysroot_keeps_its_default() {
     );
     run(&osctl, None, &["finalize"]);
     assert_eq!(
-        common::assess::loader_default(&osctl),
+        crate::util::assess::loader_default(&osctl),
         format!("osctl-{c}.conf")
     );
     osctl.fsck_clean();
@@ -450,7 +448,7 @@ fn bless_refuses_an_unreadable_health_record() {
         .sysroot()
         .join(format!("sysroot/state/deploy/{v2}/health.json"));
     std::fs::write(&health, "{\"state\": \"fail").unwrap();
-    let entry_before = common::assess::entry_of(&osctl, &v2);
+    let entry_before = crate::util::assess::entry_of(&osctl, &v2);
     let err = fails(
         &osctl,
         Some(&v2),
@@ -463,7 +461,7 @@ fn bless_refuses_an_unreadable_health_record() {
     );
     assert!(err.contains("osctl health check"), "{err}");
     assert_eq!(
-        common::assess::entry_of(&osctl, &v2),
+        crate::util::assess::entry_of(&osctl, &v2),
         entry_before,
         "still counted"
     );
@@ -478,7 +476,7 @@ fn bless_refuses_an_unreadable_health_record() {
     run_ok(on(&osctl, Some(&v2)).args(["health", "check"]));
     run(&osctl, Some(&v2), &["health", "bless"]);
     assert_eq!(
-        common::assess::entry_of(&osctl, &v2),
+        crate::util::assess::entry_of(&osctl, &v2),
         format!("osctl-{v2}.conf")
     );
 }

@@ -3,14 +3,12 @@
 //! directory of the root filesystem, an ESP mounted below it, one shared
 //! with another OS), the ext4 feature probe, and cleanup after failures.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::disk::{Cleanup, attach, s, sparse_file, tool, tool_text};
-use common::install::*;
-use common::{IMAGE_SYSTEMD_BOOT, Osctl, bootable_os_spec, os_spec, push_tag};
+use crate::util::disk::{Cleanup, attach, s, sparse_file, tool, tool_text};
+use crate::util::install::*;
+use crate::util::{IMAGE_SYSTEMD_BOOT, Osctl, bootable_os_spec, os_spec, push_tag};
 use osctl_testutil::{Entry, Registry, RegistryOptions};
 use serde_json::Value;
 
@@ -78,7 +76,7 @@ fn json_ok(out: Output) -> Value {
 fn one_line_error(out: Output, tmp: &Path, needles: &[&str]) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "should fail: {stderr}");
-    assert_eq!(common::error_lines(&stderr).len(), 1, "{stderr}");
+    assert_eq!(crate::util::error_lines(&stderr).len(), 1, "{stderr}");
     for n in needles {
         assert!(stderr.contains(n), "{n:?}: {stderr}");
     }

@@ -3,10 +3,8 @@
 //! beyond is refused at import with one line naming the image, the layer and
 //! the limit — never a crash, never a broken image that `fsck` calls clean.
 
-mod common;
-
-use common::store::{deploy_state, layout_ref, one_line_failure, pull_refused};
-use common::{Osctl, booted_cmd, os_spec, run_ok};
+use crate::util::store::{deploy_state, layout_ref, one_line_failure, pull_refused};
+use crate::util::{Osctl, booted_cmd, os_spec, run_ok};
 use osctl_testutil::{Entry, ImageSpec, Layer};
 
 /// Deepest nesting osctl accepts (osctl_store::limits::MAX_DEPTH).

@@ -1,6 +1,6 @@
 //! `osctl install to-disk` with the real tools, against a real registry, as
 //! root (to-filesystem: install_filesystem.rs; shared checks:
-//! common/install.rs).
+//! util/install.rs).
 //!
 //! The disks are read from outside the way the firmware and the initramfs
 //! would: the GPT with `sfdisk -J`, the ESP with mtools (this host's kernel
@@ -12,18 +12,18 @@
 //! Needs: fdisk (sfdisk), e2fsprogs, dosfstools, mtools, util-linux
 //! (losetup, partx, wipefs), mount, and loop devices.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::disk::{
+use crate::util::disk::{
     Cleanup, attach, esp_file, gpt, mtools, s, sha256, sparse_file, tool, tool_text,
 };
-use common::install::*;
-use common::{IMAGE_SYSTEMD_BOOT, Osctl, bootable_os_spec, booted_cmd, os_spec, push_tag, run_ok};
+use crate::util::install::*;
+use crate::util::{
+    IMAGE_SYSTEMD_BOOT, Osctl, bootable_os_spec, booted_cmd, os_spec, push_tag, run_ok,
+};
 use osctl_testutil::{Registry, RegistryOptions};
 use serde_json::Value;
 

@@ -4,10 +4,8 @@
 //! the failure, report it, restore an exact default, refuse the image for
 //! upgrades, and never end a later trial because of an old failure.
 
-mod common;
-
-use common::assess::*;
-use common::{push_tag, run_ok};
+use crate::util::assess::*;
+use crate::util::{push_tag, run_ok};
 
 #[test]
 fn systemd_boot_falls_back_from_a_deployment_that_never_came_up() {

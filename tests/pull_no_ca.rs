@@ -9,9 +9,7 @@
 //! directory. `ca_store_redirection_is_honoured` shows those variables
 //! really are what osctl reads.
 
-mod common;
-
-use common::{Osctl, push_spec};
+use crate::util::{Osctl, push_spec};
 use osctl_testutil::{Entry, ImageSpec, Layer, Registry, RegistryOptions};
 
 fn spec() -> ImageSpec {

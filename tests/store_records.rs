@@ -3,12 +3,10 @@
 //! everything else works around it, and `image rm` or a re-pull of its
 //! reference repairs it. A bad record keeps its image's GC roots.
 
-mod common;
-
 use std::path::Path;
 
-use common::store::{fsck, layout_ref, object_of_size, one_line_failure, record_path};
-use common::{Osctl, booted_cmd, os_spec, run_ok};
+use crate::util::store::{fsck, layout_ref, object_of_size, one_line_failure, record_path};
+use crate::util::{Osctl, booted_cmd, os_spec, run_ok};
 use osctl_testutil::{Entry, ImageSpec, Layer};
 use serde_json::Value;
 
@@ -163,7 +161,7 @@ fn ids_in_records_are_validated_where_they_are_read() {
         let id = osctl.image_id(&reference);
         // An EROFS file outside the store, where the bad id points.
         std::fs::copy(
-            common::store::link_target(&osctl.store().join("images").join(&id)),
+            crate::util::store::link_target(&osctl.store().join("images").join(&id)),
             osctl.sysroot().join("evil.img"),
         )
         .unwrap();

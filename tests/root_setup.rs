@@ -7,12 +7,10 @@
 //! (the image digest is then checked in software); `verity=require`, sealing
 //! and tampered objects are proven in the VM test (hack/vm/lifecycle).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{Osctl, os_spec, run_ok};
+use crate::util::{Osctl, os_spec, run_ok};
 use osctl_testutil::{Entry, write_layout};
 
 const FAILED: &str = "OSCTL-ROOT-SETUP-FAILED: ";

@@ -3,9 +3,7 @@
 //! pulled before is still listed, `fsck` is clean). `Osctl::pull_fails`
 //! checks all three.
 
-mod common;
-
-use common::{Osctl, push_good, push_spec};
+use crate::util::{Osctl, push_good, push_spec};
 use osctl_testutil::{DropProxy, Entry, ImageSpec, Layer, Registry, RegistryOptions, encode_layer};
 
 // Dropped connections, retries and resumption: pull_retry.rs.

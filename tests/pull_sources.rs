@@ -1,9 +1,7 @@
 //! Every reference form and transport, multi-arch indexes, and sharing of
 //! content between images.
 
-mod common;
-
-use common::{Osctl, push_spec};
+use crate::util::{Osctl, push_spec};
 use osctl_testutil::{
     DropProxy, Entry, ImageSpec, Layer, Registry, RegistryOptions, assert_trees_equal,
     expected_tree, write_index_layout, write_layout, write_oci_archive,

@@ -2,9 +2,7 @@
 //! is pulled from a real registry, mounted, and compared file by file with
 //! the tree the layers must produce.
 
-mod common;
-
-use common::{Osctl, push_spec};
+use crate::util::{Osctl, push_spec};
 use osctl_testutil::{
     Compression, Entry, ImageSpec, Layer, PushOptions, Registry, RegistryOptions,
     assert_trees_equal, expected_tree, snapshot, write_layout,

@@ -4,10 +4,8 @@
 //! file — never a crash, never an image the kernel cannot read. Cases that
 //! already behaved are kept here so they stay that way.
 
-mod common;
-
-use common::Osctl;
-use common::store::{layout_ref, pull_refused};
+use crate::util::Osctl;
+use crate::util::store::{layout_ref, pull_refused};
 use osctl_testutil::{Entry, ImageSpec, Layer, assert_trees_equal, expected_tree};
 
 fn l(entries: Vec<Entry>) -> Layer {

@@ -3,11 +3,9 @@
 //! boot v2 → check the merged /etc, /var, the boot entry and status →
 //! rollback → upgrade --check → gc.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{Osctl, booted_cmd, os_spec, push_tag, run_ok};
+use crate::util::{Osctl, booted_cmd, os_spec, push_tag, run_ok};
 use osctl_testutil::{Entry, Registry, RegistryOptions};
 use serde_json::Value;
 

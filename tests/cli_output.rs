@@ -3,9 +3,7 @@
 //! run-specific values (addresses, digests, paths, times) replaced by
 //! placeholders. A change in wording or layout shows up here as a diff.
 
-mod common;
-
-use common::{Osctl, push_spec};
+use crate::util::{Osctl, push_spec};
 use osctl_testutil::{Entry, ImageSpec, Layer, Registry, RegistryOptions};
 
 /// Replaces what differs from run to run with stable placeholders.

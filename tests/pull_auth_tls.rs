@@ -1,11 +1,9 @@
 //! Credentials (htpasswd basic auth) and transport security (TLS, plain
 //! HTTP) against real registries.
 
-mod common;
-
 use std::path::Path;
 
-use common::{Osctl, push_spec, run_ok};
+use crate::util::{Osctl, push_spec, run_ok};
 use osctl_testutil::{Entry, ImageSpec, Layer, Registry, RegistryOptions};
 
 fn spec() -> ImageSpec {

@@ -11,12 +11,10 @@
 //! looks for them while the host's `/etc` is never written. The other three
 //! point into the scratch sysroot (`HOME` is the sysroot in these tests).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Osctl, push_spec};
+use crate::util::{Osctl, push_spec};
 use osctl_testutil::{Entry, ImageSpec, Layer, Registry, RegistryOptions, write_auth_json};
 
 /// `cmd` run inside a mount namespace where `/etc` is `/etc` overlaid with

@@ -3,9 +3,7 @@
 //! (`osctl_testutil::token`). osctl has only a user and password in an auth
 //! file; it must trade them for a token itself.
 
-mod common;
-
-use common::{Osctl, push_spec};
+use crate::util::{Osctl, push_spec};
 use osctl_testutil::{
     Entry, ImageSpec, Layer, Registry, RegistryOptions, assert_trees_equal, expected_tree,
     write_auth_json,

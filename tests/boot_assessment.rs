@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::util::assess::*;
-use crate::util::{Osctl, push_tag, run_ok};
+use crate::util::{Osctl, push_tag, run_fails, run_ok};
 use serde_json::Value;
 
 #[test]
@@ -219,7 +219,7 @@ fn failing_required_check_reboots_while_the_entry_counts() {
     remove_config(&osctl);
 
     // A failed deployment is not marked good.
-    fails(
+    run_fails(
         on(&osctl, Some(&v2)).args(["health", "bless"]),
         &[short(&v2), "50-app", "not marking it good"],
     );
@@ -364,7 +364,7 @@ fn config_mistakes_are_one_line_errors_naming_the_file() {
     let file = file.to_str().unwrap();
 
     write_config(&osctl, "[boot]\ntrys = 2\n");
-    fails(
+    run_fails(
         on(&osctl, Some(&v1)).args(["switch", "--progress", "none", &v2_ref]),
         &[file, "trys"],
     );
@@ -372,12 +372,12 @@ fn config_mistakes_are_one_line_errors_naming_the_file() {
     assert!(st["status"]["staged"].is_null(), "{st:#}");
     assert_eq!(loader_default(&osctl), format!("osctl-{v1}.conf"));
     osctl.fsck_clean();
-    fails(
+    run_fails(
         on(&osctl, Some(&v1)).args(["health", "check"]),
         &[file, "trys"],
     );
     write_config(&osctl, "[health]\ntimeout = \"soon\"\n");
-    fails(
+    run_fails(
         on(&osctl, Some(&v1)).args(["health", "check"]),
         &[file, "health.timeout"],
     );
@@ -395,10 +395,10 @@ fn health_commands_need_a_booted_deployment() {
     let registry = registry();
     push_tag(&registry, &spec("1.0"), "os:stable");
     let (osctl, _v1) = booted_v1(&registry);
-    fails(on(&osctl, None).args(["health", "check"]), &["booted"]);
-    fails(on(&osctl, None).args(["health", "bless"]), &["booted"]);
+    run_fails(on(&osctl, None).args(["health", "check"]), &["booted"]);
+    run_fails(on(&osctl, None).args(["health", "bless"]), &["booted"]);
     let empty = Osctl::new();
-    fails(
+    run_fails(
         on(&empty, None).args(["health", "check"]),
         &["no osctl deployments"],
     );

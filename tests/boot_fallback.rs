@@ -5,7 +5,7 @@
 //! upgrades, and never end a later trial because of an old failure.
 
 use crate::util::assess::*;
-use crate::util::{push_tag, run_ok};
+use crate::util::{push_tag, run_fails, run_ok};
 
 #[test]
 fn systemd_boot_falls_back_from_a_deployment_that_never_came_up() {
@@ -75,7 +75,7 @@ fn systemd_boot_falls_back_from_a_deployment_that_never_came_up() {
     assert!(!human.contains("Other deployments"), "{human}");
 
     // Nothing to roll back to: v2 is never offered.
-    fails(on(&osctl, Some(&v1)).arg("rollback"), &["no rollback"]);
+    run_fails(on(&osctl, Some(&v1)).arg("rollback"), &["no rollback"]);
     assert_eq!(loader_default(&osctl), format!("osctl-{v1}.conf"));
 
     // Noticed once.
@@ -161,7 +161,7 @@ fn upgrade_refuses_an_image_that_failed_here() {
     assert_eq!(health_json(&osctl, &v2)["state"], "failed");
 
     // os:stable still points at v2.
-    let err = fails(
+    let err = run_fails(
         on(&osctl, Some(&v1)).args(["upgrade", "--progress", "none"]),
         &[
             "failed on this machine",

@@ -6,7 +6,7 @@
 
 use crate::util::assess::{entry_files, entry_of, loader_default, next_boot, use_tries};
 use crate::util::machine::{roles, status};
-use crate::util::{Osctl, booted_cmd, error_lines, os_spec, push_tag, run_ok};
+use crate::util::{Osctl, booted_cmd, os_spec, push_tag, run_fails, run_ok};
 use osctl_testutil::{Entry, Registry, RegistryOptions};
 
 struct Images {
@@ -57,21 +57,13 @@ impl Machine {
     }
 
     /// Runs osctl, asserting it fails with one error line that contains
-    /// every needle; returns the line.
+    /// every needle ([`crate::util::assert_fails_naming`]); returns the line.
     #[track_caller]
     fn fails(&self, args: &[&str], needles: &[&str]) -> String {
-        let out = booted_cmd(&self.osctl, self.booted.as_deref())
-            .args(args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} should fail: {stderr}");
-        let lines = error_lines(&stderr);
-        assert_eq!(lines.len(), 1, "{args:?}: {stderr}");
-        for n in needles {
-            assert!(lines[0].contains(n), "{args:?}: {n:?} in {stderr}");
-        }
-        lines[0].to_owned()
+        run_fails(
+            booted_cmd(&self.osctl, self.booted.as_deref()).args(args),
+            needles,
+        )
     }
 
     /// Runs osctl with fail point `point` armed; asserts it crashed there.

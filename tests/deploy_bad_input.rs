@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::util::{Osctl, booted_cmd, os_spec, push_tag, run_ok};
+use crate::util::{Osctl, assert_fails_naming, booted_cmd, os_spec, push_tag, run_fails, run_ok};
 use osctl_testutil::{Entry, ImageSpec, Layer, Registry, RegistryOptions};
 
 /// Every file under the state and boot dirs, with its content: what must
@@ -39,15 +39,7 @@ fn snapshot_state(root: &Path) -> BTreeMap<String, Vec<u8>> {
 #[track_caller]
 fn fails_cleanly(osctl: &Osctl, booted: Option<&str>, args: &[&str], needles: &[&str]) {
     let before = snapshot_state(osctl.sysroot());
-    let out = booted_cmd(osctl, booted).args(args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} should fail");
-    let lines = crate::util::error_lines(&stderr);
-    assert_eq!(lines.len(), 1, "one line: {stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    for n in needles {
-        assert!(stderr.contains(n), "error should mention {n:?}: {stderr}");
-    }
+    run_fails(booted_cmd(osctl, booted).args(args), needles);
     assert_eq!(
         snapshot_state(osctl.sysroot()),
         before,
@@ -180,10 +172,7 @@ fn disk_full_during_switch_keeps_the_machine_intact() {
         .args(["switch", "--progress", "none", &big])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("No space left on device"), "{stderr}");
-    assert_eq!(crate::util::error_lines(&stderr).len(), 1, "{stderr}");
+    assert_fails_naming(&out, &["No space left on device"]);
     assert_eq!(
         snapshot_state(root),
         before,

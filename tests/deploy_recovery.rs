@@ -6,7 +6,7 @@
 
 use crate::util::assess::{on, use_tries};
 use crate::util::machine::{Roles, roles, status};
-use crate::util::{Osctl, booted_cmd, error_lines, os_spec, push_tag, run_ok};
+use crate::util::{Osctl, assert_fails_naming, booted_cmd, os_spec, push_tag, run_fails, run_ok};
 use osctl_testutil::{Entry, Registry, RegistryOptions};
 
 struct Images {
@@ -88,18 +88,11 @@ fn fsck(osctl: &Osctl, booted: Option<&str>) -> (bool, String) {
     )
 }
 
-/// A command that fails with one line containing every needle.
+/// A command that fails with one line containing every needle
+/// ([`assert_fails_naming`]).
 #[track_caller]
 fn fails(osctl: &Osctl, booted: Option<&str>, args: &[&str], needles: &[&str]) -> String {
-    let out = booted_cmd(osctl, booted).args(args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{args:?} should fail: {stderr}");
-    let lines = error_lines(&stderr);
-    assert_eq!(lines.len(), 1, "{stderr}");
-    for n in needles {
-        assert!(lines[0].contains(n), "{n:?} in {stderr}");
-    }
-    lines[0].to_owned()
+    run_fails(booted_cmd(osctl, booted).args(args), needles)
 }
 
 fn staged_marker(osctl: &Osctl) -> std::path::PathBuf {
@@ -240,7 +233,6 @@ fn an_unreadable_kernel_command_line_is_an_error() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
     assert!(
         stderr.contains(&format!(
             "osctl: warning: test hook OSCTL_CMDLINE_FILE={} is active",
@@ -248,12 +240,12 @@ fn an_unreadable_kernel_command_line_is_an_error() {
         )),
         "{stderr}"
     );
-    let lines = error_lines(&stderr);
-    assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(
-        lines[0].contains(&missing.display().to_string())
-            && lines[0].contains("cannot read the kernel command line"),
-        "{stderr}"
+    assert_fails_naming(
+        &out,
+        &[
+            &missing.display().to_string(),
+            "cannot read the kernel command line",
+        ],
     );
     assert_eq!(roles(&osctl, Some(&v1)).staged, None, "nothing staged");
 
@@ -426,12 +418,12 @@ fn status_of_a_missing_sysroot_is_an_error() {
         .args(["status", "--format", "json"])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains(&format!("sysroot {}", missing.display()))
-            && stderr.contains("No such file or directory"),
-        "{stderr}"
+    assert_fails_naming(
+        &out,
+        &[
+            &format!("sysroot {}", missing.display()),
+            "No such file or directory",
+        ],
     );
 }
 

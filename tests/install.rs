@@ -285,13 +285,13 @@ fn to_disk_on_a_block_device() {
         .env("TMPDIR", &tmp)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "{dev}: cannot tell whether it is in use (reading /proc/self/mountinfo"
-        )) && stderr.contains("refusing to write to it"),
-        "{stderr}"
+    assert_install_fails(
+        &out,
+        &tmp,
+        &[
+            &format!("{dev}: cannot tell whether it is in use (reading /proc/self/mountinfo"),
+            "refusing to write to it",
+        ],
     );
     // Something else (udev's probe, here a thread) opens the ESP's node as
     // soon as it appears and holds it: its page cache then outlives mcopy,

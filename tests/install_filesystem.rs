@@ -71,19 +71,6 @@ fn json_ok(out: Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// A failed install: one line naming every needle, no staging left in `tmp`.
-#[track_caller]
-fn one_line_error(out: Output, tmp: &Path, needles: &[&str]) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "should fail: {stderr}");
-    assert_eq!(crate::util::error_lines(&stderr).len(), 1, "{stderr}");
-    for n in needles {
-        assert!(stderr.contains(n), "{n:?}: {stderr}");
-    }
-    assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0, "staging left");
-    stderr
-}
-
 /// The names in `dir`, sorted.
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -127,15 +114,15 @@ fn to_filesystem_on_a_mounted_ext4() {
     };
 
     std::fs::write(root.join("leftover"), "x").unwrap();
-    one_line_error(
-        run(&reference, &[]),
+    assert_install_fails(
+        &run(&reference, &[]),
         &tmp,
         &["not empty (leftover)", "--wipe"],
     );
     assert!(root.join("leftover").exists());
     // A failure after the pull started empties the target again.
     std::fs::remove_file(root.join("leftover")).unwrap();
-    one_line_error(run(&no_sysroot, &[]), &tmp, &["os:nosysroot", "/sysroot"]);
+    assert_install_fails(&run(&no_sysroot, &[]), &tmp, &["os:nosysroot", "/sysroot"]);
     assert_eq!(names(&root), ["lost+found"]);
     assert!(names(&boot).is_empty(), "{:?}", names(&boot));
 
@@ -234,8 +221,8 @@ fn to_filesystem_reads_the_ext4_features_with_dumpe2fs() {
     .unwrap();
     let run =
         |bin: Option<&Path>| fs_install(&osctl, &tmp, Some(&boot), bin, &reference, &[], &root);
-    one_line_error(
-        run(Some(&bin)),
+    assert_install_fails(
+        &run(Some(&bin)),
         &tmp,
         &["missing tools", "dumpe2fs (e2fsprogs)"],
     );
@@ -249,8 +236,8 @@ fn to_filesystem_reads_the_ext4_features_with_dumpe2fs() {
     )
     .unwrap();
     tool(Command::new("chmod").arg("755").arg(bin.join("dumpe2fs")));
-    let err = one_line_error(
-        run(Some(&bin)),
+    let err = assert_install_fails(
+        &run(Some(&bin)),
         &tmp,
         &["dumpe2fs failed", "Bad magic number", &format!("{dev} ")],
     );
@@ -303,8 +290,8 @@ fn to_filesystem_binds_a_boot_dir_of_the_root_filesystem() {
 
     // An image whose /etc/fstab is a symlink: refused before the boot dir
     // is written.
-    one_line_error(
-        fs_install(&osctl, &tmp, None, None, &fstab_link, &[], &root),
+    assert_install_fails(
+        &fs_install(&osctl, &tmp, None, None, &fstab_link, &[], &root),
         &tmp,
         &["os:fstablink", "/etc/fstab", "symlink"],
     );
@@ -390,7 +377,7 @@ fn to_filesystem_shares_the_boot_dir() {
     // Fails after loader.conf and the fallback were written (EFI/systemd is
     // a file): both are restored, osctl's files removed.
     std::fs::write(boot.join("EFI/systemd"), "in the way").unwrap();
-    one_line_error(run(&[]), &tmp, &["EFI/systemd"]);
+    assert_install_fails(&run(&[]), &tmp, &["EFI/systemd"]);
     assert_eq!(
         std::fs::read_to_string(boot.join("loader/loader.conf")).unwrap(),
         loader_conf

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::util::{Osctl, push_spec, run_ok};
+use crate::util::{Osctl, assert_fails_naming, push_spec, run_ok};
 use osctl_testutil::{Entry, ImageSpec, Layer, Registry, RegistryOptions};
 
 fn spec() -> ImageSpec {
@@ -177,11 +177,7 @@ fn tls_registry_is_verified() {
         .args(["image", "pull", &reference])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("registries.conf"),
-        "{stderr}"
-    );
+    assert_fails_naming(&out, &["registries.conf"]);
 }
 
 #[test]

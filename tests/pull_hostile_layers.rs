@@ -5,7 +5,7 @@
 //! already behaved are kept here so they stay that way.
 
 use crate::util::Osctl;
-use crate::util::store::{layout_ref, pull_refused};
+use crate::util::store::layout_ref;
 use osctl_testutil::{Entry, ImageSpec, Layer, assert_trees_equal, expected_tree};
 
 fn l(entries: Vec<Entry>) -> Layer {
@@ -131,7 +131,7 @@ fn hostile_layers_that_are_refused() {
         let reference = layout_ref(&dir.path().join(name), "v1", &ImageSpec::new(layers));
         let mut all = needles.clone();
         all.push(&reference);
-        pull_refused(&osctl, &reference, &all);
+        osctl.pull_fails(&[&reference], &all);
     }
     assert!(!std::path::Path::new("/tmp/pwned").exists());
 }

@@ -4,7 +4,8 @@
 //! kernel's reason — and leaves the store as it was.
 
 use crate::util::Osctl;
-use crate::util::store::{layout_ref, one_line_failure, pull_refused};
+use crate::util::assert_fails_naming;
+use crate::util::store::layout_ref;
 use osctl_testutil::{Entry, ImageSpec, Layer, ScratchFs};
 
 const MIB: u64 = 1024 * 1024;
@@ -45,9 +46,8 @@ fn a_read_only_store_says_so() {
         out.starts_with(&format!("Image is up to date: {a}")),
         "{out}"
     );
-    pull_refused(
-        &osctl,
-        &b,
+    osctl.pull_fails(
+        &[&b],
         &[&format!(
             "error: pulling {b}: writing to the store at {}: Read-only file system (os error 30)",
             osctl.store().display()
@@ -90,7 +90,7 @@ fn a_full_store_says_so_wherever_the_space_runs_out() {
     ] {
         let filler = fs.fill("filler", leave).unwrap();
         let out = osctl.run(&["image", "pull", "--progress", "none", &big]);
-        let line = one_line_failure(
+        let line = assert_fails_naming(
             &out,
             &[&big, &needle, "No space left on device (os error 28)"],
         );
@@ -112,7 +112,7 @@ fn mounting_an_image_from_a_tmpfs_store_says_why_it_cannot() {
     osctl.pull(&a);
     let mnt = tempfile::tempdir().unwrap();
     let out = osctl.run(&["image", "mount", &a, mnt.path().to_str().unwrap()]);
-    one_line_failure(
+    assert_fails_naming(
         &out,
         &[
             &format!("mounting {a}"),

@@ -3,7 +3,8 @@
 //! beyond is refused at import with one line naming the image, the layer and
 //! the limit — never a crash, never a broken image that `fsck` calls clean.
 
-use crate::util::store::{deploy_state, layout_ref, one_line_failure, pull_refused};
+use crate::util::assert_fails_naming;
+use crate::util::store::{deploy_state, layout_ref};
 use crate::util::{Osctl, booted_cmd, os_spec, run_ok};
 use osctl_testutil::{Entry, ImageSpec, Layer};
 
@@ -35,9 +36,8 @@ fn a_2000_deep_directory_chain_is_refused_not_a_crash() {
     ]);
     let built = osctl_testutil::write_layout(&dir.path().join("deep"), "v1", &spec).unwrap();
     let reference = format!("oci:{}:v1", dir.path().join("deep").display());
-    pull_refused(
-        &osctl,
-        &reference,
+    osctl.pull_fails(
+        &[&reference],
         &[
             &reference,
             &format!("layer 1 ({})", built.layer_digests[0]),
@@ -109,7 +109,7 @@ fn names_and_symlink_targets_beyond_the_kernel_limits_are_refused() {
         let reference = layout_ref(&dir.path().join(tag), "v1", &spec);
         let mut all = vec![reference.as_str(), "layer 1 (sha256:"];
         all.extend_from_slice(needles);
-        pull_refused(&osctl, &reference, &all);
+        osctl.pull_fails(&[&reference], &all);
     }
 }
 
@@ -167,7 +167,7 @@ fn switch_to_an_image_with_a_too_long_name_leaves_nothing_behind() {
         .args(["switch", "--progress", "none", &bad])
         .output()
         .unwrap();
-    one_line_failure(&out, &[&bad, "has a name of 256 bytes"]);
+    assert_fails_naming(&out, &[&bad, "has a name of 256 bytes"]);
     assert_eq!(
         deploy_state(&osctl),
         before,
@@ -208,7 +208,7 @@ fn switch_to_an_image_with_device_nodes_in_etc_or_var_changes_nothing() {
             .args(["switch", "--progress", "none", &bad])
             .output()
             .unwrap();
-        one_line_failure(
+        assert_fails_naming(
             &out,
             &[
                 &format!("{shown} in {bad}: a {kind} device node"),

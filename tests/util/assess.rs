@@ -51,21 +51,6 @@ pub fn output(cmd: &mut Command) -> (Output, String, String) {
     (out, stdout, stderr)
 }
 
-/// Runs a command that must fail with one `error:` line naming every
-/// `needle`; returns the line.
-#[track_caller]
-pub fn fails(cmd: &mut Command, needles: &[&str]) -> String {
-    let (out, stdout, stderr) = output(cmd);
-    assert!(!out.status.success(), "{cmd:?} should fail: {stdout}");
-    let lines = super::error_lines(&stderr);
-    assert_eq!(lines.len(), 1, "one error line expected: {stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    for n in needles {
-        assert!(lines[0].contains(n), "error should mention {n:?}: {stderr}");
-    }
-    lines[0].to_string()
-}
-
 pub fn status(osctl: &Osctl, booted: Option<&str>) -> Value {
     let out = run_ok(on(osctl, booted).args(["status", "--format", "json"]));
     serde_json::from_str(&out).unwrap()

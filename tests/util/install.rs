@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 use super::disk::{Cleanup, esp_file, mtools, s, tool, tool_text};
-use super::{Osctl, run_ok};
+use super::{Osctl, assert_fails_naming, run_ok};
 
 pub const MIB: u64 = 1 << 20;
 pub const HOST_SYSTEMD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
@@ -210,23 +210,25 @@ pub fn install_ok(osctl: &Osctl, tmp: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Asserts a failed install with a one-line error naming every needle.
+/// Runs `osctl install ARGS…` and asserts it fails as
+/// [`assert_install_fails`] says; returns the error line.
 #[track_caller]
-pub fn install_fails(osctl: &Osctl, tmp: &Path, args: &[&str], needles: &[&str]) {
-    let out = install(osctl, tmp, args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "install {args:?} should fail");
-    let lines = super::error_lines(&stderr);
-    assert_eq!(lines.len(), 1, "one line: {stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    for n in needles {
-        assert!(lines[0].contains(n), "error should mention {n:?}: {stderr}");
-    }
+pub fn install_fails(osctl: &Osctl, tmp: &Path, args: &[&str], needles: &[&str]) -> String {
+    assert_install_fails(&install(osctl, tmp, args), tmp, needles)
+}
+
+/// Asserts a failed install: one line naming every needle
+/// ([`assert_fails_naming`]) and no staging directory left in `tmp`.
+/// Returns the error line.
+#[track_caller]
+pub fn assert_install_fails(out: &Output, tmp: &Path, needles: &[&str]) -> String {
+    let line = assert_fails_naming(out, needles);
     assert_eq!(
         std::fs::read_dir(tmp).unwrap().count(),
         0,
         "staging directory left behind"
     );
+    line
 }
 
 pub fn host_systemd_boot() -> Vec<u8> {

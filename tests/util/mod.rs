@@ -23,6 +23,37 @@ pub fn error_lines(stderr: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Asserts that a command failed the way osctl reports an error: exit code
+/// 1 (not a crash, not a usage error), exactly one line on stderr besides
+/// the test-hook warnings ([`error_lines`]), starting with `error: ` and
+/// containing every needle. Returns the line.
+#[track_caller]
+pub fn assert_fails_naming(out: &Output, needles: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "must fail with exit code 1, got {:?}\nstdout: {}\nstderr: {stderr}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+    );
+    let lines = error_lines(&stderr);
+    assert_eq!(lines.len(), 1, "error must be one line, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    for n in needles {
+        assert!(lines[0].contains(n), "error should mention {n:?}: {stderr}");
+    }
+    lines[0].to_string()
+}
+
+/// Runs `cmd` and asserts it fails with one line naming every needle
+/// ([`assert_fails_naming`]); returns the line.
+#[track_caller]
+pub fn run_fails(cmd: &mut Command, needles: &[&str]) -> String {
+    let out = cmd.output().expect("running osctl");
+    assert_fails_naming(&out, needles)
+}
+
 /// Asserts that `status` (JSON) validates against the schema committed in
 /// docs/status.schema.json (generated from the status types; osctl-deploy's
 /// `status_format` test keeps the two equal).
@@ -185,14 +216,9 @@ impl Osctl {
         let mut full = vec!["image", "pull", "--progress", "none"];
         full.extend_from_slice(args);
         let out = self.run(&full);
-        assert!(
-            !out.status.success(),
-            "pull {args:?} should fail; stdout: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
         // The needles must be in the error line itself, not in a warning
         // printed on the way.
-        let line = store::one_line_failure(&out, needles);
+        let line = assert_fails_naming(&out, needles);
         assert_eq!(
             self.list(),
             before,

@@ -1,9 +1,7 @@
-//! Helpers for the store tests: images as `oci:` layouts, refused pulls,
-//! and finding the files of a store to damage them the way disks and
-//! people do.
+//! Helpers for the store tests: images as `oci:` layouts, and finding the
+//! files of a store to damage them the way disks and people do.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use osctl_testutil::{ImageSpec, write_layout};
 
@@ -13,42 +11,6 @@ use super::{Osctl, booted_cmd};
 pub fn layout_ref(dir: &Path, tag: &str, spec: &ImageSpec) -> String {
     write_layout(dir, tag, spec).unwrap();
     format!("oci:{}:{tag}", dir.display())
-}
-
-/// Asserts a failed command: exit code 1 (not a crash or abort), one
-/// `error:` line on stderr containing every needle. Returns the line.
-#[track_caller]
-pub fn one_line_failure(out: &Output, needles: &[&str]) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "must fail with exit code 1, got {:?}: {stderr}",
-        out.status
-    );
-    let lines = super::error_lines(&stderr);
-    assert_eq!(lines.len(), 1, "error must be one line, got: {stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    for n in needles {
-        assert!(lines[0].contains(n), "error should mention {n:?}: {stderr}");
-    }
-    lines[0].to_string()
-}
-
-/// A pull that must be refused with one line naming every needle, leaving
-/// the store as it was (same image list, fsck clean).
-#[track_caller]
-pub fn pull_refused(osctl: &Osctl, reference: &str, needles: &[&str]) -> String {
-    let before = osctl.list();
-    let out = osctl.run(&["image", "pull", "--progress", "none", reference]);
-    let line = one_line_failure(&out, needles);
-    assert_eq!(
-        osctl.list(),
-        before,
-        "image list changed after a refused pull"
-    );
-    osctl.fsck_clean();
-    line
 }
 
 /// The record file of `reference` (the key is the sha256 of the reference).

@@ -4,151 +4,8 @@
 //! own files gone or unreadable. Each test states what must hold; the
 //! crash-at-every-point comparisons are in deploy_crash.rs.
 
-use crate::util::assess::{entry_files, entry_of, loader_default, next_boot, use_tries};
-use crate::util::machine::{roles, status};
-use crate::util::{Osctl, booted_cmd, os_spec, push_tag, run_fails, run_ok};
-use osctl_testutil::{Entry, Registry, RegistryOptions};
-
-struct Images {
-    _registry: Registry,
-    v1: String,
-    v2: String,
-    v3: String,
-    v4: String,
-}
-
-fn images() -> Images {
-    let registry = Registry::start(RegistryOptions::default()).unwrap();
-    let push = |v: &str| {
-        let spec = os_spec(
-            &format!("{v}.0"),
-            &["quiet"],
-            vec![Entry::file("etc/motd", format!("v{v}\n"))],
-        );
-        push_tag(&registry, &spec, &format!("os:v{v}"))
-    };
-    let (v1, v2, v3, v4) = (push("1"), push("2"), push("3"), push("4"));
-    Images {
-        _registry: registry,
-        v1,
-        v2,
-        v3,
-        v4,
-    }
-}
-
-/// A scratch machine and who is booted on it.
-struct Machine {
-    osctl: Osctl,
-    booted: Option<String>,
-}
-
-impl Machine {
-    fn new() -> Machine {
-        Machine {
-            osctl: Osctl::new(),
-            booted: None,
-        }
-    }
-
-    /// Runs osctl, asserting success; returns stdout.
-    fn run(&self, args: &[&str]) -> String {
-        run_ok(booted_cmd(&self.osctl, self.booted.as_deref()).args(args))
-    }
-
-    /// Runs osctl, asserting it fails with one error line that contains
-    /// every needle ([`crate::util::assert_fails_naming`]); returns the line.
-    #[track_caller]
-    fn fails(&self, args: &[&str], needles: &[&str]) -> String {
-        run_fails(
-            booted_cmd(&self.osctl, self.booted.as_deref()).args(args),
-            needles,
-        )
-    }
-
-    /// Runs osctl with fail point `point` armed; asserts it crashed there.
-    fn crash(&self, point: &str, args: &[&str]) {
-        let out = booted_cmd(&self.osctl, self.booted.as_deref())
-            .env(osctl_deploy::failpoint::ENV, point)
-            .args(args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains(&format!("fail point {point} reached")),
-            "{args:?} did not reach {point}: {stderr}"
-        );
-    }
-
-    /// `switch --retain IMAGE`; returns the staged id.
-    fn switch(&self, image: &str) -> String {
-        self.run(&["switch", "--retain", "--progress", "none", image]);
-        self.roles().staged.expect("something staged")
-    }
-
-    /// Switches, finalizes, boots the new deployment and marks it good.
-    fn boot(&mut self, image: &str) -> String {
-        let id = self.switch(image);
-        self.run(&["finalize"]);
-        self.booted = Some(id.clone());
-        self.run(&["health", "bless"]);
-        id
-    }
-
-    /// What a reboot does: systemd-boot starts what loader.conf says (one
-    /// try used if counted), the new deployment is marked good.
-    fn reboot(&mut self) -> String {
-        let next = next_boot(&self.osctl).expect("something boots");
-        if entry_of(&self.osctl, &next).contains('+') {
-            use_tries(&self.osctl, &next, false);
-        }
-        self.booted = Some(next.clone());
-        self.run(&["health", "bless"]);
-        next
-    }
-
-    fn roles(&self) -> crate::util::machine::Roles {
-        roles(&self.osctl, self.booted.as_deref())
-    }
-
-    fn status(&self) -> serde_json::Value {
-        status(&self.osctl, self.booted.as_deref())
-    }
-
-    fn exists(&self, id: &str) -> bool {
-        self.path(&format!("sysroot/state/deploy/{id}")).exists()
-    }
-
-    fn path(&self, rel: &str) -> std::path::PathBuf {
-        self.osctl.sysroot().join(rel)
-    }
-
-    /// `fsck`: (exit success, stdout).
-    fn fsck(&self) -> (bool, String) {
-        let out = booted_cmd(&self.osctl, self.booted.as_deref())
-            .arg("fsck")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
-    }
-
-    /// Every file name under the boot dir's entries and the deployment
-    /// state dir: what a refused command must leave alone.
-    fn layout(&self) -> (Vec<String>, Vec<String>) {
-        let names = |rel: &str| {
-            let mut v: Vec<String> = std::fs::read_dir(self.path(rel))
-                .unwrap()
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect();
-            v.sort();
-            v
-        };
-        (names("boot/loader/entries"), names("sysroot/state/deploy"))
-    }
-}
+use crate::util::assess::{entry_files, loader_default, next_boot, use_tries};
+use crate::util::machine::{Images, Machine};
 
 /// A command line made from the images.
 type Command = fn(&Images) -> Vec<&str>;
@@ -167,7 +24,7 @@ fn booted_v2(i: &Images) -> (Machine, String, String) {
 /// refuses in one line and changes nothing, and `fsck --repair` removes it.
 #[test]
 fn an_unreadable_marker_is_reported_refused_and_repaired() {
-    let i = images();
+    let i = Images::new();
     for marker in ["staged", "rollback"] {
         let (m, v1, v2) = booted_v2(&i);
         let pending = match marker {
@@ -241,7 +98,7 @@ fn an_unreadable_marker_is_reported_refused_and_repaired() {
 /// is the rollback, never dropped as an abandoned one.
 #[test]
 fn an_update_unfinalized_by_an_interrupted_command_is_not_lost() {
-    let i = images();
+    let i = Images::new();
     let cases: [(&str, &str, Command); 3] = [
         (
             "switch replacing it",
@@ -280,7 +137,7 @@ fn an_update_unfinalized_by_an_interrupted_command_is_not_lost() {
 /// remove deployment …: the default boot entry names it").
 #[test]
 fn an_offline_sysroot_survives_an_interrupted_rollback() {
-    let i = images();
+    let i = Images::new();
     let m = Machine::new();
     let a = m.switch(&i.v1);
     m.run(&["finalize"]);
@@ -305,7 +162,7 @@ fn an_offline_sysroot_survives_an_interrupted_rollback() {
 /// back to the booted image, or rolled back over.
 #[test]
 fn a_pinned_deployment_survives_being_unstaged() {
-    let i = images();
+    let i = Images::new();
     // (what, stage and pin it → its id, then the command that unstages it)
     type Stage = fn(&Images, &Machine) -> String;
     let restaged_v1: Stage = |i, m| {
@@ -376,7 +233,7 @@ fn a_pinned_deployment_survives_being_unstaged() {
 /// exception: gone, as prune would remove it.
 #[test]
 fn a_deployment_staged_again_stays_when_unstaged() {
-    let i = images();
+    let i = Images::new();
     for (what, then) in [("cancelled", 2), ("replaced", 3)] {
         let (m, v1, _v2) = booted_v2(&i);
         assert_eq!(m.switch(&i.v1), v1);
@@ -410,7 +267,7 @@ fn a_deployment_staged_again_stays_when_unstaged() {
 /// trial has the booted deployment to fall back to.
 #[test]
 fn the_booted_deployment_gets_its_entry_back() {
-    let i = images();
+    let i = Images::new();
     let (m, _v1, v2) = booted_v2(&i);
     let entry = m.path(&format!("boot/loader/entries/osctl-{v2}.conf"));
     std::fs::remove_file(&entry).unwrap();
@@ -469,7 +326,7 @@ fn the_booted_deployment_gets_its_entry_back() {
 /// status and fsck report it; rollback (the way out) still works.
 #[test]
 fn an_unreadable_booted_deployment_is_never_nothing_booted() {
-    let i = images();
+    let i = Images::new();
     let (m, v1, v2) = booted_v2(&i);
     let v3 = m.switch(&i.v3);
     let origin = m.path(&format!("sysroot/state/deploy/{v2}/origin.json"));
@@ -518,7 +375,7 @@ fn an_unreadable_booted_deployment_is_never_nothing_booted() {
 /// fallback, and the older good one still behind it.
 #[test]
 fn trials_meet_rollback_and_switch() {
-    let i = images();
+    let i = Images::new();
     // v2 boots on trial (one try used).
     let mut m = Machine::new();
     let v1 = m.boot(&i.v1);

@@ -22,106 +22,17 @@
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 
-use crate::util::machine::{MachineState, Roles, machine_state, roles};
-use crate::util::{Osctl, booted_cmd, os_spec, push_tag, run_ok};
-use osctl_testutil::{Entry, Registry, RegistryOptions};
+use crate::util::machine::{Images, Machine, MachineState, Roles, machine_state, roles};
+use crate::util::{Osctl, booted_cmd};
+use osctl_testutil::Entry;
 
-/// The images every scenario uses.
-struct Images {
-    registry: Registry,
-    v1: String,
-    v2: String,
-    v3: String,
-    v4: String,
-}
-
-impl Images {
-    fn new() -> Images {
-        let registry = Registry::start(RegistryOptions::default()).unwrap();
-        let push = |v: &str| {
-            let spec = os_spec(
-                &format!("{v}.0"),
-                &["quiet"],
-                vec![
-                    Entry::file("etc/motd", format!("v{v}\n")),
-                    Entry::file("etc/app.conf", format!("setting = {v}\n")),
-                ],
-            );
-            push_tag(&registry, &spec, &format!("os:v{v}"))
-        };
-        let (v1, v2, v3, v4) = (push("1"), push("2"), push("3"), push("4"));
-        Images {
-            registry,
-            v1,
-            v2,
-            v3,
-            v4,
-        }
-    }
-}
-
-/// A machine being prepared: the scratch sysroot and who is booted.
-struct Machine {
-    osctl: Osctl,
-    booted: Option<String>,
+/// The images every scenario uses: `/etc/app.conf` too, for the admin to
+/// edit.
+fn images() -> Images {
+    Images::with_etc(|v| vec![Entry::file("etc/app.conf", format!("setting = {v}\n"))])
 }
 
 impl Machine {
-    fn new() -> Machine {
-        Machine {
-            osctl: Osctl::new(),
-            booted: None,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        run_ok(booted_cmd(&self.osctl, self.booted.as_deref()).args(args))
-    }
-
-    fn staged(&self) -> String {
-        roles(&self.osctl, self.booted.as_deref())
-            .staged
-            .expect("something staged")
-    }
-
-    /// `switch --retain IMAGE`; returns the staged id.
-    fn switch(&self, image: &str) -> String {
-        self.run(&["switch", "--retain", "--progress", "none", image]);
-        self.staged()
-    }
-
-    /// Switches, finalizes, boots the new deployment and marks it good:
-    /// it is then booted with an exact default and no counter.
-    fn boot(&mut self, image: &str) -> String {
-        let id = self.switch(image);
-        self.run(&["finalize"]);
-        self.booted = Some(id.clone());
-        self.run(&["health", "bless"]);
-        id
-    }
-
-    /// What systemd-boot does when it starts a counted entry: one try used,
-    /// or all of them.
-    fn use_tries(&self, id: &str, all: bool) {
-        crate::util::assess::use_tries(&self.osctl, id, all);
-    }
-
-    /// Runs `args` with fail point `point` armed: the crash a scenario
-    /// starts from, before the command under test.
-    fn crash(&self, point: &str, args: &[&str]) {
-        let out = booted_cmd(&self.osctl, self.booted.as_deref())
-            .env(osctl_deploy::failpoint::ENV, point)
-            .args(args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.signal() == Some(6)
-                && stderr.contains(&format!("fail point {point} reached")),
-            "setup: {args:?} did not reach {point}: {stderr}"
-        );
-    }
-
     /// The admin edits /etc on the booted deployment.
     fn edit_etc(&self) {
         let booted = self.booted.as_deref().unwrap();
@@ -781,7 +692,7 @@ fn default_names_an_entry(osctl: &Osctl) -> Result<(), String> {
 
 #[test]
 fn every_fail_point_ends_where_a_clean_run_ends() {
-    let images = Images::new();
+    let images = images();
     let mut reached: BTreeSet<&str> = BTreeSet::new();
     let mut checks = 0;
     for scenario in scenarios().into_iter().chain(after_crash_scenarios()) {

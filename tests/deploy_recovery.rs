@@ -5,94 +5,14 @@
 //! wrong thing.
 
 use crate::util::assess::{on, use_tries};
-use crate::util::machine::{Roles, roles, status};
-use crate::util::{Osctl, assert_fails_naming, booted_cmd, os_spec, push_tag, run_fails, run_ok};
-use osctl_testutil::{Entry, Registry, RegistryOptions};
-
-struct Images {
-    _registry: Registry,
-    v1: String,
-    v2: String,
-    v3: String,
-}
-
-fn images() -> Images {
-    let registry = Registry::start(RegistryOptions::default()).unwrap();
-    let push = |v: &str| {
-        let spec = os_spec(
-            &format!("{v}.0"),
-            &["quiet"],
-            vec![Entry::file("etc/motd", format!("v{v}\n"))],
-        );
-        push_tag(&registry, &spec, &format!("os:v{v}"))
-    };
-    let (v1, v2, v3) = (push("1"), push("2"), push("3"));
-    Images {
-        _registry: registry,
-        v1,
-        v2,
-        v3,
-    }
-}
-
-fn run(osctl: &Osctl, booted: Option<&str>, args: &[&str]) -> String {
-    run_ok(booted_cmd(osctl, booted).args(args))
-}
-
-/// Switches to `image` (retaining the others) and returns the staged id.
-fn switch(osctl: &Osctl, booted: Option<&str>, image: &str) -> String {
-    run(
-        osctl,
-        booted,
-        &["switch", "--retain", "--progress", "none", image],
-    );
-    roles(osctl, booted).staged.expect("staged")
-}
-
-/// Switches to `image`, finalizes, boots it and marks it good; returns its id.
-fn boot(osctl: &Osctl, booted: Option<&str>, image: &str) -> String {
-    let id = switch(osctl, booted, image);
-    run(osctl, booted, &["finalize"]);
-    run(osctl, Some(&id), &["health", "bless"]);
-    id
-}
+use crate::util::machine::{Images, Roles, boot, crash_at, fsck, roles, run, status, switch};
+use crate::util::{Osctl, assert_fails_naming, booted_cmd, run_fails, run_ok};
 
 /// A fresh machine that booted v1 (finalized, marked good).
 fn booted_v1(images: &Images) -> (Osctl, String) {
     let osctl = Osctl::new();
-    let v1 = switch(&osctl, None, &images.v1);
-    run(&osctl, None, &["finalize"]);
-    run(&osctl, Some(&v1), &["health", "bless"]);
+    let v1 = boot(&osctl, None, &images.v1);
     (osctl, v1)
-}
-
-/// Runs with `point` armed and asserts osctl aborted there.
-fn crash_at(osctl: &Osctl, booted: Option<&str>, point: &str, args: &[&str]) {
-    let out = booted_cmd(osctl, booted)
-        .env(osctl_deploy::failpoint::ENV, point)
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("fail point {point} reached")),
-        "{stderr}"
-    );
-}
-
-fn fsck(osctl: &Osctl, booted: Option<&str>) -> (bool, String) {
-    let out = booted_cmd(osctl, booted).arg("fsck").output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-/// A command that fails with one line containing every needle
-/// ([`assert_fails_naming`]).
-#[track_caller]
-fn fails(osctl: &Osctl, booted: Option<&str>, args: &[&str], needles: &[&str]) -> String {
-    run_fails(booted_cmd(osctl, booted).args(args), needles)
 }
 
 fn staged_marker(osctl: &Osctl) -> std::path::PathBuf {
@@ -104,7 +24,7 @@ fn staged_marker(osctl: &Osctl) -> std::path::PathBuf {
 /// old marker must never stage it again: the next finalize changes nothing.
 #[test]
 fn a_finalized_update_never_becomes_staged_again() {
-    let images = images();
+    let images = Images::new();
     let (osctl, v1) = booted_v1(&images);
     let v2 = switch(&osctl, Some(&v1), &images.v2);
     crash_at(&osctl, Some(&v1), "finalize:after-default", &["finalize"]);
@@ -142,7 +62,7 @@ fn a_finalized_update_never_becomes_staged_again() {
 /// `rollback --cancel`.
 #[test]
 fn rollback_twice_is_one_rollback() {
-    let images = images();
+    let images = Images::new();
     let (osctl, v1) = booted_v1(&images);
     let v2 = switch(&osctl, Some(&v1), &images.v2);
     run(&osctl, None, &["finalize"]);
@@ -184,7 +104,7 @@ fn rollback_twice_is_one_rollback() {
 /// `fsck --repair`) removes them, and gc then frees the image.
 #[test]
 fn an_interrupted_removal_is_reported_and_cleared() {
-    let images = images();
+    let images = Images::new();
     let (osctl, v1) = booted_v1(&images);
     let v2 = switch(&osctl, Some(&v1), &images.v2);
     crash_at(
@@ -223,7 +143,7 @@ fn an_interrupted_removal_is_reported_and_cleared() {
 /// announces itself.
 #[test]
 fn an_unreadable_kernel_command_line_is_an_error() {
-    let images = images();
+    let images = Images::new();
     let (osctl, v1) = booted_v1(&images);
     let missing = osctl.sysroot().join("no-such-cmdline");
     let out = osctl
@@ -277,7 +197,7 @@ fn an_unreadable_kernel_command_line_is_an_error() {
 /// keeps the default on an existing entry.
 #[test]
 fn an_offline_sysroot_keeps_its_default() {
-    let images = images();
+    let images = Images::new();
     let osctl = Osctl::new();
     let a = switch(&osctl, None, &images.v1);
     run(&osctl, None, &["finalize"]);
@@ -320,7 +240,7 @@ fn an_offline_sysroot_keeps_its_default() {
 /// and the next change rewrites the entry.
 #[test]
 fn one_bad_file_does_not_block_the_machine() {
-    let images = images();
+    let images = Images::new();
     let (osctl, v1) = booted_v1(&images);
     let v2 = boot(&osctl, Some(&v1), &images.v2);
 
@@ -375,10 +295,8 @@ fn one_bad_file_does_not_block_the_machine() {
     assert!(out.contains(&v2[..12]), "{out}");
     run(&osctl, Some(&v3), &["rollback", "--cancel"]);
     // Switching to its image names the problem instead of guessing.
-    fails(
-        &osctl,
-        Some(&v3),
-        &["switch", "--progress", "none", &images.v1],
+    run_fails(
+        booted_cmd(&osctl, Some(&v3)).args(["switch", "--progress", "none", &images.v1]),
         &[&v1[..12], "cannot be read", "origin.json"],
     );
     // Another switch works.
@@ -393,7 +311,7 @@ fn one_bad_file_does_not_block_the_machine() {
 /// replaced the first.
 #[test]
 fn a_second_switch_says_what_it_replaced() {
-    let images = images();
+    let images = Images::new();
     let (osctl, v1) = booted_v1(&images);
     let v2 = switch(&osctl, Some(&v1), &images.v2);
     let out = run(
@@ -431,7 +349,7 @@ fn status_of_a_missing_sysroot_is_an_error() {
 /// the deployment good.
 #[test]
 fn bless_refuses_an_unreadable_health_record() {
-    let images = images();
+    let images = Images::new();
     let (osctl, v1) = booted_v1(&images);
     let v2 = switch(&osctl, Some(&v1), &images.v2);
     run(&osctl, Some(&v1), &["finalize"]);
@@ -441,10 +359,8 @@ fn bless_refuses_an_unreadable_health_record() {
         .join(format!("sysroot/state/deploy/{v2}/health.json"));
     std::fs::write(&health, "{\"state\": \"fail").unwrap();
     let entry_before = crate::util::assess::entry_of(&osctl, &v2);
-    let err = fails(
-        &osctl,
-        Some(&v2),
-        &["health", "bless"],
+    let err = run_fails(
+        booted_cmd(&osctl, Some(&v2)).args(["health", "bless"]),
         &[
             "health.json: unreadable",
             "not marking deployment",
@@ -479,7 +395,7 @@ fn bless_refuses_an_unreadable_health_record() {
 /// back all is as before.
 #[test]
 fn missing_entries_never_remove_deployments() {
-    let images = images();
+    let images = Images::new();
     let (osctl, v1) = booted_v1(&images);
     let v2 = boot(&osctl, Some(&v1), &images.v2);
     let entries = osctl.sysroot().join("boot/loader/entries");

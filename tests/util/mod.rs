@@ -1,6 +1,5 @@
 //! Helpers shared by the CLI integration tests: run the real `osctl` binary
 //! on a scratch sysroot and look at what it left behind.
-#![allow(dead_code)]
 
 pub mod assess;
 pub mod install;

@@ -1,5 +1,15 @@
 //! Helpers shared by the CLI integration tests: run the real `osctl` binary
 //! on a scratch sysroot and look at what it left behind.
+//!
+//! The vocabulary: [`Osctl`] (a scratch sysroot; `ok`, `pull`,
+//! `pull_fails`, `fsck_clean`), [`run_ok`] and [`run_fails`] for any
+//! command, [`assert_fails_naming`] for the one way a command fails (exit
+//! code 1, one `error:` line naming every needle), [`booted_cmd`] for a
+//! simulated kernel command line, [`os_spec`] and the `push_*` helpers for
+//! images. Per area: `machine` (deployments: `Images`, `Machine`, whole
+//! machine states), `assess` (boot counting and health checks), `install`
+//! (disks from outside), `store` (records and objects to damage), `disk`
+//! (tools, loop devices, the GPT).
 
 pub mod assess;
 pub mod install;

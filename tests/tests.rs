@@ -10,6 +10,7 @@ mod util;
 mod boot_assessment;
 mod boot_fallback;
 mod cli_output;
+mod container_lint;
 mod deploy_adversarial;
 mod deploy_bad_input;
 mod deploy_crash;

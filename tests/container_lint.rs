@@ -50,12 +50,24 @@ fn clean_rootfs() -> tempfile::TempDir {
     symlink("../run", r.join("var/run")).unwrap();
     put(r, "usr/lib/modules/6.12.0/vmlinuz", "kernel");
     // An uncompressed initramfs: the kernel unpacks those too.
-    let inputs = ["init", "usr/lib/osctl/osctl-root-setup"]
-        .map(|n| (cpio::NewcBuilder::new(n).mode(0o100755), Cursor::new(b"x".to_vec())));
+    let inputs = ["init", "usr/lib/osctl/osctl-root-setup"].map(|n| {
+        (
+            cpio::NewcBuilder::new(n).mode(0o100755),
+            Cursor::new(b"x".to_vec()),
+        )
+    });
     let initramfs = cpio::write_cpio(inputs.into_iter(), Vec::new()).unwrap();
     put(r, "usr/lib/modules/6.12.0/initramfs.img", initramfs);
-    put(r, "usr/lib/bootc/kargs.d/10-panic.toml", "kargs = [\"panic=10\"]\n");
-    put(r, "etc/ssl/certs/ca-certificates.crt", "-----BEGIN CERTIFICATE-----\n");
+    put(
+        r,
+        "usr/lib/bootc/kargs.d/10-panic.toml",
+        "kargs = [\"panic=10\"]\n",
+    );
+    put(
+        r,
+        "etc/ssl/certs/ca-certificates.crt",
+        "-----BEGIN CERTIFICATE-----\n",
+    );
     tmp
 }
 
@@ -177,14 +189,25 @@ fn list_prints_every_lint_in_both_formats() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_osctl"));
     let text = run_ok(cmd.args(["container", "lint", "--list"]));
     let headers: Vec<&str> = text.lines().filter(|l| !l.starts_with("  ")).collect();
-    let want: Vec<String> = LINT_NAMES.iter().map(|(n, l)| format!("{n} ({l})")).collect();
+    let want: Vec<String> = LINT_NAMES
+        .iter()
+        .map(|(n, l)| format!("{n} ({l})"))
+        .collect();
     assert_eq!(headers, want);
-    assert_eq!(text.lines().filter(|l| l.starts_with("  fix: ")).count(), 18);
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("  fix: ")).count(),
+        18
+    );
 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_osctl"));
-    let json: Value =
-        serde_json::from_str(&run_ok(cmd.args(["container", "lint", "--list", "--format", "json"])))
-            .unwrap();
+    let json: Value = serde_json::from_str(&run_ok(cmd.args([
+        "container",
+        "lint",
+        "--list",
+        "--format",
+        "json",
+    ])))
+    .unwrap();
     let names: Vec<&str> = json
         .as_array()
         .unwrap()
@@ -197,10 +220,17 @@ fn list_prints_every_lint_in_both_formats() {
 #[test]
 fn bad_input_is_one_line_naming_it() {
     let out = lint(Path::new("/nonexistent/rootfs"), &[]);
-    assert_fails_naming(&out, &["cannot open the rootfs /nonexistent/rootfs", "No such file"]);
+    assert_fails_naming(
+        &out,
+        &["cannot open the rootfs /nonexistent/rootfs", "No such file"],
+    );
 
     let tmp = clean_rootfs();
     let out = lint(tmp.path(), &["--skip", "api-dirs"]);
     assert_fails_naming(&out, &["--skip api-dirs: no such lint", "--list"]);
-    assert_eq!(stdout(&out), "", "nothing is reported when the arguments are wrong");
+    assert_eq!(
+        stdout(&out),
+        "",
+        "nothing is reported when the arguments are wrong"
+    );
 }

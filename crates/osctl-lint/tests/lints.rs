@@ -247,6 +247,13 @@ fn cases() -> Vec<(&'static str, Breakage, Vec<String>)> {
             |r| {
                 write(r, "/var/lib/app/seed.db", "data");
                 write(r, "/var/opt/tool/x", "data");
+                // Caches are exempt even where tmpfiles.d declares /var/cache.
+                write(
+                    r,
+                    "/usr/lib/tmpfiles.d/var.conf",
+                    "d /var/cache 0755 - - -\n",
+                );
+                write(r, "/var/cache/ldconfig/aux-cache", "x");
             },
             s(&[
                 "/var/lib/app/seed.db: not created by tmpfiles.d",
@@ -263,8 +270,13 @@ fn cases() -> Vec<(&'static str, Breakage, Vec<String>)> {
             |r| {
                 write(r, "/tmp/build.sh", "#!/bin/sh");
                 write(r, "/run/.containerenv", "");
+                write(r, "/run/app/pid", "1");
+                // Empty directories and symlinks, as base images ship in
+                // /run, are fine.
+                mkdir(r, "/run/lock");
+                symlink("/dev/shm", r.join("run/shm")).unwrap();
             },
-            s(&["/tmp/build.sh"]),
+            s(&["/run/app/pid", "/tmp/build.sh"]),
         ),
         (
             "package-caches",

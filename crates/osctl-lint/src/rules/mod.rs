@@ -99,7 +99,7 @@ pub static LINTS: [Lint; 18] = [
     Lint {
         name: "run-tmp",
         level: Warning,
-        summary: "nothing in /run or /tmp: both are emptied at every boot, so what the build left there is dead weight",
+        summary: "no files in /run or /tmp: both are emptied at every boot, so what the build left there is dead weight",
         fix: "remove it at the end of the RUN that wrote it",
         check: state::run_tmp,
     },

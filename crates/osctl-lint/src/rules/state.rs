@@ -123,12 +123,15 @@ pub(super) fn var_content(root: &Rootfs) -> Result<Vec<String>, LintError> {
         .collect();
     let mut problems = Vec::new();
     root.walk(Path::new("/var"), |path, _| {
+        // Left alone even where tmpfiles.d declares it (systemd declares
+        // /var/cache and /var/log themselves).
+        if VAR_NOT_MACHINE_STATE.iter().any(|p| Path::new(p) == path) {
+            return Ok(false);
+        }
         if path == Path::new("/var") || declared.contains(path) {
             return Ok(true);
         }
-        if !VAR_NOT_MACHINE_STATE.iter().any(|p| Path::new(p) == path) {
-            problems.push(format!("{}: not created by tmpfiles.d", path.display()));
-        }
+        problems.push(format!("{}: not created by tmpfiles.d", path.display()));
         Ok(false)
     })?;
     Ok(problems)
@@ -150,19 +153,20 @@ pub(super) fn var_log(root: &Rootfs) -> Result<Vec<String>, LintError> {
     files_below(root, "/var/log")
 }
 
+/// Files under /run and /tmp, unless the builder mounted them; not
+/// directories or symlinks, which base images ship (/run/lock, /run/shm).
 pub(super) fn run_tmp(root: &Rootfs) -> Result<Vec<String>, LintError> {
     let mut problems = Vec::new();
     for dir in ["/run", "/tmp"] {
-        if root.kind(Path::new(dir))? != Some(Kind::Directory) || root.is_mount(Path::new(dir))? {
-            continue;
-        }
-        for name in root.list(Path::new(dir))? {
-            let path = Path::new(dir).join(name);
-            if BUILDER_RUN_FILES.iter().any(|p| Path::new(p) == path) || root.is_mount(&path)? {
-                continue;
+        root.walk(Path::new(dir), |path, kind| {
+            if BUILDER_RUN_FILES.iter().any(|p| Path::new(p) == path) || root.is_mount(path)? {
+                return Ok(false);
             }
-            problems.push(path.display().to_string());
-        }
+            if matches!(kind, Kind::File { .. } | Kind::Special) {
+                problems.push(path.display().to_string());
+            }
+            Ok(true)
+        })?;
     }
     Ok(problems)
 }

@@ -15,19 +15,28 @@ fn snapshot_state(root: &Path) -> BTreeMap<String, Vec<u8>> {
         let base = root.join(top);
         let mut stack = vec![base.clone()];
         while let Some(dir) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&dir) else {
-                continue;
+            let rd = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                // A sysroot without state/ or boot/ yet: nothing to keep.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir == base => continue,
+                Err(e) => panic!("{}: {e}", dir.display()),
             };
-            for e in rd.flatten() {
-                let p = e.path();
+            for e in rd {
+                let p = e.unwrap().path();
                 let meta = std::fs::symlink_metadata(&p).unwrap();
                 let key = p.strip_prefix(root).unwrap().display().to_string();
-                if meta.is_dir() {
+                let content = if meta.is_dir() {
                     stack.push(p);
-                    out.insert(key, Vec::new());
+                    Vec::new()
+                } else if meta.is_symlink() {
+                    std::fs::read_link(&p)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes()
                 } else {
-                    out.insert(key, std::fs::read(&p).unwrap_or_default());
-                }
+                    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+                };
+                out.insert(key, content);
             }
         }
     }

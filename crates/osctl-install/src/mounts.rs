@@ -194,9 +194,10 @@ impl Keep {
 }
 
 fn read_names(dir: &Path) -> Result<Vec<OsString>, InstallError> {
-    let err = |e: std::io::Error| InstallError::Target {
+    let err = |source: std::io::Error| InstallError::Io {
+        step: "listing",
         path: dir.to_path_buf(),
-        why: e.to_string(),
+        source,
     };
     let mut names = Vec::new();
     for e in std::fs::read_dir(dir).map_err(err)? {

@@ -433,7 +433,7 @@ fn docs_list_every_lint() {
     if std::env::var_os("OSCTL_UPDATE_DOCS").is_some() {
         fs::write(&path, &want).unwrap();
     }
-    let have = fs::read_to_string(&path).unwrap_or_default();
+    let have = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(
         have == want,
         "docs/lints.md is out of date: run OSCTL_UPDATE_DOCS=1 cargo test -p osctl-lint --test lints docs_list_every_lint"

@@ -337,10 +337,10 @@ fn hash_pair(
         })?;
         let fail = |(read, e): (bool, std::io::Error)| match (read, target) {
             (false, Some((_, shown))) => BootError::io("write", shown.join(name))(e),
-            _ => BootError::ImageFile {
+            _ => BootError::ImageRead {
                 image: kernel.image.clone(),
                 path: src.clone(),
-                why: format!("read: {e}"),
+                source: e,
             },
         };
         match target {

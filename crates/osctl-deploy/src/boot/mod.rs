@@ -106,6 +106,14 @@ pub enum BootError {
         path: PathBuf,
         why: String,
     },
+    /// Reading a file of the image failed.
+    #[error("reading {} of {image}", path.display())]
+    ImageRead {
+        image: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// Reading the image from the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -131,16 +131,6 @@ pub enum DeployError {
     },
 }
 
-/// `e` and its sources on one line, joined by ": " (as the CLI prints an
-/// error): for errors that become recorded text (a problem line in
-/// `status`, a marker's problem).
-pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
-}
+/// An error and its sources on one line, for recorded text: the store's
+/// renderer, so both crates write chains the same way.
+pub(crate) use osctl_store::one_line;

@@ -200,8 +200,9 @@ fn context_prefix(what: &str) -> String {
 }
 
 /// `e` and its sources on one line, joined by ": " (as the CLI prints an
-/// error): for errors that only become log lines or report text.
-pub(crate) fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+/// error): for errors that become log lines or recorded text (a problem
+/// line in `status`, a marker's problem). osctl-deploy uses it too.
+pub fn one_line(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

@@ -57,7 +57,7 @@ use composefs::fsverity::Sha256HashValue;
 use composefs::repository::{Repository, RepositoryConfig};
 use osctl_image::ImageRef;
 
-pub use error::{BoxError, Damage, StoreError};
+pub use error::{BoxError, Damage, StoreError, one_line};
 pub use fsck::FsckReport;
 pub use gc::GcReport;
 pub use pull::{PullObserver, PullOutcome, Silent};

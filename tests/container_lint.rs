@@ -17,10 +17,10 @@ const LINT_NAMES: [(&str, &str); 18] = [
     ("kernel", "fatal"),
     ("initramfs-root-setup", "fatal"),
     ("kargs", "fatal"),
-    ("utf8", "fatal"),
     ("api-directories", "fatal"),
     ("var-run", "fatal"),
-    ("etc-usretc", "fatal"),
+    ("utf8", "warning"),
+    ("etc-usretc", "warning"),
     ("panic-karg", "warning"),
     ("boot-empty", "warning"),
     ("writable-dirs", "warning"),
@@ -44,7 +44,9 @@ fn put(root: &Path, path: &str, content: impl AsRef<[u8]>) {
 fn clean_rootfs() -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let r = tmp.path();
-    for d in ["dev", "proc", "sys", "run", "tmp", "sysroot", "var/log"] {
+    for d in [
+        "dev", "proc", "sys", "run", "tmp", "etc", "sysroot", "var/log",
+    ] {
         fs::create_dir_all(r.join(d)).unwrap();
     }
     symlink("../run", r.join("var/run")).unwrap();
@@ -103,9 +105,9 @@ fn a_fatal_finding_fails_the_build_and_says_how_to_fix_it() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(
         stdout(&out),
-        "fatal api-directories: /dev, /proc, /sys, /run, /tmp, /var and /sysroot are directories (the root setup and systemd mount onto them)\n  \
+        "fatal api-directories: /dev, /proc, /sys, /run, /tmp, /etc, /var and /sysroot are directories (the root setup and systemd mount onto them)\n  \
          /sysroot: missing\n  \
-         fix: mkdir -p /dev /proc /sys /run /tmp /var /sysroot in the Containerfile\n\
+         fix: mkdir -p /dev /proc /sys /run /tmp /etc /var /sysroot in the Containerfile\n\
          18 lints: 1 fatal, 0 warnings\n"
     );
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");

@@ -15,7 +15,8 @@
 //!
 //! - **Fatal** lints find what makes a machine unbootable or an update
 //!   wrong: no kernel or two, an initramfs without osctl's root setup,
-//!   kargs.d files staging would refuse, names the store cannot keep.
+//!   kargs.d files staging would refuse, no `/etc` or `/sysroot` to mount
+//!   onto. A fatal lint that cannot finish its check fails too.
 //! - **Warnings** find what works but surprises an admin later: content in
 //!   `/var` that never reaches machines already installed, build leftovers,
 //!   a shared machine-id.
@@ -29,7 +30,8 @@ mod initramfs;
 mod rootfs;
 mod rules;
 
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 pub use rootfs::{Kind, Rootfs};
 pub use rules::LINTS;
@@ -104,8 +106,16 @@ pub enum LintError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{} is larger than {limit} bytes", show(path))]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error("--skip {0}: no such lint (see osctl container lint --list)")]
     UnknownLint(String),
+}
+
+/// A path as a problem line shows it: control characters escaped, so a
+/// hostile name cannot forge a line of the report; cut when very long.
+pub fn show(path: &Path) -> String {
+    osctl_store::limits::shown(path.as_os_str().as_bytes())
 }
 
 /// Looks a lint up by name.
@@ -113,16 +123,23 @@ pub fn find(name: &str) -> Option<&'static Lint> {
     LINTS.iter().find(|l| l.name == name)
 }
 
-/// Runs every lint but those named in `skip` on `rootfs`.
+/// Runs every lint but those named in `skip` on `rootfs`. A lint that
+/// cannot finish (a file it must read is unreadable, a path it must follow
+/// leaves the rootfs) does not stop the others: what stopped it is its
+/// finding, so a fatal lint that could not check fails the build (fail
+/// closed) and every other lint still reports.
 pub fn run(rootfs: &Rootfs, skip: &[String]) -> Result<Report, LintError> {
     let mut skipped = Vec::new();
     for name in skip {
         let lint = find(name).ok_or_else(|| LintError::UnknownLint(name.clone()))?;
-        skipped.push(lint.name);
+        if !skipped.contains(&lint.name) {
+            skipped.push(lint.name);
+        }
     }
     let mut outcomes = Vec::new();
     for lint in LINTS.iter().filter(|l| !skipped.contains(&l.name)) {
-        let problems = (lint.check)(rootfs)?;
+        let problems = (lint.check)(rootfs)
+            .unwrap_or_else(|e| vec![format!("could not check: {}", osctl_store::one_line(&e))]);
         outcomes.push(Outcome { lint, problems });
     }
     Ok(Report { outcomes, skipped })

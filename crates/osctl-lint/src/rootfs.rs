@@ -16,6 +16,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use cap_std::fs::{Dir, File, Metadata, MetadataExt};
+use rustix::fs::{AtFlags, StatxAttributes, StatxFlags, statx};
 
 use crate::LintError;
 
@@ -83,11 +84,6 @@ impl Rootfs {
         })
     }
 
-    /// The rootfs directory as given on the command line.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn io(&self, step: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LintError {
         let path = self.path.join(rel(path));
         move |source| LintError::Io { step, path, source }
@@ -108,11 +104,6 @@ impl Rootfs {
             }
             Err(e) => Err(self.io("reading", path)(e)),
         }
-    }
-
-    /// Whether `path` is a directory holding anything.
-    pub fn has_entries(&self, path: &Path) -> Result<bool, LintError> {
-        Ok(self.kind(path)? == Some(Kind::Directory) && !self.list(path)?.is_empty())
     }
 
     /// The names in directory `path`, sorted; empty when it is not there.
@@ -142,10 +133,18 @@ impl Rootfs {
             return Ok(None);
         }
         let mut bytes = Vec::new();
+        // One byte past the limit tells a file of exactly `limit` bytes
+        // from a larger one, which is refused rather than judged cut short.
         self.open_file(path)?
-            .take(limit)
+            .take(limit + 1)
             .read_to_end(&mut bytes)
             .map_err(self.io("reading", path))?;
+        if bytes.len() as u64 > limit {
+            return Err(LintError::TooLarge {
+                path: path.to_path_buf(),
+                limit,
+            });
+        }
         Ok(Some(bytes))
     }
 
@@ -168,6 +167,23 @@ impl Rootfs {
         if rel(path).as_os_str().is_empty() {
             return Ok(false);
         }
+        // The kernel says whether a path is the root of a mount. A device
+        // number cannot: overlayfs without xino reports its lower layers'
+        // devices, btrfs one per subvolume.
+        let stx = statx(
+            &self.dir,
+            rel(path),
+            AtFlags::SYMLINK_NOFOLLOW,
+            StatxFlags::BASIC_STATS,
+        )
+        .map_err(|e| self.io("reading", path)(e.into()))?;
+        if stx
+            .stx_attributes_mask
+            .contains(StatxAttributes::MOUNT_ROOT)
+        {
+            return Ok(stx.stx_attributes.contains(StatxAttributes::MOUNT_ROOT));
+        }
+        // Kernels before 5.8 do not say: fall back to the device.
         let meta = self
             .dir
             .symlink_metadata(rel(path))

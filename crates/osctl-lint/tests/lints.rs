@@ -352,6 +352,42 @@ fn each_lint_fires_on_its_own_breakage_only() {
 }
 
 #[test]
+fn a_lint_that_cannot_check_says_so_and_the_others_still_run() {
+    let tmp = clean_rootfs();
+    // Staging would read it whole; lint refuses to judge a cut-short file.
+    let big = format!("{}kargs = [\"quiet\"]\n", "# pad\n".repeat(20_000));
+    write(tmp.path(), "/usr/lib/osctl/kargs.d/20-big.toml", big);
+    write(tmp.path(), "/var/log/x.log", "x");
+    let why = "could not check: /usr/lib/osctl/kargs.d/20-big.toml is larger than 65536 bytes";
+    assert_eq!(
+        findings(tmp.path()),
+        [
+            ("kargs", vec![why.to_owned()]),
+            ("panic-karg", vec![why.to_owned()]),
+            ("var-log", vec!["/var/log/x.log".to_owned()]),
+        ]
+    );
+    let report = osctl_lint::run(&Rootfs::open(tmp.path()).unwrap(), &[]).unwrap();
+    assert!(
+        report.fails(false),
+        "a fatal lint that could not check fails the build"
+    );
+}
+
+#[test]
+fn names_cannot_forge_report_lines() {
+    let tmp = clean_rootfs();
+    write(tmp.path(), "/var/log/x\n18 lints: 0 fatal\x1b[2J", "x");
+    assert_eq!(
+        findings(tmp.path()),
+        [(
+            "var-log",
+            vec!["/var/log/x\\n18 lints: 0 fatal\\u{1b}[2J".to_owned()]
+        )]
+    );
+}
+
+#[test]
 fn every_lint_has_a_case() {
     let tested: BTreeSet<&str> = cases().iter().map(|(n, _, _)| *n).collect();
     let all: BTreeSet<&str> = LINTS.iter().map(|l| l.name).collect();

@@ -133,7 +133,7 @@ pub(crate) fn check_xattr(path: &[u8], name: &[u8], value: &[u8]) -> Result<(), 
 
 /// A path for an error line: lossy UTF-8, control characters escaped (a
 /// name may hold a newline), cut to [`SHOWN_PATH_BYTES`].
-pub(crate) fn shown(raw: &[u8]) -> String {
+pub fn shown(raw: &[u8]) -> String {
     let cut = &raw[..raw.len().min(SHOWN_PATH_BYTES)];
     let mut s: String = String::from_utf8_lossy(cut)
         .chars()

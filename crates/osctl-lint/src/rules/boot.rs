@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use osctl_deploy::boot::{INITRAMFS, KARGS_DIRS, MODULES_DIR, VMLINUZ, parse_kargs_file};
 
 use crate::initramfs::{self, Contains};
-use crate::{Kind, LintError, Rootfs};
+use crate::{Kind, LintError, Rootfs, show};
 
 /// kargs.d files are a few lines; a bigger one is read this far and fails
 /// to parse.
@@ -42,10 +42,10 @@ fn regular_file(root: &Rootfs, path: &Path) -> Result<Option<String>, LintError>
         Some(Kind::File { .. }) => None,
         Some(kind) => Some(format!(
             "{}: {}, not a regular file",
-            path.display(),
+            show(path),
             describe(kind)
         )),
-        None => Some(format!("{}: missing", path.display())),
+        None => Some(format!("{}: missing", show(path))),
     })
 }
 
@@ -65,7 +65,7 @@ pub(super) fn kernel(root: &Rootfs) -> Result<Vec<String>, LintError> {
             .map(|d| {
                 format!(
                     "{}: one of {} kernels",
-                    d.join(VMLINUZ).display(),
+                    show(&d.join(VMLINUZ)),
                     several.len()
                 )
             })
@@ -87,12 +87,12 @@ pub(super) fn initramfs_root_setup(root: &Rootfs) -> Result<Vec<String>, LintErr
     let want = osctl_layout::INITRAMFS_ROOT_SETUP;
     let problem = match initramfs::contains(root.open_file(&path)?, want) {
         Ok(Contains::Yes) => return Ok(Vec::new()),
-        Ok(Contains::No) => format!("{}: no {want} inside", path.display()),
+        Ok(Contains::No) => format!("{}: no {want} inside", show(&path)),
         Ok(Contains::Unreadable(format)) => format!(
             "{}: compressed with {format}, which lint cannot look into (use gzip, zstd or xz)",
-            path.display()
+            show(&path)
         ),
-        Err(e) => format!("{}: not a readable initramfs: {e}", path.display()),
+        Err(e) => format!("{}: not a readable initramfs: {e}", show(&path)),
     };
     Ok(vec![problem])
 }
@@ -127,7 +127,7 @@ fn kargs_files(root: &Rootfs) -> Result<Vec<KargsFile>, LintError> {
 pub(super) fn kargs(root: &Rootfs) -> Result<Vec<String>, LintError> {
     Ok(kargs_files(root)?
         .into_iter()
-        .filter_map(|(path, parsed)| parsed.err().map(|why| format!("{}: {why}", path.display())))
+        .filter_map(|(path, parsed)| parsed.err().map(|why| format!("{}: {why}", show(&path))))
         .collect())
 }
 
@@ -148,6 +148,6 @@ pub(super) fn boot_empty(root: &Rootfs) -> Result<Vec<String>, LintError> {
     Ok(root
         .list(Path::new("/boot"))?
         .into_iter()
-        .map(|name| Path::new("/boot").join(name).display().to_string())
+        .map(|name| show(&Path::new("/boot").join(name)))
         .collect())
 }

@@ -4,12 +4,15 @@
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::{Kind, LintError, Rootfs};
+use crate::{Kind, LintError, Rootfs, show};
 
 /// Directories something mounts onto at boot: the kernel's API
-/// filesystems, systemd's runtime directories, `/var` (bound by the root
-/// setup) and `/sysroot` (where the root partition goes).
-const API_DIRECTORIES: [&str; 7] = ["/dev", "/proc", "/sys", "/run", "/tmp", "/var", "/sysroot"];
+/// filesystems, systemd's runtime directories, `/etc` and `/var` (bound by
+/// the root setup, which refuses an image without them) and `/sysroot`
+/// (where the root partition goes).
+const API_DIRECTORIES: [&str; 8] = [
+    "/dev", "/proc", "/sys", "/run", "/tmp", "/etc", "/var", "/sysroot",
+];
 
 /// Directories users and services write to, which a read-only image
 /// cannot hold as real directories.
@@ -22,12 +25,12 @@ pub(super) fn utf8(root: &Rootfs) -> Result<Vec<String>, LintError> {
             .file_name()
             .is_none_or(|n| std::str::from_utf8(n.as_bytes()).is_ok());
         if !name_ok {
-            problems.push(format!("{}: name is not UTF-8", path.display()));
+            problems.push(format!("{}: name is not UTF-8", show(path)));
             // What is below carries the same bad component.
             return Ok(false);
         }
         if kind == Kind::Symlink && root.read_link(path)?.to_str().is_none() {
-            problems.push(format!("{}: symlink target is not UTF-8", path.display()));
+            problems.push(format!("{}: symlink target is not UTF-8", show(path)));
         }
         Ok(true)
     })?;
@@ -58,7 +61,7 @@ pub(super) fn var_run(root: &Rootfs) -> Result<Vec<String>, LintError> {
             } else {
                 vec![format!(
                     "/var/run: a symlink to {}, not to /run",
-                    target.display()
+                    show(&target)
                 )]
             }
         }

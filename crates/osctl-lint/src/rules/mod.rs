@@ -34,17 +34,10 @@ pub static LINTS: [Lint; 18] = [
         check: boot::kargs,
     },
     Lint {
-        name: "utf8",
-        level: Fatal,
-        summary: "every file name and symlink target is UTF-8",
-        fix: "rename the files, or remove them from the image",
-        check: layout::utf8,
-    },
-    Lint {
         name: "api-directories",
         level: Fatal,
-        summary: "/dev, /proc, /sys, /run, /tmp, /var and /sysroot are directories (the root setup and systemd mount onto them)",
-        fix: "mkdir -p /dev /proc /sys /run /tmp /var /sysroot in the Containerfile",
+        summary: "/dev, /proc, /sys, /run, /tmp, /etc, /var and /sysroot are directories (the root setup and systemd mount onto them)",
+        fix: "mkdir -p /dev /proc /sys /run /tmp /etc /var /sysroot in the Containerfile",
         check: layout::api_directories,
     },
     Lint {
@@ -55,9 +48,16 @@ pub static LINTS: [Lint; 18] = [
         check: layout::var_run,
     },
     Lint {
+        name: "utf8",
+        level: Warning,
+        summary: "every file name and symlink target is UTF-8: logs, JSON status and the /etc merge's conflict list can only show such paths approximately",
+        fix: "rename the files, or remove them from the image",
+        check: layout::utf8,
+    },
+    Lint {
         name: "etc-usretc",
-        level: Fatal,
-        summary: "/etc and /usr/etc are not both present (which one is the image's configuration would be ambiguous)",
+        level: Warning,
+        summary: "no /usr/etc beside /etc: osctl merges and boots the image's /etc and never reads /usr/etc",
         fix: "keep the configuration in /etc and remove /usr/etc",
         check: layout::etc_usretc,
     },

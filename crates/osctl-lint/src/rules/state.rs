@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::{Kind, LintError, Rootfs};
+use crate::{Kind, LintError, Rootfs, show};
 
 /// Configuration files are small; this bounds what a lint reads of one.
 const MAX_CONFIG_FILE: u64 = 1024 * 1024;
@@ -131,7 +131,7 @@ pub(super) fn var_content(root: &Rootfs) -> Result<Vec<String>, LintError> {
         if path == Path::new("/var") || declared.contains(path) {
             return Ok(true);
         }
-        problems.push(format!("{}: not created by tmpfiles.d", path.display()));
+        problems.push(format!("{}: not created by tmpfiles.d", show(path)));
         Ok(false)
     })?;
     Ok(problems)
@@ -142,7 +142,7 @@ fn files_below(root: &Rootfs, top: &str) -> Result<Vec<String>, LintError> {
     let mut files = Vec::new();
     root.walk(Path::new(top), |path, kind| {
         if kind != Kind::Directory {
-            files.push(path.display().to_string());
+            files.push(show(path));
         }
         Ok(true)
     })?;
@@ -163,7 +163,7 @@ pub(super) fn run_tmp(root: &Rootfs) -> Result<Vec<String>, LintError> {
                 return Ok(false);
             }
             if matches!(kind, Kind::File { .. } | Kind::Special) {
-                problems.push(path.display().to_string());
+                problems.push(show(path));
             }
             Ok(true)
         })?;

@@ -125,9 +125,9 @@ impl Rootfs {
         Ok(names)
     }
 
-    /// The contents of the regular file `path` (`None` when it is not one),
-    /// at most `limit` bytes: lints read configuration files, and a huge
-    /// one is itself worth a finding, not an allocation.
+    /// The contents of the regular file `path` (`None` when it is not one);
+    /// [`LintError::TooLarge`] past `limit` bytes: lints read configuration
+    /// files, and a huge one is worth saying so, not an allocation.
     pub fn read(&self, path: &Path, limit: u64) -> Result<Option<Vec<u8>>, LintError> {
         if !matches!(self.kind(path)?, Some(Kind::File { .. })) {
             return Ok(None);

@@ -1,8 +1,9 @@
 //! Lints about booting: the kernel, the initramfs, kernel arguments, /boot.
 //!
 //! The rules are staging's (osctl-deploy's `boot` module): the same kernel
-//! directory constants and the same kargs.d parser, so an image lint passes
-//! is an image staging accepts.
+//! directory constants and the same kargs.d parser. One difference is
+//! left: staging's image tree never follows a symlink in the middle of a
+//! path, while these lookups do within the rootfs.
 
 use std::path::{Path, PathBuf};
 
@@ -11,8 +12,8 @@ use osctl_deploy::boot::{INITRAMFS, KARGS_DIRS, MODULES_DIR, VMLINUZ, parse_karg
 use crate::initramfs::{self, Contains};
 use crate::{Kind, LintError, Rootfs, show};
 
-/// kargs.d files are a few lines; a bigger one is read this far and fails
-/// to parse.
+/// kargs.d files are a few lines; a bigger one is refused by its size
+/// (the lint then says it could not check).
 const MAX_KARGS_FILE: u64 = 64 * 1024;
 
 /// Kernel directories under /usr/lib/modules: those holding a `vmlinuz`.

@@ -443,7 +443,7 @@ fn a_missing_rootfs_is_named_and_keeps_its_cause() {
 }
 
 /// docs/lints.md is the `--list` of record; this keeps it equal to the
-/// table. `OSCTL_UPDATE_DOCS=1` rewrites it.
+/// table. `OSCTL_UPDATE_DOCS=1` rewrites it (osctl-testutil's generated_doc).
 #[test]
 fn docs_list_every_lint() {
     let mut want = String::from(
@@ -466,9 +466,7 @@ fn docs_list_every_lint() {
         );
     }
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/lints.md");
-    if std::env::var_os("OSCTL_UPDATE_DOCS").is_some() {
-        fs::write(&path, &want).unwrap();
-    }
+    osctl_testutil::generated_doc::update_if_asked(&path, &want);
     let have = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(
         have == want,

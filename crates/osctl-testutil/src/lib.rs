@@ -37,6 +37,7 @@
 //! Errors are `anyhow` errors with context: this is test code, and the message
 //! a failing test prints is what matters.
 
+pub mod generated_doc;
 pub mod layout;
 pub mod proxy;
 pub mod registry;

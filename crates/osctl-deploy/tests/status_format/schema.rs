@@ -4,8 +4,9 @@
 //! type, a missing required field, an unknown key, a bad enum value.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use osctl_testutil::generated_doc;
 
 use osctl_deploy::status::{
     SCHEMA_DOC, booted_only, render_json, render_schema, render_yaml, to_host,
@@ -15,10 +16,8 @@ use serde_json::{Value, json};
 use super::{assessed_view, full_view, json_of, shapes};
 
 /// The command that rewrites [`SCHEMA_DOC`] from the status types.
-const REGENERATE: &str = "cargo test -p osctl-deploy --test status_format -- --ignored --exact schema::write_status_schema";
-
-/// Mode of the written schema: a document in the repository, readable by all.
-const DOC_MODE: u32 = 0o644;
+const REGENERATE: &str =
+    "OSCTL_UPDATE_DOCS=1 cargo test -p osctl-deploy --test status_format schema::committed_schema";
 
 fn schema_doc() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -29,6 +28,7 @@ fn schema_doc() -> PathBuf {
 #[test]
 fn committed_schema_is_what_the_types_generate() {
     let path = schema_doc();
+    generated_doc::update_if_asked(&path, &render_schema());
     let committed = fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}; create it with:\n  {REGENERATE}", path.display()));
     let committed: Value = serde_json::from_str(&committed)
@@ -70,22 +70,6 @@ fn first_difference(at: &str, a: &Value, b: &Value) -> Option<(String, String, S
             .find_map(|(i, (p, q))| first_difference(&format!("{at}/{i}"), p, q)),
         _ => (a != b).then(|| (at.to_owned(), a.to_string(), b.to_string())),
     }
-}
-
-/// Not a check: the way to rewrite [`SCHEMA_DOC`] (see [`REGENERATE`]).
-#[test]
-#[ignore = "rewrites docs/status.schema.json from the status types"]
-fn write_status_schema() {
-    let path = schema_doc();
-    let dir = path.parent().expect("docs/ has a parent");
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).unwrap();
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(DOC_MODE))
-        .unwrap();
-    std::io::Write::write_all(&mut tmp, render_schema().as_bytes()).unwrap();
-    tmp.as_file().sync_all().unwrap();
-    tmp.persist(&path).unwrap();
-    eprintln!("wrote {}", path.display());
 }
 
 /// The committed schema, compiled with `format` assertions on (so

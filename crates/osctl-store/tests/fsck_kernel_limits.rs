@@ -7,15 +7,14 @@
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::Arc;
 
 use composefs::erofs::format::FormatVersion;
 use composefs::fsverity::{FsVerityHashValue, Sha256HashValue, compute_verity};
 use composefs::generic_tree::{Directory, Inode, LeafContent, Stat};
 use composefs::tree::{FileSystem, RegularFile};
-use osctl_image::{FetchOptions, ImageRef};
-use osctl_store::{Silent, Store};
-use osctl_testutil::{Entry, ImageSpec, Layer};
+
+mod common;
+use common::PulledStore;
 
 fn stat(mode: u32) -> Stat {
     Stat {
@@ -122,18 +121,12 @@ async fn fsck_reports_images_the_kernel_cannot_read() {
         ),
     ];
     for (what, bad, unreadable_dir, needle) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = dir.path().join("layout");
-        let spec = ImageSpec::new(vec![Layer::new(vec![Entry::file("usr/ok", "fine\n")])]);
-        osctl_testutil::write_layout(&layout, "v1", &spec).unwrap();
-        let sysroot = dir.path().join("root");
-        std::fs::create_dir(&sysroot).unwrap();
-        let store = Store::open_or_create(&sysroot).unwrap();
-        let imgref = ImageRef::parse(&format!("oci:{}:v1", layout.display())).unwrap();
-        store
-            .pull(&imgref, &FetchOptions::default(), Arc::new(Silent))
-            .await
-            .unwrap();
+        let PulledStore {
+            dir: _dir,
+            sysroot,
+            store,
+            imgref,
+        } = PulledStore::new().await;
         assert!(store.fsck().await.unwrap().is_ok());
 
         let id = swap_in(&sysroot, &imgref.to_string(), &bad);
@@ -167,18 +160,12 @@ async fn fsck_reports_images_the_kernel_cannot_read() {
 async fn fsck_reads_the_images_of_deployments_without_a_record() {
     // A deployment keeps its image after `image rm`; its EROFS image must
     // be read the kernel's way as well, with no record to lead to it.
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let spec = ImageSpec::new(vec![Layer::new(vec![Entry::file("usr/ok", "fine\n")])]);
-    osctl_testutil::write_layout(&layout, "v1", &spec).unwrap();
-    let sysroot = dir.path().join("root");
-    std::fs::create_dir(&sysroot).unwrap();
-    let store = Store::open_or_create(&sysroot).unwrap();
-    let imgref = ImageRef::parse(&format!("oci:{}:v1", layout.display())).unwrap();
-    store
-        .pull(&imgref, &FetchOptions::default(), Arc::new(Silent))
-        .await
-        .unwrap();
+    let PulledStore {
+        dir: _dir,
+        sysroot,
+        store,
+        imgref,
+    } = PulledStore::new().await;
     let id = swap_in(&sysroot, &imgref.to_string(), &with_name(&"n".repeat(256)));
     let record = store.get(&imgref).unwrap();
     let deployment = "d".repeat(64);

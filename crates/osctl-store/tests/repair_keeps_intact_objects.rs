@@ -9,9 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use composefs::fsverity::{FsVerityHashValue, Sha256HashValue, compute_verity};
-use osctl_image::{FetchOptions, ImageRef};
-use osctl_store::{Silent, Store};
-use osctl_testutil::{Entry, ImageSpec, Layer};
+use osctl_image::FetchOptions;
+use osctl_store::Silent;
+
+mod common;
+use common::PulledStore;
 
 /// Stores `bytes` as an intact object and links it as image and as the
 /// image of deployment `deployment`. Returns the object's path.
@@ -37,18 +39,12 @@ fn intact_image_of_deployment(repo: &Path, bytes: &[u8], deployment: &str) -> st
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_intact_image_the_parser_refuses_is_reported_not_removed() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let spec = ImageSpec::new(vec![Layer::new(vec![Entry::file("usr/ok", "fine\n")])]);
-    osctl_testutil::write_layout(&layout, "v1", &spec).unwrap();
-    let sysroot = dir.path().join("root");
-    std::fs::create_dir(&sysroot).unwrap();
-    let store = Store::open_or_create(&sysroot).unwrap();
-    let imgref = ImageRef::parse(&format!("oci:{}:v1", layout.display())).unwrap();
-    store
-        .pull(&imgref, &FetchOptions::default(), Arc::new(Silent))
-        .await
-        .unwrap();
+    let PulledStore {
+        dir: _dir,
+        sysroot,
+        store,
+        ..
+    } = PulledStore::new().await;
     let repo = sysroot.join("sysroot/composefs");
     let object = intact_image_of_deployment(
         &repo,
@@ -77,17 +73,15 @@ async fn an_intact_image_the_parser_refuses_is_reported_not_removed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_damaged_image_object_is_removed_and_rebuilt_by_a_re_pull() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let spec = ImageSpec::new(vec![Layer::new(vec![Entry::file("usr/ok", "fine\n")])]);
-    osctl_testutil::write_layout(&layout, "v1", &spec).unwrap();
-    let sysroot = dir.path().join("root");
-    std::fs::create_dir(&sysroot).unwrap();
-    let store = Store::open_or_create(&sysroot).unwrap();
-    let imgref = ImageRef::parse(&format!("oci:{}:v1", layout.display())).unwrap();
+    let PulledStore {
+        dir: _dir,
+        sysroot,
+        store,
+        imgref,
+    } = PulledStore::new().await;
     let opts = FetchOptions::default();
     let pull = || store.pull(&imgref, &opts, Arc::new(Silent));
-    let id = pull().await.unwrap().record().image_id().to_string();
+    let id = store.get(&imgref).unwrap().image_id().to_string();
     let link = sysroot.join("sysroot/composefs/images").join(&id);
     let object = link
         .parent()

@@ -213,3 +213,19 @@ fn progress_bars_on_a_terminal() {
     );
     assert!(text.contains("Pulled: "), "{text}");
 }
+
+/// A `--log-level` that does not parse is a usage error naming it, not a
+/// silent fall-back to another level.
+#[test]
+fn a_bad_log_level_is_refused() {
+    let osctl = Osctl::new();
+    let out = osctl.run(&["--log-level", "osctl=[", "image", "list"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("error: --log-level 'osctl=[': "),
+        "{stderr}"
+    );
+}

@@ -64,6 +64,8 @@ fn a_corrupt_record_is_reported_and_worked_around() {
             warning.contains("WARN") && warning.contains(&record.display().to_string()),
             "{how}: {warning}"
         );
+        // Captured, not at a terminal: plain text, no colour escapes.
+        assert!(!warning.contains('\x1b'), "{how}: {warning:?}");
 
         // fsck reports the file, and does not abort.
         let (ok, report) = fsck(&osctl);

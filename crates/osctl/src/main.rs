@@ -8,6 +8,7 @@ mod commands;
 mod output;
 mod progress;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -81,12 +82,19 @@ fn main() -> ExitCode {
     if !filter.contains("rustls_platform_verifier") {
         filter.push_str(",rustls_platform_verifier=off");
     }
+    let filter = match tracing_subscriber::EnvFilter::try_new(&filter) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: --log-level '{}': {e}", cli.log_level);
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: logs captured by a unit,
+        // a pipe or a file stay plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     osctl_deploy::test_hooks::announce();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -211,12 +211,15 @@ registry_gets() {
 # `switch` to the :track tag (v2), then `upgrade` once the host moved it to v3.
 registry_vm() {
   vm_expect registry/registry-0-v1 registry/registry-1-v2 registry/registry-1-upgraded \
-    registry/registry-2-v3 registry/switch-from-registry registry/upgrade-from-registry
+    registry/registry-2-v3 registry/switch-from-registry registry/upgrade-from-registry \
+    registry/registry-2-diff registry/registry-3-nginx
   local disk mark n
   disk=$(vm_disk registry) || return 1
   rm -rf "$work/registry"
   registry_start "$work/registry"
   registry_push "oci:$work/oci:v2" osctl-vmtest:track
+  # The nginx example (examples.sh), switched to after v3.
+  registry_push "oci:$work/oci:nginx" osctl-vmtest:nginx
   mark=$(registry_log_mark)
   control_disk registry
   vm_start registry --uefi --disk "$disk" --disk-ro "$work/control.img" \
@@ -252,6 +255,8 @@ registry_vm() {
     fi
   fi
   [ "$ok" -eq 0 ] || vm_wait_test registry-2-v3 || ok=0
+  [ "$ok" -eq 0 ] || vm_wait_test registry-2-diff || ok=0
+  [ "$ok" -eq 0 ] || vm_wait_test registry-3-nginx || ok=0
   [ "$ok" -eq 0 ] || vm_wait_exit 120 || ok=0
   vm_stop
   registry_stop

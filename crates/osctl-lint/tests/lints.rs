@@ -262,7 +262,15 @@ fn cases() -> Vec<(&'static str, Breakage, Vec<String>)> {
         ),
         (
             "var-log",
-            |r| write(r, "/var/log/apt/history.log", "Start-Date: ..."),
+            |r| {
+                write(r, "/var/log/apt/history.log", "Start-Date: ...");
+                // systemd's pointer to its docs is not a log.
+                symlink(
+                    "../../usr/share/doc/systemd/README.logs",
+                    r.join("var/log/README"),
+                )
+                .unwrap();
+            },
             s(&["/var/log/apt/history.log"]),
         ),
         (

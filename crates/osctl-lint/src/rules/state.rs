@@ -149,8 +149,18 @@ fn files_below(root: &Rootfs, top: &str) -> Result<Vec<String>, LintError> {
     Ok(files)
 }
 
+/// Files under /var/log; not symlinks: systemd ships /var/log/README, a
+/// link to its documentation in /usr, and the lint's own fix (`find
+/// /var/log -type f -delete`) rightly leaves it.
 pub(super) fn var_log(root: &Rootfs) -> Result<Vec<String>, LintError> {
-    files_below(root, "/var/log")
+    let mut files = Vec::new();
+    root.walk(Path::new("/var/log"), |path, kind| {
+        if matches!(kind, Kind::File { .. } | Kind::Special) {
+            files.push(show(path));
+        }
+        Ok(true)
+    })?;
+    Ok(files)
 }
 
 /// Files under /run and /tmp, unless the builder mounted them; not

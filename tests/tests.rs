@@ -14,6 +14,7 @@ mod container_lint;
 mod deploy_adversarial;
 mod deploy_bad_input;
 mod deploy_crash;
+mod deploy_download_only;
 mod deploy_recovery;
 mod deploy_walkthrough;
 mod install;

@@ -71,7 +71,7 @@ pub fn report(outcome: &StageOutcome, image: &str) {
             );
             if let Some(old) = cancelled {
                 println!(
-                    "Deployment {} no longer boots next: the booted one does",
+                    "Deployment {} is no longer staged or queued: the booted one boots next",
                     old.short()
                 );
             }

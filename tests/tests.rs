@@ -11,6 +11,7 @@ mod boot_assessment;
 mod boot_fallback;
 mod cli_output;
 mod container_lint;
+mod contrib_units;
 mod deploy_adversarial;
 mod deploy_bad_input;
 mod deploy_crash;

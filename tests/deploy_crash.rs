@@ -374,6 +374,88 @@ fn scenarios() -> Vec<Scenario> {
             finished_by_gc: &[],
         },
         Scenario {
+            name: "upgrade --download-only",
+            setup: |i| {
+                let m = tracking_v1(i, "os:dl-first");
+                retag(i, "os:v2", "os:dl-first");
+                (m, words(DOWNLOAD_ONLY))
+            },
+            points: &[
+                "stage:after-pull",
+                "stage:after-state-dir",
+                "stage:after-root",
+                "stage:after-kernel",
+                "stage:after-origin",
+                "stage:after-entry",
+                "stage:after-marker",
+                "prune:after-kernels",
+            ],
+            finished_by_gc: &[],
+        },
+        Scenario {
+            name: "upgrade --download-only replacing an older download",
+            setup: |i| {
+                let m = tracking_v1(i, "os:dl-newer");
+                retag(i, "os:v2", "os:dl-newer");
+                m.run(DOWNLOAD_ONLY);
+                retag(i, "os:v3", "os:dl-newer");
+                (m, words(DOWNLOAD_ONLY))
+            },
+            points: &[
+                "stage:after-entry",
+                "stage:after-marker",
+                "drop:after-entry",
+                "drop:after-rename",
+                "drop:after-state",
+                "drop:after-root",
+                "stage:after-replaced-dropped",
+            ],
+            finished_by_gc: &[],
+        },
+        Scenario {
+            // Once the marker is rewritten there is nothing downloaded
+            // left: a re-run is refused (an admin's script must not think
+            // it released something), so gc finishes.
+            name: "upgrade --from-downloaded",
+            setup: |i| {
+                let m = tracking_v1(i, "os:dl-release");
+                retag(i, "os:v2", "os:dl-release");
+                m.run(DOWNLOAD_ONLY);
+                (m, words(&["upgrade", "--from-downloaded"]))
+            },
+            points: &["release:after-marker"],
+            finished_by_gc: &["release:after-marker"],
+        },
+        Scenario {
+            name: "upgrade to the downloaded image releases it",
+            setup: |i| {
+                let m = tracking_v1(i, "os:dl-upgrade");
+                retag(i, "os:v2", "os:dl-upgrade");
+                m.run(DOWNLOAD_ONLY);
+                (m, words(&["upgrade", "--progress", "none"]))
+            },
+            points: &["release:after-marker", "prune:after-kernels"],
+            finished_by_gc: &[],
+        },
+        Scenario {
+            name: "rollback dropping a download",
+            setup: |i| {
+                let mut m = tracking_v1(i, "os:dl-rollback");
+                retag(i, "os:v2", "os:dl-rollback");
+                m.boot(&i.registry.image_ref("os:dl-rollback"));
+                retag(i, "os:v3", "os:dl-rollback");
+                m.run(DOWNLOAD_ONLY);
+                (m, words(&["rollback"]))
+            },
+            points: &[
+                "rollback:after-marker",
+                "rollback:after-default",
+                "rollback:after-staged-marker",
+                "rollback:after-drop-staged",
+            ],
+            finished_by_gc: &[],
+        },
+        Scenario {
             name: "gc prunes an old deployment",
             setup: |i| {
                 let mut m = booted_v2(i);
@@ -644,6 +726,20 @@ fn after_crash_scenarios() -> Vec<Scenario> {
             finished_by_gc: &[],
         },
     ]
+}
+
+/// `upgrade --download-only`.
+const DOWNLOAD_ONLY: &[&str] = &["upgrade", "--download-only", "--progress", "none"];
+
+/// v1 booted from `tag` (pointed at `os:v1`), /etc edited: a machine
+/// whose upgrades follow `tag`. Each scenario has a tag of its own, since
+/// setups run again for every fail point.
+fn tracking_v1(images: &Images, tag: &str) -> Machine {
+    retag(images, "os:v1", tag);
+    let mut m = Machine::new();
+    m.boot(&images.registry.image_ref(tag));
+    m.edit_etc();
+    m
 }
 
 /// Points `tag` at the image tagged `from` (same digest, so the result is

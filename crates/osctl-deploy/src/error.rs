@@ -112,6 +112,15 @@ pub enum DeployError {
         reason: String,
         at: String,
     },
+    /// `upgrade --from-downloaded` with no download-only deployment staged.
+    #[error(
+        "nothing downloaded: no download-only update is staged (`osctl upgrade --download-only` downloads one)"
+    )]
+    NothingDownloaded,
+    /// `upgrade --download-only` while the next boot is already something
+    /// other than the booted deployment: it would have to cancel that.
+    #[error("{0}")]
+    NextBootPlanned(NextBoot),
     /// `bless` of a deployment whose health record cannot be read.
     #[error(
         "{why}: not marking deployment {} good (`osctl health check` writes a new record)",
@@ -134,3 +143,30 @@ pub enum DeployError {
 /// An error and its sources on one line, for recorded text: the store's
 /// renderer, so both crates write chains the same way.
 pub(crate) use osctl_store::one_line;
+
+/// What already boots next when `upgrade --download-only` refuses to touch
+/// it (see [`DeployError::NextBootPlanned`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextBoot {
+    /// An ordinary staged update (pending or finalized).
+    Staged(DeploymentId),
+    /// A queued rollback.
+    Rollback(DeploymentId),
+}
+
+impl std::fmt::Display for NextBoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NextBoot::Staged(id) => write!(
+                f,
+                "deployment {} is staged to boot next: --download-only does not replace it (`osctl upgrade` stages the update for the next boot instead)",
+                id.short()
+            ),
+            NextBoot::Rollback(id) => write!(
+                f,
+                "a rollback to deployment {} is queued for the next boot: --download-only does not cancel it (`osctl rollback --cancel` does)",
+                id.short()
+            ),
+        }
+    }
+}

@@ -17,6 +17,11 @@
 //! | trial sort keys (when counted) | `trial:after-fallback-key`, `trial:after-trying-key` |
 //! | **default ← staged (or the trial pattern): commit** | `finalize:after-default` |
 //! | staged marker removed | — |
+//!
+//! A download-only staged deployment (`upgrade --download-only`; see
+//! [`crate::markers`]) is left alone: finalize changes nothing and says so
+//! ([`FinalizeOutcome::DownloadOnly`]), whether the shutdown service or the
+//! admin runs it. `upgrade --from-downloaded` releases it first.
 
 use std::path::Path;
 
@@ -37,6 +42,9 @@ use crate::{DeployError, merge_etc};
 pub enum FinalizeOutcome {
     /// Nothing was staged (the common case at shutdown).
     NothingStaged,
+    /// The staged deployment is download-only: left as it is, not the next
+    /// boot (`osctl upgrade --from-downloaded` releases it).
+    DownloadOnly(DeploymentId),
     /// The staged deployment is now the default boot entry.
     Finalized {
         id: DeploymentId,
@@ -59,6 +67,9 @@ impl Sysroot {
                 id: staged.id().clone(),
                 merge: None,
             });
+        }
+        if state.staged_download_only {
+            return Ok(FinalizeOutcome::DownloadOnly(staged.id().clone()));
         }
         let merge = match &state.booted {
             Some(booted) => Some(self.merge_etc_into(booted, &staged)?),

@@ -25,6 +25,7 @@ mod assess;
 pub mod boot;
 mod check;
 pub mod config;
+mod download_only;
 mod entries;
 mod error;
 mod etc_merge;
@@ -47,7 +48,7 @@ pub mod sysroot;
 mod upgrade;
 
 pub use assess::{BlessOutcome, CheckReport, FAILED_IMAGES_FILE, FailedImage};
-pub use error::DeployError;
+pub use error::{DeployError, NextBoot};
 pub use finalize::FinalizeOutcome;
 pub use rollback::RollbackOutcome;
 pub use scan::{BrokenDeployment, Deployment, Incomplete, Scan};

@@ -1,7 +1,8 @@
 //! The two next-boot markers: `state/staged` (an update waiting for
 //! finalize) and `state/rollback` (a queued rollback).
 //!
-//! Each file holds one line, `<deployment id> <generation> [existing]`. The
+//! Each file holds one line, `<deployment id> <generation> [existing]
+//! [download-only]`. The
 //! generation orders the two markers when both exist: the one written last
 //! wins (see [`crate::state`]). `existing` (staged marker only) says the
 //! deployment existed before this switch staged it again (a rollback, pinned
@@ -11,6 +12,18 @@
 //! one atomic write instead of a remove followed by a write, which a crash
 //! could split. A marker written before generations existed (`<id>` alone)
 //! reads as generation 0.
+//!
+//! `download-only` (staged marker only) says the deployment was staged by
+//! `osctl upgrade --download-only`: it is staged in every other respect
+//! (status shows it, recovery keeps it, a later switch replaces it), but
+//! finalize leaves it alone, so it never becomes the next boot. `osctl
+//! upgrade --from-downloaded` releases it by rewriting the marker without
+//! the word: one atomic write, the commit point of the release. Keeping the
+//! flag in the marker rather than in a file of its own means there is no
+//! second file that a crash could leave disagreeing with the marker, and a
+//! marker that stops holding takes the flag with it. An osctl that does not
+//! know the word refuses the marker (it does not parse) instead of
+//! finalizing a deployment the admin held back.
 //!
 //! A marker is only a claim: [`crate::state::classify`] decides whether it
 //! still holds (a staged marker whose deployment became the default was
@@ -38,14 +51,20 @@ pub struct Marker {
     pub generation: u64,
     /// The deployment existed before it was staged (see the module doc).
     pub existing: bool,
+    /// Staged by `upgrade --download-only`: finalize leaves it (see the
+    /// module doc).
+    pub download_only: bool,
 }
 
 /// The word that marks a staged deployment that existed before.
 const EXISTING: &str = "existing";
+/// The word that marks a download-only staged deployment.
+const DOWNLOAD_ONLY: &str = "download-only";
 
 impl Marker {
-    /// Parses `<id> [<generation> [existing]]` (one line, surrounding
-    /// whitespace ignored). The error is the reason, without the file name.
+    /// Parses `<id> [<generation> [existing] [download-only]]` (one line,
+    /// surrounding whitespace ignored; the words in that order, each at
+    /// most once). The error is the reason, without the file name.
     pub fn parse(text: &str) -> Result<Marker, String> {
         let mut words = text.split_whitespace();
         let id = words.next().ok_or("empty")?;
@@ -56,26 +75,40 @@ impl Marker {
                 .parse()
                 .map_err(|_| format!("'{g}' is not a generation number"))?,
         };
-        let existing = match words.next() {
-            None => false,
-            Some(EXISTING) => true,
-            Some(extra) => return Err(format!("unexpected '{extra}' after the generation")),
-        };
-        if let Some(extra) = words.next() {
-            return Err(format!("unexpected '{extra}' after '{EXISTING}'"));
-        }
-        Ok(Marker {
+        let mut marker = Marker {
             id,
             generation,
-            existing,
-        })
+            existing: false,
+            download_only: false,
+        };
+        // What the previous word was, for the error message.
+        let mut after = "the generation";
+        for word in words {
+            match word {
+                EXISTING if !marker.existing && !marker.download_only => marker.existing = true,
+                DOWNLOAD_ONLY if !marker.download_only => marker.download_only = true,
+                extra => return Err(format!("unexpected '{extra}' after {after}")),
+            }
+            after = match word {
+                EXISTING => "'existing'",
+                _ => "'download-only'",
+            };
+        }
+        Ok(marker)
     }
 
     pub fn render(&self) -> String {
-        match self.existing {
-            true => format!("{} {} {EXISTING}\n", self.id, self.generation),
-            false => format!("{} {}\n", self.id, self.generation),
+        let mut line = format!("{} {}", self.id, self.generation);
+        if self.existing {
+            line.push(' ');
+            line.push_str(EXISTING);
         }
+        if self.download_only {
+            line.push(' ');
+            line.push_str(DOWNLOAD_ONLY);
+        }
+        line.push('\n');
+        line
     }
 }
 
@@ -120,7 +153,7 @@ pub fn remove(state: &Dir, name: &str) -> std::io::Result<()> {
 }
 
 impl Sysroot {
-    /// Writes marker `name` naming `id` (`existing`: see
+    /// Writes marker `name` naming `id` (`existing`, `download_only`: see
     /// [`crate::markers`]), with a generation above both markers' (so it
     /// wins over the other one; see [`crate::state`]).
     pub(crate) fn write_marker(
@@ -128,6 +161,7 @@ impl Sysroot {
         name: &str,
         id: &DeploymentId,
         existing: bool,
+        download_only: bool,
     ) -> Result<(), DeployError> {
         let facts = self.facts()?;
         let generation = [&facts.staged_marker, &facts.rollback_marker]
@@ -142,6 +176,7 @@ impl Sysroot {
             id: id.clone(),
             generation,
             existing,
+            download_only,
         };
         write(&state_dir, name, &marker).map_err(|e| DeployError::Io {
             step: "writing",
@@ -177,6 +212,15 @@ mod tests {
         let m = ok(&format!("{id} 4 existing\n"));
         assert!(m.existing && m.generation == 4);
         assert_eq!(Marker::parse(&m.render()).unwrap(), m);
+        for (text, existing) in [
+            (format!("{id} 5 download-only\n"), false),
+            (format!("{id} 5 existing download-only\n"), true),
+        ] {
+            let m = ok(&text);
+            assert!(m.download_only && m.existing == existing && m.generation == 5);
+            assert_eq!(m.render(), text);
+        }
+        assert!(!ok(&format!("{id} 4 existing")).download_only);
         for (bad, why) in [
             ("", "empty"),
             ("abc 1", "'abc' is not a deployment id"),
@@ -185,6 +229,18 @@ mod tests {
             (
                 &format!("{id} 1 existing x"),
                 "unexpected 'x' after 'existing'",
+            ),
+            (
+                &format!("{id} 1 download-only existing"),
+                "unexpected 'existing' after 'download-only'",
+            ),
+            (
+                &format!("{id} 1 download-only download-only"),
+                "unexpected 'download-only' after 'download-only'",
+            ),
+            (
+                &format!("{id} 1 existing existing"),
+                "unexpected 'existing' after 'existing'",
             ),
         ] {
             assert_eq!(Marker::parse(bad).unwrap_err(), why, "{bad:?}");

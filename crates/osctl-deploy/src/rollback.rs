@@ -8,6 +8,10 @@
 //! | staged marker removed | `rollback:after-staged-marker` |
 //! | staged deployment dropped (unless kept: pinned, or it existed before it was staged) | `rollback:after-drop-staged` |
 //!
+//! A download-only staged deployment is dropped the same way: the admin is
+//! going back, and a maintenance window (`upgrade --from-downloaded
+//! --apply`) must not move the machine forward again behind their back.
+//!
 //! `rollback --cancel`: the default goes back to the booted deployment
 //! (`rollback-cancel:after-default`, the commit), then the marker goes.
 
@@ -58,7 +62,7 @@ impl Sysroot {
             self.set_finalized(staged, false)?;
             failpoint::hit("rollback:after-unfinalize");
         }
-        self.write_marker(markers::ROLLBACK, target.id(), false)?;
+        self.write_marker(markers::ROLLBACK, target.id(), false, false)?;
         failpoint::hit("rollback:after-marker");
         boot::write_default(self.boot(), target.id())?;
         failpoint::hit("rollback:after-default");

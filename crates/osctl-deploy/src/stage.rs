@@ -15,7 +15,7 @@
 //! | 5. origin with the boot digest (or, re-staging a deployment that exists, its new origin) | `stage:after-origin` |
 //! | 6. BLS entry `osctl-<id>+N.conf` | `stage:after-entry` |
 //! | 6a. a finalized update being replaced (unless kept: pinned, or it existed before it was staged): un-finalized | `stage:after-unfinalize-replaced` |
-//! | **7. `state/staged` ← id (`existing` when re-staging one) — the commit point** | `stage:after-marker` |
+//! | **7. `state/staged` ← id (`existing` when re-staging one, `download-only` for `upgrade --download-only`) — the commit point** | `stage:after-marker` |
 //! | 8. default back on the booted deployment (a replaced finalized update, a queued rollback) | `stage:after-default-restored` |
 //! | 9. the replaced deployment dropped (unless kept) | `stage:after-replaced-dropped` |
 //!
@@ -24,6 +24,15 @@
 //! the next locked command removes it; from step 7 on it is staged, and
 //! steps 8–9 are cleanup that the recovery also finishes. A re-run of the
 //! command after a crash therefore ends where a clean run ends.
+//!
+//! `upgrade --download-only` ([`StageOptions::download_only`]) takes the
+//! same steps with a `download-only` marker (see [`crate::markers`]), and
+//! refuses up front when something other than the booted deployment boots
+//! next (an ordinary staged update, a queued rollback), so steps 6a, 8 and 9
+//! only ever replace an earlier download-only deployment: what boots next
+//! never changes. Staging the image of a download-only deployment without
+//! `download_only` releases it instead ([`StageOutcome::Released`]: the
+//! marker rewritten without the word, fail point `release:after-marker`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -59,8 +68,12 @@ pub enum StageOutcome {
         id: DeploymentId,
         cancelled: Option<DeploymentId>,
     },
-    /// The image already boots next (staged, or a queued rollback).
+    /// The image already boots next (staged, or a queued rollback); with
+    /// `download_only`: it is already downloaded.
     AlreadyStaged(DeploymentId),
+    /// The image was downloaded only (`upgrade --download-only`); it is now
+    /// an ordinary staged deployment, applied at the next shutdown.
+    Released(DeploymentId),
 }
 
 impl StageOutcome {
@@ -69,7 +82,8 @@ impl StageOutcome {
         match self {
             StageOutcome::Staged { id, .. }
             | StageOutcome::AlreadyBooted { id, .. }
-            | StageOutcome::AlreadyStaged(id) => id,
+            | StageOutcome::AlreadyStaged(id)
+            | StageOutcome::Released(id) => id,
         }
     }
 }
@@ -85,6 +99,10 @@ pub struct StageOptions {
     /// `None`: `[boot] tries` from /etc/osctl/config.toml; `Some(0)`: no
     /// counter (`osctl install`: there is nothing to fall back to).
     pub boot_tries: Option<u32>,
+    /// `upgrade --download-only`: staged with a `download-only` marker, so
+    /// finalize leaves it; refused while something other than the booted
+    /// deployment boots next.
+    pub download_only: bool,
 }
 
 impl Sysroot {
@@ -121,12 +139,22 @@ impl Sysroot {
         self.lock()?;
         self.require_readable_booted("to stage")?;
         let state = self.state()?;
+        if options.download_only {
+            Self::download_only_allowed(&state)?;
+        }
         if state.booted.as_ref().is_some_and(|b| b.id() == &id) {
             let cancelled = self.cancel_next_boot(&state)?;
             return Ok(StageOutcome::AlreadyBooted { id, cancelled });
         }
         let boots_next = state.staged.as_ref().map(|d| d.id()) == Some(&id)
             || (state.rollback_queued && state.rollback.as_ref().map(|d| d.id()) == Some(&id));
+        if state.staged_download_only
+            && !options.download_only
+            && state.staged.as_ref().map(|d| d.id()) == Some(&id)
+        {
+            self.release_staged(&id, state.staged_existing)?;
+            return Ok(StageOutcome::Released(id));
+        }
         if boots_next {
             return Ok(StageOutcome::AlreadyStaged(id));
         }
@@ -260,7 +288,12 @@ impl Sysroot {
             failpoint::hit("stage:after-unfinalize-replaced");
         }
 
-        self.write_marker(markers::STAGED, &id, existing.is_some())?;
+        self.write_marker(
+            markers::STAGED,
+            &id,
+            existing.is_some(),
+            options.download_only,
+        )?;
         failpoint::hit("stage:after-marker");
         if existing.is_some() {
             // Its old counter (used up, or gone when it was marked good)

@@ -28,7 +28,12 @@
 //! 5. *rollback* = the winning rollback marker (`rollback_queued`); else the
 //!    newest (highest serial) other deployment that is finalized and did not
 //!    fail.
-//! 6. A deployment that is none of booted, staged or rollback counts only if
+//! 6. A staged marker that says `download-only` holds by rules 1 and 3 like
+//!    any other, and its deployment is *staged* (`staged_download_only`):
+//!    finalize leaves it, so it is not the next boot. Nothing else about it
+//!    differs: it is never the default, so by rule 4 the booted deployment
+//!    stays the next boot.
+//! 7. A deployment that is none of booted, staged or rollback counts only if
 //!    it was finalized once or is pinned. One that is neither — the
 //!    leftovers of a stage that crashed before its marker, an update
 //!    replaced before it was ever booted — is *abandoned*: invisible to
@@ -38,7 +43,7 @@
 //!
 //! These rules give every multi-step operation one commit point, a single
 //! atomic write after which the rules read the new state, while everything
-//! written before it is invisible (rule 6) and everything after it is
+//! written before it is invisible (rule 7) and everything after it is
 //! cleanup: `switch` commits with the staged marker, `finalize` with the
 //! default, `rollback` with the default (its marker written first).
 //! docs/deployments.md has the table of commit points.
@@ -97,7 +102,10 @@ pub struct DeploymentState {
     /// The pending staged deployment existed before it was staged (its
     /// marker says `existing`): if it stops being staged, it stays.
     pub staged_existing: bool,
-    /// Abandoned deployments (rule 6): never finalized, in no role.
+    /// The pending staged deployment is download-only (its marker says
+    /// `download-only`): finalize leaves it (rule 6).
+    pub staged_download_only: bool,
+    /// Abandoned deployments (rule 7): never finalized, in no role.
     pub abandoned: Vec<Deployment>,
     /// The staged marker exists but no longer holds (rules 1 and 3).
     pub staged_marker_stale: bool,
@@ -144,6 +152,7 @@ pub fn classify(facts: &Facts, mut deployments: Vec<Deployment>) -> DeploymentSt
         default: default.cloned(),
         staged_pending: staged_marker.is_some(),
         staged_existing: staged_marker.is_some_and(|m| m.existing),
+        staged_download_only: staged_marker.is_some_and(|m| m.download_only),
         staged_marker_stale: facts.staged_marker.is_some() && staged_marker.is_none(),
         rollback_marker_stale: facts.rollback_marker.is_some() && rollback_marker.is_none(),
         ..Default::default()
@@ -191,6 +200,7 @@ mod tests {
             id: id(c),
             generation,
             existing: false,
+            download_only: false,
         })
     }
     /// Deployment `c` with serial `serial`, finalized or not.
@@ -426,6 +436,7 @@ mod tests {
                 id: id(staged),
                 generation: 1,
                 existing,
+                download_only: false,
             }),
             ..Default::default()
         };
@@ -442,6 +453,46 @@ mod tests {
             let s = classify(&facts, all());
             assert_eq!(s.staged_existing, want, "{what}");
             assert_eq!(short(&s.staged), Some('r'), "{what}");
+        }
+    }
+
+    /// A download-only marker stages its deployment like any other, and
+    /// says so; it goes stale by the same rules.
+    #[test]
+    fn a_download_only_marker_stages_without_changing_the_next_boot() {
+        let facts = |default: char, booted: char| Facts {
+            booted: Some(id(booted)),
+            default: Some(id(default)),
+            default_exact: true,
+            staged_marker: Some(Marker {
+                id: id('s'),
+                generation: 1,
+                existing: false,
+                download_only: true,
+            }),
+            ..Default::default()
+        };
+        let all = || vec![dep('o', 2, true), dep('r', 1, true), dep('s', 3, false)];
+        for (what, facts, want) in [
+            (
+                "downloaded, the booted one boots next",
+                facts('o', 'o'),
+                (Some('s'), true, false, Some('o')),
+            ),
+            (
+                "its deployment is booted: the marker is stale",
+                facts('s', 's'),
+                (None, false, true, Some('s')),
+            ),
+        ] {
+            let s = classify(&facts, all());
+            let got = (
+                short(&s.staged),
+                s.staged_download_only,
+                s.staged_marker_stale,
+                s.default.as_ref().map(letter),
+            );
+            assert_eq!(got, want, "{what}");
         }
     }
 

@@ -11,7 +11,7 @@ use osctl_store::PullObserver;
 
 use crate::DeployError;
 use crate::origin::CachedUpdate;
-use crate::stage::StageOutcome;
+use crate::stage::{StageOptions, StageOutcome};
 use crate::sysroot::Sysroot;
 use crate::sysroot::now;
 
@@ -86,14 +86,21 @@ impl Sysroot {
 
     /// Pulls the tracked reference and stages it if it changed. An image
     /// that already failed on this machine (its health checks, or its boot
-    /// counter ran out) is not staged again unless `force`.
+    /// counter ran out) is not staged again unless `force`. With
+    /// `download_only` it is staged download-only (see
+    /// [`crate::StageOptions::download_only`]); refused before the pull when
+    /// that would change the next boot.
     pub async fn upgrade(
         &self,
         fetch: &FetchOptions,
         observer: Arc<dyn PullObserver>,
         force: bool,
+        download_only: bool,
     ) -> Result<StageOutcome, DeployError> {
         let (imgref, _) = self.tracked()?;
+        if download_only {
+            self.check_download_only()?;
+        }
         let outcome = self.store().pull(&imgref, fetch, observer).await?;
         crate::failpoint::hit("stage:after-pull");
         let record = outcome.record();
@@ -105,6 +112,13 @@ impl Sysroot {
                 at: failed.at,
             });
         }
-        self.stage_record(&imgref, record)
+        self.stage_record_with(
+            &imgref,
+            record,
+            &StageOptions {
+                download_only,
+                ..StageOptions::default()
+            },
+        )
     }
 }

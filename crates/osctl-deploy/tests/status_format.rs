@@ -105,6 +105,7 @@ fn full_view() -> HostView {
         other: vec![other],
         failed: Vec::new(),
         rollback_queued: false,
+        staged_download_only: false,
         problems: Vec::new(),
     }
 }
@@ -226,6 +227,49 @@ fn cached_update_only_when_it_is_newer() {
         v["status"]["booted"]["osctl"]["updateChecked"],
         "2026-12-02T00:00:00Z"
     );
+}
+
+/// `downloadOnly` is the staged entry's, true only while its marker says
+/// so; the other entries keep bootc's `false`.
+#[test]
+fn download_only_marks_the_staged_entry_only() {
+    let mut view = full_view();
+    assert_eq!(json_of(&view)["status"]["staged"]["downloadOnly"], false);
+    view.staged_download_only = true;
+    let v = json_of(&view);
+    for (slot, want) in [
+        ("/status/staged/downloadOnly", true),
+        ("/status/booted/downloadOnly", false),
+        ("/status/rollback/downloadOnly", false),
+        ("/status/otherDeployments/0/downloadOnly", false),
+    ] {
+        assert_eq!(v.pointer(slot), Some(&Value::Bool(want)), "{slot}");
+    }
+    // --booted drops the staged entry, and the flag with it.
+    assert_eq!(
+        json_of(&booted_only(&view))["status"]["staged"],
+        Value::Null
+    );
+}
+
+#[test]
+fn human_download_only_staged() {
+    let mut view = full_view();
+    view.staged_download_only = true;
+    view.booted = None;
+    view.rollback = None;
+    view.other.clear();
+    let got = render_human(&view);
+    let want = "  Staged image: quay.io/example/os:latest
+        Digest: sha256:1111111111111111111111111111111111111111111111111111111111111111 (amd64)
+       Version: 2.0 (2026-11-25T10:00:00Z)
+        Kernel: 6.12.0-1-amd64
+    Deployment: 111111111111
+ Download only: yes: not applied at shutdown (osctl upgrade --from-downloaded releases it)
+/etc conflicts: /etc/ssh/sshd_config (both modified)
+                /etc/motd.d (file type changed)
+";
+    assert_eq!(got, want, "\n--- got:\n{got}");
 }
 
 #[test]
@@ -574,6 +618,10 @@ fn shapes() -> Vec<(String, HostView)> {
     queued.staged = None;
     queued.rollback_queued = true;
     shapes.push(("rollback queued".to_owned(), queued));
+
+    let mut downloaded = full_view();
+    downloaded.staged_download_only = true;
+    shapes.push(("staged download-only".to_owned(), downloaded));
 
     // An installer or image builder: staged, nothing booted.
     let mut offline = full_view();

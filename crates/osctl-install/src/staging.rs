@@ -233,6 +233,7 @@ pub(super) async fn build(
         local_kargs: Some(req.local_kargs.clone()),
         // The first deployment has nothing to fall back to.
         boot_tries: Some(0),
+        download_only: false,
     };
     let id = match sysroot.stage_record_with(&common.imgref, &record, &options)? {
         StageOutcome::Staged { id, .. } => id,
@@ -244,9 +245,10 @@ pub(super) async fn build(
     };
     match sysroot.finalize()? {
         FinalizeOutcome::Finalized { .. } => {}
-        FinalizeOutcome::NothingStaged => {
+        // Install stages without `download_only`: neither can happen.
+        FinalizeOutcome::NothingStaged | FinalizeOutcome::DownloadOnly(_) => {
             return Err(InstallError::Invalid(
-                "finalizing the first deployment: nothing was staged".into(),
+                "finalizing the first deployment: nothing was staged to boot".into(),
             ));
         }
     }

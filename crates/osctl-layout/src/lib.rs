@@ -33,7 +33,7 @@
 //! ├── var/                                /var, shared by every deployment: bound on /var
 //! ├── .var-seed/                          /var being seeded (renamed to var/ when complete)
 //! ├── .finalize/                          finalize's scratch space for the /etc merge
-//! ├── staged                              "<id> <generation> [existing]": waiting for finalize
+//! ├── staged                              "<id> <generation> [existing] [download-only]": waiting for finalize
 //! ├── rollback                            "<id> <generation>": a queued rollback
 //! ├── failed-images.json                  images that failed here (boot assessment)
 //! ├── boot-dir                            the --boot-dir given once, remembered

@@ -41,6 +41,8 @@ pub const ALL: &[&str] = &[
     "stage:after-unfinalize-replaced",
     "stage:after-default-restored",
     "stage:after-replaced-dropped",
+    // osctl upgrade --from-downloaded (and upgrade/switch to a downloaded image)
+    "release:after-marker",
     // dropping a deployment (prune, replace, rollback, recovery)
     "drop:after-entry",
     "drop:after-rename",

@@ -34,6 +34,7 @@ impl Sysroot {
             others,
             failed,
             rollback_queued,
+            staged_download_only,
             ..
         } = state;
         let staged = staged.as_ref().map(entry);
@@ -50,6 +51,7 @@ impl Sysroot {
             other: others.iter().map(entry).collect(),
             failed: failed.iter().map(entry).collect(),
             rollback_queued,
+            staged_download_only,
             problems: self.unusable()?,
         })
     }

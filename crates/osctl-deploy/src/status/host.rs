@@ -128,6 +128,9 @@ pub struct BootEntry {
     pub pinned: bool,
     #[serde(default)]
     pub soft_reboot_capable: bool,
+    /// Staged by `osctl upgrade --download-only`: finalize at shutdown
+    /// leaves it, so it is not the next boot until `osctl upgrade
+    /// --from-downloaded` releases it. Only ever `true` on the staged entry.
     #[serde(default)]
     pub download_only: bool,
     /// bootc's ostree container store; always `null` for osctl.

@@ -106,6 +106,12 @@ fn entry_block(slot: &str, entry: &BootEntry, booted: bool) -> String {
             row("Health", &value);
         }
     }
+    if entry.download_only {
+        row(
+            "Download only",
+            "yes: not applied at shutdown (osctl upgrade --from-downloaded releases it)",
+        );
+    }
     if entry.pinned {
         row("Pinned", "yes");
     }

@@ -33,7 +33,8 @@
 //! | `status.type` | `bootcHost` when a deployment is booted, else `null` |
 //! | entry `image` | origin `image`/`transport`, `imageVersion`, `timestamp`, `manifestDigest`, `architecture` |
 //! | entry `cachedUpdate` | origin `cachedUpdate`, only when its digest differs from the entry's |
-//! | entry `pinned` | origin `pinned`; `incompatible`, `softRebootCapable`, `downloadOnly` are `false`, `store` is `null` |
+//! | entry `pinned` | origin `pinned`; `incompatible`, `softRebootCapable` are `false`, `store` is `null` |
+//! | entry `downloadOnly` | staged entry: [`HostView::staged_download_only`] (the staged marker says `download-only`); `false` elsewhere |
 //! | entry `composefs` | `verity` = image id, `bootType`, `bootloader`, `missingVerityAllowed` = `!verity_required`, `bootDigest` (BLS only) |
 //!
 //! osctl's own fields live in an `osctl` object inside each boot entry
@@ -86,6 +87,9 @@ pub struct HostView {
     pub failed: Vec<EntryView>,
     /// The next boot is the rollback deployment.
     pub rollback_queued: bool,
+    /// The staged deployment was downloaded only (`upgrade
+    /// --download-only`): finalize leaves it, it is not the next boot.
+    pub staged_download_only: bool,
     /// What osctl found on disk and cannot use (a deployment whose origin
     /// does not parse, a boot entry that does not), one line each; left out
     /// of every decision.
@@ -122,6 +126,10 @@ impl EntryView {
 /// The host object for `view`.
 pub fn to_host(view: &HostView) -> Host {
     let entry = |e: &Option<EntryView>| e.as_ref().map(|e| boot_entry(e, false));
+    let mut staged = entry(&view.staged);
+    if let Some(s) = &mut staged {
+        s.download_only = view.staged_download_only;
+    }
     Host {
         api_version: API_VERSION.to_owned(),
         kind: KIND.to_owned(),
@@ -137,7 +145,7 @@ pub fn to_host(view: &HostView) -> Host {
             },
         },
         status: HostStatus {
-            staged: entry(&view.staged),
+            staged,
             booted: view.booted.as_ref().map(|e| boot_entry(e, true)),
             rollback: entry(&view.rollback),
             other_deployments: view
@@ -245,6 +253,7 @@ pub fn booted_only(view: &HostView) -> HostView {
         other: Vec::new(),
         failed: Vec::new(),
         rollback_queued: view.rollback_queued,
+        staged_download_only: false,
         problems: view.problems.clone(),
     }
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use osctl_deploy::{StageOutcome, Sysroot, SysrootOptions};
+use osctl_deploy::{FinalizeOutcome, StageOutcome, Sysroot, SysrootOptions};
 use osctl_image::{FetchOptions, Platform};
 
 /// The registry options of `switch` and `upgrade` (as in `image pull`).
@@ -63,9 +63,15 @@ pub fn open_existing(sysroot: &Path, boot_dir: Option<&Path>) -> anyhow::Result<
     open(sysroot, boot_dir).map(Some)
 }
 
-/// Finalizes the staged deployment and reboots into it.
+/// Finalizes the staged deployment and reboots into it. A download-only
+/// one is not applied: rebooting would only boot the same deployment again.
 pub fn apply_and_reboot(sysroot: &Sysroot) -> anyhow::Result<()> {
-    sysroot.finalize()?;
+    if let FinalizeOutcome::DownloadOnly(id) = sysroot.finalize()? {
+        anyhow::bail!(
+            "deployment {} is download-only: not rebooting into it (`osctl upgrade --from-downloaded --apply` does)",
+            id.short()
+        );
+    }
     reboot()
 }
 
@@ -100,7 +106,7 @@ pub fn after_stage(
     }
     let something_staged = matches!(
         outcome,
-        StageOutcome::Staged { .. } | StageOutcome::AlreadyStaged(_)
+        StageOutcome::Staged { .. } | StageOutcome::AlreadyStaged(_) | StageOutcome::Released(_)
     );
     if apply && something_staged {
         apply_and_reboot(sysroot)?;

@@ -18,6 +18,11 @@ pub fn run(_args: FinalizeArgs, sysroot: &Path, boot: Option<&Path>) -> anyhow::
     };
     match sysroot.finalize()? {
         FinalizeOutcome::NothingStaged => println!("Nothing staged"),
+        // Not an error: the shutdown service runs this on every shutdown.
+        FinalizeOutcome::DownloadOnly(id) => println!(
+            "Deployment {} is download-only: left staged, not finalized (`osctl upgrade --from-downloaded` releases it)",
+            id.short()
+        ),
         FinalizeOutcome::Finalized { id, merge } => {
             println!("Deployment {} boots next", id.short());
             if let Some(report) = merge {

@@ -60,6 +60,10 @@ pub fn report(outcome: &StageOutcome, image: &str) {
         StageOutcome::AlreadyStaged(id) => {
             println!("{image} already boots next (deployment {})", id.short())
         }
+        StageOutcome::Released(id) => println!(
+            "{image} was downloaded only (deployment {}); now staged: it boots after the next reboot",
+            id.short()
+        ),
         StageOutcome::AlreadyBooted { id, cancelled } => {
             println!(
                 "{image} is the booted deployment ({}); nothing staged",
@@ -67,7 +71,7 @@ pub fn report(outcome: &StageOutcome, image: &str) {
             );
             if let Some(old) = cancelled {
                 println!(
-                    "Deployment {} no longer boots next: the booted one does",
+                    "Deployment {} is no longer staged or queued: the booted one boots next",
                     old.short()
                 );
             }

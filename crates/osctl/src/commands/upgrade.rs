@@ -1,4 +1,4 @@
-//! `osctl upgrade [--check] [--apply]`.
+//! `osctl upgrade [--check] [--apply] [--download-only | --from-downloaded]`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -19,6 +19,14 @@ pub struct UpgradeArgs {
     /// Finalize and reboot into the update now.
     #[arg(long)]
     pub apply: bool,
+    /// Download and stage the update, but do not apply it at shutdown:
+    /// `--from-downloaded` releases it (e.g. in a maintenance window).
+    #[arg(long, conflicts_with_all = ["check", "apply"])]
+    pub download_only: bool,
+    /// Release the update `--download-only` staged, without contacting the
+    /// registry: it is applied at the next shutdown (now, with `--apply`).
+    #[arg(long, conflicts_with_all = ["check", "download_only", "force"])]
+    pub from_downloaded: bool,
     /// Stage the image even if it failed on this machine before (its
     /// health checks failed or it did not boot).
     #[arg(long, conflicts_with = "check")]
@@ -36,7 +44,11 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let fetch = args.fetch.options()?;
     let Some(sysroot) = deploy_common::open_existing(sysroot, boot)? else {
-        return Err(osctl_deploy::DeployError::NothingTracked.into());
+        return Err(match args.from_downloaded {
+            true => osctl_deploy::DeployError::NothingDownloaded,
+            false => osctl_deploy::DeployError::NothingTracked,
+        }
+        .into());
     };
     if args.check {
         match sysroot.check_update(&fetch).await? {
@@ -52,14 +64,42 @@ pub async fn run(
         }
         return Ok(ExitCode::SUCCESS);
     }
+    if args.from_downloaded {
+        let id = sysroot.release_downloaded()?;
+        println!(
+            "Released the downloaded deployment {}: it boots after the next reboot",
+            id.short()
+        );
+        // No pruning: releasing changes no deployment's role.
+        deploy_common::after_stage(&sysroot, &StageOutcome::Released(id), false, args.apply)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let (imgref, _) = sysroot.tracked()?;
     let outcome = sysroot
-        .upgrade(&fetch, progress::observer(args.progress), args.force)
+        .upgrade(
+            &fetch,
+            progress::observer(args.progress),
+            args.force,
+            args.download_only,
+        )
         .await?;
     match &outcome {
         StageOutcome::AlreadyBooted {
             cancelled: None, ..
         } => println!("No update available for {imgref}"),
+        StageOutcome::Staged { id, replaced } if args.download_only => {
+            if let Some(old) = replaced {
+                println!("Replaced the downloaded deployment {}", old.short());
+            }
+            println!(
+                "Downloaded {imgref} as deployment {}; not applied at shutdown until `osctl upgrade --from-downloaded`",
+                id.short()
+            );
+        }
+        StageOutcome::AlreadyStaged(id) if args.download_only => println!(
+            "{imgref} is already downloaded (deployment {}); not applied at shutdown until `osctl upgrade --from-downloaded`",
+            id.short()
+        ),
         other => report(other, &imgref.to_string()),
     }
     deploy_common::after_stage(&sysroot, &outcome, true, args.apply)?;

@@ -1,0 +1,182 @@
+//! The automatic-update units in contrib/systemd: `systemd-analyze verify`
+//! accepts them as shipped and with the maintenance-window drop-in their
+//! comment documents, and the osctl command lines in them do what the
+//! comment says on a scratch machine (with the osctl under test in place of
+//! /usr/bin/osctl and the reboot command a test hook).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::assess::{next_boot, on, rebooted};
+use crate::util::machine::{Images, Machine};
+use crate::util::run_ok;
+
+const SERVICE: &str = "osctl-fetch-apply-updates.service";
+const TIMER: &str = "osctl-fetch-apply-updates.timer";
+/// Where the units put osctl.
+const INSTALLED: &str = "/usr/bin/osctl";
+
+fn contrib(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../contrib/systemd")
+        .join(name)
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The unit text with the osctl under test for /usr/bin/osctl (verify
+/// checks that ExecStart= names an executable).
+fn with_test_osctl(text: &str) -> String {
+    text.replace(INSTALLED, env!("CARGO_BIN_EXE_osctl"))
+}
+
+/// Lines of the service's comment that are indented example text
+/// (`#     …`), without the comment marker.
+fn documented(service: &str) -> Vec<String> {
+    service
+        .lines()
+        .filter_map(|l| l.strip_prefix("#     "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `systemd-analyze verify` of `units` (name, text) in a scratch dir: it
+/// must exit 0 and print nothing (unknown keys are only warnings there).
+#[track_caller]
+fn verify(units: &[(&str, String)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<PathBuf> = units
+        .iter()
+        .map(|(name, text)| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        })
+        .collect();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&paths)
+        .output()
+        .expect("systemd-analyze (systemd) must be installed for this test");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify {units:?}: {:?}\n{stderr}",
+        out.status,
+        units = units.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+}
+
+/// The osctl arguments of an `ExecStart=/usr/bin/osctl …` or `osctl …` line.
+fn osctl_args(line: &str) -> Vec<String> {
+    let line = line.strip_prefix("ExecStart=").unwrap_or(line);
+    let rest = line
+        .strip_prefix(INSTALLED)
+        .or_else(|| line.strip_prefix("osctl"))
+        .unwrap_or_else(|| panic!("not an osctl command: {line}"));
+    rest.split_whitespace().map(str::to_owned).collect()
+}
+
+#[test]
+fn the_update_units_verify_as_shipped_and_with_the_documented_drop_in() {
+    let service = read(&contrib(SERVICE));
+    let timer = read(&contrib(TIMER));
+    verify(&[
+        (SERVICE, with_test_osctl(&service)),
+        (TIMER, with_test_osctl(&timer)),
+    ]);
+    // The drop-in as the comment gives it, appended: systemd reads a
+    // drop-in as if its sections followed the unit's.
+    let drop_in: Vec<String> = documented(&service)
+        .into_iter()
+        .take_while(|l| !l.starts_with("osctl "))
+        .collect();
+    assert_eq!(
+        drop_in,
+        [
+            "[Service]",
+            "ExecStart=",
+            "ExecStart=/usr/bin/osctl upgrade --download-only --progress none"
+        ],
+        "the documented drop-in"
+    );
+    let combined = format!("{service}\n{}\n", drop_in.join("\n"));
+    verify(&[
+        (SERVICE, with_test_osctl(&combined)),
+        (TIMER, with_test_osctl(&timer)),
+    ]);
+    // The example image installs the units but enables neither: the
+    // timer is off until the admin enables it.
+    let containerfile = read(&contrib(
+        "../../Containerfile.examples/debian/Containerfile",
+    ))
+    .replace("\\\n", " ");
+    for unit in [SERVICE, TIMER] {
+        assert!(
+            containerfile.contains(&format!("contrib/systemd/{unit}")),
+            "{unit} is not installed by the example image"
+        );
+        let enabling: Vec<&str> = containerfile
+            .lines()
+            .filter(|l| l.contains("systemctl enable") && l.contains(unit))
+            .collect();
+        assert!(enabling.is_empty(), "{unit} enabled: {enabling:?}");
+    }
+}
+
+/// The three command lines — the shipped ExecStart, the drop-in's, the
+/// window's — on a machine tracking a tag: download only, release and
+/// reboot in the window, then the automatic apply of the next update.
+#[test]
+fn the_documented_update_commands_do_what_they_say() {
+    let service = read(&contrib(SERVICE));
+    let shipped = service
+        .lines()
+        .find(|l| l.starts_with("ExecStart="))
+        .expect("the service has an ExecStart=");
+    let docs = documented(&service);
+    let download = docs
+        .iter()
+        .find(|l| l.starts_with("ExecStart=/"))
+        .expect("the drop-in's ExecStart=");
+    let window = docs
+        .iter()
+        .find(|l| l.starts_with("osctl "))
+        .expect("the window's command");
+
+    let images = Images::new();
+    let tag = "os:auto";
+    let retag = |from: &str| images.registry.copy_tag(from, tag).unwrap();
+    retag("os:v1");
+    let mut m = Machine::new();
+    m.boot(&images.registry.image_ref(tag));
+    let v1 = m.booted.clone().unwrap();
+    let run =
+        |m: &Machine, line: &str| run_ok(on(&m.osctl, m.booted.as_deref()).args(osctl_args(line)));
+
+    // The timer, with the drop-in: downloaded only, nothing else.
+    retag("os:v2");
+    run(&m, download);
+    let v2 = m.roles().staged.expect("downloaded");
+    assert_eq!(m.status()["status"]["staged"]["downloadOnly"], true);
+    assert!(!rebooted(&m.osctl));
+    assert_eq!(next_boot(&m.osctl), Some(v1));
+
+    // The maintenance window: released, finalized, rebooted.
+    run(&m, window);
+    assert!(rebooted(&m.osctl));
+    assert_eq!(next_boot(&m.osctl), Some(v2.clone()));
+    assert_eq!(m.reboot(), v2);
+
+    // The shipped unit: the next update applied at once; none, nothing.
+    retag("os:v3");
+    run(&m, shipped);
+    assert!(rebooted(&m.osctl));
+    let v3 = next_boot(&m.osctl).unwrap();
+    assert_ne!(v3, v2);
+    assert_eq!(m.reboot(), v3);
+    run(&m, shipped);
+    assert!(!rebooted(&m.osctl), "no update: no reboot");
+}

@@ -1,0 +1,314 @@
+//! Local builds without a registry: buildah builds an OS image into a
+//! scratch containers storage (`vfs`, `--root`/`--runroot` in a temp dir)
+//! from a base made here as an OCI layout and copied into that storage by
+//! skopeo (as `podman pull` would leave it: gzip layers in its manifest); osctl switches to it as
+//! `containers-storage:[vfs@ROOT+RUNROOT]localhost/os:1`, upgrades after the
+//! tag is rebuilt, and refuses what it cannot read by name.
+
+use std::path::Path;
+use std::process::Command;
+
+use osctl_testutil::{Entry, ImageSpec, write_layout};
+
+use crate::util::machine::Machine;
+use crate::util::store::deploy_state;
+use crate::util::{Osctl, os_spec};
+
+/// A containers storage of its own, and a build context.
+struct LocalStorage {
+    dir: tempfile::TempDir,
+}
+
+impl LocalStorage {
+    fn new() -> LocalStorage {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("root")).unwrap();
+        LocalStorage { dir }
+    }
+
+    /// `[vfs@ROOT+RUNROOT]`, the storage part of a reference.
+    fn spec(&self) -> String {
+        format!(
+            "[vfs@{}+{}]",
+            self.dir.path().join("root").display(),
+            self.dir.path().join("run").display()
+        )
+    }
+
+    /// `containers-storage:[…]NAME`.
+    fn reference(&self, name: &str) -> String {
+        format!("containers-storage:{}{name}", self.spec())
+    }
+
+    fn buildah(&self) -> Command {
+        let mut c = Command::new("buildah");
+        c.arg("--root")
+            .arg(self.dir.path().join("root"))
+            .arg("--runroot")
+            .arg(self.dir.path().join("run"))
+            .arg("--storage-driver")
+            .arg("vfs");
+        c
+    }
+
+    /// Copies the layout `oci:DIR:TAG` into the storage as
+    /// `localhost/base:1` (the name a build's `FROM` gives).
+    fn import_base(&self, layout: &str) -> &'static str {
+        let status = Command::new("skopeo")
+            .args(["copy", "-q", layout, &self.reference(BASE)])
+            .status()
+            .unwrap();
+        assert!(status.success(), "skopeo copy {layout}");
+        BASE
+    }
+
+    /// `buildah build` of a Containerfile `FROM BASE` that copies
+    /// `files` (path in the image, content) in, tagged `tag`.
+    fn build(&self, base: &str, files: &[(&str, &str)], tag: &str) {
+        let ctx = tempfile::tempdir().unwrap();
+        let mut containerfile = format!("FROM {base}\n");
+        for (i, (path, content)) in files.iter().enumerate() {
+            std::fs::write(ctx.path().join(format!("f{i}")), content).unwrap();
+            containerfile.push_str(&format!("COPY f{i} /{path}\n"));
+        }
+        std::fs::write(ctx.path().join("Containerfile"), containerfile).unwrap();
+        let out = self
+            .buildah()
+            .args(["build", "--isolation", "chroot", "--pull-never", "--quiet"])
+            .args(["-t", tag])
+            .arg(ctx.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "buildah build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The name of the base image in a [`LocalStorage`].
+const BASE: &str = "localhost/base:1";
+
+/// The OS base as an OCI layout (gzip layers), as `oci:DIR:base`.
+fn base_layout(dir: &Path) -> String {
+    let spec = os_spec("1.0", &["quiet"], vec![Entry::file("etc/motd", "base\n")]);
+    write_layout(dir, "base", &spec).unwrap();
+    format!("oci:{}:base", dir.display())
+}
+
+fn read(osctl: &Osctl, reference: &str, path: &str) -> String {
+    let mnt = tempfile::tempdir().unwrap();
+    osctl.ok(&["image", "mount", reference, mnt.path().to_str().unwrap()]);
+    let content = std::fs::read_to_string(mnt.path().join(path));
+    let status = Command::new("umount").arg(mnt.path()).status().unwrap();
+    assert!(status.success(), "umount {}", mnt.path().display());
+    content.unwrap_or_else(|e| panic!("{path} in {reference}: {e}"))
+}
+
+#[test]
+fn switch_and_upgrade_from_a_local_build() {
+    let layouts = tempfile::tempdir().unwrap();
+    let storage = LocalStorage::new();
+    let base = storage.import_base(&base_layout(layouts.path()));
+    storage.build(
+        &base,
+        &[
+            ("usr/share/local/build", "build 1\n"),
+            ("etc/motd", "local 1\n"),
+        ],
+        "localhost/os:1",
+    );
+    let reference = storage.reference("localhost/os:1");
+
+    let mut machine = Machine::new();
+    let first = machine.boot(&reference);
+    let status = machine.status();
+    assert_eq!(
+        status["status"]["booted"]["image"]["image"],
+        serde_json::json!({
+            "image": format!("{}localhost/os:1", storage.spec()),
+            "transport": "containers-storage",
+        })
+    );
+    for (path, want) in [
+        ("usr/share/local/build", "build 1\n"),
+        ("etc/motd", "local 1\n"),
+        (
+            "usr/lib/bootc/kargs.d/10-test.toml",
+            "kargs = [\"quiet\"]\n",
+        ),
+    ] {
+        assert_eq!(read(&machine.osctl, &reference, path), want, "{path}");
+    }
+
+    // The admin rebuilds the same tag: upgrade reads the origin's
+    // reference (same storage) again and stages the new image.
+    storage.build(
+        &base,
+        &[
+            ("usr/share/local/build", "build 2\n"),
+            ("etc/motd", "local 2\n"),
+        ],
+        "localhost/os:1",
+    );
+    machine.run(&["upgrade", "--progress", "none"]);
+    let roles = machine.roles();
+    let staged = roles.staged.expect("upgrade staged the rebuilt image");
+    assert_ne!(staged, first);
+    assert_eq!(
+        read(&machine.osctl, &reference, "usr/share/local/build"),
+        "build 2\n"
+    );
+    // Its /etc is the rebuilt one.
+    assert_eq!(
+        std::fs::read_to_string(
+            machine
+                .osctl
+                .sysroot()
+                .join(format!("sysroot/state/deploy/{staged}/etc/motd"))
+        )
+        .unwrap(),
+        "local 2\n"
+    );
+    // Nothing new since: upgrade stages nothing more.
+    let out = machine.run(&["upgrade", "--progress", "none"]);
+    assert_eq!(
+        machine.roles().staged.as_deref(),
+        Some(staged.as_str()),
+        "{out}"
+    );
+    machine.osctl.fsck_clean();
+}
+
+#[test]
+fn transport_option_forms_are_the_prefixed_form() {
+    let layouts = tempfile::tempdir().unwrap();
+    let storage = LocalStorage::new();
+    let base = storage.import_base(&base_layout(layouts.path()));
+    storage.build(&base, &[("etc/motd", "local\n")], "localhost/os:1");
+    let reference = storage.reference("localhost/os:1");
+    let unprefixed = format!("{}localhost/os:1", storage.spec());
+
+    // image pull: both forms are one record under the prefixed reference.
+    let osctl = Osctl::new();
+    osctl.ok(&[
+        "image",
+        "pull",
+        "--progress",
+        "none",
+        "--transport",
+        "containers-storage",
+        &unprefixed,
+    ]);
+    let out = osctl.pull(&reference);
+    assert!(out.contains("0 fetched, 2 already present"), "{out}");
+    let list = osctl.list();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["reference"], reference.as_str());
+
+    // switch: the --transport form stages what the prefixed form names.
+    let machine = Machine::new();
+    let id = machine.switch(&reference);
+    let again = machine.run(&[
+        "switch",
+        "--retain",
+        "--progress",
+        "none",
+        "--transport",
+        "containers-storage",
+        &unprefixed,
+    ]);
+    assert_eq!(
+        again,
+        format!(
+            "{reference} already boots next (deployment {})\n",
+            &id[..12]
+        )
+    );
+}
+
+#[test]
+fn what_cannot_be_read_is_refused_by_name() {
+    let layouts = tempfile::tempdir().unwrap();
+    let storage = LocalStorage::new();
+    let base = storage.import_base(&base_layout(layouts.path()));
+    storage.build(&base, &[("etc/motd", "local\n")], "localhost/os:1");
+    let machine = Machine::new();
+    machine.switch(&storage.reference("localhost/os:1"));
+    let before = deploy_state(&machine.osctl);
+    let list_before = machine.osctl.list();
+    let objects_before = machine.osctl.objects();
+
+    let missing = storage.reference("localhost/nothing:1");
+    // The base, copied in from a layout, keeps its gzip manifest.
+    let pulled = storage.reference(base);
+    let no_root = format!(
+        "containers-storage:[vfs@{}+{}]localhost/os:1",
+        layouts.path().join("no-root").display(),
+        layouts.path().join("no-run").display()
+    );
+    for (args, needles) in [
+        (
+            vec!["switch", missing.as_str()],
+            vec![
+                format!("error: {missing}: cannot open the image: "),
+                "does not resolve to an image".to_string(),
+            ],
+        ),
+        (
+            vec!["image", "pull", missing.as_str()],
+            vec![format!(
+                "error: pulling {missing}: {missing}: cannot open the image: "
+            )],
+        ),
+        (
+            vec!["switch", pulled.as_str()],
+            vec![
+                format!("error: {pulled}: layer 0 (sha256:"),
+                "is recorded application/vnd.oci.image.layer.v1.tar+gzip in its manifest"
+                    .to_string(),
+            ],
+        ),
+        (
+            vec!["switch", no_root.as_str()],
+            vec![format!(
+                "error: {no_root}: its storage root {} does not exist",
+                layouts.path().join("no-root").display()
+            )],
+        ),
+        (
+            vec!["switch", "--transport", "registry", missing.as_str()],
+            vec![format!(
+                "error: image reference '{missing}' names transport 'containers-storage', \
+                 but --transport says 'registry'"
+            )],
+        ),
+        (
+            vec!["image", "pull", "--transport", "oci", missing.as_str()],
+            vec![format!(
+                "error: image reference '{missing}' names transport 'containers-storage', \
+                 but --transport says 'oci'"
+            )],
+        ),
+        (
+            vec!["switch", "--transport", "ftp", "localhost/os:1"],
+            vec![
+                "error: unknown transport 'ftp' (accepted: registry, oci, oci-archive, \
+                 containers-storage)"
+                    .to_string(),
+            ],
+        ),
+    ] {
+        let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+        let line = machine.fails(&args, &needles);
+        eprintln!("{line}");
+        assert_eq!(deploy_state(&machine.osctl), before, "{args:?}");
+        assert_eq!(machine.osctl.list(), list_before, "{args:?}");
+        assert_eq!(machine.osctl.objects(), objects_before, "{args:?}");
+    }
+    // skopeo was not let to create the storage a typo named.
+    assert!(!layouts.path().join("no-root").exists());
+    assert!(!layouts.path().join("no-run").exists());
+    machine.osctl.fsck_clean();
+}

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use osctl_testutil::{Entry, ImageSpec, write_layout};
+use osctl_testutil::{Entry, write_layout};
 
 use crate::util::machine::Machine;
 use crate::util::store::deploy_state;
@@ -112,7 +112,7 @@ fn switch_and_upgrade_from_a_local_build() {
     let storage = LocalStorage::new();
     let base = storage.import_base(&base_layout(layouts.path()));
     storage.build(
-        &base,
+        base,
         &[
             ("usr/share/local/build", "build 1\n"),
             ("etc/motd", "local 1\n"),
@@ -145,7 +145,7 @@ fn switch_and_upgrade_from_a_local_build() {
     // The admin rebuilds the same tag: upgrade reads the origin's
     // reference (same storage) again and stages the new image.
     storage.build(
-        &base,
+        base,
         &[
             ("usr/share/local/build", "build 2\n"),
             ("etc/motd", "local 2\n"),
@@ -186,7 +186,7 @@ fn transport_option_forms_are_the_prefixed_form() {
     let layouts = tempfile::tempdir().unwrap();
     let storage = LocalStorage::new();
     let base = storage.import_base(&base_layout(layouts.path()));
-    storage.build(&base, &[("etc/motd", "local\n")], "localhost/os:1");
+    storage.build(base, &[("etc/motd", "local\n")], "localhost/os:1");
     let reference = storage.reference("localhost/os:1");
     let unprefixed = format!("{}localhost/os:1", storage.spec());
 
@@ -233,7 +233,7 @@ fn what_cannot_be_read_is_refused_by_name() {
     let layouts = tempfile::tempdir().unwrap();
     let storage = LocalStorage::new();
     let base = storage.import_base(&base_layout(layouts.path()));
-    storage.build(&base, &[("etc/motd", "local\n")], "localhost/os:1");
+    storage.build(base, &[("etc/motd", "local\n")], "localhost/os:1");
     let machine = Machine::new();
     machine.switch(&storage.reference("localhost/os:1"));
     let before = deploy_state(&machine.osctl);
@@ -311,4 +311,52 @@ fn what_cannot_be_read_is_refused_by_name() {
     assert!(!layouts.path().join("no-root").exists());
     assert!(!layouts.path().join("no-run").exists());
     machine.osctl.fsck_clean();
+}
+
+/// A layer whose files changed on disk after the build (containers storage
+/// keeps layers unpacked and reassembles the tar on each read) is refused:
+/// containers storage checks each file against the checksums it recorded at
+/// commit, before the proxy's and osctl's digest checks see the end of the
+/// blob. The pull fails naming the layer, the reference and the file, and
+/// the store's images are as before (`pull_fails`; the base layer it
+/// verified stays for the next pull, as after any failed pull).
+#[test]
+fn a_layer_changed_in_storage_is_refused() {
+    let layouts = tempfile::tempdir().unwrap();
+    let storage = LocalStorage::new();
+    let base = storage.import_base(&base_layout(layouts.path()));
+    storage.build(
+        base,
+        &[("usr/share/local/build", "build 1\n")],
+        "localhost/os:1",
+    );
+    // vfs keeps each layer as a whole directory; change the file in the
+    // one layer (the build's) that has it.
+    let layers = storage.dir.path().join("root/vfs/dir");
+    let changed: Vec<_> = std::fs::read_dir(&layers)
+        .unwrap()
+        .map(|e| e.unwrap().path().join("usr/share/local/build"))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    std::fs::write(&changed[0], "tampered\n").unwrap();
+
+    let osctl = Osctl::new();
+    let reference = storage.reference("localhost/os:1");
+    let manifest = Command::new("skopeo")
+        .args(["inspect", "--raw", &reference])
+        .output()
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    // The store counts layers from 1.
+    let last = layers.len();
+    let digest = layers[last - 1]["digest"].as_str().unwrap();
+    osctl.pull_fails(
+        &[&reference],
+        &[&format!(
+            "error: pulling {reference}: layer {last} ({digest}) of {reference}: failed to \
+             invoke method GetBlob: file integrity checksum failed for \"usr/share/local/build\""
+        )],
+    );
 }

@@ -18,7 +18,10 @@
 //! descriptor and verified twice, against the manifest's digest and size:
 //! by the proxy when the pipe is finished, and by osctl as the bytes pass
 //! ([`DigestReader`]); the store then checks the same bytes against the
-//! config's `diff_ids`. An image *pulled* into storage keeps its registry
+//! config's `diff_ids`. (Before any of these, containers storage itself
+//! checks each file it reassembles the tar from against the checksum it
+//! recorded at commit, so a file changed in the storage after the build
+//! fails the `GetBlob` request, naming the file.) An image *pulled* into storage keeps its registry
 //! manifest (gzip or zstd layers): the proxy cannot serve those blobs as
 //! described (it would send the uncompressed tar under the compressed
 //! digest), and proxy protocol 0.2.3 (skopeo 1.9) has no call telling the
@@ -178,11 +181,10 @@ impl StorageSource {
         let opened = Arc::clone(&self.opened);
         let digest = desc.digest().clone();
         let size = desc.size();
-        let what = format!("blob {digest} of {}", self.reference);
         tokio::spawn(async move {
-            let fail = |e: containers_image_proxy::Error| {
-                std::io::Error::other(format!("{what}: {}", one_line(&e.to_string())))
-            };
+            // The consumer's error names the blob and the reference already.
+            let fail =
+                |e: containers_image_proxy::Error| std::io::Error::other(one_line(&e.to_string()));
             let (mut pipe, finish) = match opened.proxy.get_blob(&opened.image, &digest, size).await
             {
                 Ok(p) => p,

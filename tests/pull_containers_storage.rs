@@ -360,3 +360,21 @@ fn a_layer_changed_in_storage_is_refused() {
         )],
     );
 }
+
+/// Without skopeo there is no way to read containers storage: one line
+/// naming the reference and what to install.
+#[test]
+fn without_skopeo_the_reference_is_named() {
+    let storage = LocalStorage::new();
+    let reference = storage.reference("localhost/os:1");
+    let mut osctl = Osctl::new();
+    let empty = tempfile::tempdir().unwrap();
+    osctl.set_env("PATH", empty.path());
+    osctl.pull_fails(
+        &[&reference],
+        &[&format!(
+            "error: pulling {reference}: {reference}: cannot start skopeo's image proxy: cannot \
+             run skopeo (is the skopeo package installed?): "
+        )],
+    );
+}

@@ -11,7 +11,7 @@ use std::process::Command;
 use osctl_testutil::{Entry, write_layout};
 
 use crate::util::machine::Machine;
-use crate::util::store::deploy_state;
+use crate::util::store::{deploy_state, record_path};
 use crate::util::{Osctl, os_spec};
 
 /// A containers storage of its own, and a build context.
@@ -65,6 +65,11 @@ impl LocalStorage {
     /// `buildah build` of a Containerfile `FROM BASE` that copies
     /// `files` (path in the image, content) in, tagged `tag`.
     fn build(&self, base: &str, files: &[(&str, &str)], tag: &str) {
+        self.build_format(base, files, tag, "oci");
+    }
+
+    /// [`Self::build`] with buildah's `--format` (`oci` or `docker`).
+    fn build_format(&self, base: &str, files: &[(&str, &str)], tag: &str, format: &str) {
         let ctx = tempfile::tempdir().unwrap();
         let mut containerfile = format!("FROM {base}\n");
         for (i, (path, content)) in files.iter().enumerate() {
@@ -75,7 +80,7 @@ impl LocalStorage {
         let out = self
             .buildah()
             .args(["build", "--isolation", "chroot", "--pull-never", "--quiet"])
-            .args(["-t", tag])
+            .args(["--format", format, "-t", tag])
             .arg(ctx.path())
             .output()
             .unwrap();
@@ -377,4 +382,59 @@ fn without_skopeo_the_reference_is_named() {
              run skopeo (is the skopeo package installed?): "
         )],
     );
+}
+
+/// A Docker-format build (`buildah build --format docker`): the proxy
+/// converts manifest and config to OCI; osctl records the converted
+/// manifest's digest and reads the converted config, and the image holds
+/// what the build wrote.
+#[test]
+fn docker_format_builds_are_read_as_converted() {
+    let layouts = tempfile::tempdir().unwrap();
+    let storage = LocalStorage::new();
+    let base = storage.import_base(&base_layout(layouts.path()));
+    storage.build_format(
+        base,
+        &[("usr/share/local/build", "docker format\n")],
+        "localhost/os:1",
+        "docker",
+    );
+    let reference = storage.reference("localhost/os:1");
+    let stored = Command::new("skopeo")
+        .args(["inspect", "--raw", &reference])
+        .output()
+        .unwrap()
+        .stdout;
+    let stored_json: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(
+        stored_json["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+
+    let osctl = Osctl::new();
+    osctl.pull(&reference);
+    let list = osctl.list();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let digest = list[0]["manifestDigest"].as_str().unwrap().to_string();
+    // The record keeps the converted manifest, under its own digest.
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record_path(&osctl, &reference)).unwrap()).unwrap();
+    let kept = record["manifest"].as_str().unwrap();
+    assert_eq!(osctl_testutil::sha256_digest(kept.as_bytes()), digest);
+    assert_ne!(osctl_testutil::sha256_digest(&stored), digest);
+    let kept: serde_json::Value = serde_json::from_str(kept).unwrap();
+    assert_eq!(
+        kept["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(kept["layers"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        read(&osctl, &reference, "usr/share/local/build"),
+        "docker format\n"
+    );
+    // Read again: the conversion is the same, so nothing is fetched.
+    let again = osctl.pull(&reference);
+    assert!(again.contains("already present"), "{again}");
+    assert_eq!(osctl.list()[0]["manifestDigest"], digest.as_str());
+    osctl.fsck_clean();
 }

@@ -28,11 +28,17 @@
 //! uncompressed size, so such a manifest is refused by name, with the ways
 //! around it, before anything is fetched.
 //!
-//! The manifest is asked for by name, so there is no digest to check it
-//! against beyond the proxy's own word: its digest is computed from the
-//! bytes osctl keeps, and refused if the proxy named another for the same
-//! OCI manifest. (The proxy converts a Docker-format manifest to OCI; then
-//! the kept digest is the converted manifest's.)
+//! The manifest is asked for by name, so there is nothing to check it
+//! against: its digest is computed from the bytes osctl keeps. For an
+//! OCI-format build that is the digest podman shows. A Docker-format build
+//! (`--format docker`) is converted to OCI by the proxy, manifest and config:
+//! the kept digest is then the converted manifest's, and the converted
+//! config exists only as the proxy's `GetFullConfig` answer (asking for it
+//! by digest fails). So the config is always read that way, once, when the
+//! manifest is resolved, and served from memory, verified against the
+//! manifest's config descriptor like any blob. (The crate reads it whole;
+//! it comes from root's own storage and is refused when longer than its
+//! descriptor says.)
 //!
 //! Signature policy: the proxy is started with `--insecure-policy`, because
 //! osctl applies no `policy.json` to any transport (registry pulls do not
@@ -76,6 +82,9 @@ pub struct StorageSource {
     opened: Arc<Opened>,
     /// The whole reference, `containers-storage:[…]name`, for messages.
     reference: String,
+    /// The config as `GetFullConfig` served it, under the digest the
+    /// manifest gives it; set by `resolve`.
+    config: std::sync::Mutex<Option<(String, Bytes)>>,
 }
 
 impl StorageSource {
@@ -106,6 +115,7 @@ impl StorageSource {
         Ok(StorageSource {
             opened: Arc::new(Opened { proxy, image }),
             reference,
+            config: std::sync::Mutex::new(None),
         })
     }
 
@@ -137,17 +147,10 @@ impl StorageSource {
                 source: None,
             });
         };
-        let served_as_stored = m
-            .media_type()
-            .as_ref()
-            .is_none_or(|t| t.to_string() == OCI_MANIFEST);
-        if served_as_stored && named != digest {
-            return Err(FetchError::Blob {
-                what,
-                why: format!("the proxy names it {named}, but its content hashes to {digest}"),
-                source: None,
-            });
-        }
+        tracing::debug!(
+            "{}: manifest {digest} (containers storage names it {named})",
+            self.reference
+        );
         for (i, layer) in m.layers().iter().enumerate() {
             let compression = manifest::layer_compression(layer.media_type());
             if compression.is_some_and(|c| c != Compression::None) {
@@ -165,6 +168,26 @@ impl StorageSource {
                 });
             }
         }
+        let config_desc = m.config();
+        let config = self
+            .opened
+            .proxy
+            .fetch_config_raw(&self.opened.image)
+            .await
+            .map_err(|e| proxy_error(&self.reference, "cannot read the config", e))?;
+        if config.len() as u64 > config_desc.size() {
+            return Err(FetchError::Blob {
+                what: format!("config {} of {}", config_desc.digest(), self.reference),
+                why: format!(
+                    "the proxy served {} bytes, the manifest says {}",
+                    config.len(),
+                    config_desc.size()
+                ),
+                source: None,
+            });
+        }
+        *self.config.lock().map_err(|_| poisoned(&self.reference))? =
+            Some((config_desc.digest().to_string(), Bytes::from(config)));
         Ok(ResolvedManifest {
             raw,
             digest,
@@ -177,6 +200,21 @@ impl StorageSource {
     /// has confirmed the blob's size and digest (its `FinishPipe`), and
     /// osctl's own [`DigestReader`] checks them again at that end.
     pub fn open_blob(&self, desc: &Descriptor) -> Result<BlobReader, FetchError> {
+        let expected = Expected {
+            digest: Some(desc.digest().to_string()),
+            size: Some(desc.size()),
+        };
+        let config = self
+            .config
+            .lock()
+            .map_err(|_| poisoned(&self.reference))?
+            .clone();
+        if let Some((digest, bytes)) = config
+            && digest == desc.digest().to_string()
+        {
+            let reader = std::io::Cursor::new(bytes);
+            return Ok(Box::new(DigestReader::verifying(reader, expected)));
+        }
         let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
         let opened = Arc::clone(&self.opened);
         let digest = desc.digest().clone();
@@ -230,11 +268,18 @@ impl StorageSource {
         let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
         Ok(Box::new(DigestReader::verifying(
             tokio_util::io::StreamReader::new(stream),
-            Expected {
-                digest: Some(desc.digest().to_string()),
-                size: Some(desc.size()),
-            },
+            expected,
         )))
+    }
+}
+
+/// The config slot's lock was poisoned by a panic elsewhere: refuse rather
+/// than guess what it holds.
+fn poisoned(reference: &str) -> FetchError {
+    FetchError::Local {
+        what: reference.to_string(),
+        why: "the config read earlier is unusable (a task panicked)".into(),
+        source: None,
     }
 }
 

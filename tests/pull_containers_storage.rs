@@ -147,6 +147,9 @@ fn switch_and_upgrade_from_a_local_build() {
         assert_eq!(read(&machine.osctl, &reference, path), want, "{path}");
     }
 
+    let out = machine.run(&["upgrade", "--check"]);
+    assert!(out.contains("No update available"), "{out}");
+
     // The admin rebuilds the same tag: upgrade reads the origin's
     // reference (same storage) again and stages the new image.
     storage.build(
@@ -157,6 +160,8 @@ fn switch_and_upgrade_from_a_local_build() {
         ],
         "localhost/os:1",
     );
+    let out = machine.run(&["upgrade", "--check"]);
+    assert!(out.contains("Update available"), "{out}");
     machine.run(&["upgrade", "--progress", "none"]);
     let roles = machine.roles();
     let staged = roles.staged.expect("upgrade staged the rebuilt image");

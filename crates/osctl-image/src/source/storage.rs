@@ -69,8 +69,8 @@ use crate::{BoxError, FetchError};
 /// `local.rs`, large enough that channel traffic does not count.
 const CHUNK: usize = 256 * 1024;
 
-/// The OCI manifest media type: a manifest of this type is served as
-/// stored, so its digest must be the one the proxy names.
+/// The OCI manifest media type: what the proxy serves (it converts other
+/// formats), the content type the manifest is parsed as.
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 struct Opened {
@@ -131,6 +131,8 @@ impl StorageSource {
             .fetch_manifest_raw_oci(&self.opened.image)
             .await
             .map_err(|e| proxy_error(&self.reference, "cannot read the manifest", e))?;
+        // The crate has read it whole already (from root's own storage);
+        // what the store keeps is still held to the manifest cap.
         if raw.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(FetchError::TooLarge {
                 what,

@@ -78,10 +78,7 @@ fn unknown_repository_and_tag() {
         &["Not A Reference"],
         &["invalid image reference 'Not A Reference'"],
     );
-    osctl.pull_fails(
-        &["containers-storage:x"],
-        &["transport 'containers-storage' is not supported"],
-    );
+    osctl.pull_fails(&["dir:/srv/x"], &["transport 'dir' is not supported"]);
     osctl.pull_fails(
         &["127.0.0.1:99999/x:y"],
         &[

@@ -23,6 +23,7 @@ mod install_filesystem;
 mod pull_auth_files;
 mod pull_auth_tls;
 mod pull_bearer;
+mod pull_containers_storage;
 mod pull_content;
 mod pull_credentials_and_redirects;
 mod pull_faults;

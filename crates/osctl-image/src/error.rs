@@ -23,6 +23,16 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum FetchError {
     #[error("invalid image reference '{reference}': {why}")]
     BadReference { reference: String, why: String },
+    #[error("unknown transport '{transport}' (accepted: {accepted})")]
+    BadTransport { transport: String, accepted: String },
+    #[error(
+        "image reference '{reference}' names transport '{named}', but --transport says '{given}'"
+    )]
+    TransportConflict {
+        reference: String,
+        named: String,
+        given: &'static str,
+    },
     #[error("invalid platform '{0}': expected OS/ARCH[/VARIANT], e.g. linux/amd64")]
     BadPlatform(String),
     #[error("auth file {}{}", path.display(), colon(why))]

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //!   "registry/repo:tag"          ImageRef::parse      (reference.rs)
-//!   "oci:/dir:tag"         ──▶   Source::open         (source/: registry, layout, archive)
+//!   "oci:/dir:tag"         ──▶   Source::open         (source/: registry, layout, archive,
 //!   "oci-archive:/f.tar"         Source::resolve      → raw manifest bytes + digest
+//!   "containers-storage:…"                             containers-storage via skopeo)
 //!                                Source::open_blob    → AsyncRead verified at EOF
 //! ```
 //!
@@ -25,7 +26,7 @@ pub mod verify;
 
 pub use error::{BoxError, FetchError};
 pub use manifest::{Compression, Platform};
-pub use reference::ImageRef;
+pub use reference::{ImageRef, StorageSpec, Transport};
 pub use source::{BlobReader, FetchOptions, ResolvedManifest, Source};
 
 /// An error and its causes on one line, without repeating identical texts:

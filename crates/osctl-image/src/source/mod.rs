@@ -1,14 +1,15 @@
-//! Where an image's bytes come from: a registry, an OCI layout directory or
-//! an OCI archive.
+//! Where an image's bytes come from: a registry, an OCI layout directory, an
+//! OCI archive or containers' local storage.
 //!
 //! Model: one [`Source`] per pull, an enum rather than a trait object, because
-//! there are exactly three transports and each method is async. Every source
+//! there are few transports, fixed, and each method is async. Every source
 //! hands out the *raw* manifest bytes (so their digest can be checked and
 //! kept) and blob readers that verify size and digest as they are read; the
 //! consumer never sees a blob it has not verified by the time it reaches EOF.
 
 mod local;
 mod registry;
+mod storage;
 
 use std::path::PathBuf;
 
@@ -68,6 +69,7 @@ impl ResolvedManifest {
 pub enum Source {
     Registry(Box<RegistrySource>),
     Local(local::LocalSource),
+    ContainersStorage(storage::StorageSource),
 }
 
 impl Source {
@@ -86,6 +88,9 @@ impl Source {
             ImageRef::OciArchive { path, tag } => Ok(Source::Local(
                 local::LocalSource::open_archive(path, tag.clone(), opts).await?,
             )),
+            ImageRef::ContainersStorage { store, image } => Ok(Source::ContainersStorage(
+                storage::StorageSource::open(store.as_ref(), image, imgref.to_string()).await?,
+            )),
         }
     }
 
@@ -94,6 +99,7 @@ impl Source {
         match self {
             Source::Registry(r) => r.resolve().await,
             Source::Local(l) => l.resolve().await,
+            Source::ContainersStorage(s) => s.resolve().await,
         }
     }
 
@@ -103,6 +109,7 @@ impl Source {
         match self {
             Source::Registry(r) => r.open_blob(desc).await,
             Source::Local(l) => l.open_blob(desc),
+            Source::ContainersStorage(s) => s.open_blob(desc),
         }
     }
 
@@ -151,6 +158,7 @@ impl Source {
         match self {
             Source::Registry(r) => format!("registry {}", r.registry()),
             Source::Local(l) => l.location(),
+            Source::ContainersStorage(s) => s.location(),
         }
     }
 }

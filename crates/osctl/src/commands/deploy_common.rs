@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use osctl_deploy::{FinalizeOutcome, StageOutcome, Sysroot, SysrootOptions};
-use osctl_image::{FetchOptions, Platform};
+use osctl_image::{FetchOptions, ImageRef, Platform, Transport};
 
 /// The registry options of `switch` and `upgrade` (as in `image pull`).
 #[derive(Args, Clone)]
@@ -32,6 +32,28 @@ impl FetchArgs {
             tls_verify: self.tls_verify,
             cert_dir: self.cert_dir.clone(),
         })
+    }
+}
+
+/// `--transport` of `switch` and `image pull`, as bootc takes it: the
+/// transport of a reference given without its prefix.
+#[derive(Args, Clone)]
+pub struct TransportArg {
+    /// Transport of IMAGE when it has no prefix: registry, oci, oci-archive
+    /// or containers-storage (a prefix it has must agree).
+    #[arg(long, value_name = "TRANSPORT")]
+    pub transport: Option<String>,
+}
+
+impl TransportArg {
+    /// Parses `image` with this transport.
+    pub fn image_ref(&self, image: &str) -> anyhow::Result<ImageRef> {
+        let transport = self
+            .transport
+            .as_deref()
+            .map(Transport::parse)
+            .transpose()?;
+        Ok(ImageRef::parse_with_transport(image, transport)?)
     }
 }
 

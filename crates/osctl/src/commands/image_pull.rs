@@ -6,17 +6,22 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use osctl_image::{FetchOptions, ImageRef, Platform};
+use osctl_image::{FetchOptions, Platform};
 use osctl_store::Store;
 
+use super::deploy_common::TransportArg;
 use crate::output;
 use crate::progress::{self, ProgressMode};
 
 #[derive(Args)]
 pub struct PullArgs {
     /// Image reference: registry/repo:tag, registry/repo@sha256:…,
-    /// docker://…, oci:/path[:tag] or oci-archive:/file.tar[:tag].
+    /// docker://…, oci:/path[:tag], oci-archive:/file.tar[:tag] or
+    /// containers-storage:NAME (or containers-storage:[DRIVER@ROOT+RUNROOT]NAME).
     pub reference: String,
+
+    #[command(flatten)]
+    pub transport: TransportArg,
 
     /// Auth file to use instead of the default search list.
     #[arg(long, value_name = "FILE")]
@@ -44,7 +49,7 @@ pub struct PullArgs {
 }
 
 pub async fn run(args: PullArgs, sysroot: &Path) -> anyhow::Result<ExitCode> {
-    let imgref = ImageRef::parse(&args.reference)?;
+    let imgref = args.transport.image_ref(&args.reference)?;
     let platform = args.platform.as_deref().map(Platform::parse).transpose()?;
     let opts = FetchOptions {
         authfile: args.authfile,

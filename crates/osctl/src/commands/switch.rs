@@ -5,9 +5,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use osctl_deploy::StageOutcome;
-use osctl_image::ImageRef;
 
-use super::deploy_common::{self, FetchArgs};
+use super::deploy_common::{self, FetchArgs, TransportArg};
 use crate::progress::{self, ProgressMode};
 
 #[derive(Args)]
@@ -21,6 +20,8 @@ pub struct SwitchArgs {
     #[arg(long)]
     pub retain: bool,
     #[command(flatten)]
+    pub transport: TransportArg,
+    #[command(flatten)]
     pub fetch: FetchArgs,
     /// How to show progress: bars on a terminal, plain lines otherwise.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
@@ -32,7 +33,7 @@ pub async fn run(
     sysroot: &Path,
     boot: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let imgref = ImageRef::parse(&args.image)?;
+    let imgref = args.transport.image_ref(&args.image)?;
     let fetch = args.fetch.options()?;
     let sysroot = deploy_common::open(sysroot, boot)?;
     let outcome = sysroot

@@ -53,7 +53,10 @@ pub enum Content<'a> {
     Inline(&'a [u8]),
     /// A regular file in a store object: the object's fs-verity digest
     /// (raw bytes) and the file's size.
-    Object { digest: &'a [u8], size: u64 },
+    Object {
+        digest: &'a [u8],
+        size: u64,
+    },
     /// A regular file with a size and no content (not made by layer import;
     /// listed for completeness).
     Sparse(u64),

@@ -25,6 +25,7 @@ mod assess;
 pub mod boot;
 mod check;
 pub mod config;
+mod diff_target;
 mod entries;
 mod error;
 mod etc_merge;
@@ -47,6 +48,7 @@ pub mod sysroot;
 mod upgrade;
 
 pub use assess::{BlessOutcome, CheckReport, FAILED_IMAGES_FILE, FailedImage};
+pub use diff_target::DiffTarget;
 pub use error::DeployError;
 pub use finalize::FinalizeOutcome;
 pub use rollback::RollbackOutcome;

@@ -16,6 +16,7 @@ mod deploy_bad_input;
 mod deploy_crash;
 mod deploy_recovery;
 mod deploy_walkthrough;
+mod diff;
 mod install;
 mod install_filesystem;
 mod pull_auth_files;

@@ -43,7 +43,7 @@ impl Sysroot {
         let is_id_prefix = arg.len() >= 6 && arg.bytes().all(|b| b.is_ascii_hexdigit());
         if is_id_prefix {
             match self.find(arg) {
-                Ok(d) => return Ok(self.as_target(d)?),
+                Ok(d) => return self.as_target(d),
                 Err(DeployError::NoSuchDeployment(_)) => {}
                 Err(e) => return Err(e),
             }

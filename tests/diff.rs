@@ -174,6 +174,31 @@ fn booted_to_staged_by_default_human_and_json() {
         m.run(&["diff", "--files"]),
         format!("{head}{USR_FILES}{ETC_FILES}{PACKAGES}")
     );
+    // Another command holding the sysroot lock (a long `upgrade`, say)
+    // does not stop diff: it reads like status and takes no lock.
+    let lock = std::fs::File::open(m.path(osctl_deploy::layout::sysroot::LOCK)).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+    let mut child = booted_cmd(&m.osctl, m.booted.as_deref())
+        .args(["diff", "--files"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A deadline only so that waiting for the lock fails instead of hanging.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("osctl diff waited for the sysroot lock");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{head}{USR_FILES}{ETC_FILES}{PACKAGES}")
+    );
+    drop(lock);
     // The same two deployments named by id prefix: the roles are theirs.
     assert_eq!(
         m.run(&["diff", "--files", &booted[..8], &staged[..8]]),

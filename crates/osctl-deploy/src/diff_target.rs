@@ -17,21 +17,28 @@ use osctl_store::ImageRecord;
 use crate::sysroot::Sysroot;
 use crate::{DeployError, Deployment};
 
+/// What a deployment is to the machine, as `status` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeploymentRole {
+    Booted,
+    Staged,
+    Rollback,
+    /// Any other deployment.
+    Other,
+}
+
 /// One side of a diff, resolved.
 #[derive(Debug, Clone)]
 pub enum DiffTarget {
-    /// A deployment; `role` is `booted`, `staged`, `rollback` or
-    /// `deployment` (any other).
     Deployment {
-        role: &'static str,
+        role: DeploymentRole,
         deployment: Box<Deployment>,
     },
-    /// An image in the store; `role` is `image` (named by reference) or
-    /// `cachedUpdate` (found by the digest `upgrade --check` recorded).
-    Image {
-        role: &'static str,
-        record: Box<ImageRecord>,
-    },
+    /// An image in the store named by reference.
+    Image(Box<ImageRecord>),
+    /// The update `upgrade --check` recorded, found in the store by its
+    /// manifest digest.
+    CachedUpdate(Box<ImageRecord>),
     /// The cached update, not in the store: pull `imgref`, which must
     /// resolve to `digest`.
     Pull { imgref: ImageRef, digest: String },
@@ -51,10 +58,7 @@ impl Sysroot {
         let not_found = || DeployError::NotADiffTarget(arg.to_string());
         let imgref = ImageRef::parse(arg).map_err(|_| not_found())?;
         let record = self.store().find(&imgref)?.ok_or_else(not_found)?;
-        Ok(DiffTarget::Image {
-            role: "image",
-            record: Box::new(record),
-        })
+        Ok(DiffTarget::Image(Box::new(record)))
     }
 
     /// The default FROM: the booted deployment.
@@ -90,10 +94,7 @@ impl Sysroot {
             .collect();
         held.sort_by_key(|r| r.reference() != tracked.to_string());
         if let Some(record) = held.into_iter().next() {
-            return Ok(DiffTarget::Image {
-                role: "cachedUpdate",
-                record: Box::new(record),
-            });
+            return Ok(DiffTarget::CachedUpdate(Box::new(record)));
         }
         let imgref = match &tracked {
             ImageRef::Registry(r) => {
@@ -110,13 +111,13 @@ impl Sysroot {
         let state = self.state()?;
         let is = |x: &Option<Deployment>| x.as_ref().is_some_and(|x| x.id() == d.id());
         let role = if is(&state.booted) {
-            "booted"
+            DeploymentRole::Booted
         } else if is(&state.staged) {
-            "staged"
+            DeploymentRole::Staged
         } else if is(&state.rollback) {
-            "rollback"
+            DeploymentRole::Rollback
         } else {
-            "deployment"
+            DeploymentRole::Other
         };
         Ok(DiffTarget::Deployment {
             role,

@@ -48,7 +48,7 @@ pub mod sysroot;
 mod upgrade;
 
 pub use assess::{BlessOutcome, CheckReport, FAILED_IMAGES_FILE, FailedImage};
-pub use diff_target::DiffTarget;
+pub use diff_target::{DeploymentRole, DiffTarget};
 pub use error::DeployError;
 pub use finalize::FinalizeOutcome;
 pub use rollback::RollbackOutcome;

@@ -7,13 +7,40 @@ use serde::Serialize;
 use crate::dpkg::Package;
 use crate::{Aspect, ImageDiff, Kind, Packages, TreeDiff, VersionChange};
 
+/// How one side of the comparison was chosen (JSON: camelCase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    Booted,
+    Staged,
+    Rollback,
+    /// A deployment in none of the roles above.
+    Deployment,
+    /// An image named by reference.
+    Image,
+    /// The update `osctl upgrade --check` recorded.
+    CachedUpdate,
+}
+
+impl Role {
+    /// The role in words, as the human report names it.
+    fn words(self) -> &'static str {
+        match self {
+            Role::Booted => "booted",
+            Role::Staged => "staged",
+            Role::Rollback => "rollback",
+            Role::Deployment => "deployment",
+            Role::Image => "image",
+            Role::CachedUpdate => "cached update",
+        }
+    }
+}
+
 /// One side of the comparison, as the caller resolved it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
-    /// How it was chosen: `booted`, `staged`, `rollback`, `deployment`,
-    /// `cachedUpdate` or `image`.
-    pub role: &'static str,
+    pub role: Role,
     /// The deployment id, for a deployment.
     pub deployment: Option<String>,
     /// The image reference.
@@ -24,16 +51,12 @@ pub struct Endpoint {
 impl Endpoint {
     /// `booted deployment 1a2b3c4d5e6f (reg/os:v1)`, `image reg/os:v2`.
     fn describe(&self) -> String {
-        let role = match self.role {
-            "cachedUpdate" => "cached update",
-            other => other,
-        };
+        let role = self.role.words();
         match &self.deployment {
-            Some(id) if self.role == "deployment" => {
+            Some(id) if self.role == Role::Deployment => {
                 format!("deployment {} ({})", short(id), self.image)
             }
             Some(id) => format!("{role} deployment {} ({})", short(id), self.image),
-            None if self.role == "image" => format!("image {}", self.image),
             None => format!("{role} {}", self.image),
         }
     }

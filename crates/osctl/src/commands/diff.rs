@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use osctl_deploy::{DeployError, DiffTarget, Sysroot};
-use osctl_diff::report::{self, Endpoint};
+use osctl_deploy::{DeployError, DeploymentRole, DiffTarget, Sysroot};
+use osctl_diff::report::{self, Endpoint, Role};
 use osctl_image::ImageRef;
 use osctl_store::{ImageRecord, Store};
 
@@ -87,10 +87,7 @@ fn image_target(store: &Store, arg: &str) -> Result<DiffTarget, DeployError> {
     let not_found = || DeployError::NotADiffTarget(arg.to_string());
     let imgref = ImageRef::parse(arg).map_err(|_| not_found())?;
     let record = store.find(&imgref)?.ok_or_else(not_found)?;
-    Ok(DiffTarget::Image {
-        role: "image",
-        record: Box::new(record),
-    })
+    Ok(DiffTarget::Image(Box::new(record)))
 }
 
 fn default_without_deployments() -> Result<DiffTarget, DeployError> {
@@ -114,12 +111,22 @@ async fn resolved(
     };
     Ok(match target {
         DiffTarget::Deployment { role, deployment } => {
+            let role = match role {
+                DeploymentRole::Booted => Role::Booted,
+                DeploymentRole::Staged => Role::Staged,
+                DeploymentRole::Rollback => Role::Rollback,
+                DeploymentRole::Other => Role::Deployment,
+            };
             let record = deployment.record().clone();
             let end = endpoint(role, Some(deployment.id().as_str().to_string()), &record);
             (record, end)
         }
-        DiffTarget::Image { role, record } => {
-            let end = endpoint(role, None, &record);
+        DiffTarget::Image(record) => {
+            let end = endpoint(Role::Image, None, &record);
+            (*record, end)
+        }
+        DiffTarget::CachedUpdate(record) => {
+            let end = endpoint(Role::CachedUpdate, None, &record);
             (*record, end)
         }
         DiffTarget::Pull { imgref, digest } => {
@@ -139,7 +146,7 @@ async fn resolved(
                  recorded; run it again",
                 record.manifest_digest()
             );
-            let end = endpoint("cachedUpdate", None, &record);
+            let end = endpoint(Role::CachedUpdate, None, &record);
             (record, end)
         }
     })

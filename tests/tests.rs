@@ -18,6 +18,7 @@ mod deploy_crash;
 mod deploy_download_only;
 mod deploy_recovery;
 mod deploy_walkthrough;
+mod diff;
 mod install;
 mod install_filesystem;
 mod pull_auth_files;

@@ -101,6 +101,14 @@ pub enum DeployError {
     NoSuchDeployment(String),
     #[error("'{0}' matches several deployments; give more digits")]
     Ambiguous(String),
+    /// An `osctl diff` argument names nothing comparable.
+    #[error(
+        "'{0}' is neither a deployment id (osctl status) nor an image in the store (osctl image list)"
+    )]
+    NotADiffTarget(String),
+    /// `osctl diff` without an argument it has no default for.
+    #[error("{0}")]
+    NoDiffDefault(&'static str),
     #[error("nothing to upgrade: no deployment is booted or staged (use osctl switch IMAGE)")]
     NothingTracked,
     #[error(

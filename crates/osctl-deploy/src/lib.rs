@@ -25,6 +25,7 @@ mod assess;
 pub mod boot;
 mod check;
 pub mod config;
+mod diff_target;
 mod download_only;
 mod entries;
 mod error;
@@ -48,6 +49,7 @@ pub mod sysroot;
 mod upgrade;
 
 pub use assess::{BlessOutcome, CheckReport, FAILED_IMAGES_FILE, FailedImage};
+pub use diff_target::{DeploymentRole, DiffTarget};
 pub use error::{DeployError, NextBoot};
 pub use finalize::FinalizeOutcome;
 pub use rollback::RollbackOutcome;

@@ -64,7 +64,7 @@ pub use pull::{PullObserver, PullOutcome, Silent};
 pub use record::ImageRecord;
 pub use records::{BrokenRecord, RecordScan};
 pub use repair::RepairReport;
-pub use tree::{EntryKind, ImageTree};
+pub use tree::{Content, EntryKind, ImageTree, WalkEntry};
 
 use import::Repo;
 

@@ -20,6 +20,7 @@ use composefs::fsverity::Sha256HashValue;
 use composefs::generic_tree::{Inode, LeafContent, Stat};
 use composefs::tree::{FileSystem, RegularFile};
 use rustix::fs::{AtFlags, FileType, Mode};
+use zerocopy::IntoBytes;
 
 use crate::import::Repo;
 
@@ -34,6 +35,50 @@ pub enum EntryKind {
     Regular,
     Symlink,
     Other,
+}
+
+/// What an entry of an image tree is and holds, as [`ImageTree::walk`]
+/// reports it: enough to tell two images' entries apart without reading
+/// any object.
+///
+/// A regular file's content is either inline (small files, kept in the
+/// layer splitstream itself) or a store object named by its fs-verity
+/// digest. Which of the two a file gets depends only on its size, so two
+/// files with the same content always have the same representation in one
+/// store: comparing these values compares contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content<'a> {
+    Directory,
+    /// A small regular file's bytes.
+    Inline(&'a [u8]),
+    /// A regular file in a store object: the object's fs-verity digest
+    /// (raw bytes) and the file's size.
+    Object {
+        digest: &'a [u8],
+        size: u64,
+    },
+    /// A regular file with a size and no content (not made by layer import;
+    /// listed for completeness).
+    Sparse(u64),
+    Symlink(&'a OsStr),
+    Fifo,
+    Socket,
+    CharacterDevice(u64),
+    BlockDevice(u64),
+}
+
+/// One entry of an image tree: its absolute path in the image, content and
+/// metadata. The modification time is not part of it: a rebuilt image
+/// touches every file, so it says nothing about what changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkEntry<'a> {
+    pub content: Content<'a>,
+    /// Permission bits (`st_mode & 0o7777`); the type is in `content`.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Extended attributes, sorted by name.
+    pub xattrs: &'a std::collections::BTreeMap<Box<OsStr>, Box<[u8]>>,
 }
 
 /// An image's filesystem tree, readable without a mount.
@@ -134,6 +179,61 @@ impl ImageTree {
                 (name.to_string_lossy().into_owned(), kind)
             })
             .collect()
+    }
+
+    /// Every entry below the directory at `path` (not `path` itself), as
+    /// `(absolute path, entry)`, in depth-first order with each
+    /// directory's names sorted bytewise — which is the order of
+    /// [`Path`]'s `Ord` (component by component), so two walks can be
+    /// merged like sorted lists. Hard links appear once per name. Empty if
+    /// `path` is not a directory in this image.
+    ///
+    /// Reads nothing from the store: the tree already holds every entry's
+    /// metadata and content address.
+    pub fn walk(&self, path: &Path) -> Vec<(PathBuf, WalkEntry<'_>)> {
+        let mut out = Vec::new();
+        let Ok(Some(dir)) = self.fs.root.get_directory_opt(path.as_os_str()) else {
+            return out;
+        };
+        self.walk_dir(dir, path, &mut out);
+        out
+    }
+
+    fn walk_dir<'a>(
+        &'a self,
+        dir: &'a composefs::generic_tree::Directory<File>,
+        at: &Path,
+        out: &mut Vec<(PathBuf, WalkEntry<'a>)>,
+    ) {
+        for (name, inode) in dir.sorted_entries() {
+            let here = at.join(name);
+            match inode {
+                Inode::Directory(sub) => {
+                    out.push((here.clone(), entry(Content::Directory, &sub.stat)));
+                    self.walk_dir(sub, &here, out);
+                }
+                Inode::Leaf(id, _) => {
+                    let leaf = &self.fs.leaves[id.0];
+                    let content = match &leaf.content {
+                        LeafContent::Regular(RegularFile::Inline(data)) => Content::Inline(data),
+                        LeafContent::Regular(
+                            RegularFile::External(oid, size)
+                            | RegularFile::ExternalNoVerity(oid, size),
+                        ) => Content::Object {
+                            digest: oid.as_bytes(),
+                            size: *size,
+                        },
+                        LeafContent::Regular(RegularFile::Sparse(size)) => Content::Sparse(*size),
+                        LeafContent::Symlink(to) => Content::Symlink(to),
+                        LeafContent::Fifo => Content::Fifo,
+                        LeafContent::Socket => Content::Socket,
+                        LeafContent::CharacterDevice(d) => Content::CharacterDevice(*d),
+                        LeafContent::BlockDevice(d) => Content::BlockDevice(*d),
+                    };
+                    out.push((here, entry(content, &leaf.stat)));
+                }
+            }
+        }
     }
 
     /// A reader of the regular file at `path`; `None` if there is none.
@@ -300,6 +400,16 @@ impl ImageTree {
         target
             .set_permissions(here, Permissions::from_mode(mode))
             .map_err(fail)
+    }
+}
+
+fn entry<'a>(content: Content<'a>, stat: &'a Stat) -> WalkEntry<'a> {
+    WalkEntry {
+        content,
+        mode: stat.st_mode & 0o7777,
+        uid: stat.st_uid,
+        gid: stat.st_gid,
+        xattrs: &stat.xattrs,
     }
 }
 

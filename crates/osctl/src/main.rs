@@ -49,6 +49,8 @@ enum Command {
     Rollback(commands::rollback::RollbackArgs),
     /// Show the booted, staged and rollback deployments.
     Status(commands::status::StatusArgs),
+    /// What an update changes: files under /usr and /etc, Debian packages.
+    Diff(commands::diff::DiffArgs),
     /// Never prune this deployment.
     Pin(commands::pin::PinArgs),
     /// Allow pruning this deployment again.
@@ -114,6 +116,7 @@ fn main() -> ExitCode {
             Command::Upgrade(a) => commands::upgrade::run(a, &cli.sysroot, boot).await,
             Command::Rollback(a) => commands::rollback::run(a, &cli.sysroot, boot),
             Command::Status(a) => commands::status::run(a, &cli.sysroot, boot),
+            Command::Diff(a) => commands::diff::run(a, &cli.sysroot, boot).await,
             Command::Pin(a) => commands::pin::run(a, true, &cli.sysroot, boot),
             Command::Unpin(a) => commands::pin::run(a, false, &cli.sysroot, boot),
             Command::Finalize(a) => commands::finalize::run(a, &cli.sysroot, boot),

@@ -2,6 +2,7 @@
 
 pub mod container;
 pub mod deploy_common;
+pub mod diff;
 pub mod finalize;
 pub mod fsck;
 pub mod gc;

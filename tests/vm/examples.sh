@@ -92,6 +92,10 @@ absent() { # absent PATH... — none of them exists
   for p in "$@"; do [ ! -e "$p" ] && [ ! -L "$p" ] || return 1; done
 }
 status_has() { "${EX[@]}" status --format json 2>>"$EX_LOG" | jq -e "$1"; } # status_has JQ-FILTER
+# diff_names PATTERN — `osctl diff --files` (booted → staged) has a line matching PATTERN (ERE).
+diff_names() {
+  "${EX[@]}" diff --files >"$EX_DIR/diff.out" 2>>"$EX_LOG" && grep -qE -- "$1" "$EX_DIR/diff.out"
+}
 
 check_examples() {
   local e
@@ -142,6 +146,8 @@ check_examples() {
         want "the example site enabled" links_to "$d/etc/nginx/sites-enabled/example" ../sites-available/example
         want "Debian's default site gone" test ! -e "$d/etc/nginx/sites-enabled/default"
         want "nothing of nginx in the image's /var" absent "$m/var/www" "$m/var/log/nginx" "$m/var/lib/nginx"
+        want "osctl diff: nginx arrives" diff_names '^  added +nginx [0-9]'
+        want "osctl diff: /usr/sbin/nginx added" diff_names '^  \+ /usr/sbin/nginx$'
         want "tmpfiles.d creates /var/log/nginx" has_line "$m/usr/lib/tmpfiles.d/example-nginx.conf" \
           "d /var/log/nginx 0755 www-data adm -"
         s="nginx $(awk '/^Package: nginx$/ { p = 1 } p && /^Version:/ { print $2; exit }' "$m/var/lib/dpkg/status"), enabled, site in /usr, /var by tmpfiles.d"

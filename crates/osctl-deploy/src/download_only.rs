@@ -27,6 +27,11 @@
 //! - `--download-only` of the image already downloaded changes nothing; of
 //!   a newer image it replaces the older download (dropped, as a replaced
 //!   update is);
+//! - `--download-only` of the rollback deployment's image stages nothing
+//!   ([`StageOutcome::AlreadyDeployed`](crate::StageOutcome::AlreadyDeployed)):
+//!   staged in place, the rollback would stop being the rollback and lose
+//!   its health record, and there is nothing to download; an older download
+//!   is dropped, as when the image is the booted one;
 //! - a plain `upgrade` or `switch` to the downloaded image releases it (the
 //!   admin asked for it to boot next); to another image replaces it; to the
 //!   booted image drops it (there is nothing to update to);

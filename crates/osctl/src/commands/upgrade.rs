@@ -100,6 +100,18 @@ pub async fn run(
             "{imgref} is already downloaded (deployment {}); not applied at shutdown until `osctl upgrade --from-downloaded`",
             id.short()
         ),
+        StageOutcome::AlreadyDeployed { id, cancelled } => {
+            if let Some(old) = cancelled {
+                println!(
+                    "Dropped the downloaded deployment {}: {imgref} no longer points to it",
+                    old.short()
+                );
+            }
+            println!(
+                "{imgref} is deployment {} on this machine already (the rollback): nothing downloaded (`osctl rollback` boots it)",
+                id.short()
+            );
+        }
         other => report(other, &imgref.to_string()),
     }
     deploy_common::after_stage(&sysroot, &outcome, true, args.apply)?;

@@ -444,3 +444,37 @@ fn a_download_of_the_rollback_image_leaves_the_rollback() {
     );
     assert_eq!(next_boot(&m.osctl), Some(v1));
 }
+
+/// A download released without `--apply` (to go at the next shutdown), or
+/// an update of the same image staged by hand: a download-only timer run
+/// before the reboot finds the image it would download already booting
+/// next. It says so and succeeds, the machine unchanged, instead of
+/// failing on every run until the reboot ("is staged to boot next"); a
+/// newer image is still refused (`refusals_name_the_rule_and_change_nothing`).
+#[test]
+fn a_download_of_what_boots_next_already_changes_nothing() {
+    let images = Images::new();
+    let reference = images.registry.image_ref(TAG);
+    let (released, v2) = downloaded_v2(&images);
+    released.run(RELEASE);
+    let by_hand = tracking(&images, "os:v2");
+    by_hand.run(UPGRADE);
+    let boots_next = |id: &str| {
+        format!(
+            "{reference} already boots next (deployment {})\n",
+            short(id)
+        )
+    };
+    for (what, m) in [("released", &released), ("staged by hand", &by_hand)] {
+        let v2 = m.roles().staged.unwrap();
+        for when in ["pending", "finalized"] {
+            if when == "finalized" {
+                m.run(&["finalize"]);
+            }
+            let before = state(m);
+            assert_eq!(m.run(DOWNLOAD), boots_next(&v2), "{what}, {when}");
+            assert_unchanged(what, m, &before);
+        }
+    }
+    assert_eq!(released.roles().staged.as_deref(), Some(v2.as_str()));
+}

@@ -23,7 +23,11 @@
 //!
 //! - `--download-only` never changes what boots next: while an ordinary
 //!   staged update or a queued rollback boots next it refuses
-//!   ([`DeployError::NextBootPlanned`]) before downloading anything;
+//!   ([`DeployError::NextBootPlanned`]) before downloading anything —
+//!   unless that update is the image the reference points to (released
+//!   without `--apply`, or staged by hand): then it changes nothing
+//!   (`AlreadyStaged`), so that a download-only timer does not fail until
+//!   the reboot;
 //! - `--download-only` of the image already downloaded changes nothing; of
 //!   a newer image it replaces the older download (dropped, as a replaced
 //!   update is);

@@ -96,10 +96,16 @@ pub async fn run(
                 id.short()
             );
         }
-        StageOutcome::AlreadyStaged(id) if args.download_only => println!(
-            "{imgref} is already downloaded (deployment {}); not applied at shutdown until `osctl upgrade --from-downloaded`",
-            id.short()
-        ),
+        // Still download-only: this download's own image. Otherwise an
+        // update of the same image boots next already (report below).
+        StageOutcome::AlreadyStaged(id)
+            if args.download_only && sysroot.state()?.staged_download_only =>
+        {
+            println!(
+                "{imgref} is already downloaded (deployment {}); not applied at shutdown until `osctl upgrade --from-downloaded`",
+                id.short()
+            )
+        }
         StageOutcome::AlreadyDeployed { id, cancelled } => {
             if let Some(old) = cancelled {
                 println!(

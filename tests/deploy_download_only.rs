@@ -381,3 +381,100 @@ fn refusals_name_the_rule_and_change_nothing() {
         assert_unchanged(&format!("{args:?}"), &m, &before);
     }
 }
+
+/// The tracked tag moved back to the rollback's image (a release
+/// withdrawn): there is nothing to download. The rollback stays the
+/// rollback, with its health record (staging it download-only in place
+/// made `rollback` refuse with "nothing but the booted deployment
+/// exists"), and an earlier download the tag no longer points to is
+/// dropped, as when the tag moves back to the booted image.
+#[test]
+fn a_download_of_the_rollback_image_leaves_the_rollback() {
+    let images = Images::new();
+    let reference = images.registry.image_ref(TAG);
+    let mut m = tracking(&images, "os:v2");
+    let v1 = m.booted.clone().unwrap();
+    m.boot(&reference);
+    assert_eq!(m.roles().rollback.as_deref(), Some(v1.as_str()));
+    let already = format!(
+        "{reference} is deployment {} on this machine already (the rollback): nothing downloaded (`osctl rollback` boots it)\n",
+        short(&v1)
+    );
+
+    // The deployments, boot entries, status and fsck; the store's record
+    // of what the reference was last pulled as moves, as after any pull.
+    let deployments = |m: &Machine| {
+        let mut s = state(m);
+        s.files.retain(|path, _| {
+            !path.starts_with("sysroot/composefs/") && !path.starts_with("sysroot/osctl/images/")
+        });
+        s
+    };
+    retag(&images, "os:v1");
+    let before = deployments(&m);
+    assert_eq!(m.run(DOWNLOAD), already);
+    assert!(
+        deployments(&m) == before,
+        "the rollback or the deployments changed"
+    );
+
+    // An earlier download goes: the tag no longer points to it.
+    retag(&images, "os:v3");
+    m.run(DOWNLOAD);
+    let v3 = m.roles().staged.unwrap();
+    retag(&images, "os:v1");
+    assert_eq!(
+        m.run(DOWNLOAD),
+        format!(
+            "Dropped the downloaded deployment {}: {reference} no longer points to it\n{already}",
+            short(&v3)
+        )
+    );
+    assert!(!m.exists(&v3));
+    // Its image goes with the next gc, as a dropped update's does.
+    m.run(&["gc"]);
+    assert!(
+        deployments(&m) == before,
+        "the rollback or the deployments changed"
+    );
+
+    assert_eq!(
+        m.run(&["rollback"]),
+        format!("Next boot: rollback deployment {}\n", short(&v1))
+    );
+    assert_eq!(next_boot(&m.osctl), Some(v1));
+}
+
+/// A download released without `--apply` (to go at the next shutdown), or
+/// an update of the same image staged by hand: a download-only timer run
+/// before the reboot finds the image it would download already booting
+/// next. It says so and succeeds, the machine unchanged, instead of
+/// failing on every run until the reboot ("is staged to boot next"); a
+/// newer image is still refused (`refusals_name_the_rule_and_change_nothing`).
+#[test]
+fn a_download_of_what_boots_next_already_changes_nothing() {
+    let images = Images::new();
+    let reference = images.registry.image_ref(TAG);
+    let (released, v2) = downloaded_v2(&images);
+    released.run(RELEASE);
+    let by_hand = tracking(&images, "os:v2");
+    by_hand.run(UPGRADE);
+    let boots_next = |id: &str| {
+        format!(
+            "{reference} already boots next (deployment {})\n",
+            short(id)
+        )
+    };
+    for (what, m) in [("released", &released), ("staged by hand", &by_hand)] {
+        let v2 = m.roles().staged.unwrap();
+        for when in ["pending", "finalized"] {
+            if when == "finalized" {
+                m.run(&["finalize"]);
+            }
+            let before = state(m);
+            assert_eq!(m.run(DOWNLOAD), boots_next(&v2), "{what}, {when}");
+            assert_unchanged(what, m, &before);
+        }
+    }
+    assert_eq!(released.roles().staged.as_deref(), Some(v2.as_str()));
+}

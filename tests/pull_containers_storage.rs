@@ -280,7 +280,40 @@ fn what_cannot_be_read_is_refused_by_name() {
         layouts.path().join("no-root").display(),
         layouts.path().join("no-run").display()
     );
+    // An existing directory that holds no storage (a typo in the path),
+    // and the right storage under the wrong driver: skopeo would set up a
+    // new, empty storage in either before finding no image.
+    let empty = layouts.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let empty_root = format!(
+        "containers-storage:[vfs@{}+{}]localhost/os:1",
+        empty.display(),
+        layouts.path().join("no-run").display()
+    );
+    let storage_root = storage.dir.path().join("root");
+    let wrong_driver = format!(
+        "containers-storage:[overlay@{}+{}]localhost/os:1",
+        storage_root.display(),
+        storage.dir.path().join("run").display()
+    );
+    let storage_before = files(&storage_root);
     for (args, needles) in [
+        (
+            vec!["switch", empty_root.as_str()],
+            vec![format!(
+                "error: {empty_root}: its storage root {} holds no vfs storage (no vfs-images/ \
+                 in it)",
+                empty.display()
+            )],
+        ),
+        (
+            vec!["image", "pull", wrong_driver.as_str()],
+            vec![format!(
+                "error: pulling {wrong_driver}: {wrong_driver}: its storage root {} holds no \
+                 overlay storage (no overlay-images/ in it)",
+                storage_root.display()
+            )],
+        ),
         (
             vec!["switch", missing.as_str()],
             vec![
@@ -342,6 +375,8 @@ fn what_cannot_be_read_is_refused_by_name() {
     // skopeo was not let to create the storage a typo named.
     assert!(!layouts.path().join("no-root").exists());
     assert!(!layouts.path().join("no-run").exists());
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    assert_eq!(files(&storage_root), storage_before);
     machine.osctl.fsck_clean();
 }
 
@@ -394,16 +429,17 @@ fn a_layer_changed_in_storage_is_refused() {
 }
 
 /// Without skopeo there is no way to read containers storage: one line
-/// naming the reference and what to install.
+/// naming the reference and what to install. (The host's default storage:
+/// a named storage root must hold a storage before skopeo is started, and
+/// without skopeo nothing can touch the default one.)
 #[test]
 fn without_skopeo_the_reference_is_named() {
-    let storage = LocalStorage::new();
-    let reference = storage.reference("localhost/os:1");
+    let reference = "containers-storage:localhost/os:1";
     let mut osctl = Osctl::new();
     let empty = tempfile::tempdir().unwrap();
     osctl.set_env("PATH", empty.path());
     osctl.pull_fails(
-        &[&reference],
+        &[reference],
         &[&format!(
             "error: pulling {reference}: {reference}: cannot start skopeo's image proxy: cannot \
              run skopeo (is the skopeo package installed?): "

@@ -23,10 +23,19 @@
 //!
 //! - `--download-only` never changes what boots next: while an ordinary
 //!   staged update or a queued rollback boots next it refuses
-//!   ([`DeployError::NextBootPlanned`]) before downloading anything;
+//!   ([`DeployError::NextBootPlanned`]) before downloading anything —
+//!   unless that update is the image the reference points to (released
+//!   without `--apply`, or staged by hand): then it changes nothing
+//!   (`AlreadyStaged`), so that a download-only timer does not fail until
+//!   the reboot;
 //! - `--download-only` of the image already downloaded changes nothing; of
 //!   a newer image it replaces the older download (dropped, as a replaced
 //!   update is);
+//! - `--download-only` of the rollback deployment's image stages nothing
+//!   ([`StageOutcome::AlreadyDeployed`](crate::StageOutcome::AlreadyDeployed)):
+//!   staged in place, the rollback would stop being the rollback and lose
+//!   its health record, and there is nothing to download; an older download
+//!   is dropped, as when the image is the booted one;
 //! - a plain `upgrade` or `switch` to the downloaded image releases it (the
 //!   admin asked for it to boot next); to another image replaces it; to the
 //!   booted image drops it (there is nothing to update to);

@@ -30,7 +30,8 @@
 //! refuses up front when something other than the booted deployment boots
 //! next (an ordinary staged update, a queued rollback), so steps 6a, 8 and 9
 //! only ever replace an earlier download-only deployment: what boots next
-//! never changes. Staging the image of a download-only deployment without
+//! never changes. It never stages the rollback deployment in place
+//! ([`StageOutcome::AlreadyDeployed`]). Staging the image of a download-only deployment without
 //! `download_only` releases it instead ([`StageOutcome::Released`]: the
 //! marker rewritten without the word, fail point `release:after-marker`).
 
@@ -74,6 +75,13 @@ pub enum StageOutcome {
     /// The image was downloaded only (`upgrade --download-only`); it is now
     /// an ordinary staged deployment, applied at the next shutdown.
     Released(DeploymentId),
+    /// `download_only` of the rollback deployment's image: nothing to
+    /// download, nothing staged. `cancelled` is the earlier download the
+    /// tracked reference no longer points to, dropped.
+    AlreadyDeployed {
+        id: DeploymentId,
+        cancelled: Option<DeploymentId>,
+    },
 }
 
 impl StageOutcome {
@@ -83,7 +91,8 @@ impl StageOutcome {
             StageOutcome::Staged { id, .. }
             | StageOutcome::AlreadyBooted { id, .. }
             | StageOutcome::AlreadyStaged(id)
-            | StageOutcome::Released(id) => id,
+            | StageOutcome::Released(id)
+            | StageOutcome::AlreadyDeployed { id, .. } => id,
         }
     }
 }
@@ -157,6 +166,17 @@ impl Sysroot {
         }
         if boots_next {
             return Ok(StageOutcome::AlreadyStaged(id));
+        }
+        // A download of the rollback's image would stage the rollback in
+        // place: it would stop being the rollback (`rollback` refusing,
+        // status showing none) and lose its health record, for a download
+        // that is not needed. Like a download of the booted image, it drops
+        // an earlier download instead (the only thing that can boot next
+        // here, see `download_only_allowed`). Other deployments (pinned,
+        // failed) have no role to lose: they are staged in place as before.
+        if options.download_only && state.rollback.as_ref().is_some_and(|d| d.id() == &id) {
+            let cancelled = self.cancel_next_boot(&state)?;
+            return Ok(StageOutcome::AlreadyDeployed { id, cancelled });
         }
         if let Some(broken) = self.scan()?.broken.into_iter().find(|b| b.id == id) {
             return Err(DeployError::BrokenDeployment {

@@ -89,7 +89,8 @@ impl Sysroot {
     /// counter ran out) is not staged again unless `force`. With
     /// `download_only` it is staged download-only (see
     /// [`crate::StageOptions::download_only`]); refused before the pull when
-    /// that would change the next boot.
+    /// that would change the next boot, unless what boots next is already
+    /// the image the reference points to (`AlreadyStaged`).
     pub async fn upgrade(
         &self,
         fetch: &FetchOptions,
@@ -98,8 +99,19 @@ impl Sysroot {
         download_only: bool,
     ) -> Result<StageOutcome, DeployError> {
         let (imgref, _) = self.tracked()?;
-        if download_only {
-            self.check_download_only()?;
+        if download_only && let Err(refused) = self.check_download_only() {
+            // The update that boots next (staged by hand, or this download
+            // released) may be the very image the reference points to:
+            // then there is nothing to download and nothing to refuse, and
+            // a download-only timer must not fail on every run until the
+            // reboot. Only the manifest is fetched to tell.
+            let resolved = Source::open(&imgref, fetch).await?.resolve().await?;
+            return match self.state()?.staged {
+                Some(staged) if staged.origin().manifest_digest == resolved.digest() => {
+                    Ok(StageOutcome::AlreadyStaged(staged.id().clone()))
+                }
+                _ => Err(refused),
+            };
         }
         let outcome = self.store().pull(&imgref, fetch, observer).await?;
         crate::failpoint::hit("stage:after-pull");

@@ -50,7 +50,6 @@
 //! are reduced to one line ([`one_line`]) under an error naming the
 //! reference.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -72,6 +71,10 @@ const CHUNK: usize = 256 * 1024;
 /// The OCI manifest media type: what the proxy serves (it converts other
 /// formats), the content type the manifest is parsed as.
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// What a storage driver's image store is called in the storage root
+/// (`vfs-images`, `overlay-images`).
+const IMAGE_STORE_SUFFIX: &str = "-images";
 
 struct Opened {
     proxy: ImageProxy,
@@ -97,10 +100,11 @@ impl StorageSource {
         reference: String,
     ) -> Result<Self, FetchError> {
         if let Some(spec) = store {
-            // skopeo would create a missing root (and run root) and then
-            // report "no such image": a typo in the path must not leave
-            // directories behind.
-            check_root(&spec.root, &reference)?;
+            // skopeo would create a missing root (and run root), or a new
+            // storage inside a directory that holds none, and then report
+            // "no such image": a typo in the path or the driver must not
+            // leave directories behind.
+            check_root(spec, &reference)?;
         }
         let mut config = ImageProxyConfig::default();
         config.insecure_policy = Some(true);
@@ -285,27 +289,72 @@ fn poisoned(reference: &str) -> FetchError {
     }
 }
 
-/// Refuses a storage root that is not an existing directory.
-fn check_root(root: &Path, reference: &str) -> Result<(), FetchError> {
-    let why = match std::fs::metadata(root) {
-        Ok(m) if m.is_dir() => return Ok(()),
-        Ok(_) => format!("its storage root {} is not a directory", root.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            format!("its storage root {} does not exist", root.display())
-        }
-        Err(e) => {
-            return Err(FetchError::Local {
-                what: reference.to_string(),
-                why: format!("cannot read its storage root {}", root.display()),
-                source: Some(Box::new(e)),
-            });
-        }
-    };
-    Err(FetchError::Local {
+/// Refuses a storage root that is not an existing directory holding a
+/// containers storage of the named driver. A storage that holds any image
+/// has `<driver>-images/` (containers/storage's image store, created with
+/// the storage); without one, skopeo would create a new, empty storage in
+/// the directory (`<driver>/`, `<driver>-images/`, lock files) before
+/// finding no image there. Without a driver in the reference any driver's
+/// image store will do: containers/storage picks the one in use.
+fn check_root(spec: &StorageSpec, reference: &str) -> Result<(), FetchError> {
+    let root = &spec.root;
+    let refuse = |why: String| FetchError::Local {
         what: reference.to_string(),
         why,
         source: None,
-    })
+    };
+    let unreadable = |e: std::io::Error| FetchError::Local {
+        what: reference.to_string(),
+        why: format!("cannot read its storage root {}", root.display()),
+        source: Some(Box::new(e)),
+    };
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(refuse(format!(
+                "its storage root {} is not a directory",
+                root.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(refuse(format!(
+                "its storage root {} does not exist",
+                root.display()
+            )));
+        }
+        Err(e) => return Err(unreadable(e)),
+    }
+    let is_image_store = |name: &str| root.join(name).is_dir();
+    match &spec.driver {
+        Some(driver) => {
+            let images = format!("{driver}{IMAGE_STORE_SUFFIX}");
+            if !is_image_store(&images) {
+                return Err(refuse(format!(
+                    "its storage root {} holds no {driver} storage (no {images}/ in it)",
+                    root.display()
+                )));
+            }
+        }
+        None => {
+            let mut found = false;
+            for entry in std::fs::read_dir(root).map_err(unreadable)? {
+                let name = entry.map_err(unreadable)?.file_name();
+                let name = name.to_string_lossy();
+                if name.ends_with(IMAGE_STORE_SUFFIX) && is_image_store(&name) {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                return Err(refuse(format!(
+                    "its storage root {} holds no containers storage (no \
+                     <driver>{IMAGE_STORE_SUFFIX}/ in it)",
+                    root.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A proxy error under one naming the reference and the step.
@@ -341,6 +390,7 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn proxy_errors_become_one_line() {
@@ -362,23 +412,63 @@ mod tests {
     }
 
     #[test]
-    fn missing_roots_are_refused_by_name() {
+    fn roots_without_a_storage_are_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("file");
         std::fs::write(&file, "x").unwrap();
         let missing = dir.path().join("missing");
-        for (root, want) in [
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let vfs = dir.path().join("vfs-storage");
+        std::fs::create_dir_all(vfs.join("vfs-images")).unwrap();
+        let spec = |driver: Option<&str>, root: &Path| StorageSpec {
+            driver: driver.map(str::to_string),
+            root: root.to_path_buf(),
+            run_root: None,
+        };
+        for (driver, root, want) in [
             (
-                missing.clone(),
+                Some("vfs"),
+                &missing,
                 format!("R: its storage root {} does not exist", missing.display()),
             ),
             (
-                file.clone(),
+                None,
+                &file,
                 format!("R: its storage root {} is not a directory", file.display()),
             ),
+            (
+                Some("vfs"),
+                &empty,
+                format!(
+                    "R: its storage root {} holds no vfs storage (no vfs-images/ in it)",
+                    empty.display()
+                ),
+            ),
+            (
+                None,
+                &empty,
+                format!(
+                    "R: its storage root {} holds no containers storage (no \
+                     <driver>-images/ in it)",
+                    empty.display()
+                ),
+            ),
+            (
+                Some("overlay"),
+                &vfs,
+                format!(
+                    "R: its storage root {} holds no overlay storage (no overlay-images/ in it)",
+                    vfs.display()
+                ),
+            ),
         ] {
-            assert_eq!(check_root(&root, "R").unwrap_err().to_string(), want);
+            let err = check_root(&spec(driver, root), "R").unwrap_err();
+            assert_eq!(err.to_string(), want, "{driver:?} {}", root.display());
         }
-        check_root(dir.path(), "R").unwrap();
+        // Nothing was created while refusing.
+        assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+        check_root(&spec(Some("vfs"), &vfs), "R").unwrap();
+        check_root(&spec(None, &vfs), "R").unwrap();
     }
 }

@@ -9,7 +9,8 @@ use super::{image_list, image_mount, image_pull, image_rm};
 
 #[derive(Subcommand)]
 pub enum ImageCommand {
-    /// Pull an image into the store (registry, oci:, oci-archive:).
+    /// Pull an image into the store (registry, oci:, oci-archive:,
+    /// containers-storage:).
     Pull(image_pull::PullArgs),
     /// List the images in the store.
     #[command(alias = "ls")]

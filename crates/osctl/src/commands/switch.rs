@@ -65,6 +65,10 @@ pub fn report(outcome: &StageOutcome, image: &str) {
             "{image} was downloaded only (deployment {}); now staged: it boots after the next reboot",
             id.short()
         ),
+        // Only `upgrade --download-only` gets it; it reports it itself.
+        StageOutcome::AlreadyDeployed { id, .. } => {
+            println!("{image} is deployment {} already", id.short())
+        }
         StageOutcome::AlreadyBooted { id, cancelled } => {
             println!(
                 "{image} is the booted deployment ({}); nothing staged",

@@ -96,10 +96,28 @@ pub async fn run(
                 id.short()
             );
         }
-        StageOutcome::AlreadyStaged(id) if args.download_only => println!(
-            "{imgref} is already downloaded (deployment {}); not applied at shutdown until `osctl upgrade --from-downloaded`",
-            id.short()
-        ),
+        // Still download-only: this download's own image. Otherwise an
+        // update of the same image boots next already (report below).
+        StageOutcome::AlreadyStaged(id)
+            if args.download_only && sysroot.state()?.staged_download_only =>
+        {
+            println!(
+                "{imgref} is already downloaded (deployment {}); not applied at shutdown until `osctl upgrade --from-downloaded`",
+                id.short()
+            )
+        }
+        StageOutcome::AlreadyDeployed { id, cancelled } => {
+            if let Some(old) = cancelled {
+                println!(
+                    "Dropped the downloaded deployment {}: {imgref} no longer points to it",
+                    old.short()
+                );
+            }
+            println!(
+                "{imgref} is deployment {} on this machine already (the rollback): nothing downloaded (`osctl rollback` boots it)",
+                id.short()
+            );
+        }
         other => report(other, &imgref.to_string()),
     }
     deploy_common::after_stage(&sysroot, &outcome, true, args.apply)?;

@@ -428,6 +428,66 @@ fn a_layer_changed_in_storage_is_refused() {
     );
 }
 
+/// A storage whose lock another process holds (a stuck buildah, say):
+/// skopeo waits for it, and so does osctl, but not silently — after a while
+/// one warning names the reference and the likely cause; once the lock is
+/// released the pull completes.
+#[test]
+fn a_locked_storage_is_waited_for_and_said() {
+    use std::io::Read;
+    let layouts = tempfile::tempdir().unwrap();
+    let storage = LocalStorage::new();
+    let base = storage.import_base(&base_layout(layouts.path()));
+    storage.build(base, &[("usr/share/local/build", "1\n")], "localhost/os:1");
+    let reference = storage.reference("localhost/os:1");
+    // The locks containers storage takes to read an image, held the way
+    // it holds them (fcntl), by a process that waits for a line on stdin.
+    let root = storage.dir.path().join("root");
+    let mut holder = Command::new("python3")
+        .args([
+            "-c",
+            "import fcntl, sys\n\
+             fs = [open(p, 'r+') for p in sys.argv[1:]]\n\
+             [fcntl.lockf(f, fcntl.LOCK_EX) for f in fs]\n\
+             print('locked', flush=True)\n\
+             sys.stdin.readline()",
+        ])
+        .arg(root.join("storage.lock"))
+        .arg(root.join("vfs-images/images.lock"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = [0u8; 7];
+    holder.stdout.take().unwrap().read_exact(&mut line).unwrap();
+    assert_eq!(&line, b"locked\n");
+
+    let osctl = Osctl::new();
+    let pull = osctl
+        .cmd()
+        .args(["image", "pull", "--quiet", &reference])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Long enough for the warning (10 s), then let the lock go.
+    std::thread::sleep(std::time::Duration::from_secs(14));
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    let out = pull.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].ends_with(&format!(
+            "{reference}: still waiting after 10 s for skopeo to open the image; another \
+             buildah or podman may hold the containers storage lock"
+        )),
+        "{stderr}"
+    );
+}
+
 /// Without skopeo there is no way to read containers storage: one line
 /// naming the reference and what to install. (The host's default storage:
 /// a named storage root must hold a storage before skopeo is started, and

@@ -90,6 +90,10 @@ pub struct StorageSource {
     config: std::sync::Mutex<Option<(String, Bytes)>>,
 }
 
+/// How long opening an image may take before osctl says what it is
+/// waiting for (it goes on waiting).
+const OPEN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl StorageSource {
     /// Starts skopeo's proxy and opens the image; fails with one line
     /// naming the reference if skopeo is missing, the storage root does not
@@ -112,10 +116,26 @@ impl StorageSource {
             .await
             .map_err(|e| proxy_error(&reference, "cannot start skopeo's image proxy", e))?;
         let spec = store.map(|s| s.to_string()).unwrap_or_default();
-        let image = proxy
-            .open_image(&format!("containers-storage:{spec}{name}"))
-            .await
-            .map_err(|e| proxy_error(&reference, "cannot open the image", e))?;
+        let target = format!("containers-storage:{spec}{name}");
+        // skopeo waits for the storage's lock without a limit, and a long
+        // wait can be legitimate (a build committing); a silent one is
+        // not: after a while, say what is being waited for.
+        let opened = {
+            let open = proxy.open_image(&target);
+            tokio::pin!(open);
+            match tokio::time::timeout(OPEN_PATIENCE, &mut open).await {
+                Ok(opened) => opened,
+                Err(_) => {
+                    tracing::warn!(
+                        "{reference}: still waiting after {} s for skopeo to open the image; \
+                         another buildah or podman may hold the containers storage lock",
+                        OPEN_PATIENCE.as_secs()
+                    );
+                    open.await
+                }
+            }
+        };
+        let image = opened.map_err(|e| proxy_error(&reference, "cannot open the image", e))?;
         Ok(StorageSource {
             opened: Arc::new(Opened { proxy, image }),
             reference,

@@ -1,9 +1,19 @@
 //! Comparing two images' installed Debian packages: added, removed,
-//! upgraded and downgraded, by name (see [`crate::dpkg`] for names) and
-//! Debian version order ([`crate::version`]). A package whose version
-//! text differs but compares equal (`1.01` and `1.1`) is not listed.
+//! upgraded and downgraded, in Debian version order ([`crate::version`]).
+//! A package whose version text differs but compares equal (`1.01` and
+//! `1.1`) is not listed.
+//!
+//! Matching is decided per name over *both* images: when each image has
+//! at most one instance of a name, the two are compared under the plain
+//! name (an architecture change, `amd64` → `all`, is then not a change by
+//! itself); when either image has the name for several architectures
+//! (multi-arch), instances are matched by (name, architecture) and shown
+//! as `name:arch`. Deciding per image instead would turn dropping
+//! `libc6:i386` into "removed libc6:amd64, removed libc6:i386, added
+//! libc6".
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 use osctl_store::ImageTree;
 
@@ -71,6 +81,60 @@ pub fn installed(tree: &ImageTree, image: &str) -> Result<Option<Installed>, Dif
         })
 }
 
+/// The instances of each name in the two images: (from side, to side).
+type ByName<'a> = BTreeMap<&'a str, (Vec<&'a Package>, Vec<&'a Package>)>;
+
+/// A display name's package in the two images.
+enum Pair<'a> {
+    Removed(&'a Package),
+    Added(&'a Package),
+    Both(&'a Package, &'a Package),
+}
+
+fn pair<'a>(p: Option<&'a Package>, q: Option<&'a Package>) -> Option<Pair<'a>> {
+    match (p, q) {
+        (Some(p), Some(q)) => Some(Pair::Both(p, q)),
+        (Some(p), None) => Some(Pair::Removed(p)),
+        (None, Some(q)) => Some(Pair::Added(q)),
+        (None, None) => None,
+    }
+}
+
+/// Pairs up the two images' packages under their display names (see the
+/// module doc), sorted by display name.
+fn matched<'a>(from: &'a [Package], to: &'a [Package]) -> Vec<(String, Pair<'a>)> {
+    let mut by_name: ByName<'a> = BTreeMap::new();
+    for p in from {
+        by_name.entry(&p.name).or_default().0.push(p);
+    }
+    for q in to {
+        by_name.entry(&q.name).or_default().1.push(q);
+    }
+    let mut out = Vec::new();
+    for (name, (old, new)) in by_name {
+        if old.len() <= 1 && new.len() <= 1 {
+            out.extend(
+                pair(old.first().copied(), new.first().copied()).map(|p| (name.to_string(), p)),
+            );
+            continue;
+        }
+        let mut arches: BTreeMap<&str, (Option<&Package>, Option<&Package>)> = BTreeMap::new();
+        for p in old {
+            arches.entry(&p.architecture).or_default().0 = Some(p);
+        }
+        for q in new {
+            arches.entry(&q.architecture).or_default().1 = Some(q);
+        }
+        for (arch, (p, q)) in arches {
+            out.extend(pair(p, q).map(|p| (format!("{name}:{arch}"), p)));
+        }
+    }
+    // The map orders names, not display names: `libc6:amd64` comes out
+    // before `libc6-dev` but sorts after it.
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
 /// Compares two package sets; `from_name`/`to_name` name the images in
 /// errors (a version that does not parse).
 pub fn compare(
@@ -80,10 +144,17 @@ pub fn compare(
     to_name: &str,
 ) -> Result<PackageDiff, DiffError> {
     let mut diff = PackageDiff::default();
-    for (name, p) in from {
-        let Some(q) = to.get(name) else {
-            diff.removed.push((name.clone(), p.clone()));
-            continue;
+    for (name, pair) in matched(from, to) {
+        let (p, q) = match pair {
+            Pair::Both(p, q) => (p, q),
+            Pair::Removed(p) => {
+                diff.removed.push((name, p.clone()));
+                continue;
+            }
+            Pair::Added(q) => {
+                diff.added.push((name, q.clone()));
+                continue;
+            }
         };
         let bad = |source: DpkgError| DiffError::Version {
             package: name.clone(),
@@ -103,11 +174,6 @@ pub fn compare(
             Ordering::Less => diff.upgraded.push(change()),
             Ordering::Greater => diff.downgraded.push(change()),
             Ordering::Equal => {}
-        }
-    }
-    for (name, q) in to {
-        if !from.contains_key(name) {
-            diff.added.push((name.clone(), q.clone()));
         }
     }
     Ok(diff)

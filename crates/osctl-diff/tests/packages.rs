@@ -117,6 +117,24 @@ fn packages_compare_over_both_images() {
             &[("a", "all", I, "1"), ("b", "all", "not-installed", "1")],
             &["added a 1", "removed b 1"],
         ),
+        (
+            "versions dpkg only warns about",
+            &[
+                ("a", "all", I, "1:2:3"),
+                ("b", "all", I, "a1.0"),
+                ("c", "all", I, "1.0-1_2"),
+            ],
+            &[
+                ("a", "all", I, "1:2:4"),
+                ("b", "all", I, "1.0"),
+                ("c", "all", I, "1.0-1"),
+            ],
+            &[
+                "upgraded a 1:2:3 -> 1:2:4",
+                "downgraded b a1.0 -> 1.0",
+                "downgraded c 1.0-1_2 -> 1.0-1",
+            ],
+        ),
     ];
     for &(case, from, to, want) in cases {
         let from = parse_status(&status(from)).unwrap();

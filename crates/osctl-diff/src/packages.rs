@@ -15,7 +15,9 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use osctl_store::ImageTree;
+use std::path::Path;
+
+use osctl_store::{EntryKind, ImageTree};
 
 use crate::dpkg::{self, Installed, Package};
 use crate::version::Version;
@@ -62,10 +64,35 @@ impl Packages {
     }
 }
 
-/// The installed packages of `tree` (named `image` in errors); `None` if
-/// it has no dpkg status file.
+/// The installed packages of `tree` (named `image` in errors); `None`
+/// only if nothing is at the dpkg status path (or at a directory on the
+/// way to it). Anything else there that is not a regular file (a symlinked
+/// `/var/lib/dpkg`, a status that is a symlink) is an error: osctl does
+/// not follow links inside an image, and a database it cannot read is not
+/// "no database".
 pub fn installed(tree: &ImageTree, image: &str) -> Result<Option<Installed>, DiffError> {
-    let Some(bytes) = tree.read(std::path::Path::new(dpkg::STATUS_PATH))? else {
+    let status = Path::new(dpkg::STATUS_PATH);
+    for at in status.ancestors().collect::<Vec<_>>().into_iter().rev() {
+        let want = if at == status {
+            EntryKind::Regular
+        } else {
+            EntryKind::Directory
+        };
+        match tree.kind(at) {
+            None => return Ok(None),
+            Some(kind) if kind == want => {}
+            Some(kind) => {
+                return Err(DiffError::DpkgNotAFile {
+                    path: dpkg::STATUS_PATH,
+                    image: image.to_string(),
+                    at: at.display().to_string(),
+                    is: words(kind),
+                    want: words(want),
+                });
+            }
+        }
+    }
+    let Some(bytes) = tree.read(status)? else {
         return Ok(None);
     };
     let text = String::from_utf8(bytes).map_err(|_| DiffError::DpkgNotText {
@@ -133,6 +160,16 @@ fn matched<'a>(from: &'a [Package], to: &'a [Package]) -> Vec<(String, Pair<'a>)
     // before `libc6-dev` but sorts after it.
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// An entry kind in words, for errors.
+fn words(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::Directory => "a directory",
+        EntryKind::Regular => "a regular file",
+        EntryKind::Symlink => "a symlink",
+        EntryKind::Other => "a special file",
+    }
 }
 
 /// Compares two package sets; `from_name`/`to_name` name the images in

@@ -11,6 +11,8 @@ use osctl_image::{FetchOptions, ImageRef};
 use osctl_store::{Silent, Store};
 use osctl_testutil::{Entry, ImageSpec, Layer};
 
+const STATUS: &str = "Package: a\nStatus: install ok installed\nArchitecture: all\nVersion: 1\n";
+
 fn endpoint(name: &str) -> Endpoint {
     Endpoint {
         role: Role::Image,
@@ -78,6 +80,17 @@ async fn trees_and_dpkg_database_kinds() {
             Entry::file("etc/a", "a\n"),
         ]
     };
+    let dpkg = |status: Entry| {
+        vec![
+            Entry::dir("var"),
+            Entry::dir("var/lib"),
+            Entry::dir("usr"),
+            Entry::dir("usr/lib"),
+            Entry::dir("usr/lib/dpkg"),
+            Entry::file("usr/lib/dpkg/status", STATUS),
+            status,
+        ]
+    };
     let cases: Vec<(&str, Vec<Layer>, Vec<Layer>, Result<String, String>)> = vec![
         (
             "the roots' own metadata is compared",
@@ -117,6 +130,36 @@ async fn trees_and_dpkg_database_kinds() {
             Err("/etc in oci:TMP/b:v1: is not a directory \
                  (Directory entry \"etc\" is not a subdirectory)"
                 .to_string()),
+        ),
+        (
+            "a symlinked /var/lib/dpkg",
+            vec![Layer::new(dpkg(Entry::dir("var/lib/dpkg")))],
+            vec![Layer::new(dpkg(Entry::symlink(
+                "var/lib/dpkg",
+                "../../usr/lib/dpkg",
+            )))],
+            Err(
+                "reading the dpkg database /var/lib/dpkg/status of B: /var/lib/dpkg is a \
+                 symlink, not a directory (links in an image are not followed)"
+                    .to_string(),
+            ),
+        ),
+        (
+            "a symlinked status file",
+            vec![Layer::new(dpkg(Entry::dir("var/lib/dpkg")))],
+            vec![Layer::new({
+                let mut e = dpkg(Entry::dir("var/lib/dpkg"));
+                e.push(Entry::symlink(
+                    "var/lib/dpkg/status",
+                    "/usr/lib/dpkg/status",
+                ));
+                e
+            })],
+            Err(
+                "reading the dpkg database /var/lib/dpkg/status of B: /var/lib/dpkg/status \
+                 is a symlink, not a regular file (links in an image are not followed)"
+                    .to_string(),
+            ),
         ),
     ];
     for (case, from, to, want) in cases {

@@ -56,12 +56,18 @@ impl Packages {
     pub fn not_compared(&self) -> Option<String> {
         match self {
             Packages::Compared(_) => None,
-            Packages::NotCompared { missing } => Some(format!(
-                "no dpkg database in {}: packages not compared",
-                missing.join(" or ")
-            )),
+            Packages::NotCompared { missing } => Some(no_database(missing)),
         }
     }
+}
+
+/// The line saying packages were not compared because the images named
+/// in `missing` have no dpkg database.
+pub fn no_database(missing: &[String]) -> String {
+    format!(
+        "no dpkg database in {}: packages not compared",
+        missing.join(" or ")
+    )
 }
 
 /// The installed packages of `tree` (named `image` in errors); `None`

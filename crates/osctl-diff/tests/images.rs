@@ -3,7 +3,6 @@
 //! opaque directories and hard links included), compared and rendered.
 //! Each case checks the exact `--files` report or the exact error.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use osctl_diff::report::{Endpoint, Role, render_human};

@@ -1,7 +1,8 @@
 //! `osctl diff`: files and Debian packages between two images, on scratch
 //! machines with images from a real registry. Exact expected output, human
 //! and JSON; the default arguments (booted → staged, booted → the cached
-//! update); an image without a dpkg database; arguments that name nothing.
+//! update); an image without a dpkg database; arguments that name nothing;
+//! a cached update whose `oci:` tag moved.
 
 use osctl_testutil::{Entry, Registry, RegistryOptions};
 use serde_json::{Value, json};
@@ -383,4 +384,55 @@ fn an_argument_naming_nothing_is_refused_by_name() {
         bare.cmd().args(["diff", &v1, "nosuch/image:v9"]),
         &["'nosuch/image:v9' is neither a deployment id"],
     );
+}
+
+/// The cached update of an `oci:` layout whose tag moved after the check:
+/// refused before anything is written, the store as it was.
+#[test]
+fn cached_update_whose_oci_tag_moved_changes_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let tracked = format!("oci:{}:os", layout.display());
+    let write = |version: &str, entries: Vec<Entry>| {
+        osctl_testutil::write_layout(&layout, "os", &os_spec(version, &["quiet"], entries))
+            .unwrap()
+            .manifest_digest
+    };
+    write("1.0", v1_entries());
+    let mut m = Machine::new();
+    m.boot(&tracked);
+    write("2.0", v2_entries());
+    m.run(&["upgrade", "--check"]);
+    let update = m.status()["status"]["booted"]["cachedUpdate"]["imageDigest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut v3 = v2_entries();
+    v3.push(Entry::file("etc/v3", "3\n"));
+    let moved = write("3.0", v3);
+    let before = m.layout();
+    let records = m.osctl.list();
+    let objects = m.osctl.objects();
+    let out = booted_cmd(&m.osctl, m.booted.as_deref())
+        .args(["diff", "--progress", "none"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        error_lines(&String::from_utf8_lossy(&out.stderr)),
+        [
+            format!(
+                "The update `osctl upgrade --check` found is not in the store: pulling {tracked} \
+                 (as `osctl image pull` would; `osctl upgrade` reuses it)"
+            ),
+            format!(
+                "error: pulling the update {update} `osctl upgrade --check` recorded (run the \
+                 check again): {tracked} now resolves to {moved}, not to {update}; nothing was \
+                 pulled"
+            ),
+        ]
+    );
+    assert_eq!(m.layout(), before);
+    assert_eq!(m.osctl.list(), records);
+    assert_eq!(m.osctl.objects(), objects);
 }

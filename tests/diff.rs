@@ -2,9 +2,11 @@
 //! machines with images from a real registry. Exact expected output, human
 //! and JSON; the default arguments (booted → staged, booted → the cached
 //! update); an image without a dpkg database; arguments that name nothing;
-//! a cached update whose `oci:` tag moved.
+//! layer whiteouts, opaque directories, hard links and file names with a
+//! newline or bytes that are not UTF-8; a cached update whose `oci:` tag
+//! moved.
 
-use osctl_testutil::{Entry, Registry, RegistryOptions};
+use osctl_testutil::{Entry, Layer, Registry, RegistryOptions};
 use serde_json::{Value, json};
 
 use crate::util::machine::Machine;
@@ -383,6 +385,73 @@ fn an_argument_naming_nothing_is_refused_by_name() {
     run_fails(
         bare.cmd().args(["diff", &v1, "nosuch/image:v9"]),
         &["'nosuch/image:v9' is neither a deployment id"],
+    );
+}
+
+/// Whiteouts, an opaque directory and a hard link in v2's second layer,
+/// and names that could forge report lines or are not UTF-8: the exact
+/// `--files` output.
+#[test]
+fn layers_and_odd_names_exact_files() {
+    let registry = Registry::start(RegistryOptions::default()).unwrap();
+    let v1 = push(
+        &registry,
+        "1.0",
+        vec![
+            Entry::file("usr/share/gone", "g\n"),
+            Entry::file("usr/share/d/old", "o\n"),
+            Entry::file("usr/share/d/kept", "k\n"),
+            Entry::file("etc/a.conf", "a\n"),
+        ],
+        "odd:v1",
+    );
+    let mut spec = os_spec(
+        "1.0",
+        &["quiet"],
+        vec![
+            Entry::file("usr/share/gone", "g\n"),
+            Entry::file("usr/share/d/old", "o\n"),
+            Entry::file("usr/share/d/kept", "k\n"),
+            Entry::file("etc/a.conf", "a\n"),
+        ],
+    );
+    spec.layers.push(Layer::new(vec![
+        Entry::whiteout("usr/share/gone"),
+        Entry::opaque("usr/share/d"),
+        Entry::file("usr/share/d/kept", "k\n"),
+        Entry::file("usr/share/d/new", "n\n"),
+        Entry::hardlink("etc/b.conf", "etc/a.conf"),
+        Entry::raw(&b"etc/x\n  - sudo"[..], "forged\n"),
+        Entry::raw(&b"etc/\xff\xfe"[..], "not utf-8\n"),
+    ]));
+    let v2 = push_tag(&registry, &spec, "odd:v2");
+    let osctl = Osctl::new();
+    osctl.pull(&v1);
+    osctl.pull(&v2);
+    assert_eq!(
+        osctl.ok(&["diff", "--files", &v1, &v2]),
+        format!(
+            "From: image {v1}\nTo:   image {v2}\n\n\
+             /usr: 1 added, 2 removed, 0 changed\n\
+             \x20 + /usr/share/d/new\n\
+             \x20 - /usr/share/d/old\n\
+             \x20 - /usr/share/gone\n\
+             /etc: 3 added, 0 removed, 0 changed\n\
+             \x20 + /etc/b.conf\n\
+             \x20 + /etc/x\\n  - sudo\n\
+             \x20 + /etc/\\xff\\xfe\n\
+             Packages: no dpkg database in {v1} or {v2}: packages not compared\n"
+        )
+    );
+    let json: Value =
+        serde_json::from_str(&osctl.ok(&["diff", "--format", "json", &v1, &v2])).unwrap();
+    assert_eq!(
+        json["files"][1]["changes"],
+        json!([
+            {"path": "/etc/b.conf", "kind": "added", "what": []},
+            {"path": "/etc/x\\n  - sudo", "kind": "added", "what": []},
+            {"path": "/etc/\\xff\\xfe", "kind": "added", "what": []},
+        ])
     );
 }
 

@@ -57,6 +57,9 @@ async fn diff(from: Vec<Layer>, to: Vec<Layer>) -> Result<String, String> {
     }
 }
 
+/// (case, FROM layers, TO layers, the report or the error)
+type Case = (&'static str, Vec<Layer>, Vec<Layer>, Result<String, String>);
+
 /// A report of two images without dpkg databases, trees given.
 fn report(usr: &str, etc: &str) -> String {
     format!(
@@ -90,7 +93,7 @@ async fn trees_and_dpkg_database_kinds() {
             status,
         ]
     };
-    let cases: Vec<(&str, Vec<Layer>, Vec<Layer>, Result<String, String>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "the roots' own metadata is compared",
             vec![Layer::new(base())],

@@ -39,10 +39,18 @@ fn lines(d: &PackageDiff) -> Vec<String> {
 
 type Pkg = (&'static str, &'static str, &'static str, &'static str);
 
+/// (case, FROM packages, TO packages, the diff's lines)
+type Case = (
+    &'static str,
+    &'static [Pkg],
+    &'static [Pkg],
+    &'static [&'static str],
+);
+
 #[test]
 fn packages_compare_over_both_images() {
     const I: &str = "installed";
-    let cases: &[(&str, &[Pkg], &[Pkg], &[&str])] = &[
+    let cases: &[Case] = &[
         (
             "an architecture dropped",
             &[

@@ -1,9 +1,12 @@
 //! `osctl diff`: files and Debian packages between two images, on scratch
 //! machines with images from a real registry. Exact expected output, human
 //! and JSON; the default arguments (booted → staged, booted → the cached
-//! update); an image without a dpkg database; arguments that name nothing.
+//! update); an image without a dpkg database; arguments that name nothing;
+//! layer whiteouts, opaque directories, hard links and file names with a
+//! newline or bytes that are not UTF-8; a cached update whose `oci:` tag
+//! moved.
 
-use osctl_testutil::{Entry, Registry, RegistryOptions};
+use osctl_testutil::{Entry, Layer, Registry, RegistryOptions};
 use serde_json::{Value, json};
 
 use crate::util::machine::Machine;
@@ -348,22 +351,29 @@ fn an_argument_naming_nothing_is_refused_by_name() {
     m.boot(&v1);
     let before = m.layout();
     let objects = m.osctl.objects();
-    let cases: &[&[&str]] = &[
-        &["diff", "nosuch/image:v9"],
-        &["diff", "abcdef0123"],
-        &["diff", "NOT A REFERENCE"],
-        &["diff", &v1, "nosuch/image:v9"],
+    let not_stored = |bad: &str| {
+        format!(
+            "error: '{bad}' is neither a deployment id (osctl status) nor an image in the store (osctl image list)"
+        )
+    };
+    let with_v1 = ["diff", v1.as_str(), "nosuch/image:v9"];
+    let cases: Vec<(&[&str], String)> = vec![
+        (&["diff", "nosuch/image:v9"], not_stored("nosuch/image:v9")),
+        (&["diff", "abcdef0123"], not_stored("abcdef0123")),
+        (&with_v1, not_stored("nosuch/image:v9")),
+        // Why a reference does not parse is kept, not replaced by "not
+        // in the store".
+        (
+            &["diff", "NOT A REFERENCE"],
+            "error: 'NOT A REFERENCE' is neither a deployment id (osctl status) nor an image \
+             reference: invalid image reference 'NOT A REFERENCE': invalid reference format"
+                .to_string(),
+        ),
     ];
-    for args in cases {
+    for (args, want) in cases {
         let bad = args.last().unwrap();
         let line = m.fails(args, &[&format!("'{bad}' is neither a deployment id")]);
-        assert_eq!(
-            line,
-            format!(
-                "error: '{bad}' is neither a deployment id (osctl status) nor an image in the store (osctl image list)"
-            ),
-            "{args:?}"
-        );
+        assert_eq!(line, want, "{args:?}");
     }
     assert_eq!(m.layout(), before);
     assert_eq!(m.osctl.objects(), objects);
@@ -376,4 +386,122 @@ fn an_argument_naming_nothing_is_refused_by_name() {
         bare.cmd().args(["diff", &v1, "nosuch/image:v9"]),
         &["'nosuch/image:v9' is neither a deployment id"],
     );
+}
+
+/// Whiteouts, an opaque directory and a hard link in v2's second layer,
+/// and names that could forge report lines or are not UTF-8: the exact
+/// `--files` output.
+#[test]
+fn layers_and_odd_names_exact_files() {
+    let registry = Registry::start(RegistryOptions::default()).unwrap();
+    let v1 = push(
+        &registry,
+        "1.0",
+        vec![
+            Entry::file("usr/share/gone", "g\n"),
+            Entry::file("usr/share/d/old", "o\n"),
+            Entry::file("usr/share/d/kept", "k\n"),
+            Entry::file("etc/a.conf", "a\n"),
+        ],
+        "odd:v1",
+    );
+    let mut spec = os_spec(
+        "1.0",
+        &["quiet"],
+        vec![
+            Entry::file("usr/share/gone", "g\n"),
+            Entry::file("usr/share/d/old", "o\n"),
+            Entry::file("usr/share/d/kept", "k\n"),
+            Entry::file("etc/a.conf", "a\n"),
+        ],
+    );
+    spec.layers.push(Layer::new(vec![
+        Entry::whiteout("usr/share/gone"),
+        Entry::opaque("usr/share/d"),
+        Entry::file("usr/share/d/kept", "k\n"),
+        Entry::file("usr/share/d/new", "n\n"),
+        Entry::hardlink("etc/b.conf", "etc/a.conf"),
+        Entry::raw(&b"etc/x\n  - sudo"[..], "forged\n"),
+        Entry::raw(&b"etc/\xff\xfe"[..], "not utf-8\n"),
+    ]));
+    let v2 = push_tag(&registry, &spec, "odd:v2");
+    let osctl = Osctl::new();
+    osctl.pull(&v1);
+    osctl.pull(&v2);
+    assert_eq!(
+        osctl.ok(&["diff", "--files", &v1, &v2]),
+        format!(
+            "From: image {v1}\nTo:   image {v2}\n\n\
+             /usr: 1 added, 2 removed, 0 changed\n\
+             \x20 + /usr/share/d/new\n\
+             \x20 - /usr/share/d/old\n\
+             \x20 - /usr/share/gone\n\
+             /etc: 3 added, 0 removed, 0 changed\n\
+             \x20 + /etc/b.conf\n\
+             \x20 + /etc/x\\n  - sudo\n\
+             \x20 + /etc/\\xff\\xfe\n\
+             Packages: no dpkg database in {v1} or {v2}: packages not compared\n"
+        )
+    );
+    let json: Value =
+        serde_json::from_str(&osctl.ok(&["diff", "--format", "json", &v1, &v2])).unwrap();
+    assert_eq!(
+        json["files"][1]["changes"],
+        json!([
+            {"path": "/etc/b.conf", "kind": "added", "what": []},
+            {"path": "/etc/x\\n  - sudo", "kind": "added", "what": []},
+            {"path": "/etc/\\xff\\xfe", "kind": "added", "what": []},
+        ])
+    );
+}
+
+/// The cached update of an `oci:` layout whose tag moved after the check:
+/// refused before anything is written, the store as it was.
+#[test]
+fn cached_update_whose_oci_tag_moved_changes_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let tracked = format!("oci:{}:os", layout.display());
+    let write = |version: &str, entries: Vec<Entry>| {
+        osctl_testutil::write_layout(&layout, "os", &os_spec(version, &["quiet"], entries))
+            .unwrap()
+            .manifest_digest
+    };
+    write("1.0", v1_entries());
+    let mut m = Machine::new();
+    m.boot(&tracked);
+    write("2.0", v2_entries());
+    m.run(&["upgrade", "--check"]);
+    let update = m.status()["status"]["booted"]["cachedUpdate"]["imageDigest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut v3 = v2_entries();
+    v3.push(Entry::file("etc/v3", "3\n"));
+    let moved = write("3.0", v3);
+    let before = m.layout();
+    let records = m.osctl.list();
+    let objects = m.osctl.objects();
+    let out = booted_cmd(&m.osctl, m.booted.as_deref())
+        .args(["diff", "--progress", "none"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        error_lines(&String::from_utf8_lossy(&out.stderr)),
+        [
+            format!(
+                "The update `osctl upgrade --check` found is not in the store: pulling {tracked} \
+                 (as `osctl image pull` would; `osctl upgrade` reuses it)"
+            ),
+            format!(
+                "error: pulling the update {update} `osctl upgrade --check` recorded (run the \
+                 check again): {tracked} now resolves to {moved}, not to {update}; nothing was \
+                 pulled"
+            ),
+        ]
+    );
+    assert_eq!(m.layout(), before);
+    assert_eq!(m.osctl.list(), records);
+    assert_eq!(m.osctl.objects(), objects);
 }

@@ -106,6 +106,14 @@ pub enum DeployError {
         "'{0}' is neither a deployment id (osctl status) nor an image in the store (osctl image list)"
     )]
     NotADiffTarget(String),
+    /// An `osctl diff` argument is not a deployment and does not parse as
+    /// an image reference.
+    #[error("'{arg}' is neither a deployment id (osctl status) nor an image reference")]
+    NotADiffReference {
+        arg: String,
+        #[source]
+        source: osctl_image::FetchError,
+    },
     /// `osctl diff` without an argument it has no default for.
     #[error("{0}")]
     NoDiffDefault(&'static str),

@@ -49,7 +49,7 @@ pub mod sysroot;
 mod upgrade;
 
 pub use assess::{BlessOutcome, CheckReport, FAILED_IMAGES_FILE, FailedImage};
-pub use diff_target::{DeploymentRole, DiffTarget};
+pub use diff_target::{DeploymentRole, DiffTarget, image_diff_target};
 pub use error::{DeployError, NextBoot};
 pub use finalize::FinalizeOutcome;
 pub use rollback::RollbackOutcome;

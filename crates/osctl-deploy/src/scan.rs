@@ -276,35 +276,44 @@ impl Sysroot {
     /// The deployments that count (booted, staged, rollback, others,
     /// failed), newest first.
     pub fn deployments(&self) -> Result<Vec<Deployment>, DeployError> {
-        let s = self.state()?;
-        let mut all: Vec<Deployment> = [s.booted, s.staged, s.rollback]
-            .into_iter()
-            .flatten()
-            .chain(s.others)
-            .chain(s.failed)
-            .collect();
-        all.sort_by(|a, b| {
-            b.origin()
-                .serial
-                .cmp(&a.origin().serial)
-                .then(a.id().cmp(b.id()))
-        });
-        Ok(all)
+        Ok(counted(self.state()?))
     }
 
     /// Finds a deployment that counts by full id or a unique prefix of 6+
     /// digits.
     pub fn find(&self, prefix: &str) -> Result<Deployment, DeployError> {
-        let all = self.deployments()?;
-        let hits: Vec<&Deployment> = all
-            .iter()
-            .filter(|d| prefix.len() >= 6 && d.id().as_str().starts_with(prefix))
-            .collect();
-        match hits.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => Err(DeployError::NoSuchDeployment(prefix.to_string())),
-            _ => Err(DeployError::Ambiguous(prefix.to_string())),
-        }
+        find_in(self.deployments()?, prefix)
+    }
+}
+
+/// The deployments of `s` that count (booted, staged, rollback, others,
+/// failed), newest first.
+pub(crate) fn counted(s: DeploymentState) -> Vec<Deployment> {
+    let mut all: Vec<Deployment> = [s.booted, s.staged, s.rollback]
+        .into_iter()
+        .flatten()
+        .chain(s.others)
+        .chain(s.failed)
+        .collect();
+    all.sort_by(|a, b| {
+        b.origin()
+            .serial
+            .cmp(&a.origin().serial)
+            .then(a.id().cmp(b.id()))
+    });
+    all
+}
+
+/// The deployment of `all` with id `prefix` (full, or a unique prefix of
+/// 6+ digits).
+pub(crate) fn find_in(all: Vec<Deployment>, prefix: &str) -> Result<Deployment, DeployError> {
+    let mut hits = all
+        .into_iter()
+        .filter(|d| prefix.len() >= 6 && d.id().as_str().starts_with(prefix));
+    match (hits.next(), hits.next()) {
+        (Some(one), None) => Ok(one),
+        (None, _) => Err(DeployError::NoSuchDeployment(prefix.to_string())),
+        (Some(_), Some(_)) => Err(DeployError::Ambiguous(prefix.to_string())),
     }
 }
 

@@ -1,7 +1,11 @@
 //! Reading dpkg's database, `/var/lib/dpkg/status`: deb822 paragraphs, one
-//! per package dpkg knows, of which only those whose `Status` ends in
-//! `installed` are on the system (others are `config-files`,
-//! `half-installed`, `not-installed`, … and have no files to speak of).
+//! per package dpkg knows. A package counts as present when its files are
+//! on the system, i.e. its `Status` state (the third word) is anything but
+//! `not-installed` and `config-files` — the two states dpkg(1) describes
+//! as "not installed" / "only its configuration files exist". So
+//! `installed`, `triggers-pending`, `triggers-awaited` (configured, with
+//! triggers to run), `unpacked`, `half-configured` and `half-installed`
+//! all count: their files are unpacked.
 //!
 //! The format (deb822(5)): paragraphs separated by blank lines; a field is
 //! `Name: value` at the start of a line, continued by lines starting with a
@@ -9,17 +13,16 @@
 //! used. A line that is neither is refused with its number: a status file
 //! osctl cannot read is not silently read as "no packages".
 //!
-//! A package is named `name` or, when the same name is installed for two
-//! architectures (multi-arch), `name:arch` — as `dpkg-query` shows them.
-
-use std::collections::BTreeMap;
+//! Packages are returned as they are, without a display name: whether a
+//! package is shown as `name` or `name:arch` depends on both images, and
+//! is decided when they are compared ([`crate::packages`]).
 
 use crate::DpkgError;
 
 /// Where dpkg keeps its database in an image.
 pub const STATUS_PATH: &str = "/var/lib/dpkg/status";
 
-/// An installed package.
+/// A package whose files are on the system.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Package {
     pub name: String,
@@ -27,9 +30,9 @@ pub struct Package {
     pub version: String,
 }
 
-/// The installed packages of one database, by display name (see the
-/// module doc), sorted.
-pub type Installed = BTreeMap<String, Package>;
+/// The present packages of one database, sorted by name then
+/// architecture; each (name, architecture) at most once.
+pub type Installed = Vec<Package>;
 
 /// One field's name and (unfolded, trimmed) value, with its line number.
 type Field<'a> = (&'a str, String, usize);
@@ -43,25 +46,19 @@ pub fn parse_status(text: &str) -> Result<Installed, DpkgError> {
             packages.push((p, paragraph[0].2));
         }
     }
-    let mut arches: BTreeMap<&str, usize> = BTreeMap::new();
-    for (p, _) in &packages {
-        *arches.entry(p.name.as_str()).or_default() += 1;
-    }
-    let mut out = Installed::new();
-    for (p, line) in &packages {
-        let key = if arches[p.name.as_str()] > 1 {
-            format!("{}:{}", p.name, p.architecture)
-        } else {
-            p.name.clone()
-        };
-        if out.insert(key.clone(), p.clone()).is_some() {
+    // Stable sort: of two equal packages the later paragraph comes second,
+    // and its line is the one named.
+    packages.sort_by(|(a, _), (b, _)| (&a.name, &a.architecture).cmp(&(&b.name, &b.architecture)));
+    for pair in packages.windows(2) {
+        let ((a, _), (b, line)) = (&pair[0], &pair[1]);
+        if (&a.name, &a.architecture) == (&b.name, &b.architecture) {
             return Err(DpkgError::Status {
                 line: *line,
-                why: format!("package {key} is installed twice"),
+                why: format!("package {}:{} is installed twice", b.name, b.architecture),
             });
         }
     }
-    Ok(out)
+    Ok(packages.into_iter().map(|(p, _)| p).collect())
 }
 
 /// Splits `text` into paragraphs of fields.
@@ -105,7 +102,7 @@ fn paragraphs(text: &str) -> Result<Vec<Vec<Field<'_>>>, DpkgError> {
     Ok(out)
 }
 
-/// The package a paragraph describes, if it is installed.
+/// The package a paragraph describes, if its files are on the system.
 fn installed(paragraph: &[Field<'_>]) -> Result<Option<Package>, DpkgError> {
     // Field names are case-insensitive in deb822.
     let get = |name: &str| {
@@ -133,7 +130,7 @@ fn installed(paragraph: &[Field<'_>]) -> Result<Option<Package>, DpkgError> {
             why: format!("Status {status:?} is not \"want flag state\""),
         });
     };
-    if *state != "installed" {
+    if matches!(*state, "not-installed" | "config-files") {
         return Ok(None);
     }
     Ok(Some(Package {

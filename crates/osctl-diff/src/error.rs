@@ -24,6 +24,18 @@ pub enum DiffError {
         #[source]
         source: DpkgError,
     },
+    /// Something other than a regular file (or a directory on the way to
+    /// it) is where the dpkg database belongs.
+    #[error(
+        "reading the dpkg database {path} of {image}: {at} is {is}, not {want} (links in an image are not followed)"
+    )]
+    DpkgNotAFile {
+        path: &'static str,
+        image: String,
+        at: String,
+        is: &'static str,
+        want: &'static str,
+    },
     /// The dpkg database is not UTF-8 text.
     #[error("reading the dpkg database {path} of {image}: it is not UTF-8 text")]
     DpkgNotText { path: &'static str, image: String },

@@ -9,13 +9,14 @@
 //! content (a regular file's bytes; a device's number), its symlink
 //! target, its permission bits, its owner (uid or gid), its extended
 //! attributes. The modification time is not compared: every image build
-//! touches every file. A directory's own metadata counts; what it holds is
-//! compared entry by entry. A hard link is compared as the file it names.
+//! touches every file. A directory's own metadata counts (the compared
+//! tree's root, `/usr` or `/etc`, too); what it holds is compared entry by
+//! entry. A hard link is compared as the file it names.
 
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
-use osctl_store::{Content, ImageTree, WalkEntry};
+use osctl_store::{Content, ImageTree, StoreError, WalkEntry};
 use serde::Serialize;
 
 /// The trees `osctl diff` compares: what an update replaces (`/usr`) and
@@ -83,12 +84,20 @@ impl TreeDiff {
     }
 }
 
-/// Compares `tree` (one of [`TREES`]) in two images.
-pub fn diff_tree(from: &ImageTree, to: &ImageTree, tree: &'static str) -> TreeDiff {
-    TreeDiff {
+/// Compares `tree` (one of [`TREES`]) in two images, the directory
+/// itself included. A `tree` that is in an image but is not a directory
+/// there is an error (not "everything removed").
+pub fn diff_tree(
+    from: &ImageTree,
+    to: &ImageTree,
+    tree: &'static str,
+) -> Result<TreeDiff, StoreError> {
+    let old = from.walk(Path::new(tree))?;
+    let new = to.walk(Path::new(tree))?;
+    Ok(TreeDiff {
         tree,
-        changes: diff_walks(&from.walk(Path::new(tree)), &to.walk(Path::new(tree))),
-    }
+        changes: diff_walks(&old, &new),
+    })
 }
 
 /// Merges two walks (each sorted by path, as [`ImageTree::walk`] returns

@@ -46,7 +46,7 @@ pub fn diff_images(
     let trees = TREES
         .iter()
         .map(|t| files::diff_tree(from, to, t))
-        .collect();
+        .collect::<Result<_, _>>()?;
     let old = packages::installed(from, from_name)?;
     let new = packages::installed(to, to_name)?;
     let packages = match (old, new) {

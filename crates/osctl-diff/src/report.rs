@@ -1,6 +1,17 @@
 //! Rendering a diff: the human text and the JSON object of
 //! `osctl diff --format json` (documented in docs/diff.md; fields are only
 //! ever added).
+//!
+//! Paths come from the images, so they can hold any byte but `/` and NUL.
+//! Both renderers show them through [`shown_path`]: like the rest of osctl
+//! (`osctl_store::limits::shown`) control characters are escaped, so a
+//! name cannot forge a report line; unlike it, nothing is lost — bytes
+//! that are not UTF-8 become `\xNN` instead of U+FFFD and `\` is doubled,
+//! so two different paths never print the same.
+
+use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -69,6 +80,35 @@ fn short(id: &str) -> &str {
     id.get(..SHORT_ID).unwrap_or(id)
 }
 
+/// `path` as text, without loss and on one line: valid UTF-8 is kept but
+/// for `\` (written `\\`) and control characters (`\n`, `\t`, `\r`,
+/// other ASCII ones `\xNN`, others `\u{NNNN}`); each byte that is not
+/// valid UTF-8 is `\xNN`.
+pub fn shown_path(path: &Path) -> String {
+    let mut out = String::new();
+    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if c.is_ascii_control() => {
+                    write!(out, "\\x{:02x}", u32::from(c)).expect("writing to a String");
+                }
+                c if c.is_control() => {
+                    write!(out, "\\u{{{:x}}}", u32::from(c)).expect("writing to a String");
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            write!(out, "\\x{b:02x}").expect("writing to a String");
+        }
+    }
+    out
+}
+
 /// The human report; with `files`, every differing path is listed with a
 /// marker (`+` added, `-` removed, `M` changed, with what changed).
 pub fn render_human(from: &Endpoint, to: &Endpoint, diff: &ImageDiff, files: bool) -> String {
@@ -82,7 +122,7 @@ pub fn render_human(from: &Endpoint, to: &Endpoint, diff: &ImageDiff, files: boo
                     Kind::Removed => "-",
                     Kind::Changed => "M",
                 };
-                out.push_str(&format!("  {marker} {}", c.path.display()));
+                out.push_str(&format!("  {marker} {}", shown_path(&c.path)));
                 if !c.what.is_empty() {
                     let what: Vec<&str> = c.what.iter().map(|a| a.as_str()).collect();
                     out.push_str(&format!(" ({})", what.join(", ")));
@@ -92,9 +132,11 @@ pub fn render_human(from: &Endpoint, to: &Endpoint, diff: &ImageDiff, files: boo
         }
     }
     match &diff.packages {
-        Packages::NotCompared { .. } => {
-            let why = diff.packages.not_compared().unwrap_or_default();
-            out.push_str(&format!("Packages: {why}\n"));
+        Packages::NotCompared { missing } => {
+            out.push_str(&format!(
+                "Packages: {}\n",
+                crate::packages::no_database(missing)
+            ));
         }
         Packages::Compared(p) => {
             out.push_str(&format!(
@@ -209,7 +251,7 @@ pub fn render_json(from: &Endpoint, to: &Endpoint, diff: &ImageDiff) -> String {
                 .changes
                 .iter()
                 .map(|c| JsonChange {
-                    path: c.path.display().to_string(),
+                    path: shown_path(&c.path),
                     kind: c.kind,
                     what: &c.what,
                 })

@@ -28,22 +28,43 @@ pub struct Version<'a> {
 }
 
 impl<'a> Version<'a> {
-    /// Parses `text`; refuses what dpkg refuses to install: an empty
-    /// version or upstream part, an epoch that is not a number, an upstream
-    /// part that does not start with a digit, characters outside the
-    /// allowed set (letters, digits, `. + - ~`, and `:` only as the epoch
-    /// separator).
+    /// Parses `text`, refusing only what dpkg itself refuses (its hard
+    /// errors): an empty version, whitespace inside it, an epoch that is
+    /// empty, not a number or above `i32::MAX`, nothing after the epoch's
+    /// `:`, an empty upstream part, an empty revision after the last `-`.
+    ///
+    /// What dpkg only warns about is accepted, because dpkg reads its own
+    /// status database leniently and an installed package can carry it: an
+    /// upstream part not starting with a digit, characters outside
+    /// `[A-Za-z0-9.+~:-]` (upstream) or `[A-Za-z0-9.+~]` (revision), a
+    /// second `:` (`1:2:3` is epoch 1, upstream `2:3`). The order below
+    /// handles any bytes the way dpkg's does.
     pub fn parse(text: &'a str) -> Result<Self, DpkgError> {
         let bad = |why: &str| DpkgError::BadVersion {
             version: text.to_string(),
             why: why.to_string(),
         };
+        if text.is_empty() {
+            return Err(bad("the version is empty"));
+        }
+        if text.contains(|c: char| c.is_ascii_whitespace()) {
+            return Err(bad("the version has embedded spaces"));
+        }
         let (epoch, rest) = match text.split_once(':') {
+            Some(("", _)) => return Err(bad("the epoch is empty")),
             Some((e, rest)) => {
-                if e.is_empty() || !e.bytes().all(|b| b.is_ascii_digit()) {
+                if !e.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(bad("the epoch is not a number"));
                 }
-                (e.parse().map_err(|_| bad("the epoch is too large"))?, rest)
+                let epoch = e
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n <= MAX_EPOCH)
+                    .ok_or_else(|| bad("the epoch is too large"))?;
+                if rest.is_empty() {
+                    return Err(bad("nothing follows the epoch"));
+                }
+                (epoch, rest)
             }
             None => (0, text),
         };
@@ -55,18 +76,6 @@ impl<'a> Version<'a> {
         if upstream.is_empty() {
             return Err(bad("the upstream version is empty"));
         }
-        if !upstream.as_bytes()[0].is_ascii_digit() {
-            return Err(bad("the upstream version does not start with a digit"));
-        }
-        let allowed = |b: u8| b.is_ascii_alphanumeric() || b".+~".contains(&b);
-        if !upstream.bytes().all(|b| allowed(b) || b == b'-') {
-            return Err(bad(
-                "the upstream version has a character outside [A-Za-z0-9.+~-]",
-            ));
-        }
-        if !revision.bytes().all(allowed) {
-            return Err(bad("the revision has a character outside [A-Za-z0-9.+~]"));
-        }
         Ok(Version {
             epoch,
             upstream,
@@ -74,6 +83,9 @@ impl<'a> Version<'a> {
         })
     }
 }
+
+/// The largest epoch dpkg accepts (it stores it in a C `int`).
+const MAX_EPOCH: u64 = i32::MAX as u64;
 
 impl Ord for Version<'_> {
     fn cmp(&self, other: &Self) -> Ordering {

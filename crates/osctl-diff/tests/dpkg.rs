@@ -1,5 +1,5 @@
-//! Reading dpkg status files: which paragraphs count, multi-arch names,
-//! and the one-line refusals of what is not a status file.
+//! Reading dpkg status files: which paragraphs count (files on disk), and
+//! the one-line refusals of what is not a status file.
 
 use osctl_diff::dpkg::{Package, parse_status};
 
@@ -52,21 +52,42 @@ fn pkg(name: &str, architecture: &str, version: &str) -> Package {
 }
 
 #[test]
-fn installed_packages_only_with_multiarch_names() {
+fn present_packages_sorted_by_name_and_architecture() {
     let got = parse_status(STATUS).unwrap();
     let want = vec![
-        ("bash".to_string(), pkg("bash", "amd64", "5.2.15-2+b2")),
-        (
-            "libc6:amd64".to_string(),
-            pkg("libc6", "amd64", "2.36-9+deb12u4"),
-        ),
-        (
-            "libc6:i386".to_string(),
-            pkg("libc6", "i386", "2.36-9+deb12u4"),
-        ),
-        ("lower".to_string(), pkg("lower", "all", "1:0.1")),
+        pkg("bash", "amd64", "5.2.15-2+b2"),
+        pkg("broken", "amd64", "3"),
+        pkg("libc6", "amd64", "2.36-9+deb12u4"),
+        pkg("libc6", "i386", "2.36-9+deb12u4"),
+        pkg("lower", "all", "1:0.1"),
     ];
-    assert_eq!(got.into_iter().collect::<Vec<_>>(), want);
+    assert_eq!(got, want);
+}
+
+/// Every state dpkg(1) lists: present unless not-installed or config-files.
+#[test]
+fn states_with_files_on_disk_count() {
+    let cases = [
+        ("not-installed", false),
+        ("config-files", false),
+        ("half-installed", true),
+        ("unpacked", true),
+        ("half-configured", true),
+        ("triggers-awaited", true),
+        ("triggers-pending", true),
+        ("installed", true),
+    ];
+    for (state, present) in cases {
+        let text =
+            format!("Package: p\nStatus: install ok {state}\nArchitecture: all\nVersion: 1\n");
+        let got = parse_status(&text).unwrap();
+        let want = if present {
+            vec![pkg("p", "all", "1")]
+        } else {
+            vec![]
+        };
+        assert_eq!(got, want, "{state}");
+    }
 }
 
 #[test]

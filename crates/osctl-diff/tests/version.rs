@@ -36,6 +36,12 @@ const CASES: &[(&str, &str, Ordering)] = &[
     ("1.0a", "1.0A", Greater),
     ("1.0.a", "1.0a", Greater),
     ("000000000000000000000000000000001", "1", Equal),
+    // Versions dpkg accepts with a warning only.
+    ("1:2:3", "1:2:4", Less),
+    ("1:2:3", "1:2.3", Greater),
+    ("a1.0", "1.0", Greater),
+    ("1.0_1", "1.0", Greater),
+    ("1.0-1_2", "1.0-1", Greater),
     (
         "99999999999999999999999999999999",
         "100000000000000000000000000000000",
@@ -80,32 +86,28 @@ fn parts() {
     }
 }
 
+/// dpkg's hard errors (parseversion); everything else it only warns about.
 #[test]
 fn refused_versions_name_the_rule() {
     let cases: &[(&str, &str)] = &[
-        ("", "version \"\": the upstream version is empty"),
-        ("1:", "version \"1:\": the upstream version is empty"),
+        ("", "version \"\": the version is empty"),
+        (":1.0", "version \":1.0\": the epoch is empty"),
         ("x:1.0", "version \"x:1.0\": the epoch is not a number"),
-        (":1.0", "version \":1.0\": the epoch is not a number"),
-        (
-            "a1.0",
-            "version \"a1.0\": the upstream version does not start with a digit",
-        ),
+        ("-1:1.0", "version \"-1:1.0\": the epoch is not a number"),
+        ("1:", "version \"1:\": nothing follows the epoch"),
+        ("1:-1", "version \"1:-1\": the upstream version is empty"),
+        ("-1", "version \"-1\": the upstream version is empty"),
         (
             "1.0-",
             "version \"1.0-\": the revision after the last '-' is empty",
         ),
         (
-            "1.0_1",
-            "version \"1.0_1\": the upstream version has a character outside [A-Za-z0-9.+~-]",
-        ),
-        (
             "1.0 2",
-            "version \"1.0 2\": the upstream version has a character outside [A-Za-z0-9.+~-]",
+            "version \"1.0 2\": the version has embedded spaces",
         ),
         (
-            "1.0-1_2",
-            "version \"1.0-1_2\": the revision has a character outside [A-Za-z0-9.+~]",
+            "2147483648:1",
+            "version \"2147483648:1\": the epoch is too large",
         ),
         (
             "99999999999999999999:1",
@@ -117,6 +119,29 @@ fn refused_versions_name_the_rule() {
             Version::parse(text).unwrap_err().to_string(),
             want,
             "{text:?}"
+        );
+    }
+}
+
+/// What dpkg only warns about parses (an installed package can carry it).
+#[test]
+fn versions_dpkg_warns_about_parse() {
+    let cases: &[(&str, (u64, &str, &str))] = &[
+        ("1:2:3", (1, "2:3", "")),
+        ("a1.0", (0, "a1.0", "")),
+        ("1.0_1", (0, "1.0_1", "")),
+        ("1.0-1_2", (0, "1.0", "1_2")),
+        ("2147483647:1", (2147483647, "1", "")),
+    ];
+    for &(text, (epoch, upstream, revision)) in cases {
+        assert_eq!(
+            Version::parse(text).unwrap(),
+            Version {
+                epoch,
+                upstream,
+                revision
+            },
+            "{text}"
         );
     }
 }

@@ -69,6 +69,14 @@ pub enum StoreError {
     },
     #[error("no image {0} in the store (see osctl image list)")]
     NotInStore(String),
+    /// A pull that had to fetch one exact manifest found another: nothing
+    /// was written.
+    #[error("{reference} now resolves to {got}, not to {want}; nothing was pulled")]
+    NotTheExpectedImage {
+        reference: String,
+        want: String,
+        got: String,
+    },
     #[error("no osctl store at {}", .0.display())]
     NoStore(PathBuf),
     /// `step` failed on `path`.

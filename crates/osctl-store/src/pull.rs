@@ -80,10 +80,44 @@ impl Store {
         opts: &FetchOptions,
         observer: Arc<dyn PullObserver>,
     ) -> Result<PullOutcome, StoreError> {
+        self.pull_checked(imgref, None, opts, observer).await
+    }
+
+    /// Pulls `imgref` only if it resolves to the manifest `digest`: the
+    /// digest is compared as soon as the manifest is read, before anything
+    /// is written, so a tag that moved (an `oci:` layout, an archive, local
+    /// storage cannot be asked for a digest) changes nothing in the store.
+    pub async fn pull_digest(
+        &self,
+        imgref: &ImageRef,
+        digest: &str,
+        opts: &FetchOptions,
+        observer: Arc<dyn PullObserver>,
+    ) -> Result<PullOutcome, StoreError> {
+        self.pull_checked(imgref, Some(digest), opts, observer)
+            .await
+    }
+
+    async fn pull_checked(
+        &self,
+        imgref: &ImageRef,
+        want: Option<&str>,
+        opts: &FetchOptions,
+        observer: Arc<dyn PullObserver>,
+    ) -> Result<PullOutcome, StoreError> {
         let reference = imgref.to_string();
         let key = record_key(&reference);
         let source = Arc::new(Source::open(imgref, opts).await?);
         let resolved = source.resolve().await?;
+        if let Some(want) = want
+            && resolved.digest() != want
+        {
+            return Err(StoreError::NotTheExpectedImage {
+                reference,
+                want: want.to_string(),
+                got: resolved.digest().to_string(),
+            });
+        }
         let manifest = resolved.manifest();
         let layers = manifest.layers();
         observer.resolved(&reference, resolved.digest(), layers.len());

@@ -181,22 +181,28 @@ impl ImageTree {
             .collect()
     }
 
-    /// Every entry below the directory at `path` (not `path` itself), as
-    /// `(absolute path, entry)`, in depth-first order with each
+    /// The directory at `path` and every entry below it, as
+    /// `(absolute path, entry)`: `path` itself first (its own metadata is
+    /// part of what differs between images), then depth-first with each
     /// directory's names sorted bytewise — which is the order of
     /// [`Path`]'s `Ord` (component by component), so two walks can be
     /// merged like sorted lists. Hard links appear once per name. Empty if
-    /// `path` is not a directory in this image.
+    /// nothing is at `path`; an error if something is but it is not a
+    /// directory (or a component leading to it is not), so a caller never
+    /// takes "not a directory" for "empty".
     ///
     /// Reads nothing from the store: the tree already holds every entry's
     /// metadata and content address.
-    pub fn walk(&self, path: &Path) -> Vec<(PathBuf, WalkEntry<'_>)> {
+    pub fn walk(&self, path: &Path) -> Result<Vec<(PathBuf, WalkEntry<'_>)>, StoreError> {
         let mut out = Vec::new();
-        let Ok(Some(dir)) = self.fs.root.get_directory_opt(path.as_os_str()) else {
-            return out;
+        let dir = match self.fs.root.get_directory_opt(path.as_os_str()) {
+            Ok(Some(dir)) => dir,
+            Ok(None) => return Ok(out),
+            Err(e) => return Err(self.err(path, format!("is not a directory ({e})"))),
         };
+        out.push((path.to_path_buf(), entry(Content::Directory, &dir.stat)));
         self.walk_dir(dir, path, &mut out);
-        out
+        Ok(out)
     }
 
     fn walk_dir<'a>(

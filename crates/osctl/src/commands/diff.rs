@@ -12,7 +12,6 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use osctl_deploy::{DeployError, DeploymentRole, DiffTarget, Sysroot};
 use osctl_diff::report::{self, Endpoint, Role};
-use osctl_image::ImageRef;
 use osctl_store::{ImageRecord, Store};
 
 use super::deploy_common::{self, FetchArgs};
@@ -62,7 +61,7 @@ pub async fn run(args: DiffArgs, sysroot: &Path, boot: Option<&Path>) -> anyhow:
         ) {
             (Some(s), Some(a)) => s.diff_target(a),
             (Some(s), None) => default(s),
-            (None, Some(a)) => image_target(store, a),
+            (None, Some(a)) => osctl_deploy::image_diff_target(store, a),
             (None, None) => default_without_deployments(),
         };
     let from = target(args.from.as_deref(), Sysroot::diff_default_from)?;
@@ -80,14 +79,6 @@ pub async fn run(args: DiffArgs, sysroot: &Path, boot: Option<&Path>) -> anyhow:
         DiffFormat::Json => print!("{}", report::render_json(&from_end, &to_end, &diff)),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// An argument on a machine without deployments: an image in the store.
-fn image_target(store: &Store, arg: &str) -> Result<DiffTarget, DeployError> {
-    let not_found = || DeployError::NotADiffTarget(arg.to_string());
-    let imgref = ImageRef::parse(arg).map_err(|_| not_found())?;
-    let record = store.find(&imgref)?.ok_or_else(not_found)?;
-    Ok(DiffTarget::Image(Box::new(record)))
 }
 
 fn default_without_deployments() -> Result<DiffTarget, DeployError> {
@@ -135,17 +126,18 @@ async fn resolved(
                  (as `osctl image pull` would; `osctl upgrade` reuses it)"
             );
             let fetch = args.fetch.options()?;
+            // By digest: a tag that moved since the check is refused
+            // before anything is written to the store.
             let outcome = store
-                .pull(&imgref, &fetch, progress::observer(args.progress))
+                .pull_digest(&imgref, &digest, &fetch, progress::observer(args.progress))
                 .await
-                .with_context(|| format!("pulling the cached update {digest}"))?;
+                .with_context(|| {
+                    format!(
+                        "pulling the update {digest} `osctl upgrade --check` recorded \
+                         (run the check again)"
+                    )
+                })?;
             let record = outcome.record().clone();
-            anyhow::ensure!(
-                record.manifest_digest() == digest,
-                "{imgref} now resolves to {}, not to the update {digest} `osctl upgrade --check` \
-                 recorded; run it again",
-                record.manifest_digest()
-            );
             let end = endpoint(Role::CachedUpdate, None, &record);
             (record, end)
         }

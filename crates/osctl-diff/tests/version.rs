@@ -72,6 +72,13 @@ fn parts() {
         ("1.2-3-4", (0, "1.2-3", "4")),
         ("1:2.36-9+deb12u4", (1, "2.36", "9+deb12u4")),
         ("0.9~beta1", (0, "0.9~beta1", "")),
+        // What dpkg only warns about parses too: an installed package can
+        // carry it.
+        ("1:2:3", (1, "2:3", "")),
+        ("a1.0", (0, "a1.0", "")),
+        ("1.0_1", (0, "1.0_1", "")),
+        ("1.0-1_2", (0, "1.0", "1_2")),
+        ("2147483647:1", (2147483647, "1", "")),
     ];
     for &(text, (epoch, upstream, revision)) in cases {
         assert_eq!(
@@ -119,29 +126,6 @@ fn refused_versions_name_the_rule() {
             Version::parse(text).unwrap_err().to_string(),
             want,
             "{text:?}"
-        );
-    }
-}
-
-/// What dpkg only warns about parses (an installed package can carry it).
-#[test]
-fn versions_dpkg_warns_about_parse() {
-    let cases: &[(&str, (u64, &str, &str))] = &[
-        ("1:2:3", (1, "2:3", "")),
-        ("a1.0", (0, "a1.0", "")),
-        ("1.0_1", (0, "1.0_1", "")),
-        ("1.0-1_2", (0, "1.0", "1_2")),
-        ("2147483647:1", (2147483647, "1", "")),
-    ];
-    for &(text, (epoch, upstream, revision)) in cases {
-        assert_eq!(
-            Version::parse(text).unwrap(),
-            Version {
-                epoch,
-                upstream,
-                revision
-            },
-            "{text}"
         );
     }
 }

@@ -5,21 +5,15 @@
 
 use std::sync::Arc;
 
-use osctl_diff::report::{Endpoint, Role, render_human};
+mod common;
+
+use common::endpoint;
+use osctl_diff::report::render_human;
 use osctl_image::{FetchOptions, ImageRef};
 use osctl_store::{Silent, Store};
 use osctl_testutil::{Entry, ImageSpec, Layer};
 
 const STATUS: &str = "Package: a\nStatus: install ok installed\nArchitecture: all\nVersion: 1\n";
-
-fn endpoint(name: &str) -> Endpoint {
-    Endpoint {
-        role: Role::Image,
-        deployment: None,
-        image: name.to_string(),
-        manifest_digest: "sha256:0".to_string(),
-    }
-}
 
 /// Pulls the two images (layer lists) into one store, compares them as
 /// `A` and `B`, and returns the `--files` report or the error chain, with

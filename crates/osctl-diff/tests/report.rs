@@ -5,17 +5,11 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use osctl_diff::report::{Endpoint, Role, render_human, render_json};
-use osctl_diff::{FileChange, ImageDiff, Kind, PackageDiff, Packages, TreeDiff};
+mod common;
 
-fn endpoint(name: &str) -> Endpoint {
-    Endpoint {
-        role: Role::Image,
-        deployment: None,
-        image: name.to_string(),
-        manifest_digest: "sha256:0".to_string(),
-    }
-}
+use common::endpoint;
+use osctl_diff::report::{render_human, render_json};
+use osctl_diff::{FileChange, ImageDiff, Kind, PackageDiff, Packages, TreeDiff};
 
 fn path(raw: &[u8]) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(raw))

@@ -145,6 +145,24 @@ pub enum FetchError {
         #[source]
         source: Option<BoxError>,
     },
+    /// The signature policy file cannot be used (missing, unreadable,
+    /// malformed), or a key it names cannot: every pull is refused.
+    #[error("signature policy {}: {why}", path.display())]
+    Policy {
+        path: PathBuf,
+        why: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The policy refuses this image: it is rejected outright, or the
+    /// signatures it requires are missing or not acceptable. `digest` is
+    /// the manifest that was refused (so `upgrade --check` can report it).
+    #[error("image {image}: signature refused: {why}")]
+    SignatureRefused {
+        image: String,
+        digest: String,
+        why: String,
+    },
     /// Setting up `what` (the HTTP client, TLS) failed.
     #[error("setting up {what}")]
     Setup {

@@ -21,12 +21,14 @@ pub mod limits;
 pub mod manifest;
 pub mod reference;
 pub mod registries;
+pub mod signature;
 pub mod source;
 pub mod verify;
 
 pub use error::{BoxError, FetchError};
 pub use manifest::{Compression, Platform};
 pub use reference::{ImageRef, StorageSpec, Transport};
+pub use signature::{Policy, SignatureCheck, SignatureVerdict};
 pub use source::{BlobReader, FetchOptions, ResolvedManifest, Source};
 
 /// An error and its causes on one line, without repeating identical texts:

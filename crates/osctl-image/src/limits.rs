@@ -13,6 +13,20 @@
 /// is 4 MiB), so no pushable manifest is bigger.
 pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
 
+/// The manifest under a `sha256-<hex>.sig` tag. Each signature adds one
+/// layer descriptor of a few hundred bytes (a few KiB with cosign's bundle
+/// annotations), so 1 MiB holds hundreds of signatures.
+pub const MAX_SIGNATURE_MANIFEST_BYTES: u64 = 1024 * 1024;
+
+/// One signature payload (the simple-signing JSON): a few hundred bytes,
+/// more with cosign's `-a` annotations. Checked against the descriptor
+/// before the download starts.
+pub const MAX_SIGNATURE_PAYLOAD_BYTES: u64 = 64 * 1024;
+
+/// Signatures examined for one image. Each costs a blob download and a
+/// verification; a real image has one or a few.
+pub const MAX_SIGNATURES: usize = 64;
+
 /// A token service's answer (`{"token": …, "expires_in": …}`). Tokens are
 /// JWTs of a few KiB even with long scope lists; 1 MiB is a wide margin.
 pub const MAX_TOKEN_RESPONSE_BYTES: u64 = 1024 * 1024;

@@ -15,7 +15,7 @@ use cap_std_ext::cap_std;
 use oci_spec::image::{Descriptor, ImageIndex};
 use ocidir::{OciArchive, OciDir, OciRead};
 
-use super::{BlobReader, FetchOptions, ResolvedManifest};
+use super::{BlobReader, FetchOptions, Fetched};
 use crate::limits::MAX_MANIFEST_BYTES;
 use crate::manifest::{self, ParsedManifest, Platform};
 use crate::verify::{DigestReader, Expected, sha256_digest};
@@ -89,6 +89,14 @@ impl LocalSource {
         })
     }
 
+    /// "an OCI layout" / "an OCI archive", for messages.
+    pub fn kind_name(&self) -> &'static str {
+        match self.layout {
+            Layout::Dir(_) => "an OCI layout",
+            Layout::Archive(_) => "an OCI archive",
+        }
+    }
+
     pub fn location(&self) -> String {
         match self.layout {
             Layout::Dir(_) => format!("OCI layout {}", self.path.display()),
@@ -160,7 +168,7 @@ impl LocalSource {
         Ok(buf)
     }
 
-    pub async fn resolve(&self) -> Result<ResolvedManifest, FetchError> {
+    pub(crate) async fn resolve(&self) -> Result<Fetched, FetchError> {
         let index = self.read_index()?;
         let location = self.location();
         let top = match &self.tag {
@@ -200,7 +208,7 @@ impl LocalSource {
         let raw = self.read_document(top, &what)?;
         let media = top.media_type().to_string();
         match manifest::parse_manifest(&raw, Some(&media), &what)? {
-            ParsedManifest::Image(m) => Ok(ResolvedManifest {
+            ParsedManifest::Image(m) => Ok(Fetched {
                 digest: top.digest().to_string(),
                 raw,
                 manifest: *m,
@@ -211,7 +219,7 @@ impl LocalSource {
                 let what = format!("manifest {} in {location}", chosen.digest());
                 let raw2 = self.read_document(chosen, &what)?;
                 match manifest::parse_manifest(&raw2, Some(chosen.media_type().as_ref()), &what)? {
-                    ParsedManifest::Image(m) => Ok(ResolvedManifest {
+                    ParsedManifest::Image(m) => Ok(Fetched {
                         digest: chosen.digest().to_string(),
                         raw: raw2,
                         manifest: *m,

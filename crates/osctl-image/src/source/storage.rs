@@ -57,7 +57,7 @@ use containers_image_proxy::{ImageProxy, ImageProxyConfig, OpenedImage};
 use oci_spec::image::Descriptor;
 use tokio::io::AsyncReadExt;
 
-use super::{BlobReader, ResolvedManifest};
+use super::{BlobReader, Fetched};
 use crate::limits::MAX_MANIFEST_BYTES;
 use crate::manifest::{self, Compression, ParsedManifest};
 use crate::reference::StorageSpec;
@@ -147,7 +147,7 @@ impl StorageSource {
         self.reference.clone()
     }
 
-    pub async fn resolve(&self) -> Result<ResolvedManifest, FetchError> {
+    pub(crate) async fn resolve(&self) -> Result<Fetched, FetchError> {
         let what = format!("manifest of {}", self.reference);
         let (named, raw) = self
             .opened
@@ -214,7 +214,7 @@ impl StorageSource {
         }
         *self.config.lock().map_err(|_| poisoned(&self.reference))? =
             Some((config_desc.digest().to_string(), Bytes::from(config)));
-        Ok(ResolvedManifest {
+        Ok(Fetched {
             raw,
             digest,
             manifest: *m,

@@ -31,7 +31,7 @@ use oci_client::Reference;
 use oci_spec::image::Descriptor;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 
-use super::{BlobReader, FetchOptions, ResolvedManifest};
+use super::{BlobReader, FetchOptions, Fetched};
 use crate::FetchError;
 use crate::auth;
 use crate::limits::MAX_MANIFEST_BYTES;
@@ -128,11 +128,11 @@ impl RegistrySource {
         Ok((raw, digest, content_type))
     }
 
-    pub async fn resolve(&self) -> Result<ResolvedManifest, FetchError> {
+    pub(crate) async fn resolve(&self) -> Result<Fetched, FetchError> {
         let (raw, digest, content_type) = self.fetch_manifest(&self.reference).await?;
         let what = format!("manifest of {}", self.reference.whole());
         match manifest::parse_manifest(&raw, manifest_type(content_type.as_deref()), &what)? {
-            ParsedManifest::Image(m) => Ok(ResolvedManifest {
+            ParsedManifest::Image(m) => Ok(Fetched {
                 raw,
                 digest,
                 manifest: *m,
@@ -146,7 +146,7 @@ impl RegistrySource {
                 let (raw2, digest2, type2) = self.fetch_manifest(&by_digest).await?;
                 let what2 = format!("manifest {} of {}", digest2, self.reference.whole());
                 match manifest::parse_manifest(&raw2, manifest_type(type2.as_deref()), &what2)? {
-                    ParsedManifest::Image(m) => Ok(ResolvedManifest {
+                    ParsedManifest::Image(m) => Ok(Fetched {
                         raw: raw2,
                         digest: digest2,
                         manifest: *m,
@@ -160,6 +160,48 @@ impl RegistrySource {
                 }
             }
         }
+    }
+
+    /// The manifest under `tag` in this repository (a signature
+    /// attachment's `sha256-<hex>.sig`), raw, with its Content-Type; `None`
+    /// when the registry has no such tag. Read whole, at most `limit` bytes.
+    pub(crate) async fn manifest_if_any(
+        &self,
+        tag: &str,
+        limit: u64,
+    ) -> Result<Option<(Vec<u8>, Option<String>)>, FetchError> {
+        let what = format!("manifest {tag} of {}", self.repository_name());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_str(&ACCEPTED_MANIFEST_TYPES.join(", "))
+                .expect("media types are header-safe"),
+        );
+        let url = self.client.url("manifests", tag);
+        match self
+            .client
+            .get_whole(&url, &headers, (&what, &what), limit)
+            .await
+        {
+            Ok((headers, raw)) => {
+                let content_type = headers
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                Ok(Some((raw, content_type)))
+            }
+            Err(FetchError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `registry/repository`, without tag or digest.
+    pub(crate) fn repository_name(&self) -> String {
+        format!(
+            "{}/{}",
+            self.reference.registry(),
+            self.reference.repository()
+        )
     }
 
     pub async fn open_blob(&self, desc: &Descriptor) -> Result<BlobReader, FetchError> {

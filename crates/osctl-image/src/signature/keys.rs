@@ -1,0 +1,229 @@
+//! Public keys a policy trusts: PEM `PUBLIC KEY` (SubjectPublicKeyInfo)
+//! blocks, the form `skopeo generate-sigstore-key` and `cosign
+//! generate-key-pair` write, turned into `ring` verifiers.
+//!
+//! Model: the SPKI is taken apart by hand (two DER headers and a BIT
+//! STRING) and its algorithm identifier compared with the constants
+//! `rustls-pki-types` ships, rather than pulling in an ASN.1 crate: the
+//! shapes accepted are few and fixed, and everything else is refused by
+//! name. The hash is always SHA-256, as sigstore signs: ECDSA P-256 (what
+//! skopeo generates) and P-384 with DER signatures, Ed25519, and RSA
+//! PKCS#1 v1.5 (2048 to 8192 bits).
+
+use ring::signature::{self as sig, UnparsedPublicKey, VerificationAlgorithm};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{SubjectPublicKeyInfoDer, alg_id};
+
+use crate::verify::sha256_digest;
+
+const DER_SEQUENCE: u8 = 0x30;
+const DER_BIT_STRING: u8 = 0x03;
+
+/// One trusted public key.
+pub(crate) struct PublicKey {
+    algorithm: &'static dyn VerificationAlgorithm,
+    /// The key as the algorithm wants it (SEC1 point, Ed25519 bytes,
+    /// PKCS#1 RSAPublicKey).
+    key: Vec<u8>,
+    /// `sha256:<hex>` of the whole SPKI DER: how status names the key.
+    fingerprint: String,
+    /// `ECDSA P-256`, … for messages.
+    kind: &'static str,
+}
+
+impl PublicKey {
+    /// The first `PUBLIC KEY` block of `pem`. `Err` is the reason in words.
+    pub(crate) fn from_pem(pem: &[u8]) -> Result<PublicKey, String> {
+        let spki = SubjectPublicKeyInfoDer::from_pem_slice(pem).map_err(|e| match e {
+            rustls_pki_types::pem::Error::NoItemsFound => {
+                "no PEM \"PUBLIC KEY\" block (a SubjectPublicKeyInfo, as `skopeo \
+                 generate-sigstore-key` writes)"
+                    .to_string()
+            }
+            other => format!("not a readable PEM public key: {other}"),
+        })?;
+        Self::from_spki(spki.as_ref())
+    }
+
+    fn from_spki(der: &[u8]) -> Result<PublicKey, String> {
+        let bad = |why: &str| format!("malformed SubjectPublicKeyInfo: {why}");
+        let (outer, rest) = der_element(der, DER_SEQUENCE).ok_or_else(|| bad("no SEQUENCE"))?;
+        if !rest.is_empty() {
+            return Err(bad("trailing bytes"));
+        }
+        let (alg, rest) =
+            der_element(outer, DER_SEQUENCE).ok_or_else(|| bad("no algorithm identifier"))?;
+        let (bits, rest) =
+            der_element(rest, DER_BIT_STRING).ok_or_else(|| bad("no key BIT STRING"))?;
+        if !rest.is_empty() {
+            return Err(bad("trailing fields"));
+        }
+        // The first content byte of a BIT STRING counts unused bits: a
+        // key is whole bytes.
+        let key = match bits.split_first() {
+            Some((0, key)) => key,
+            _ => return Err(bad("key BIT STRING with unused bits")),
+        };
+        let (algorithm, kind): (&'static dyn VerificationAlgorithm, _) = match alg {
+            a if a == alg_id::ECDSA_P256.as_ref() => (&sig::ECDSA_P256_SHA256_ASN1, "ECDSA P-256"),
+            a if a == alg_id::ECDSA_P384.as_ref() => (&sig::ECDSA_P384_SHA256_ASN1, "ECDSA P-384"),
+            a if a == alg_id::ED25519.as_ref() => (&sig::ED25519, "Ed25519"),
+            a if a == alg_id::RSA_ENCRYPTION.as_ref() => (&sig::RSA_PKCS1_2048_8192_SHA256, "RSA"),
+            _ => {
+                return Err(
+                    "unsupported key type (osctl verifies ECDSA P-256 and P-384, Ed25519 and \
+                     RSA keys)"
+                        .to_string(),
+                );
+            }
+        };
+        Ok(PublicKey {
+            algorithm,
+            key: key.to_vec(),
+            fingerprint: sha256_digest(der),
+            kind,
+        })
+    }
+
+    /// Whether `signature` is this key's signature over `message`.
+    pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        UnparsedPublicKey::new(self.algorithm, &self.key)
+            .verify(message, signature)
+            .is_ok()
+    }
+
+    pub(crate) fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    pub(crate) fn kind(&self) -> &'static str {
+        self.kind
+    }
+}
+
+/// Splits one DER element with tag `tag` off the front of `input`:
+/// (its contents, what follows). Definite lengths only, as DER requires.
+fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&t, rest) = input.split_first()?;
+    if t != tag {
+        return None;
+    }
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7f);
+        // Keys are far below 2^32 bytes; longer length fields are hostile.
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let (bytes, after) = rest.split_at(n);
+        rest = after;
+        bytes
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+    };
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::rand::SystemRandom;
+    use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+
+    /// SPKI DER around a raw key, built from the algorithm identifiers.
+    fn spki(alg: &[u8], key: &[u8]) -> Vec<u8> {
+        fn wrap(tag: u8, body: &[u8]) -> Vec<u8> {
+            let mut out = vec![tag];
+            if body.len() < 0x80 {
+                out.push(body.len() as u8);
+            } else {
+                out.extend([0x82, (body.len() >> 8) as u8, body.len() as u8]);
+            }
+            out.extend(body);
+            out
+        }
+        let mut bits = vec![0];
+        bits.extend(key);
+        let mut body = wrap(DER_SEQUENCE, alg);
+        body.extend(wrap(DER_BIT_STRING, &bits));
+        wrap(DER_SEQUENCE, &body)
+    }
+
+    fn pem(der: &[u8]) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            lines.join("\n")
+        )
+    }
+
+    #[test]
+    fn p256_and_ed25519_keys_verify_their_signatures_only() {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let ec = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let ed_pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let ed = Ed25519KeyPair::from_pkcs8(ed_pkcs8.as_ref()).unwrap();
+        let msg = b"payload";
+        let cases: [(&[u8], &[u8], Vec<u8>, &str); 2] = [
+            (
+                alg_id::ECDSA_P256.as_ref(),
+                ec.public_key().as_ref(),
+                ec.sign(&rng, msg).unwrap().as_ref().to_vec(),
+                "ECDSA P-256",
+            ),
+            (
+                alg_id::ED25519.as_ref(),
+                ed.public_key().as_ref(),
+                ed.sign(msg).as_ref().to_vec(),
+                "Ed25519",
+            ),
+        ];
+        for (alg, raw, signature, kind) in cases {
+            let der = spki(alg, raw);
+            let key = PublicKey::from_pem(pem(&der).as_bytes()).unwrap();
+            assert_eq!(key.kind(), kind);
+            assert_eq!(key.fingerprint(), sha256_digest(&der));
+            assert!(key.verifies(msg, &signature), "{kind}");
+            assert!(!key.verifies(b"other payload", &signature), "{kind}");
+            let mut flipped = signature.clone();
+            let last = flipped.len() - 1;
+            flipped[last] ^= 1;
+            assert!(!key.verifies(msg, &flipped), "{kind}");
+        }
+    }
+
+    #[test]
+    fn keys_osctl_cannot_use_are_refused_by_name() {
+        let p521 = spki(alg_id::ECDSA_P521.as_ref(), &[4; 133]);
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"not pem at all".to_vec(), "no PEM \"PUBLIC KEY\" block"),
+            (
+                b"-----BEGIN RSA PUBLIC KEY-----\nAAAA\n-----END RSA PUBLIC KEY-----\n".to_vec(),
+                "no PEM \"PUBLIC KEY\" block",
+            ),
+            (pem(&p521).into_bytes(), "unsupported key type"),
+            (
+                pem(&[DER_SEQUENCE, 0x05, 1, 2, 3]).into_bytes(),
+                "malformed SubjectPublicKeyInfo",
+            ),
+            (
+                pem(&spki(alg_id::ED25519.as_ref(), &[7; 32])[..20]).into_bytes(),
+                "malformed SubjectPublicKeyInfo",
+            ),
+        ];
+        for (input, want) in cases {
+            let err = PublicKey::from_pem(&input).err().expect("refused");
+            assert!(err.starts_with(want), "{err:?} should start with {want:?}");
+        }
+    }
+}

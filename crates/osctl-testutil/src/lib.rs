@@ -32,6 +32,11 @@
 //!   lies can be told over TLS (redirects to plain HTTP, token services
 //!   asking for credentials in clear).
 //!
+//! * [`sigstore`] signs images the way cosign/skopeo sigstore signing does
+//!   (a `sha256-<hex>.sig` tag next to the image), because Debian's skopeo
+//!   cannot and there is no cosign here; written from the format's
+//!   description, independently of osctl's verifier. The `osctl-test-sign`
+//!   binary exposes it to shell tests.
 //! * [`api`] holds the few registry calls the harness makes itself (blob
 //!   upload, manifest PUT/GET), for a started [`Registry`] and for an
 //!   existing plain-HTTP one ([`PlainHttpRegistry`]) alike.
@@ -47,6 +52,7 @@ pub mod layout;
 pub mod proxy;
 pub mod registry;
 pub mod scratch;
+pub mod sigstore;
 pub mod spec;
 pub mod tls_front;
 pub mod token;

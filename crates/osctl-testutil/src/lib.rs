@@ -32,16 +32,27 @@
 //!   lies can be told over TLS (redirects to plain HTTP, token services
 //!   asking for credentials in clear).
 //!
+//! * [`sigstore`] signs images the way cosign/skopeo sigstore signing does
+//!   (a `sha256-<hex>.sig` tag next to the image), because Debian's skopeo
+//!   cannot and there is no cosign here; written from the format's
+//!   description, independently of osctl's verifier. The `osctl-test-sign`
+//!   binary exposes it to shell tests.
+//! * [`api`] holds the few registry calls the harness makes itself (blob
+//!   upload, manifest PUT/GET), for a started [`Registry`] and for an
+//!   existing plain-HTTP one ([`PlainHttpRegistry`]) alike.
+//!
 //! Everything listens on loopback only; nothing here touches another network.
 //!
 //! Errors are `anyhow` errors with context: this is test code, and the message
 //! a failing test prints is what matters.
 
+pub mod api;
 pub mod generated_doc;
 pub mod layout;
 pub mod proxy;
 pub mod registry;
 pub mod scratch;
+pub mod sigstore;
 pub mod spec;
 pub mod tls_front;
 pub mod token;
@@ -58,6 +69,7 @@ use std::process::{Command, Output};
 
 use anyhow::{Context as _, Result, bail};
 
+pub use api::{PlainHttpRegistry, RegistryApi};
 pub use http::HttpResponse;
 pub use layout::{
     BuiltImage, BuiltIndex, Compression, EncodedLayer, Entry, ImageSpec, Layer, encode_layer,

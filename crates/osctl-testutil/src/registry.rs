@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
+use crate::api;
 use crate::http::{self, HttpResponse, Request};
 use crate::token::TokenServer;
 
@@ -435,8 +436,7 @@ impl Registry {
         content_type: &str,
         body: &[u8],
     ) -> Result<HttpResponse> {
-        let target = format!("/v2/{repo}/manifests/{reference}");
-        self.request("PUT", &target, &[("Content-Type", content_type)], body)
+        api::put_manifest_raw(self, repo, reference, content_type, body)
     }
 
     /// PUTs a manifest and returns its digest; fails unless the registry
@@ -448,18 +448,7 @@ impl Registry {
         content_type: &str,
         body: &[u8],
     ) -> Result<String> {
-        let resp = self.put_manifest_raw(repo, reference, content_type, body)?;
-        if resp.status != 201 {
-            bail!(
-                "PUT manifest {repo}:{reference} answered {}: {}",
-                resp.status,
-                resp.body_text()
-            );
-        }
-        Ok(resp
-            .header("docker-content-digest")
-            .map(String::from)
-            .unwrap_or_else(|| crate::sha256_digest(body)))
+        api::put_manifest(self, repo, reference, content_type, body)
     }
 
     /// Points `to` (`repo:tag`) at the manifest `from` (`repo:tag`, the same
@@ -475,69 +464,15 @@ impl Registry {
         if repo != to_repo {
             bail!("copy_tag: {from} and {to} are in different repositories");
         }
-        let accept = [
-            "application/vnd.oci.image.manifest.v1+json",
-            "application/vnd.oci.image.index.v1+json",
-            "application/vnd.docker.distribution.manifest.v2+json",
-            "application/vnd.docker.distribution.manifest.list.v2+json",
-        ]
-        .join(", ");
-        let resp = self.request(
-            "GET",
-            &format!("/v2/{repo}/manifests/{from_tag}"),
-            &[("Accept", &accept)],
-            &[],
-        )?;
-        if resp.status != 200 {
-            bail!(
-                "GET manifest {from} answered {}: {}",
-                resp.status,
-                resp.body_text()
-            );
-        }
-        let content_type = resp
-            .header("content-type")
-            .context("manifest without a Content-Type")?
-            .to_owned();
-        self.put_manifest(&repo, &to_tag, &content_type, &resp.body)
+        let manifest = api::get_manifest(self, &repo, &from_tag)?
+            .with_context(|| format!("manifest {from} not found (404)"))?;
+        self.put_manifest(&repo, &to_tag, &manifest.content_type, &manifest.body)
     }
 
     /// Uploads `bytes` as a blob of `repo` in one go (POST an upload, then
     /// PUT `?digest=`) and returns its digest.
     pub fn put_blob(&self, repo: &str, bytes: &[u8]) -> Result<String> {
-        let digest = crate::sha256_digest(bytes);
-        let resp = self.request("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], &[])?;
-        if resp.status != 202 {
-            bail!(
-                "starting a blob upload to {repo} answered {}: {}",
-                resp.status,
-                resp.body_text()
-            );
-        }
-        let location = resp
-            .header("location")
-            .context("upload answer without Location")?;
-        // distribution answers with an absolute URL; keep path and query.
-        let target = match location.split_once("://") {
-            Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_string(),
-            None => location.to_string(),
-        };
-        let sep = if target.contains('?') { '&' } else { '?' };
-        let target = format!("{target}{sep}digest={digest}");
-        let resp = self.request(
-            "PUT",
-            &target,
-            &[("Content-Type", "application/octet-stream")],
-            bytes,
-        )?;
-        if resp.status != 201 {
-            bail!(
-                "finishing the blob upload to {repo} answered {}: {}",
-                resp.status,
-                resp.body_text()
-            );
-        }
-        Ok(digest)
+        api::put_blob(self, repo, bytes)
     }
 }
 

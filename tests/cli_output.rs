@@ -197,6 +197,10 @@ fn progress_bars_on_a_terminal() {
     let out = std::process::Command::new("script")
         .args(["-qec", &command, "/dev/null"])
         .env("HOME", osctl.sysroot())
+        .env(
+            crate::util::POLICY_ENV,
+            crate::util::accept_anything_policy(),
+        )
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

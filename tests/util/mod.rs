@@ -87,6 +87,27 @@ pub fn assert_valid_status(status: &Value) {
     }
 }
 
+/// The variable osctl (like podman) reads the signature policy's path from.
+pub const POLICY_ENV: &str = "CONTAINERS_POLICY_JSON";
+
+/// A signature policy that accepts any image (Debian's default), written
+/// once per test binary run under the target's scratch directory: tests
+/// use it instead of the host's /etc/containers/policy.json, so a host
+/// with a strict policy runs them the same way.
+pub fn accept_anything_policy() -> &'static Path {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let path = dir.join("policy-accept-anything.json");
+        // Another test process may write it at the same moment: a private
+        // temporary file renamed over it, so no reader sees half of it.
+        let tmp = dir.join(format!("policy-accept-anything.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    })
+}
+
 /// A scratch sysroot and the `osctl` binary under test.
 pub struct Osctl {
     dir: tempfile::TempDir,
@@ -120,8 +141,9 @@ impl Osctl {
         self.dir.path()
     }
 
-    /// `osctl --sysroot <scratch> …`, isolated from the host's auth and
-    /// registries configuration.
+    /// `osctl --sysroot <scratch> …`, isolated from the host's auth,
+    /// registries and signature policy configuration (the policy accepts
+    /// anything unless the test sets `POLICY_ENV` itself).
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_osctl"));
         c.arg("--sysroot").arg(self.sysroot());
@@ -131,7 +153,8 @@ impl Osctl {
             .env(
                 "CONTAINERS_REGISTRIES_CONF",
                 self.sysroot().join("no-registries.conf"),
-            );
+            )
+            .env(POLICY_ENV, accept_anything_policy());
         c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }

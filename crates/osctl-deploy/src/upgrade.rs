@@ -1,12 +1,13 @@
 //! `upgrade`: re-resolve the tracked reference and stage what it points to
 //! now; `upgrade --check` fetches only the manifest and config and records
 //! the answer as the booted deployment's `cachedUpdate` (as bootc does), so
-//! `status` can show it without another network round trip.
+//! `status` can show it without another network round trip. An update the
+//! signature policy refuses is reported as refused and not recorded.
 
 use std::sync::Arc;
 
 use oci_spec::image::ImageConfiguration;
-use osctl_image::{FetchOptions, ImageRef, Source};
+use osctl_image::{FetchError, FetchOptions, ImageRef, Source};
 use osctl_store::PullObserver;
 
 use crate::DeployError;
@@ -25,6 +26,13 @@ pub enum UpdateCheck {
     UpToDate { image: String },
     /// It resolves to another manifest.
     Available { image: String, update: CachedUpdate },
+    /// It resolves to a manifest the signature policy refuses: reported,
+    /// never offered (nothing is recorded as an update).
+    Refused {
+        image: String,
+        digest: String,
+        why: String,
+    },
 }
 
 impl Sysroot {
@@ -43,32 +51,36 @@ impl Sysroot {
     pub async fn check_update(&self, fetch: &FetchOptions) -> Result<UpdateCheck, DeployError> {
         let (imgref, deployed) = self.tracked()?;
         let source = Source::open(&imgref, fetch).await?;
-        let resolved = source.resolve().await?;
         let image = imgref.to_string();
-        let check = if resolved.digest() == deployed {
-            UpdateCheck::UpToDate { image }
-        } else {
-            let desc = resolved.manifest().config();
-            let what = format!("config {} of {image}", desc.digest());
-            let raw = source.read_small_blob(desc, &what, MAX_CONFIG).await?;
-            let config: ImageConfiguration =
-                serde_json::from_slice(&raw).map_err(|source| DeployError::BadConfig {
-                    what: what.clone(),
-                    source,
-                })?;
-            UpdateCheck::Available {
-                image,
-                update: CachedUpdate {
-                    manifest_digest: resolved.digest().to_string(),
-                    version: config
-                        .config()
-                        .as_ref()
-                        .and_then(|c| c.labels().as_ref())
-                        .and_then(|l| l.get("org.opencontainers.image.version").cloned()),
-                    timestamp: config.created().clone(),
-                    architecture: config.architecture().to_string(),
-                    checked: now(),
-                },
+        let check = match source.resolve().await {
+            Err(FetchError::SignatureRefused { digest, why, .. }) => {
+                UpdateCheck::Refused { image, digest, why }
+            }
+            Err(e) => return Err(e.into()),
+            Ok(resolved) if resolved.digest() == deployed => UpdateCheck::UpToDate { image },
+            Ok(resolved) => {
+                let desc = resolved.manifest().config();
+                let what = format!("config {} of {image}", desc.digest());
+                let raw = source.read_small_blob(desc, &what, MAX_CONFIG).await?;
+                let config: ImageConfiguration =
+                    serde_json::from_slice(&raw).map_err(|source| DeployError::BadConfig {
+                        what: what.clone(),
+                        source,
+                    })?;
+                UpdateCheck::Available {
+                    image,
+                    update: CachedUpdate {
+                        manifest_digest: resolved.digest().to_string(),
+                        version: config
+                            .config()
+                            .as_ref()
+                            .and_then(|c| c.labels().as_ref())
+                            .and_then(|l| l.get("org.opencontainers.image.version").cloned()),
+                        timestamp: config.created().clone(),
+                        architecture: config.architecture().to_string(),
+                        checked: now(),
+                    },
+                }
             }
         };
         self.lock()?;
@@ -76,7 +88,7 @@ impl Sysroot {
             let mut origin = booted.origin().clone();
             origin.cached_update = match &check {
                 UpdateCheck::Available { update, .. } => Some(update.clone()),
-                UpdateCheck::UpToDate { .. } => None,
+                UpdateCheck::UpToDate { .. } | UpdateCheck::Refused { .. } => None,
             };
             self.write_origin(booted.id(), &origin)?;
             crate::failpoint::hit("upgrade:after-cached-update");

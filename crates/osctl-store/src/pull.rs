@@ -1,4 +1,5 @@
-//! A pull: resolve → config → layers (concurrent) → EROFS image → refs → record.
+//! A pull: resolve (the signature policy decides here, before any blob) →
+//! config → layers (concurrent) → EROFS image → refs → record.
 //!
 //! Order is what makes a pull crash-safe: nothing that names the image (the
 //! GC refs, then the record) is written until everything it names is in the
@@ -143,9 +144,19 @@ impl Store {
             // there; otherwise the pull goes on and fetches what is missing.
             match self.verify_image(r) {
                 Ok(()) => {
+                    // The policy was applied again just now; a record that
+                    // says something else (an older policy, or none) is
+                    // brought up to date, so status shows today's verdict.
+                    let mut record = r.clone();
+                    if record.signature.as_ref() != Some(resolved.signature()) {
+                        self.ensure_writable()?;
+                        let _naming = self.naming_lock(false)?;
+                        record.signature = Some(resolved.signature().clone());
+                        self.write_record(&record)?;
+                    }
                     observer.up_to_date();
                     return Ok(PullOutcome {
-                        record: r.clone(),
+                        record,
                         layers_fetched: 0,
                         layers_reused: layers.len(),
                         up_to_date: true,
@@ -267,6 +278,7 @@ impl Store {
                 what: format!("{config_what} is not UTF-8"),
                 source: Box::new(e),
             })?,
+            signature: Some(resolved.signature().clone()),
         };
         self.write_record(&record)?;
         crate::failpoint::hit("pull:after-record");

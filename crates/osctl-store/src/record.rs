@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 
+use osctl_image::SignatureVerdict;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -62,6 +63,11 @@ pub struct ImageRecord {
     pub(crate) pulled: String,
     pub(crate) manifest: String,
     pub(crate) config: String,
+    /// What the signature policy decided at the pull that wrote this
+    /// record. Absent in records written before osctl checked signatures:
+    /// then nothing is known, and status says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) signature: Option<SignatureVerdict>,
 }
 
 impl ImageRecord {
@@ -111,6 +117,11 @@ impl ImageRecord {
     /// The config bytes exactly as fetched.
     pub fn config_raw(&self) -> &str {
         &self.config
+    }
+    /// What the signature policy decided when the image was pulled (or
+    /// last found up to date); `None` for records older than that check.
+    pub fn signature(&self) -> Option<&SignatureVerdict> {
+        self.signature.as_ref()
     }
     /// The record's file-name key (see the module docs).
     pub fn key(&self) -> String {

@@ -34,9 +34,11 @@ pub fn pull_summary(outcome: &PullOutcome, store: &Store) -> String {
         "Pulled"
     };
     format!(
-        "{what}: {}\n  manifest  {}\n  image id  {}\n  layers    {} fetched, {} already present\n  store     {} ({})\n",
+        "{what}: {}\n  manifest  {}\n  signature {}\n  image id  {}\n  layers    {} fetched, {} already present\n  store     {} ({})\n",
         r.reference(),
         r.manifest_digest(),
+        r.signature()
+            .map_or_else(|| "unknown".to_string(), |s| s.summary()),
         r.image_id(),
         outcome.layers_fetched(),
         outcome.layers_reused(),
@@ -97,6 +99,8 @@ struct ImageJson<'a> {
     architecture: &'a str,
     os: &'a str,
     layers: usize,
+    /// The signature policy's verdict at the pull; `null` when unknown.
+    signature: Option<&'a osctl_image::SignatureVerdict>,
 }
 
 pub fn image_json(records: &[ImageRecord]) -> anyhow::Result<String> {
@@ -114,6 +118,7 @@ pub fn image_json(records: &[ImageRecord]) -> anyhow::Result<String> {
             architecture: r.architecture(),
             os: r.os(),
             layers: r.layers().len(),
+            signature: r.signature(),
         })
         .collect();
     Ok(serde_json::to_string_pretty(&items)?)

@@ -26,6 +26,7 @@ impl Sysroot {
             verity_required,
             tries: d.tries(),
             health: d.health().cloned(),
+            signature: d.record().signature().cloned(),
         };
         let DeploymentState {
             booted,

@@ -57,14 +57,64 @@ pub struct HostSpec {
 }
 
 /// An image reference with its transport (`registry`, `oci`, `oci-archive`).
-///
-/// bootc's optional `signature` is not modelled: osctl has no signature
-/// policy yet, and an absent field is what the schema expects then.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageReference {
     pub image: String,
     pub transport: String,
+    /// How the image was checked when it was pulled, as bootc spells it:
+    /// `containerPolicy` (a signature the policy requires was verified) or
+    /// `insecure` (the policy accepts anything). Absent when unknown (an
+    /// image pulled before osctl checked signatures). Details are in the
+    /// entry's `osctl.signature`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "ImageSignature")]
+    pub signature: Option<ImageSignature>,
+}
+
+/// bootc's `ImageSignature`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ImageSignature {
+    /// ostree remote signatures (bootc's ostree backend; never osctl's).
+    OstreeRemote(String),
+    /// Verified against the containers signature policy.
+    ContainerPolicy,
+    /// Not verified: the policy accepts any image for this scope.
+    Insecure,
+}
+
+/// `osctl.signature`: what the signature policy decided at the pull.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureStatus {
+    /// `verified` or `insecure`.
+    pub result: SignatureResult,
+    /// The policy file that decided.
+    pub policy: String,
+    /// The scope whose requirements applied (`docker scope "…"`, `default`).
+    pub scope: String,
+    /// `sha256:` of the verifying key's SubjectPublicKeyInfo (verified only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `ECDSA P-256`, `Ed25519`, … (verified only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_type: Option<String>,
+    /// The digest the signature names: the image's manifest, or its index
+    /// (verified only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_digest: Option<String>,
+    /// The docker reference the signature names (verified only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+}
+
+/// `osctl.signature.result`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SignatureResult {
+    Verified,
+    Insecure,
 }
 
 /// `spec.bootOrder`: which deployment boots next.
@@ -242,6 +292,11 @@ pub struct OsctlEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Health")]
     pub health: Option<Health>,
+    /// The signature check of the pull that brought the image; absent for
+    /// images pulled before osctl checked signatures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "SignatureStatus")]
+    pub signature: Option<SignatureStatus>,
 }
 
 /// `osctl.bootTries`: attempts left and made.

@@ -10,7 +10,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{Assessment, BootEntry, Host, ImageReference, ImageStatus, split_rfc3339};
+use super::{
+    Assessment, BootEntry, Host, ImageReference, ImageStatus, SignatureResult, SignatureStatus,
+    split_rfc3339,
+};
 use crate::{ConflictKind, EtcConflict};
 
 /// At most this many `/etc` conflicts or other deployments are listed;
@@ -86,6 +89,7 @@ fn entry_block(slot: &str, entry: &BootEntry, booted: bool) -> String {
         }
     }
     if let Some(osctl) = &entry.osctl {
+        row("Signature", &signature(osctl.signature.as_ref()));
         row("Kernel", &osctl.kernel_version);
         row("Deployment", short(&osctl.deployment_id));
         if let Some(h) = &osctl.health {
@@ -132,6 +136,26 @@ fn entry_block(slot: &str, entry: &BootEntry, booted: bool) -> String {
         }
     }
     out
+}
+
+/// `verified (ECDSA P-256 key sha256:0123456789ab)`, `not verified (the
+/// policy accepts anything)`, or `unknown` for an image pulled before
+/// osctl checked signatures.
+fn signature(s: Option<&SignatureStatus>) -> String {
+    match s {
+        Some(s) if s.result == SignatureResult::Verified => format!(
+            "verified ({} key {})",
+            s.key_type.as_deref().unwrap_or("unknown"),
+            s.key.as_deref().map_or("(unknown)", short_digest)
+        ),
+        Some(_) => "not verified (the policy accepts anything)".to_owned(),
+        None => "unknown (pulled before osctl checked signatures)".to_owned(),
+    }
+}
+
+/// `sha256:` and the first 12 hex digits.
+fn short_digest(d: &str) -> &str {
+    d.get(..7 + 12).unwrap_or(d)
 }
 
 /// `image` for the registry transport (the default), else `transport:image`.

@@ -59,8 +59,9 @@ mod schema;
 
 pub use host::{
     API_VERSION, Assessment, BootEntry, BootEntryComposefs, BootOrder, BootTries, BootType,
-    Bootloader, Health, Host, HostSpec, HostStatus, HostType, ImageReference, ImageStatus, KIND,
-    ObjectMeta, OsctlEntry, OsctlHostStatus, Store,
+    Bootloader, Health, Host, HostSpec, HostStatus, HostType, ImageReference, ImageSignature,
+    ImageStatus, KIND, ObjectMeta, OsctlEntry, OsctlHostStatus, SignatureResult, SignatureStatus,
+    Store,
 };
 
 pub use schema::{SCHEMA_DOC, render_schema, status_schema};
@@ -69,6 +70,7 @@ use crate::boot::Tries;
 use crate::health::{HealthRecord, HealthState};
 use crate::layout::DeploymentId;
 use crate::origin::Origin;
+use osctl_image::{SignatureCheck, SignatureVerdict};
 
 /// Everything `osctl status` shows, as the state machine reads it from the
 /// sysroot.
@@ -111,6 +113,9 @@ pub struct EntryView {
     pub tries: Option<Tries>,
     /// The last health record.
     pub health: Option<HealthRecord>,
+    /// The signature policy's verdict at the pull (from the deployment's
+    /// copy of the image record); `None` when the record predates it.
+    pub signature: Option<SignatureVerdict>,
 }
 
 impl EntryView {
@@ -119,7 +124,39 @@ impl EntryView {
         ImageReference {
             image: self.origin.image.clone(),
             transport: self.origin.transport.clone(),
+            signature: self.signature.as_ref().map(|s| match s.check {
+                SignatureCheck::Verified { .. } => ImageSignature::ContainerPolicy,
+                SignatureCheck::Insecure => ImageSignature::Insecure,
+            }),
         }
+    }
+
+    fn signature_status(&self) -> Option<SignatureStatus> {
+        let s = self.signature.as_ref()?;
+        let (result, key, key_type, signed_digest, identity) = match &s.check {
+            SignatureCheck::Verified {
+                key,
+                key_type,
+                signed_digest,
+                identity,
+            } => (
+                SignatureResult::Verified,
+                Some(key.clone()),
+                Some(key_type.clone()),
+                Some(signed_digest.clone()),
+                Some(identity.clone()),
+            ),
+            SignatureCheck::Insecure => (SignatureResult::Insecure, None, None, None, None),
+        };
+        Some(SignatureStatus {
+            result,
+            policy: s.policy.clone(),
+            scope: s.scope.clone(),
+            key,
+            key_type,
+            signed_digest,
+            identity,
+        })
     }
 }
 
@@ -211,6 +248,7 @@ fn boot_entry(e: &EntryView, booted: bool) -> BootEntry {
                 done: t.done,
             }),
             health: health(e, booted),
+            signature: e.signature_status(),
         }),
     }
 }

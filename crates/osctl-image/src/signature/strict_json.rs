@@ -38,7 +38,6 @@ pub(crate) fn objects_where_structs_are(
 ) -> Result<(), String> {
     use serde_json::Value;
     match (shape, value) {
-        (Shape::Any, _) => Ok(()),
         (Shape::Obj(fields), Value::Object(map)) => {
             for (key, inner) in *fields {
                 if let Some(v) = map.get(*key) {
@@ -63,7 +62,6 @@ pub(crate) fn objects_where_structs_are(
 
 /// Where a document must hold objects (see [`objects_where_structs_are`]).
 pub(crate) enum Shape {
-    Any,
     Obj(&'static [(&'static str, Shape)]),
     ObjOrNull,
     ObjOf(&'static Shape),

@@ -31,6 +31,8 @@ impl FetchArgs {
             platform: self.platform.as_deref().map(Platform::parse).transpose()?,
             tls_verify: self.tls_verify,
             cert_dir: self.cert_dir.clone(),
+            // The machine's policy, always: there is no flag to name another.
+            signature_policy: None,
         })
     }
 }

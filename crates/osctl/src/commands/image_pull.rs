@@ -56,6 +56,8 @@ pub async fn run(args: PullArgs, sysroot: &Path) -> anyhow::Result<ExitCode> {
         platform,
         tls_verify: args.tls_verify,
         cert_dir: args.cert_dir,
+        // The machine's policy, always: there is no flag to name another.
+        signature_policy: None,
     };
     let store = Store::open_or_create(sysroot)?;
     let mode = if args.quiet {

@@ -61,6 +61,10 @@ pub async fn run(
                     .map(|v| format!(" (version {v})"))
                     .unwrap_or_default()
             ),
+            UpdateCheck::Refused { image, digest, why } => {
+                println!("Update for {image} refused: {digest}: {why}");
+                return Ok(ExitCode::FAILURE);
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }

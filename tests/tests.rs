@@ -34,6 +34,7 @@ mod pull_no_ca;
 mod pull_retry;
 mod pull_sources;
 mod root_setup;
+mod signatures;
 mod store_damage;
 mod store_filesystems;
 mod store_limits;

@@ -23,7 +23,7 @@ use osctl_testutil::{
 use serde_json::Value;
 
 use crate::util::machine::{Images, Machine};
-use crate::util::{Osctl, POLICY_ENV, push_spec};
+use crate::util::{Osctl, POLICY_ENV, booted_cmd, push_spec};
 
 /// A registry, a trusted key (its public half in a file) and a scratch
 /// directory for policies.
@@ -121,7 +121,11 @@ fn fingerprint(public_pem: &Path) -> String {
         .arg(public_pem)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     osctl_testutil::sha256_digest(&out.stdout)
 }
 
@@ -141,7 +145,14 @@ fn signed_images_are_verified_with_each_key_kind_and_identity_rule() {
         ("p384", KeyKind::P384, false, "{ref}", "", false),
         ("ed25519", KeyKind::Ed25519, false, "{ref}", "", false),
         ("rsa", KeyKind::Rsa2048, true, "{ref}", "", false),
-        ("cosign", KeyKind::P256, false, "{name}", r#"{"type":"matchRepository"}"#, true),
+        (
+            "cosign",
+            KeyKind::P256,
+            false,
+            "{name}",
+            r#"{"type":"matchRepository"}"#,
+            true,
+        ),
         (
             "exactrepo",
             KeyKind::P256,
@@ -162,7 +173,10 @@ fn signed_images_are_verified_with_each_key_kind_and_identity_rule() {
     for (case, kind, inline, identity, rule, cosign) in cases {
         let repo = format!("ok/{case}");
         let (reference, image) = f.push(&format!("{repo}:v1"));
-        let fill = |s: &str| s.replace("{ref}", &reference).replace("{name}", &f.name(&repo));
+        let fill = |s: &str| {
+            s.replace("{ref}", &reference)
+                .replace("{name}", &f.name(&repo))
+        };
         let key = SigningKey::generate(kind).unwrap();
         let pub_path = f.dir.path().join(format!("{case}.pub"));
         std::fs::write(&pub_path, key.public_pem()).unwrap();
@@ -237,7 +251,12 @@ type Setup = fn(&Fixture, &str, &str, &BuiltImage);
 fn images_without_an_acceptable_signature_are_refused_before_any_layer() {
     let f = Fixture::new();
     let cases: Vec<(&str, Setup, &str, Vec<&str>)> = vec![
-        ("unsigned", |_, _, _, _| {}, "", vec!["no signature found (looked for sha256-"]),
+        (
+            "unsigned",
+            |_, _, _, _| {},
+            "",
+            vec!["no signature found (looked for sha256-"],
+        ),
         (
             "otherkey",
             |f, repo, reference, image| {
@@ -245,7 +264,10 @@ fn images_without_an_acceptable_signature_are_refused_before_any_layer() {
                 sign_image(&f.registry, repo, &image.manifest_digest, reference, &key).unwrap();
             },
             "",
-            vec!["signature 1 in sha256-", "is not a valid signature by a trusted key (1 key tried)"],
+            vec![
+                "signature 1 in sha256-",
+                "is not a valid signature by a trusted key (1 key tried)",
+            ],
         ),
         (
             "tampered",
@@ -267,7 +289,11 @@ fn images_without_an_acceptable_signature_are_refused_before_any_layer() {
                 let signed = payload(reference, &image.manifest_digest, Optional::skopeo_now());
                 let mut layer = SignatureLayer::signed(&f.key, &signed).unwrap();
                 // The signature stays; the payload says another tag.
-                layer.payload = payload(&format!("{reference}x"), &image.manifest_digest, Optional::Null);
+                layer.payload = payload(
+                    &format!("{reference}x"),
+                    &image.manifest_digest,
+                    Optional::Null,
+                );
                 push_signatures(&f.registry, repo, &image.manifest_digest, &[layer]).unwrap();
             },
             "",
@@ -317,7 +343,10 @@ fn images_without_an_acceptable_signature_are_refused_before_any_layer() {
                 push_signatures(&f.registry, repo, &image.manifest_digest, &[layer]).unwrap();
             },
             "",
-            vec!["signature 1 in sha256-", "has no dev.cosignproject.cosign/signature annotation"],
+            vec![
+                "signature 1 in sha256-",
+                "has no dev.cosignproject.cosign/signature annotation",
+            ],
         ),
         (
             "docker",
@@ -334,7 +363,9 @@ fn images_without_an_acceptable_signature_are_refused_before_any_layer() {
                 .unwrap();
             },
             "",
-            vec!["media type application/vnd.docker.distribution.manifest.v2+json, not application/vnd.oci.image.manifest.v1+json"],
+            vec![
+                "media type application/vnd.docker.distribution.manifest.v2+json, not application/vnd.oci.image.manifest.v1+json",
+            ],
         ),
         (
             "bigmanifest",
@@ -372,7 +403,10 @@ fn images_without_an_acceptable_signature_are_refused_before_any_layer() {
                 push_signatures(&f.registry, repo, &image.manifest_digest, &[layer]).unwrap();
             },
             "",
-            vec!["no acceptable signature: sha256-", ".sig holds no signature layers"],
+            vec![
+                "no acceptable signature: sha256-",
+                ".sig holds no signature layers",
+            ],
         ),
     ];
     for (case, setup, rule, needles) in cases {
@@ -381,13 +415,16 @@ fn images_without_an_acceptable_signature_are_refused_before_any_layer() {
         setup(&f, &repo, &reference, &image);
         let policy = f.policy(&f.name(&repo), &f.signed_by_key(rule));
         let osctl = f.osctl(&policy);
-        let mut all = vec![
-            format!("image {reference}: signature refused: "),
-        ];
+        let mut all = vec![format!("image {reference}: signature refused: ")];
         all.extend(needles.iter().map(|n| n.to_string()));
         let needles: Vec<&str> = all.iter().map(String::as_str).collect();
         let line = osctl.pull_fails(&[&reference], &needles);
-        assert!(line.starts_with(&format!("error: pulling {reference}: image {reference}: signature refused: ")), "{case}: {line}");
+        assert!(
+            line.starts_with(&format!(
+                "error: pulling {reference}: image {reference}: signature refused: "
+            )),
+            "{case}: {line}"
+        );
         f.assert_no_blob_fetched(&repo, &image);
     }
 }
@@ -465,16 +502,29 @@ fn the_policy_decides_by_scope_and_says_when_nothing_was_verified() {
 fn a_policy_or_key_that_cannot_be_used_refuses_every_pull_naming_the_file() {
     let f = Fixture::new();
     let (reference, image) = f.push("cfg/os:v1");
-    sign_image(&f.registry, "cfg/os", &image.manifest_digest, &reference, &f.key).unwrap();
+    sign_image(
+        &f.registry,
+        "cfg/os",
+        &image.manifest_digest,
+        &reference,
+        &f.key,
+    )
+    .unwrap();
     let missing = f.dir.path().join("missing.pub");
     let not_pem = f.policy_file("not-pem.pub", "ssh-ed25519 AAAA user@host\n");
     let cases: Vec<(PathBuf, String)> = vec![
         (
-            f.policy_file("broken.json", r#"{"default":[{"type":"insecureAcceptAnything"}],"#),
+            f.policy_file(
+                "broken.json",
+                r#"{"default":[{"type":"insecureAcceptAnything"}],"#,
+            ),
             "EOF while parsing".into(),
         ),
         (
-            f.policy_file("typo.json", r#"{"default":[{"type":"insecureAcceptAnythin"}]}"#),
+            f.policy_file(
+                "typo.json",
+                r#"{"default":[{"type":"insecureAcceptAnythin"}]}"#,
+            ),
             "unknown variant `insecureAcceptAnythin`".into(),
         ),
         (
@@ -484,16 +534,25 @@ fn a_policy_or_key_that_cannot_be_used_refuses_every_pull_naming_the_file() {
         (
             f.policy(
                 &f.name("cfg/os"),
-                &format!(r#"{{"type":"sigstoreSigned","keyPath":"{}"}}"#, missing.display()),
+                &format!(
+                    r#"{{"type":"sigstoreSigned","keyPath":"{}"}}"#,
+                    missing.display()
+                ),
             ),
             format!("key file {}: cannot read it", missing.display()),
         ),
         (
             f.policy(
                 &f.name("cfg"),
-                &format!(r#"{{"type":"sigstoreSigned","keyPath":"{}"}}"#, not_pem.display()),
+                &format!(
+                    r#"{{"type":"sigstoreSigned","keyPath":"{}"}}"#,
+                    not_pem.display()
+                ),
             ),
-            format!("key file {}: no PEM \"PUBLIC KEY\" block", not_pem.display()),
+            format!(
+                "key file {}: no PEM \"PUBLIC KEY\" block",
+                not_pem.display()
+            ),
         ),
         (
             f.dir.path().join("no-such-policy.json"),
@@ -585,7 +644,10 @@ fn an_index_may_be_signed_itself_or_per_platform() {
             let mut args = vec!["image", "pull", "--progress", "plain"];
             args.extend(other_platform);
             other_root.ok(&args);
-            assert_eq!(listed_signature(&other_root)["signedDigest"], index_digest.as_str());
+            assert_eq!(
+                listed_signature(&other_root)["signedDigest"],
+                index_digest.as_str()
+            );
         } else {
             other_root.pull_fails(
                 &other_platform,
@@ -619,10 +681,138 @@ fn a_pull_that_finds_the_image_stored_applies_todays_policy() {
     assert_eq!(listed_signature(&osctl)["result"], "insecure");
     // Signed now: the pull finds the image up to date and records the
     // new verdict.
-    sign_image(&f.registry, "again/os", &image.manifest_digest, &reference, &f.key).unwrap();
+    sign_image(
+        &f.registry,
+        "again/os",
+        &image.manifest_digest,
+        &reference,
+        &f.key,
+    )
+    .unwrap();
     let out = osctl.pull(&reference);
     assert!(out.starts_with("Image is up to date"), "{out}");
-    assert!(out.contains("  signature verified (ECDSA P-256 key sha256:"), "{out}");
+    assert!(
+        out.contains("  signature verified (ECDSA P-256 key sha256:"),
+        "{out}"
+    );
     assert_eq!(listed_signature(&osctl)["result"], "verified");
     osctl.fsck_clean();
+}
+
+#[test]
+fn deployments_show_their_signature_and_updates_must_be_signed_too() {
+    let images = Images::new();
+    let registry = &images.registry;
+    let key = SigningKey::generate(KeyKind::P256).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("os.pub");
+    std::fs::write(&key_path, key.public_pem()).unwrap();
+    let open = dir.path().join("open.json");
+    std::fs::write(&open, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
+    let strict = dir.path().join("strict.json");
+    std::fs::write(
+        &strict,
+        format!(
+            r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"{}/os":[{{"type":"sigstoreSigned","keyPath":"{}"}}]}}}}}}"#,
+            registry.addr(),
+            key_path.display()
+        ),
+    )
+    .unwrap();
+    let stable = registry.image_ref("os:stable");
+    let digest_of = |tag: &str| resolve_digest(registry, "os", tag).unwrap();
+    let sign = |tag: &str| sign_image(registry, "os", &digest_of(tag), &stable, &key).unwrap();
+
+    // Deployed under a policy that accepts anything: status says so.
+    registry.copy_tag("os:v1", "os:stable").unwrap();
+    let mut m = Machine::new();
+    m.osctl.set_env(POLICY_ENV, &open);
+    m.boot(&stable);
+    let st = m.status();
+    crate::util::assert_valid_status(&st);
+    let booted = &st["status"]["booted"];
+    assert_eq!(booted["image"]["image"]["signature"], "insecure", "{st}");
+    assert_eq!(st["spec"]["image"]["signature"], "insecure", "{st}");
+    assert_eq!(booted["osctl"]["signature"]["result"], "insecure", "{st}");
+    let human = m.run(&["status", "--format", "human"]);
+    assert!(
+        human.contains("Signature: not verified (the policy accepts anything)\n"),
+        "{human}"
+    );
+
+    // The machine now requires signatures; the tag moves to a signed v2.
+    m.osctl.set_env(POLICY_ENV, &strict);
+    registry.copy_tag("os:v2", "os:stable").unwrap();
+    sign("v2");
+    let out = m.run(&["upgrade", "--check"]);
+    assert!(
+        out.starts_with(&format!(
+            "Update available for {stable}: {}",
+            digest_of("v2")
+        )),
+        "{out}"
+    );
+    m.run(&["upgrade"]);
+    let st = m.status();
+    crate::util::assert_valid_status(&st);
+    let staged = &st["status"]["staged"];
+    assert_eq!(
+        staged["image"]["image"]["signature"], "containerPolicy",
+        "{st}"
+    );
+    assert_eq!(st["spec"]["image"]["signature"], "containerPolicy", "{st}");
+    assert_eq!(
+        staged["osctl"]["signature"],
+        serde_json::json!({
+            "result": "verified",
+            "policy": strict.display().to_string(),
+            "scope": format!("docker scope \"{}/os\"", registry.addr()),
+            "key": fingerprint(&key_path),
+            "keyType": "ECDSA P-256",
+            "signedDigest": digest_of("v2"),
+            "identity": stable,
+        }),
+        "{st}"
+    );
+    // The booted deployment keeps what was known when it was pulled.
+    assert_eq!(
+        st["status"]["booted"]["image"]["image"]["signature"],
+        "insecure"
+    );
+    let human = m.run(&["status", "--format", "human"]);
+    assert!(
+        human.contains(&format!(
+            "Signature: verified (ECDSA P-256 key {})\n",
+            &fingerprint(&key_path)[..7 + 12]
+        )),
+        "{human}"
+    );
+    m.run(&["finalize"]);
+    m.reboot();
+    assert_eq!(m.roles().staged, None, "v2 booted");
+
+    // An unsigned v3: reported by --check, not offered, not staged.
+    registry.copy_tag("os:v3", "os:stable").unwrap();
+    let v3 = digest_of("v3");
+    let out = booted_cmd(&m.osctl, m.booted.as_deref())
+        .args(["upgrade", "--check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "Update for {stable} refused: {v3}: no signature found (looked for sha256-{}.sig in {}/os)\n",
+            &v3[7..],
+            registry.addr()
+        )
+    );
+    assert!(m.status()["status"]["booted"]["cachedUpdate"].is_null());
+    m.fails(
+        &["upgrade"],
+        &[&format!(
+            "image {stable}: signature refused: no signature found"
+        )],
+    );
+    assert_eq!(m.roles().staged, None, "nothing staged");
 }

@@ -17,6 +17,7 @@ use osctl_deploy::origin::{CachedUpdate, ORIGIN_VERSION, Origin};
 use osctl_deploy::status::{
     BootType, Bootloader, EntryView, HostView, booted_only, render_human, to_host,
 };
+use osctl_image::{SignatureCheck, SignatureVerdict};
 use serde_json::{Value, json};
 
 fn id(c: char) -> DeploymentId {
@@ -64,6 +65,7 @@ fn entry(c: char, image: &str, version: &str, timestamp: &str) -> EntryView {
         verity_required: true,
         tries: None,
         health: None,
+        signature: None,
     }
 }
 
@@ -77,7 +79,22 @@ fn full_view() -> HostView {
         conflict("ssh/sshd_config", "bothModified"),
         conflict("motd.d", "typeChanged"),
     ];
+    staged.signature = Some(SignatureVerdict {
+        policy: "/etc/containers/policy.json".to_owned(),
+        scope: "docker scope \"quay.io/example\"".to_owned(),
+        check: SignatureCheck::Verified {
+            key: digest('c'),
+            key_type: "ECDSA P-256".to_owned(),
+            signed_digest: digest('1'),
+            identity: REF.to_owned(),
+        },
+    });
     let mut booted = entry('2', REF, "1.1", "2026-11-01T09:30:00Z");
+    booted.signature = Some(SignatureVerdict {
+        policy: "/usr/share/containers/policy.json".to_owned(),
+        scope: "default".to_owned(),
+        check: SignatureCheck::Insecure,
+    });
     booted.origin.cached_update = Some(CachedUpdate {
         manifest_digest: digest('3'),
         version: Some("2.1".to_owned()),
@@ -156,12 +173,30 @@ fn boot_entry_fields() {
     let booted = &v["status"]["booted"];
     assert_eq!(
         v["spec"]["image"],
-        json!({"image": REF, "transport": "registry"})
+        json!({"image": REF, "transport": "registry", "signature": "containerPolicy"})
     );
     assert_eq!(v["status"]["type"], "bootcHost");
     assert_eq!(
+        v["status"]["staged"]["osctl"]["signature"],
+        json!({"result": "verified", "policy": "/etc/containers/policy.json",
+               "scope": "docker scope \"quay.io/example\"", "key": digest('c'),
+               "keyType": "ECDSA P-256", "signedDigest": digest('1'), "identity": REF})
+    );
+    assert_eq!(
+        booted["osctl"]["signature"],
+        json!({"result": "insecure", "policy": "/usr/share/containers/policy.json",
+               "scope": "default"})
+    );
+    // Unknown (a record from before signatures were checked): no field.
+    assert!(
+        v["status"]["rollback"]["image"]["image"]
+            .get("signature")
+            .is_none()
+    );
+    assert!(v["status"]["rollback"]["osctl"].get("signature").is_none());
+    assert_eq!(
         booted["image"],
-        json!({"image": {"image": REF, "transport": "registry"}, "version": "1.1",
+        json!({"image": {"image": REF, "transport": "registry", "signature": "insecure"}, "version": "1.1",
                "timestamp": "2026-11-01T09:30:00Z", "imageDigest": digest('2'),
                "architecture": "amd64"})
     );
@@ -263,6 +298,7 @@ fn human_download_only_staged() {
     let want = "  Staged image: quay.io/example/os:latest
         Digest: sha256:1111111111111111111111111111111111111111111111111111111111111111 (amd64)
        Version: 2.0 (2026-11-25T10:00:00Z)
+     Signature: verified (ECDSA P-256 key sha256:cccccccccccc)
         Kernel: 6.12.0-1-amd64
     Deployment: 111111111111
  Download only: yes: not applied at shutdown (osctl upgrade --from-downloaded releases it)
@@ -299,7 +335,11 @@ fn osctl_fields_sit_in_each_boot_entry() {
             "etcConflicts": [
                 {"path": "ssh/sshd_config", "kind": "bothModified", "resolution": "kept the local version"},
                 {"path": "motd.d", "kind": "typeChanged", "resolution": "kept the local version"}
-            ]
+            ],
+            "signature": {"result": "verified", "policy": "/etc/containers/policy.json",
+                          "scope": "docker scope \"quay.io/example\"", "key": digest('c'),
+                          "keyType": "ECDSA P-256", "signedDigest": digest('1'),
+                          "identity": REF}
         })
     );
     assert_eq!(v["status"]["booted"]["osctl"]["etcConflicts"], json!([]));
@@ -364,6 +404,7 @@ fn human_staged_booted_rollback() {
     let want = "  Staged image: quay.io/example/os:latest
         Digest: sha256:1111111111111111111111111111111111111111111111111111111111111111 (amd64)
        Version: 2.0 (2026-11-25T10:00:00Z)
+     Signature: verified (ECDSA P-256 key sha256:cccccccccccc)
         Kernel: 6.12.0-1-amd64
     Deployment: 111111111111
 /etc conflicts: /etc/ssh/sshd_config (both modified)
@@ -372,6 +413,7 @@ fn human_staged_booted_rollback() {
 ● Booted image: quay.io/example/os:latest
         Digest: sha256:2222222222222222222222222222222222222222222222222222222222222222 (amd64)
        Version: 1.1 (2026-11-01T09:30:00Z)
+     Signature: not verified (the policy accepts anything)
         Kernel: 6.12.0-1-amd64
     Deployment: 222222222222
         Update: 2.1 (2026-12-01T08:00:00Z)
@@ -379,6 +421,7 @@ fn human_staged_booted_rollback() {
   Rollback image: quay.io/example/os:latest
           Digest: sha256:4444444444444444444444444444444444444444444444444444444444444444 (amd64)
          Version: 1.0 (2026-10-01T09:30:00Z)
+       Signature: unknown (pulled before osctl checked signatures)
           Kernel: 6.12.0-1-amd64
       Deployment: 444444444444
           Pinned: yes
@@ -404,6 +447,7 @@ fn human_booted_with_rollback_queued_and_many_conflicts() {
     let want = "● Booted image: oci:/var/lib/images/os:1.1
         Digest: sha256:2222222222222222222222222222222222222222222222222222222222222222 (amd64)
      Timestamp: 2026-11-01T09:30:00Z
+     Signature: not verified (the policy accepts anything)
         Kernel: 6.12.0-1-amd64
     Deployment: 222222222222
 /etc conflicts: 4 (run osctl status --format yaml for the list)
@@ -540,6 +584,7 @@ fn human_boot_assessment() {
     let want = "● Booted image: quay.io/example/os:latest
         Digest: sha256:2222222222222222222222222222222222222222222222222222222222222222 (amd64)
        Version: 2.0 (2026-11-01T09:30:00Z)
+     Signature: unknown (pulled before osctl checked signatures)
         Kernel: 6.12.0-1-amd64
     Deployment: 222222222222
         Health: pending (2 boot attempts left, 1 made)
@@ -547,6 +592,7 @@ fn human_boot_assessment() {
   Rollback image: quay.io/example/os:latest
           Digest: sha256:1111111111111111111111111111111111111111111111111111111111111111 (amd64)
          Version: 1.0 (2026-10-01T09:30:00Z)
+       Signature: unknown (pulled before osctl checked signatures)
           Kernel: 6.12.0-1-amd64
       Deployment: 111111111111
 
@@ -573,6 +619,7 @@ Failed deployment: 666666666666 (1.9): the boot loader gave up on it (boot count
     let want = "● Booted image: quay.io/example/os:latest
         Digest: sha256:2222222222222222222222222222222222222222222222222222222222222222 (amd64)
        Version: 1.1 (2026-11-01T09:30:00Z)
+     Signature: not verified (the policy accepts anything)
         Kernel: 6.12.0-1-amd64
     Deployment: 222222222222
         Health: failed (1 boot attempt left, 2 made): health check 10-net: timed out
@@ -580,6 +627,7 @@ Failed deployment: 666666666666 (1.9): the boot loader gave up on it (boot count
   Rollback image: quay.io/example/os:latest
           Digest: sha256:4444444444444444444444444444444444444444444444444444444444444444 (amd64)
          Version: 1.0 (2026-10-01T09:30:00Z)
+       Signature: unknown (pulled before osctl checked signatures)
           Kernel: 6.12.0-1-amd64
       Deployment: 444444444444
           Pinned: yes

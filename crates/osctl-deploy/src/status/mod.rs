@@ -207,7 +207,12 @@ fn boot_entry(e: &EntryView, booted: bool) -> BootEntry {
         .as_ref()
         .filter(|u| u.manifest_digest != o.manifest_digest)
         .map(|u| ImageStatus {
-            image: e.image_reference(),
+            // Found by `upgrade --check`, which offers only what the policy
+            // accepts; its verdict is not kept, so none is claimed here.
+            image: ImageReference {
+                signature: None,
+                ..e.image_reference()
+            },
             version: u.version.clone(),
             timestamp: valid_timestamp(u.timestamp.as_deref()),
             image_digest: u.manifest_digest.clone(),

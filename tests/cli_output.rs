@@ -96,6 +96,7 @@ fn human_output_snapshots() {
         norm(&String::from_utf8_lossy(&out.stdout)),
         "Pulled: REGISTRY/snap/os:v1\n  \
          manifest  sha256:<digest>\n  \
+         signature not verified (the policy accepts anything)\n  \
          image id  <id>\n  \
          layers    2 fetched, 0 already present\n  \
          store     SYSROOT/sysroot/composefs (insecure mode: no fs-verity on this filesystem)\n"

@@ -156,6 +156,9 @@ fn switch_and_upgrade_from_a_local_build() {
         serde_json::json!({
             "image": format!("{}localhost/os:1", storage.spec()),
             "transport": "containers-storage",
+            // The tests' policy accepts anything (local builds carry no
+            // signatures).
+            "signature": "insecure",
         })
     );
     for (path, want) in [

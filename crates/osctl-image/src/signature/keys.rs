@@ -174,7 +174,9 @@ mod tests {
         let ed_pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
         let ed = Ed25519KeyPair::from_pkcs8(ed_pkcs8.as_ref()).unwrap();
         let msg = b"payload";
-        let cases: [(&[u8], &[u8], Vec<u8>, &str); 2] = [
+        // (algorithm identifier, raw public key, signature over msg, kind)
+        type Case<'a> = (&'a [u8], &'a [u8], Vec<u8>, &'a str);
+        let cases: [Case; 2] = [
             (
                 alg_id::ECDSA_P256.as_ref(),
                 ec.public_key().as_ref(),

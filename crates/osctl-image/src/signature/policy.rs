@@ -265,20 +265,25 @@ enum RawRequirement {
     /// GPG simple signing: parsed loosely, refused when used.
     #[serde(rename = "signedBy")]
     SignedBy(serde::de::IgnoredAny),
-    #[serde(rename = "sigstoreSigned", rename_all = "camelCase")]
-    SigstoreSigned {
-        key_path: Option<String>,
-        key_paths: Option<Vec<String>>,
-        key_data: Option<String>,
-        key_datas: Option<Vec<String>>,
-        fulcio: Option<serde_json::Value>,
-        pki: Option<serde_json::Value>,
-        rekor_public_key_path: Option<String>,
-        rekor_public_key_paths: Option<Vec<String>>,
-        rekor_public_key_data: Option<String>,
-        rekor_public_key_datas: Option<Vec<String>>,
-        signed_identity: Option<RawIdentity>,
-    },
+    #[serde(rename = "sigstoreSigned")]
+    SigstoreSigned(Box<RawSigstore>),
+}
+
+/// `sigstoreSigned`'s fields (boxed: the other requirements are empty).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawSigstore {
+    key_path: Option<String>,
+    key_paths: Option<Vec<String>>,
+    key_data: Option<String>,
+    key_datas: Option<Vec<String>>,
+    fulcio: Option<serde_json::Value>,
+    pki: Option<serde_json::Value>,
+    rekor_public_key_path: Option<String>,
+    rekor_public_key_paths: Option<Vec<String>>,
+    rekor_public_key_data: Option<String>,
+    rekor_public_key_datas: Option<Vec<String>>,
+    signed_identity: Option<RawIdentity>,
 }
 
 #[derive(Deserialize)]
@@ -321,19 +326,20 @@ fn convert(raw: RawRequirement) -> Result<Requirement, String> {
         RawRequirement::SignedBy(_) => {
             Requirement::Unsupported("signedBy (GPG simple signing)".into())
         }
-        RawRequirement::SigstoreSigned {
-            key_path,
-            key_paths,
-            key_data,
-            key_datas,
-            fulcio,
-            pki,
-            rekor_public_key_path,
-            rekor_public_key_paths,
-            rekor_public_key_data,
-            rekor_public_key_datas,
-            signed_identity,
-        } => {
+        RawRequirement::SigstoreSigned(raw) => {
+            let RawSigstore {
+                key_path,
+                key_paths,
+                key_data,
+                key_datas,
+                fulcio,
+                pki,
+                rekor_public_key_path,
+                rekor_public_key_paths,
+                rekor_public_key_data,
+                rekor_public_key_datas,
+                signed_identity,
+            } = *raw;
             let trust = [
                 key_path.is_some(),
                 key_paths.is_some(),

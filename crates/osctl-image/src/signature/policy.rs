@@ -102,23 +102,40 @@ impl Policy {
     /// exists. No policy at all is an error: osctl does not guess what a
     /// machine accepts.
     pub fn load() -> Result<Policy, FetchError> {
-        let path = match std::env::var_os(POLICY_ENV) {
-            Some(p) if !p.is_empty() => PathBuf::from(p),
-            _ => POLICY_PATHS
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.symlink_metadata().is_ok())
-                .ok_or_else(|| FetchError::Policy {
-                    path: PathBuf::from(POLICY_PATHS[0]),
-                    why: format!(
-                        "no signature policy: neither {} nor {} exists (osctl needs one to \
-                         decide which images this machine accepts; see docs/signatures.md)",
-                        POLICY_PATHS[0], POLICY_PATHS[1]
-                    ),
-                    source: None,
-                })?,
-        };
-        Self::load_from(&path)
+        if let Some(p) = std::env::var_os(POLICY_ENV).filter(|p| !p.is_empty()) {
+            return Self::load_from(Path::new(&p));
+        }
+        Self::load_first(&POLICY_PATHS.map(Path::new))
+    }
+
+    /// Reads the first of `paths` that exists.
+    fn load_first(paths: &[&Path]) -> Result<Policy, FetchError> {
+        for &candidate in paths {
+            match candidate.symlink_metadata() {
+                Ok(_) => return Self::load_from(candidate),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                // Only a file that is not there lets the next one decide: an
+                // /etc policy osctl cannot look at must not be replaced by
+                // the image's, which may accept more.
+                Err(e) => {
+                    return Err(FetchError::Policy {
+                        path: candidate.to_path_buf(),
+                        why: "cannot look at it".to_string(),
+                        source: Some(Box::new(e)),
+                    });
+                }
+            }
+        }
+        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        Err(FetchError::Policy {
+            path: paths[0].to_path_buf(),
+            why: format!(
+                "no signature policy: none of {} exists (osctl needs one to decide which \
+                 images this machine accepts; see docs/signatures.md)",
+                shown.join(", ")
+            ),
+            source: None,
+        })
     }
 
     /// Reads the policy file at `path`.

@@ -239,3 +239,29 @@ fn what_osctl_cannot_evaluate_parses_as_unsupported() {
         );
     }
 }
+
+#[test]
+fn the_first_policy_that_exists_decides_and_an_unreadable_one_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open.json");
+    std::fs::write(&open, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
+    let missing = dir.path().join("missing.json");
+    // A path through a regular file: not "not found", so osctl cannot tell
+    // whether a policy is there.
+    let blocked = open.join("policy.json");
+    let loaded = Policy::load_first(&[&missing, &open]).unwrap();
+    assert_eq!(loaded.path(), open);
+    let refused = |paths: &[&Path]| Policy::load_first(paths).unwrap_err().to_string();
+    assert_eq!(
+        refused(&[&blocked, &open]),
+        format!("signature policy {}: cannot look at it", blocked.display())
+    );
+    assert_eq!(
+        refused(&[&missing, &missing]),
+        format!(
+            "signature policy {0}: no signature policy: none of {0}, {0} exists (osctl needs one \
+             to decide which images this machine accepts; see docs/signatures.md)",
+            missing.display()
+        )
+    );
+}

@@ -203,6 +203,25 @@ mod tests {
         assert!(DockerRef::parse("").is_err());
     }
 
+    /// A `remapIdentity` whose prefix matches but whose rewritten name is
+    /// not a reference (an upper-case `signedPrefix`) must refuse: falling
+    /// back to the pulled name would accept a signature for the mirror's
+    /// name, which the rule exists to forbid (containers/image fails there).
+    #[test]
+    fn a_remap_that_cannot_be_applied_refuses() {
+        let rule = SignedIdentity::RemapIdentity {
+            prefix: "mirror.local/os".into(),
+            signed_prefix: "reg.example/OS".into(),
+        };
+        let intended = r("mirror.local/os:v2");
+        for signed in ["mirror.local/os:v2", "reg.example/os:v2"] {
+            assert!(
+                !rule.accepts(&intended, &r(signed)),
+                "remapIdentity to an invalid name accepted a signature for {signed}"
+            );
+        }
+    }
+
     #[test]
     fn each_rule_accepts_exactly_its_signatures() {
         use SignedIdentity::*;

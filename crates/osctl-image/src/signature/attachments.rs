@@ -267,6 +267,31 @@ mod tests {
         );
     }
 
+    /// The `.sig` manifest is the registry's text, not the signer's: what a
+    /// refusal quotes from it must not carry control characters (a newline
+    /// breaks the one-line error, ESC sequences rewrite the admin's
+    /// terminal or forge log lines).
+    #[test]
+    fn refusals_quote_no_control_characters_from_the_registry() {
+        let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let hostile = [
+            // mediaType with a newline and an ESC sequence
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"x\n\u001b[2Kverified","config":{{"mediaType":"a","digest":"{digest}","size":1}},"layers":[]}}"#
+            ),
+            // a key repeated, the key holding the escape
+            r#"{"\u001b[2K\rok":1,"\u001b[2K\rok":2}"#.to_string(),
+        ];
+        for text in hostile {
+            let why = signature_layers(text.as_bytes(), None).unwrap_err();
+            let shown = summarize(vec![why]);
+            assert!(
+                !shown.chars().any(char::is_control),
+                "control characters reach the refusal: {shown:?}"
+            );
+        }
+    }
+
     #[test]
     fn only_oci_manifests_hold_signatures() {
         let layer = |t: &str| {

@@ -204,6 +204,63 @@ mod tests {
         }
     }
 
+    /// A key file whose key can never verify anything (a truncated or
+    /// compressed EC point, an Ed25519 key of the wrong length, an RSA
+    /// modulus under 2048 bits) is a broken key file: it must be refused
+    /// when it is read, naming why, not accepted and then reported as "not
+    /// a valid signature by a trusted key" for every image.
+    #[test]
+    fn keys_that_cannot_verify_are_refused_when_read() {
+        // PKCS#1 RSAPublicKey: SEQUENCE { INTEGER n, INTEGER e }.
+        fn rsa_public_key(modulus_bytes: usize) -> Vec<u8> {
+            let mut n = vec![0x00, 0xc1];
+            n.extend(std::iter::repeat_n(0x5a, modulus_bytes - 1));
+            let mut body = vec![0x02, 0x82, (n.len() >> 8) as u8, n.len() as u8];
+            body.extend(&n);
+            body.extend([0x02, 0x03, 0x01, 0x00, 0x01]);
+            let mut out = vec![
+                DER_SEQUENCE,
+                0x82,
+                (body.len() >> 8) as u8,
+                body.len() as u8,
+            ];
+            out.extend(body);
+            out
+        }
+        let mut compressed = vec![0x02];
+        compressed.extend([7; 32]);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "P-256 point of 10 bytes",
+                spki(alg_id::ECDSA_P256.as_ref(), &[4; 10]),
+            ),
+            (
+                "compressed P-256 point",
+                spki(alg_id::ECDSA_P256.as_ref(), &compressed),
+            ),
+            (
+                "Ed25519 key of 31 bytes",
+                spki(alg_id::ED25519.as_ref(), &[7; 31]),
+            ),
+            (
+                "RSA 1024-bit",
+                spki(alg_id::RSA_ENCRYPTION.as_ref(), &rsa_public_key(128)),
+            ),
+        ];
+        for (what, der) in cases {
+            assert!(
+                PublicKey::from_pem(pem(&der).as_bytes()).is_err(),
+                "{what} was accepted as a key"
+            );
+        }
+        // A 2048-bit modulus of the same shape is a key.
+        let ok = spki(alg_id::RSA_ENCRYPTION.as_ref(), &rsa_public_key(256));
+        assert_eq!(
+            PublicKey::from_pem(pem(&ok).as_bytes()).unwrap().kind(),
+            "RSA"
+        );
+    }
+
     #[test]
     fn keys_osctl_cannot_use_are_refused_by_name() {
         let p521 = spki(alg_id::ECDSA_P521.as_ref(), &[4; 133]);

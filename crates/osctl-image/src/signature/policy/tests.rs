@@ -239,3 +239,75 @@ fn what_osctl_cannot_evaluate_parses_as_unsupported() {
         );
     }
 }
+
+/// An `oci:` scope names a directory, not a spelling of it: a trailing
+/// slash, a doubled slash, `.` or `..` in the reference, or a symlink to the
+/// directory, must not step around the scope to a laxer `default` (the
+/// containers tools resolve the path fully before looking up scopes).
+#[test]
+fn oci_scopes_apply_however_the_path_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("untrusted");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, tmp.path().join("link")).unwrap();
+    let policy = parse(&format!(
+        r#"{{"default":[{{"type":"insecureAcceptAnything"}}],
+            "transports":{{"oci":{{"/srv/untrusted":[{{"type":"reject"}}],
+                                  "{}":[{{"type":"reject"}}]}}}}}}"#,
+        real.display()
+    ))
+    .unwrap();
+    let want_srv = (
+        "oci scope \"/srv/untrusted\"".to_string(),
+        vec![Requirement::Reject],
+    );
+    for reference in [
+        "oci:/srv/untrusted",
+        "oci:/srv/untrusted/",
+        "oci:/srv//untrusted",
+        "oci:/srv/./untrusted",
+        "oci:/srv/other/../untrusted",
+        "oci:/srv/untrusted/:v1",
+    ] {
+        assert_eq!(chosen(&policy, reference), want_srv, "{reference}");
+    }
+    let want_real = (
+        format!("oci scope \"{}\"", real.display()),
+        vec![Requirement::Reject],
+    );
+    let via_link = format!("oci:{}", tmp.path().join("link").display());
+    assert_eq!(chosen(&policy, &via_link), want_real, "{via_link}");
+}
+
+/// A misspelt transport (`dokcer`) would silently leave its scopes unused
+/// and every image to `default`; docs/signatures.md promises that a typo
+/// never opens the machine. Transports the containers tools define still
+/// load (a policy written for podman names `docker-daemon`, `atomic`, …).
+#[test]
+fn a_transport_nobody_defined_is_refused() {
+    let err = parse(
+        r#"{"default":[{"type":"insecureAcceptAnything"}],
+            "transports":{"dokcer":{"reg.example/os":[{"type":"reject"}]}}}"#,
+    )
+    .err()
+    .expect("a policy with transport \"dokcer\" was accepted");
+    assert!(err.contains("dokcer"), "{err}");
+    for known in [
+        "docker",
+        "oci",
+        "oci-archive",
+        "containers-storage",
+        "docker-daemon",
+        "docker-archive",
+        "dir",
+        "atomic",
+        "ostree",
+        "sif",
+        "tarball",
+    ] {
+        parse(&format!(
+            r#"{{"default":[{{"type":"reject"}}],"transports":{{"{known}":{{"":[{{"type":"reject"}}]}}}}}}"#
+        ))
+        .unwrap_or_else(|e| panic!("{known}: {e}"));
+    }
+}

@@ -231,8 +231,24 @@ async fn fetch_payload(
     Ok(buf)
 }
 
-/// "no acceptable signature: r1; r2; r3 (and N more)".
-fn summarize(mut reasons: Vec<String>) -> String {
+/// "no acceptable signature: r1; r2; r3 (and N more)". Reasons may quote
+/// the registry's `.sig` manifest; its control characters are escaped so
+/// that a hostile registry cannot break the line or send terminal escapes.
+fn summarize(reasons: Vec<String>) -> String {
+    let mut reasons: Vec<String> = reasons
+        .into_iter()
+        .map(|r| {
+            r.chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        })
+        .collect();
     reasons.dedup();
     let more = reasons.len().saturating_sub(REASONS_SHOWN);
     reasons.truncate(REASONS_SHOWN);

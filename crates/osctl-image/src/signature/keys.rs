@@ -18,6 +18,12 @@ use crate::verify::sha256_digest;
 
 const DER_SEQUENCE: u8 = 0x30;
 const DER_BIT_STRING: u8 = 0x03;
+const DER_INTEGER: u8 = 0x02;
+/// SEC1's first byte of an uncompressed EC point.
+const SEC1_UNCOMPRESSED: u8 = 0x04;
+/// The RSA key sizes `ring`'s `RSA_PKCS1_2048_8192_SHA256` verifies.
+const RSA_MIN_BITS: usize = 2048;
+const RSA_MAX_BITS: usize = 8192;
 
 /// One trusted public key.
 pub(crate) struct PublicKey {
@@ -77,6 +83,7 @@ impl PublicKey {
                 );
             }
         };
+        usable_key(kind, key)?;
         Ok(PublicKey {
             algorithm,
             key: key.to_vec(),
@@ -99,6 +106,50 @@ impl PublicKey {
     pub(crate) fn kind(&self) -> &'static str {
         self.kind
     }
+}
+
+/// `ring` looks at a key only when it verifies; a key that could never
+/// verify anything is a broken key file, and is said to be one when it is
+/// read: EC points uncompressed and of the curve's length, Ed25519 keys of
+/// 32 bytes, RSA moduli of 2048 to 8192 bits (what `ring` verifies).
+fn usable_key(kind: &str, key: &[u8]) -> Result<(), String> {
+    let point = |len: usize| {
+        if key.len() == len && key.first() == Some(&SEC1_UNCOMPRESSED) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{kind} key is not an uncompressed point of {len} bytes"
+            ))
+        }
+    };
+    match kind {
+        "ECDSA P-256" => point(65),
+        "ECDSA P-384" => point(97),
+        "Ed25519" if key.len() == 32 => Ok(()),
+        "Ed25519" => Err(format!("Ed25519 key of {} bytes, not 32", key.len())),
+        _ => {
+            let bits = rsa_modulus_bits(key).ok_or("malformed RSA public key")?;
+            if (RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "RSA key of {bits} bits (osctl verifies {RSA_MIN_BITS} to {RSA_MAX_BITS})"
+                ))
+            }
+        }
+    }
+}
+
+/// The bit length of a PKCS#1 `RSAPublicKey`'s modulus.
+fn rsa_modulus_bits(key: &[u8]) -> Option<usize> {
+    let (seq, rest) = der_element(key, DER_SEQUENCE)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let (modulus, _) = der_element(seq, DER_INTEGER)?;
+    let start = modulus.iter().position(|b| *b != 0)?;
+    let first = modulus[start];
+    Some((modulus.len() - start - 1) * 8 + (8 - first.leading_zeros() as usize))
 }
 
 /// Splits one DER element with tag `tag` off the front of `input`:

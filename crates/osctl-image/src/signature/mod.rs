@@ -181,6 +181,11 @@ pub(crate) async fn verify(
     })
 }
 
+/// A PEM public key is under 2 KiB even for RSA 8192; the cap keeps a
+/// `keyPath` naming something endless (`/dev/zero`, a disk image) from
+/// being read into memory, as the policy file's own cap does.
+const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+
 /// Reads a requirement's keys; a key that cannot be used makes the policy
 /// unusable for this scope (an error naming the file, not a refusal).
 fn load_keys(policy: &Policy, scope: &str, keys: &KeySource) -> Result<Vec<PublicKey>, FetchError> {
@@ -193,7 +198,7 @@ fn load_keys(policy: &Policy, scope: &str, keys: &KeySource) -> Result<Vec<Publi
         KeySource::Files(paths) => paths
             .iter()
             .map(|p| {
-                let pem = std::fs::read(p).map_err(|e| {
+                let pem = policy::read_capped(p, MAX_KEY_FILE_BYTES).map_err(|e| {
                     policy_error(
                         format!("{scope}: key file {}: cannot read it", p.display()),
                         Some(Box::new(e)),

@@ -55,6 +55,23 @@ pub const POLICY_PATHS: [&str; 2] = [
     "/usr/share/containers/policy.json",
 ];
 
+/// The transports containers-policy.json(5) may name. Others are refused:
+/// a misspelt transport would leave its scopes unused and its images to
+/// `default` without a word.
+const KNOWN_TRANSPORTS: [&str; 11] = [
+    "atomic",
+    "containers-storage",
+    "dir",
+    "docker",
+    "docker-archive",
+    "docker-daemon",
+    "oci",
+    "oci-archive",
+    "ostree",
+    "sif",
+    "tarball",
+];
+
 /// A policy file is a few KiB; the cap keeps a mistaken path (a disk image)
 /// from being read into memory.
 const MAX_POLICY_BYTES: u64 = 1024 * 1024;
@@ -149,6 +166,13 @@ impl Policy {
         let default = convert_list(raw.default, "default")?;
         let mut transports = BTreeMap::new();
         for (transport, scopes) in raw.transports {
+            if !KNOWN_TRANSPORTS.contains(&transport.as_str()) {
+                return Err(format!(
+                    "transports: \"{}\" is not a transport of the containers tools ({})",
+                    transport.escape_debug(),
+                    KNOWN_TRANSPORTS.join(", ")
+                ));
+            }
             let mut out = BTreeMap::new();
             for (scope, list) in scopes {
                 let at = format!("transports.{transport} scope \"{scope}\"");
@@ -216,6 +240,7 @@ fn scope_candidates(imgref: &ImageRef) -> Vec<String> {
             out
         }
         ImageRef::OciLayout { path, tag } | ImageRef::OciArchive { path, tag } => {
+            let path = resolved_path(path);
             let dir = path.display().to_string();
             let mut out = Vec::new();
             if let Some(t) = tag {
@@ -232,7 +257,33 @@ fn scope_candidates(imgref: &ImageRef) -> Vec<String> {
     }
 }
 
-fn read_capped(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+/// The path an `oci:` scope is looked up by: resolved as the containers
+/// tools resolve it (absolute, symlinks followed), so that a trailing or
+/// doubled slash, `.`, `..` or a symlink cannot step around a scope. The
+/// layout has just been read, so it exists; should it have vanished, its
+/// spelling is normalised without the file system (`..` taken lexically).
+fn resolved_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    // `absolute` fails only for an empty path (never parsed) or an
+    // unreadable working directory; the path as written is then all there is.
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+pub(super) fn read_capped(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
     let mut out = Vec::new();
     std::fs::File::open(path)?

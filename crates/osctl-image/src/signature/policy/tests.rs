@@ -289,8 +289,7 @@ fn a_transport_nobody_defined_is_refused() {
         r#"{"default":[{"type":"insecureAcceptAnything"}],
             "transports":{"dokcer":{"reg.example/os":[{"type":"reject"}]}}}"#,
     )
-    .err()
-    .expect("a policy with transport \"dokcer\" was accepted");
+    .expect_err("a policy with transport \"dokcer\" was accepted");
     assert!(err.contains("dokcer"), "{err}");
     for known in [
         "docker",

@@ -121,19 +121,7 @@ impl Policy {
     pub fn load() -> Result<Policy, FetchError> {
         let path = match std::env::var_os(POLICY_ENV) {
             Some(p) if !p.is_empty() => PathBuf::from(p),
-            _ => POLICY_PATHS
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.symlink_metadata().is_ok())
-                .ok_or_else(|| FetchError::Policy {
-                    path: PathBuf::from(POLICY_PATHS[0]),
-                    why: format!(
-                        "no signature policy: neither {} nor {} exists (osctl needs one to \
-                         decide which images this machine accepts; see docs/signatures.md)",
-                        POLICY_PATHS[0], POLICY_PATHS[1]
-                    ),
-                    source: None,
-                })?,
+            _ => first_existing(&POLICY_PATHS)?,
         };
         Self::load_from(&path)
     }
@@ -210,6 +198,23 @@ impl Policy {
             scope: "default".to_string(),
         }
     }
+}
+
+/// The first of `paths` that exists.
+fn first_existing(paths: &[&str]) -> Result<PathBuf, FetchError> {
+    paths
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.symlink_metadata().is_ok())
+        .ok_or_else(|| FetchError::Policy {
+            path: PathBuf::from(paths[0]),
+            why: format!(
+                "no signature policy: neither {} exists (osctl needs one to decide which \
+                 images this machine accepts; see docs/signatures.md)",
+                paths.join(" nor ")
+            ),
+            source: None,
+        })
 }
 
 /// The transport's name in policy.json (`docker`, not osctl's `registry`).

@@ -310,3 +310,40 @@ fn a_transport_nobody_defined_is_refused() {
         .unwrap_or_else(|e| panic!("{known}: {e}"));
     }
 }
+
+/// Only "no such file" moves the search on to the next policy file: a
+/// file in /etc that cannot be looked at (ENOTDIR here; EIO or a security
+/// module's EACCES on a machine) must refuse, not hand the machine to the
+/// laxer policy the image ships in /usr.
+#[test]
+fn a_policy_that_cannot_be_looked_at_is_not_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let not_a_dir = tmp.path().join("containers");
+    std::fs::write(&not_a_dir, "a file where a directory belongs").unwrap();
+    let admins = not_a_dir.join("policy.json");
+    let shipped = tmp.path().join("shipped.json");
+    std::fs::write(
+        &shipped,
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )
+    .unwrap();
+    let (a, s) = (admins.display().to_string(), shipped.display().to_string());
+    match first_existing(&[&a, &s]) {
+        Err(FetchError::Policy { path, .. }) => assert_eq!(path, admins),
+        other => panic!("took {other:?} instead of refusing"),
+    }
+    // A missing file is skipped; none at all is an error naming both.
+    assert_eq!(
+        first_existing(&["/nonexistent/policy.json", &s]).unwrap(),
+        shipped
+    );
+    let none = first_existing(&["/nonexistent/a.json", "/nonexistent/b.json"])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        none,
+        "signature policy /nonexistent/a.json: no signature policy: neither /nonexistent/a.json \
+         nor /nonexistent/b.json exists (osctl needs one to decide which images this machine \
+         accepts; see docs/signatures.md)"
+    );
+}

@@ -200,21 +200,35 @@ impl Policy {
     }
 }
 
-/// The first of `paths` that exists.
+/// The first of `paths` that exists. Only "no such file" moves on to the
+/// next: a path that cannot be looked at (EIO, ENOTDIR, a security
+/// module's EACCES) is an error, never a reason to take a laxer file.
 fn first_existing(paths: &[&str]) -> Result<PathBuf, FetchError> {
-    paths
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.symlink_metadata().is_ok())
-        .ok_or_else(|| FetchError::Policy {
-            path: PathBuf::from(paths[0]),
-            why: format!(
-                "no signature policy: neither {} exists (osctl needs one to decide which \
-                 images this machine accepts; see docs/signatures.md)",
-                paths.join(" nor ")
-            ),
-            source: None,
-        })
+    for p in paths {
+        let path = PathBuf::from(p);
+        match path.symlink_metadata() {
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(FetchError::Policy {
+                    path,
+                    why: "cannot look at it (osctl does not fall back to another policy file \
+                          when one it should read is unreadable)"
+                        .to_string(),
+                    source: Some(Box::new(e)),
+                });
+            }
+        }
+    }
+    Err(FetchError::Policy {
+        path: PathBuf::from(paths[0]),
+        why: format!(
+            "no signature policy: neither {} exists (osctl needs one to decide which \
+             images this machine accepts; see docs/signatures.md)",
+            paths.join(" nor ")
+        ),
+        source: None,
+    })
 }
 
 /// The transport's name in policy.json (`docker`, not osctl's `registry`).

@@ -18,7 +18,7 @@ use osctl_testutil::sigstore::{
     push_signatures_with, sign_image,
 };
 use osctl_testutil::{
-    BuiltImage, Entry, ImageSpec, Layer, Registry, RegistryOptions, write_index_layout,
+    BuiltImage, Entry, Fault, ImageSpec, Layer, Registry, RegistryOptions, write_index_layout,
 };
 use serde_json::Value;
 
@@ -815,4 +815,56 @@ fn deployments_show_their_signature_and_updates_must_be_signed_too() {
         )],
     );
     assert_eq!(m.roles().staged, None, "nothing staged");
+}
+
+/// A registry that fails the signature lookup (500, not 404) must refuse
+/// the image even where the scope also says `insecureAcceptAnything`: only
+/// "no such tag" means "no signature", and every requirement must pass.
+/// Once the registry answers again, the same image verifies.
+const RETRIES: u64 = 4;
+
+#[test]
+fn a_failing_signature_lookup_refuses_and_is_not_read_as_no_signature() {
+    let f = Fixture::new();
+    let (_, image) = f.push("lookup/os:v1");
+    let proxy = osctl_testutil::DropProxy::passthrough(&f.registry.addr()).unwrap();
+    let reference = proxy.image_ref("lookup/os:v1");
+    sign_image(
+        &f.registry,
+        "lookup/os",
+        &image.manifest_digest,
+        &reference,
+        &f.key,
+    )
+    .unwrap();
+    let policy = f.policy_file(
+        "lookup.json",
+        &format!(
+            r#"{{"default":[{{"type":"reject"}}],"transports":{{"docker":{{"{}/lookup/os":[{{"type":"insecureAcceptAnything"}},{}]}}}}}}"#,
+            proxy.addr(),
+            f.signed_by_key("")
+        ),
+    );
+    let osctl = f.osctl(&policy);
+    let tag = format!("{}.sig", image.manifest_digest.replacen(':', "-", 1));
+    // Every attempt of one pull (osctl retries a 500 a few times).
+    proxy.fail_next(&tag, Fault::Status(500), RETRIES);
+    let line = osctl.pull_fails(&[&reference], &[&reference, &tag, "HTTP 500"]);
+    assert!(!line.contains("no signature found"), "{line}");
+    f.assert_no_blob_fetched("lookup/os", &image);
+    assert!(
+        proxy
+            .log()
+            .iter()
+            .any(|r| r.target.contains(&tag) && r.status == 500),
+        "the proxy never failed the signature lookup"
+    );
+
+    // The faults are used up: the registry answers again.
+    let pulled = osctl.pull(&reference);
+    assert!(
+        pulled.contains("signature verified (ECDSA P-256 key sha256:"),
+        "{pulled}"
+    );
+    assert_eq!(listed_signature(&osctl)["result"], "verified");
 }

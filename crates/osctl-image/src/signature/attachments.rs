@@ -231,8 +231,24 @@ async fn fetch_payload(
     Ok(buf)
 }
 
-/// "no acceptable signature: r1; r2; r3 (and N more)".
-fn summarize(mut reasons: Vec<String>) -> String {
+/// "no acceptable signature: r1; r2; r3 (and N more)". Reasons may quote
+/// the registry's `.sig` manifest; its control characters are escaped so
+/// that a hostile registry cannot break the line or send terminal escapes.
+fn summarize(reasons: Vec<String>) -> String {
+    let mut reasons: Vec<String> = reasons
+        .into_iter()
+        .map(|r| {
+            r.chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        })
+        .collect();
     reasons.dedup();
     let more = reasons.len().saturating_sub(REASONS_SHOWN);
     reasons.truncate(REASONS_SHOWN);
@@ -265,6 +281,31 @@ mod tests {
             r(&["a", "b", "c", "d", "e"]),
             "no acceptable signature: a; b; c (and 2 more)"
         );
+    }
+
+    /// The `.sig` manifest is the registry's text, not the signer's: what a
+    /// refusal quotes from it must not carry control characters (a newline
+    /// breaks the one-line error, ESC sequences rewrite the admin's
+    /// terminal or forge log lines).
+    #[test]
+    fn refusals_quote_no_control_characters_from_the_registry() {
+        let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let hostile = [
+            // mediaType with a newline and an ESC sequence
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"x\n\u001b[2Kverified","config":{{"mediaType":"a","digest":"{digest}","size":1}},"layers":[]}}"#
+            ),
+            // a key repeated, the key holding the escape
+            r#"{"\u001b[2K\rok":1,"\u001b[2K\rok":2}"#.to_string(),
+        ];
+        for text in hostile {
+            let why = signature_layers(text.as_bytes(), None).unwrap_err();
+            let shown = summarize(vec![why]);
+            assert!(
+                !shown.chars().any(char::is_control),
+                "control characters reach the refusal: {shown:?}"
+            );
+        }
     }
 
     #[test]

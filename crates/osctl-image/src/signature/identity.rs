@@ -98,10 +98,13 @@ impl SignedIdentity {
             SignedIdentity::RemapIdentity {
                 prefix,
                 signed_prefix,
-            } => {
-                let remapped = remap(intended, prefix, signed_prefix);
-                repo_digest_or_exact(remapped.as_ref().unwrap_or(intended), signed)
-            }
+            } => match remap(intended, prefix, signed_prefix) {
+                None => repo_digest_or_exact(intended, signed),
+                Some(Ok(remapped)) => repo_digest_or_exact(&remapped, signed),
+                // The prefix applies but the rewritten name is no
+                // reference: refuse, never fall back to the pulled name.
+                Some(Err(_)) => false,
+            },
         }
     }
 
@@ -136,14 +139,22 @@ fn repo_digest_or_exact(intended: &DockerRef, signed: &DockerRef) -> bool {
 
 /// `intended` with `prefix` replaced by `signed_prefix`, when its name is
 /// `prefix` or lies under `prefix/`; `None` when the prefix does not apply
-/// (then the reference is compared as it is).
-fn remap(intended: &DockerRef, prefix: &str, signed_prefix: &str) -> Option<DockerRef> {
+/// (then the reference is compared as it is), `Some(Err)` when it applies
+/// but the result is not a reference.
+fn remap(
+    intended: &DockerRef,
+    prefix: &str,
+    signed_prefix: &str,
+) -> Option<Result<DockerRef, String>> {
     let rest = intended.name.strip_prefix(prefix)?;
     if !(rest.is_empty() || rest.starts_with('/')) {
         return None;
     }
     let whole = intended.to_string();
-    DockerRef::parse(&format!("{signed_prefix}{}", &whole[prefix.len()..])).ok()
+    Some(DockerRef::parse(&format!(
+        "{signed_prefix}{}",
+        &whole[prefix.len()..]
+    )))
 }
 
 #[cfg(test)]
@@ -201,6 +212,25 @@ mod tests {
         assert_eq!(by_digest.to_string(), format!("localhost:5000/os@{DIGEST}"));
         assert!(DockerRef::parse("a b").is_err());
         assert!(DockerRef::parse("").is_err());
+    }
+
+    /// A `remapIdentity` whose prefix matches but whose rewritten name is
+    /// not a reference (an upper-case `signedPrefix`) must refuse: falling
+    /// back to the pulled name would accept a signature for the mirror's
+    /// name, which the rule exists to forbid (containers/image fails there).
+    #[test]
+    fn a_remap_that_cannot_be_applied_refuses() {
+        let rule = SignedIdentity::RemapIdentity {
+            prefix: "mirror.local/os".into(),
+            signed_prefix: "reg.example/OS".into(),
+        };
+        let intended = r("mirror.local/os:v2");
+        for signed in ["mirror.local/os:v2", "reg.example/os:v2"] {
+            assert!(
+                !rule.accepts(&intended, &r(signed)),
+                "remapIdentity to an invalid name accepted a signature for {signed}"
+            );
+        }
     }
 
     #[test]

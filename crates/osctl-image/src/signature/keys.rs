@@ -18,6 +18,12 @@ use crate::verify::sha256_digest;
 
 const DER_SEQUENCE: u8 = 0x30;
 const DER_BIT_STRING: u8 = 0x03;
+const DER_INTEGER: u8 = 0x02;
+/// SEC1's first byte of an uncompressed EC point.
+const SEC1_UNCOMPRESSED: u8 = 0x04;
+/// The RSA key sizes `ring`'s `RSA_PKCS1_2048_8192_SHA256` verifies.
+const RSA_MIN_BITS: usize = 2048;
+const RSA_MAX_BITS: usize = 8192;
 
 /// One trusted public key.
 pub(crate) struct PublicKey {
@@ -77,6 +83,7 @@ impl PublicKey {
                 );
             }
         };
+        usable_key(kind, key)?;
         Ok(PublicKey {
             algorithm,
             key: key.to_vec(),
@@ -99,6 +106,50 @@ impl PublicKey {
     pub(crate) fn kind(&self) -> &'static str {
         self.kind
     }
+}
+
+/// `ring` looks at a key only when it verifies; a key that could never
+/// verify anything is a broken key file, and is said to be one when it is
+/// read: EC points uncompressed and of the curve's length, Ed25519 keys of
+/// 32 bytes, RSA moduli of 2048 to 8192 bits (what `ring` verifies).
+fn usable_key(kind: &str, key: &[u8]) -> Result<(), String> {
+    let point = |len: usize| {
+        if key.len() == len && key.first() == Some(&SEC1_UNCOMPRESSED) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{kind} key is not an uncompressed point of {len} bytes"
+            ))
+        }
+    };
+    match kind {
+        "ECDSA P-256" => point(65),
+        "ECDSA P-384" => point(97),
+        "Ed25519" if key.len() == 32 => Ok(()),
+        "Ed25519" => Err(format!("Ed25519 key of {} bytes, not 32", key.len())),
+        _ => {
+            let bits = rsa_modulus_bits(key).ok_or("malformed RSA public key")?;
+            if (RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "RSA key of {bits} bits (osctl verifies {RSA_MIN_BITS} to {RSA_MAX_BITS})"
+                ))
+            }
+        }
+    }
+}
+
+/// The bit length of a PKCS#1 `RSAPublicKey`'s modulus.
+fn rsa_modulus_bits(key: &[u8]) -> Option<usize> {
+    let (seq, rest) = der_element(key, DER_SEQUENCE)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let (modulus, _) = der_element(seq, DER_INTEGER)?;
+    let start = modulus.iter().position(|b| *b != 0)?;
+    let first = modulus[start];
+    Some((modulus.len() - start - 1) * 8 + (8 - first.leading_zeros() as usize))
 }
 
 /// Splits one DER element with tag `tag` off the front of `input`:
@@ -202,6 +253,63 @@ mod tests {
             flipped[last] ^= 1;
             assert!(!key.verifies(msg, &flipped), "{kind}");
         }
+    }
+
+    /// A key file whose key can never verify anything (a truncated or
+    /// compressed EC point, an Ed25519 key of the wrong length, an RSA
+    /// modulus under 2048 bits) is a broken key file: it must be refused
+    /// when it is read, naming why, not accepted and then reported as "not
+    /// a valid signature by a trusted key" for every image.
+    #[test]
+    fn keys_that_cannot_verify_are_refused_when_read() {
+        // PKCS#1 RSAPublicKey: SEQUENCE { INTEGER n, INTEGER e }.
+        fn rsa_public_key(modulus_bytes: usize) -> Vec<u8> {
+            let mut n = vec![0x00, 0xc1];
+            n.extend(std::iter::repeat_n(0x5a, modulus_bytes - 1));
+            let mut body = vec![0x02, 0x82, (n.len() >> 8) as u8, n.len() as u8];
+            body.extend(&n);
+            body.extend([0x02, 0x03, 0x01, 0x00, 0x01]);
+            let mut out = vec![
+                DER_SEQUENCE,
+                0x82,
+                (body.len() >> 8) as u8,
+                body.len() as u8,
+            ];
+            out.extend(body);
+            out
+        }
+        let mut compressed = vec![0x02];
+        compressed.extend([7; 32]);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "P-256 point of 10 bytes",
+                spki(alg_id::ECDSA_P256.as_ref(), &[4; 10]),
+            ),
+            (
+                "compressed P-256 point",
+                spki(alg_id::ECDSA_P256.as_ref(), &compressed),
+            ),
+            (
+                "Ed25519 key of 31 bytes",
+                spki(alg_id::ED25519.as_ref(), &[7; 31]),
+            ),
+            (
+                "RSA 1024-bit",
+                spki(alg_id::RSA_ENCRYPTION.as_ref(), &rsa_public_key(128)),
+            ),
+        ];
+        for (what, der) in cases {
+            assert!(
+                PublicKey::from_pem(pem(&der).as_bytes()).is_err(),
+                "{what} was accepted as a key"
+            );
+        }
+        // A 2048-bit modulus of the same shape is a key.
+        let ok = spki(alg_id::RSA_ENCRYPTION.as_ref(), &rsa_public_key(256));
+        assert_eq!(
+            PublicKey::from_pem(pem(&ok).as_bytes()).unwrap().kind(),
+            "RSA"
+        );
     }
 
     #[test]

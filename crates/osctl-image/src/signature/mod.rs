@@ -181,6 +181,11 @@ pub(crate) async fn verify(
     })
 }
 
+/// A PEM public key is under 2 KiB even for RSA 8192; the cap keeps a
+/// `keyPath` naming something endless (`/dev/zero`, a disk image) from
+/// being read into memory, as the policy file's own cap does.
+const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
+
 /// Reads a requirement's keys; a key that cannot be used makes the policy
 /// unusable for this scope (an error naming the file, not a refusal).
 fn load_keys(policy: &Policy, scope: &str, keys: &KeySource) -> Result<Vec<PublicKey>, FetchError> {
@@ -193,7 +198,7 @@ fn load_keys(policy: &Policy, scope: &str, keys: &KeySource) -> Result<Vec<Publi
         KeySource::Files(paths) => paths
             .iter()
             .map(|p| {
-                let pem = std::fs::read(p).map_err(|e| {
+                let pem = policy::read_capped(p, MAX_KEY_FILE_BYTES).map_err(|e| {
                     policy_error(
                         format!("{scope}: key file {}: cannot read it", p.display()),
                         Some(Box::new(e)),
@@ -212,5 +217,43 @@ fn load_keys(policy: &Policy, scope: &str, keys: &KeySource) -> Result<Vec<Publi
                     .map_err(|why| policy_error(format!("{scope}: keyData {}: {why}", i + 1), None))
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key file is a few hundred bytes. A `keyPath` naming something
+    /// endless (`/dev/zero`, a disk image, a FIFO) must fail at a cap, as
+    /// the policy file itself does, not be read whole into memory.
+    #[test]
+    fn a_key_file_is_read_only_up_to_a_cap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let big = tmp.path().join("big.pub");
+        let file = std::fs::File::create(&big).unwrap();
+        // Sparse: costs no disk, reads as 64 MiB of zeros.
+        file.set_len(64 * 1024 * 1024).unwrap();
+        let policy_path = tmp.path().join("policy.json");
+        let policy = Policy::parse(
+            format!(
+                r#"{{"default":[{{"type":"sigstoreSigned","keyPath":"{}"}}]}}"#,
+                big.display()
+            )
+            .as_bytes(),
+            &policy_path,
+        )
+        .unwrap();
+        let imgref = ImageRef::parse("reg.example/os:1").unwrap();
+        let chosen = policy.requirements_for(&imgref);
+        let Requirement::SigstoreSigned { keys, .. } = &chosen.requirements[0] else {
+            panic!("parsed as {:?}", chosen.requirements);
+        };
+        let err = load_keys(&policy, "default", keys).err().expect("refused");
+        let text = crate::error_chain(&err);
+        assert!(
+            text.contains(&format!("key file {}", big.display())) && text.contains("larger than"),
+            "{text}"
+        );
     }
 }

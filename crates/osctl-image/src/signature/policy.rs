@@ -55,6 +55,23 @@ pub const POLICY_PATHS: [&str; 2] = [
     "/usr/share/containers/policy.json",
 ];
 
+/// The transports containers-policy.json(5) may name. Others are refused:
+/// a misspelt transport would leave its scopes unused and its images to
+/// `default` without a word.
+const KNOWN_TRANSPORTS: [&str; 11] = [
+    "atomic",
+    "containers-storage",
+    "dir",
+    "docker",
+    "docker-archive",
+    "docker-daemon",
+    "oci",
+    "oci-archive",
+    "ostree",
+    "sif",
+    "tarball",
+];
+
 /// A policy file is a few KiB; the cap keeps a mistaken path (a disk image)
 /// from being read into memory.
 const MAX_POLICY_BYTES: u64 = 1024 * 1024;
@@ -102,40 +119,11 @@ impl Policy {
     /// exists. No policy at all is an error: osctl does not guess what a
     /// machine accepts.
     pub fn load() -> Result<Policy, FetchError> {
-        if let Some(p) = std::env::var_os(POLICY_ENV).filter(|p| !p.is_empty()) {
-            return Self::load_from(Path::new(&p));
-        }
-        Self::load_first(&POLICY_PATHS.map(Path::new))
-    }
-
-    /// Reads the first of `paths` that exists.
-    fn load_first(paths: &[&Path]) -> Result<Policy, FetchError> {
-        for &candidate in paths {
-            match candidate.symlink_metadata() {
-                Ok(_) => return Self::load_from(candidate),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                // Only a file that is not there lets the next one decide: an
-                // /etc policy osctl cannot look at must not be replaced by
-                // the image's, which may accept more.
-                Err(e) => {
-                    return Err(FetchError::Policy {
-                        path: candidate.to_path_buf(),
-                        why: "cannot look at it".to_string(),
-                        source: Some(Box::new(e)),
-                    });
-                }
-            }
-        }
-        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-        Err(FetchError::Policy {
-            path: paths[0].to_path_buf(),
-            why: format!(
-                "no signature policy: none of {} exists (osctl needs one to decide which \
-                 images this machine accepts; see docs/signatures.md)",
-                shown.join(", ")
-            ),
-            source: None,
-        })
+        let path = match std::env::var_os(POLICY_ENV) {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => first_existing(&POLICY_PATHS)?,
+        };
+        Self::load_from(&path)
     }
 
     /// Reads the policy file at `path`.
@@ -166,6 +154,13 @@ impl Policy {
         let default = convert_list(raw.default, "default")?;
         let mut transports = BTreeMap::new();
         for (transport, scopes) in raw.transports {
+            if !KNOWN_TRANSPORTS.contains(&transport.as_str()) {
+                return Err(format!(
+                    "transports: \"{}\" is not a transport of the containers tools ({})",
+                    transport.escape_debug(),
+                    KNOWN_TRANSPORTS.join(", ")
+                ));
+            }
             let mut out = BTreeMap::new();
             for (scope, list) in scopes {
                 let at = format!("transports.{transport} scope \"{scope}\"");
@@ -205,6 +200,37 @@ impl Policy {
     }
 }
 
+/// The first of `paths` that exists. Only "no such file" moves on to the
+/// next: a path that cannot be looked at (EIO, ENOTDIR, a security
+/// module's EACCES) is an error, never a reason to take a laxer file.
+fn first_existing(paths: &[&str]) -> Result<PathBuf, FetchError> {
+    for p in paths {
+        let path = PathBuf::from(p);
+        match path.symlink_metadata() {
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(FetchError::Policy {
+                    path,
+                    why: "cannot look at it (osctl does not fall back to another policy file \
+                          when one it should read is unreadable)"
+                        .to_string(),
+                    source: Some(Box::new(e)),
+                });
+            }
+        }
+    }
+    Err(FetchError::Policy {
+        path: PathBuf::from(paths[0]),
+        why: format!(
+            "no signature policy: neither {} exists (osctl needs one to decide which \
+             images this machine accepts; see docs/signatures.md)",
+            paths.join(" nor ")
+        ),
+        source: None,
+    })
+}
+
 /// The transport's name in policy.json (`docker`, not osctl's `registry`).
 fn policy_transport(imgref: &ImageRef) -> &'static str {
     match imgref {
@@ -233,6 +259,7 @@ fn scope_candidates(imgref: &ImageRef) -> Vec<String> {
             out
         }
         ImageRef::OciLayout { path, tag } | ImageRef::OciArchive { path, tag } => {
+            let path = resolved_path(path);
             let dir = path.display().to_string();
             let mut out = Vec::new();
             if let Some(t) = tag {
@@ -249,7 +276,33 @@ fn scope_candidates(imgref: &ImageRef) -> Vec<String> {
     }
 }
 
-fn read_capped(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+/// The path an `oci:` scope is looked up by: resolved as the containers
+/// tools resolve it (absolute, symlinks followed), so that a trailing or
+/// doubled slash, `.`, `..` or a symlink cannot step around a scope. The
+/// layout has just been read, so it exists; should it have vanished, its
+/// spelling is normalised without the file system (`..` taken lexically).
+fn resolved_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
+    // `absolute` fails only for an empty path (never parsed) or an
+    // unreadable working directory; the path as written is then all there is.
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+pub(super) fn read_capped(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
     let mut out = Vec::new();
     std::fs::File::open(path)?

@@ -240,28 +240,110 @@ fn what_osctl_cannot_evaluate_parses_as_unsupported() {
     }
 }
 
+/// An `oci:` scope names a directory, not a spelling of it: a trailing
+/// slash, a doubled slash, `.` or `..` in the reference, or a symlink to the
+/// directory, must not step around the scope to a laxer `default` (the
+/// containers tools resolve the path fully before looking up scopes).
 #[test]
-fn the_first_policy_that_exists_decides_and_an_unreadable_one_refuses() {
-    let dir = tempfile::tempdir().unwrap();
-    let open = dir.path().join("open.json");
-    std::fs::write(&open, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
-    let missing = dir.path().join("missing.json");
-    // A path through a regular file: not "not found", so osctl cannot tell
-    // whether a policy is there.
-    let blocked = open.join("policy.json");
-    let loaded = Policy::load_first(&[&missing, &open]).unwrap();
-    assert_eq!(loaded.path(), open);
-    let refused = |paths: &[&Path]| Policy::load_first(paths).unwrap_err().to_string();
-    assert_eq!(
-        refused(&[&blocked, &open]),
-        format!("signature policy {}: cannot look at it", blocked.display())
+fn oci_scopes_apply_however_the_path_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("untrusted");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, tmp.path().join("link")).unwrap();
+    let policy = parse(&format!(
+        r#"{{"default":[{{"type":"insecureAcceptAnything"}}],
+            "transports":{{"oci":{{"/srv/untrusted":[{{"type":"reject"}}],
+                                  "{}":[{{"type":"reject"}}]}}}}}}"#,
+        real.display()
+    ))
+    .unwrap();
+    let want_srv = (
+        "oci scope \"/srv/untrusted\"".to_string(),
+        vec![Requirement::Reject],
     );
+    for reference in [
+        "oci:/srv/untrusted",
+        "oci:/srv/untrusted/",
+        "oci:/srv//untrusted",
+        "oci:/srv/./untrusted",
+        "oci:/srv/other/../untrusted",
+        "oci:/srv/untrusted/:v1",
+    ] {
+        assert_eq!(chosen(&policy, reference), want_srv, "{reference}");
+    }
+    let want_real = (
+        format!("oci scope \"{}\"", real.display()),
+        vec![Requirement::Reject],
+    );
+    let via_link = format!("oci:{}", tmp.path().join("link").display());
+    assert_eq!(chosen(&policy, &via_link), want_real, "{via_link}");
+}
+
+/// A misspelt transport (`dokcer`) would silently leave its scopes unused
+/// and every image to `default`; docs/signatures.md promises that a typo
+/// never opens the machine. Transports the containers tools define still
+/// load (a policy written for podman names `docker-daemon`, `atomic`, …).
+#[test]
+fn a_transport_nobody_defined_is_refused() {
+    let err = parse(
+        r#"{"default":[{"type":"insecureAcceptAnything"}],
+            "transports":{"dokcer":{"reg.example/os":[{"type":"reject"}]}}}"#,
+    )
+    .expect_err("a policy with transport \"dokcer\" was accepted");
+    assert!(err.contains("dokcer"), "{err}");
+    for known in [
+        "docker",
+        "oci",
+        "oci-archive",
+        "containers-storage",
+        "docker-daemon",
+        "docker-archive",
+        "dir",
+        "atomic",
+        "ostree",
+        "sif",
+        "tarball",
+    ] {
+        parse(&format!(
+            r#"{{"default":[{{"type":"reject"}}],"transports":{{"{known}":{{"":[{{"type":"reject"}}]}}}}}}"#
+        ))
+        .unwrap_or_else(|e| panic!("{known}: {e}"));
+    }
+}
+
+/// Only "no such file" moves the search on to the next policy file: a
+/// file in /etc that cannot be looked at (ENOTDIR here; EIO or a security
+/// module's EACCES on a machine) must refuse, not hand the machine to the
+/// laxer policy the image ships in /usr.
+#[test]
+fn a_policy_that_cannot_be_looked_at_is_not_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let not_a_dir = tmp.path().join("containers");
+    std::fs::write(&not_a_dir, "a file where a directory belongs").unwrap();
+    let admins = not_a_dir.join("policy.json");
+    let shipped = tmp.path().join("shipped.json");
+    std::fs::write(
+        &shipped,
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )
+    .unwrap();
+    let (a, s) = (admins.display().to_string(), shipped.display().to_string());
+    match first_existing(&[&a, &s]) {
+        Err(FetchError::Policy { path, .. }) => assert_eq!(path, admins),
+        other => panic!("took {other:?} instead of refusing"),
+    }
+    // A missing file is skipped; none at all is an error naming both.
     assert_eq!(
-        refused(&[&missing, &missing]),
-        format!(
-            "signature policy {0}: no signature policy: none of {0}, {0} exists (osctl needs one \
-             to decide which images this machine accepts; see docs/signatures.md)",
-            missing.display()
-        )
+        first_existing(&["/nonexistent/policy.json", &s]).unwrap(),
+        shipped
+    );
+    let none = first_existing(&["/nonexistent/a.json", "/nonexistent/b.json"])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        none,
+        "signature policy /nonexistent/a.json: no signature policy: neither /nonexistent/a.json \
+         nor /nonexistent/b.json exists (osctl needs one to decide which images this machine \
+         accepts; see docs/signatures.md)"
     );
 }

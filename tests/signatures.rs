@@ -115,7 +115,7 @@ impl Fixture {
 
 /// `sha256:` of the key's DER SubjectPublicKeyInfo, as OpenSSL's own tool
 /// writes it: how osctl must name the key.
-fn fingerprint(public_pem: &Path) -> String {
+pub(crate) fn fingerprint(public_pem: &Path) -> String {
     let out = Command::new("openssl")
         .args(["pkey", "-pubin", "-outform", "DER", "-in"])
         .arg(public_pem)

@@ -17,6 +17,7 @@ mod deploy_bad_input;
 mod deploy_crash;
 mod deploy_download_only;
 mod deploy_recovery;
+mod deploy_signature;
 mod deploy_walkthrough;
 mod diff;
 mod install;

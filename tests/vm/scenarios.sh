@@ -206,26 +206,66 @@ registry_gets() {
     awk -v what="\"GET /v2/osctl-vmtest/$2/" 'index($0, what) && / 200 / { n++ } END { print n + 0 }'
 }
 
+# The registry VM's signatures: osctl-test-sign (crates/osctl-testutil) signs, in the running
+# registry, with a P-256 key made for the run; the guest's policy trusts its public half.
+SIGNER=""
+SIGN_KEY=""
+SIGN_PUB=""
+
+# signer_setup DIR — builds osctl-test-sign and makes the key pair in DIR (which must not
+# hold one: the signer never overwrites a key).
+signer_setup() {
+  local target
+  (cd "$repo" && cargo build -p osctl-testutil --bin osctl-test-sign --locked >&2)
+  target=$(cd "$repo" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+  SIGNER="$target/debug/osctl-test-sign"
+  SIGN_KEY="$1/osctl-vmtest.key"
+  # The name the guest installs it under (tests/vm/guest-step).
+  SIGN_PUB="$1/osctl-vmtest.pub"
+  "$SIGNER" generate-key --kind p256 --private "$SIGN_KEY" --public "$SIGN_PUB"
+}
+
+# registry_sign REPO:TAG IDENTITY — sign the manifest REPO:TAG names in the running registry,
+# vouching for IDENTITY: the reference the guest pulls it by (the policy's default
+# signedIdentity, matchRepoDigestOrExact, wants the guest's tag there).
+registry_sign() {
+  "$SIGNER" sign --key "$SIGN_KEY" --registry "$REGISTRY_ADDR" --image "$1" \
+    --identity "$2" >/dev/null
+}
+
 # registry_vm — updates from the host's docker-registry, which the guest reaches only
-# through QEMU's user networking (restrict=on) and one guestfwd to its 127.0.0.1 port:
-# `switch` to the :track tag (v2), then `upgrade` once the host moved it to v3.
+# through QEMU's user networking (restrict=on) and one guestfwd to its 127.0.0.1 port,
+# under a policy that requires the test key's signature for that registry: `switch` to an
+# unsigned copy of v2 is refused, `switch` to the :track tag (v2, signed) works, then
+# `upgrade` once the host moved it to v3 (signed before the move), then the nginx example.
 registry_vm() {
-  vm_expect registry/registry-0-v1 registry/registry-1-v2 registry/registry-1-upgraded \
-    registry/registry-2-v3 registry/switch-from-registry registry/upgrade-from-registry \
-    registry/registry-2-diff registry/registry-3-nginx
-  local disk mark n
+  vm_expect registry/signature-refused registry/registry-0-v1 registry/registry-1-v2 \
+    registry/signature-verified registry/registry-1-upgraded registry/registry-2-v3 \
+    registry/switch-from-registry registry/upgrade-from-registry registry/registry-2-diff \
+    registry/registry-3-nginx
+  local disk mark n guest=10.0.2.100:5000
   disk=$(vm_disk registry) || return 1
   rm -rf "$work/registry"
   registry_start "$work/registry"
+  signer_setup "$work/registry"
   registry_push "oci:$work/oci:v2" osctl-vmtest:track
+  registry_sign osctl-vmtest:track "$guest/osctl-vmtest:track"
+  # The same v2, never signed: the switch the policy refuses.
+  registry_push "oci:$work/oci:v2" osctl-vmtest-unsigned:v2
+  # v3 is signed now, under the tag the guest will find it by, and moved to :track later:
+  # the tag never names an unsigned manifest.
+  registry_push "oci:$work/oci:v3" osctl-vmtest:v3
+  registry_sign osctl-vmtest:v3 "$guest/osctl-vmtest:track"
   # The nginx example (examples.sh), switched to after v3.
   registry_push "oci:$work/oci:nginx" osctl-vmtest:nginx
+  registry_sign osctl-vmtest:nginx "$guest/osctl-vmtest:nginx"
   mark=$(registry_log_mark)
-  control_disk registry
+  control_disk registry "$SIGN_PUB"
   vm_start registry --uefi --disk "$disk" --disk-ro "$work/control.img" \
-    --timeout "$REGISTRY_TIMEOUT" --guestfwd "10.0.2.100:5000=${REGISTRY_ADDR##*:}"
+    --timeout "$REGISTRY_TIMEOUT" --guestfwd "$guest=${REGISTRY_ADDR##*:}"
   local ok=1
-  vm_wait_test registry-0-v1 || ok=0
+  vm_wait_test signature-refused || ok=0
+  [ "$ok" -eq 0 ] || vm_wait_test registry-0-v1 || ok=0
   if [ "$ok" -eq 1 ]; then
     # v2's layers are in the guest's store already (the lifecycle deployed it): the
     # switch needs the manifest only.
@@ -238,6 +278,7 @@ registry_vm() {
     fi
   fi
   [ "$ok" -eq 0 ] || vm_wait_test registry-1-v2 || ok=0
+  [ "$ok" -eq 0 ] || vm_wait_test signature-verified || ok=0
   # The guest polls the registry until the tag moves.
   if [ "$ok" -eq 1 ]; then
     registry_push "oci:$work/oci:v3" osctl-vmtest:track

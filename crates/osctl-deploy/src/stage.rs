@@ -12,7 +12,7 @@
 //! | 2a. first deployment only: `/var` seeded aside, renamed into place | `stage:after-var-seed-built`, `stage:after-var-seed` |
 //! | 3. GC root for the image | `stage:after-root` |
 //! | 4. kernel + initramfs into `<boot>/osctl/<digest>/` | `stage:after-kernel` |
-//! | 5. origin with the boot digest (or, re-staging a deployment that exists, its new origin) | `stage:after-origin` |
+//! | 5. origin with the boot digest (or, re-staging a deployment that exists, its new record and origin) | `stage:after-origin` |
 //! | 6. BLS entry `osctl-<id>+N.conf` | `stage:after-entry` |
 //! | 6a. a finalized update being replaced (unless kept: pinned, or it existed before it was staged): un-finalized | `stage:after-unfinalize-replaced` |
 //! | **7. `state/staged` ← id (`existing` when re-staging one, `download-only` for `upgrade --download-only`) — the commit point** | `stage:after-marker` |
@@ -266,6 +266,14 @@ impl Sysroot {
         }
         origin.boot_digest = boot::install_kernel(&tree, &kernel, self.boot())?;
         failpoint::hit("stage:after-kernel");
+        if existing.is_some() {
+            // Its record is the pull that staged it now: the same image, but
+            // maybe another reference and another signature verdict (an
+            // image first deployed from an `oci:` layout, now from a
+            // registry whose policy verified it). Written with its origin,
+            // before the commit point, as the origin is.
+            self.write_deployment_record(&id, record)?;
+        }
         self.write_origin(&id, &origin)?;
         failpoint::hit("stage:after-origin");
 

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use cap_std::fs::Dir;
-use osctl_store::Store;
+use osctl_store::{ImageRecord, Store};
 
 use crate::DeployError;
 use crate::config::Config;
@@ -251,6 +251,29 @@ impl Sysroot {
         write_json(&dir, layout::ORIGIN_FILE, origin).map_err(|e| DeployError::Io {
             step: "writing",
             path: self.path.join(id.state_dir()).join(layout::ORIGIN_FILE),
+            source: e,
+        })
+    }
+
+    /// Replaces a deployment's copy of its image record atomically: what
+    /// `status` reports about the pull that staged it (the reference, the
+    /// signature policy's verdict).
+    pub(crate) fn write_deployment_record(
+        &self,
+        id: &DeploymentId,
+        record: &ImageRecord,
+    ) -> Result<(), DeployError> {
+        let dir = self
+            .root
+            .open_dir(id.state_dir())
+            .map_err(|e| DeployError::Io {
+                step: "opening",
+                path: self.path.join(id.state_dir()),
+                source: e,
+            })?;
+        write_json(&dir, RECORD_FILE, record).map_err(|e| DeployError::Io {
+            step: "writing",
+            path: self.path.join(id.state_dir()).join(RECORD_FILE),
             source: e,
         })
     }

@@ -1,0 +1,8 @@
+//! Fleet rollouts on etcd (docs/fleet.md has the model, the key layout and
+//! the agent's state machine).
+//!
+//! The crate is split by who decides and who does: the rollout spec and the
+//! records kept in etcd are plain data; the controller's decisions are a
+//! pure function of those records and the time, so every rule (steps,
+//! maxUnavailable, windows, failure budget) is tested without a cluster; the
+//! etcd layer only moves records, with every state change a transaction.

@@ -9,3 +9,4 @@
 
 pub mod spec;
 pub mod window;
+pub mod model;

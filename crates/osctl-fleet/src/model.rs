@@ -179,7 +179,11 @@ pub enum RolloutPhase {
 
 /// Where a node is on its way to its assigned image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "leg", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "leg",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
 pub enum Leg {
     /// The assignment is written; the node downloads and stages.
     Assigned,
@@ -196,7 +200,11 @@ pub enum Leg {
 
 /// A node's state in one rollout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "kebab-case", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "state",
+    rename_all = "kebab-case",
+    rename_all_fields = "camelCase"
+)]
 pub enum NodeState {
     /// Not touched yet.
     Pending,
@@ -212,13 +220,24 @@ pub enum NodeState {
     /// Booted the rollout's digest and passed the health gate.
     Updated,
     /// Failed for this rollout's image: never assigned it again.
-    Failed { reason: String, at: Timestamp },
+    /// `boot_id` is set when the node did not come back: it stays
+    /// unavailable until it reports another boot.
+    Failed {
+        reason: String,
+        at: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boot_id: Option<String>,
+    },
     /// On its way back to its previous image.
-    Reverting { leg: Leg },
+    Reverting {
+        leg: Leg,
+    },
     /// Back on its previous image and healthy.
     Reverted,
     /// Governed by another rollout: not touched by this one.
-    Skipped { governed_by: String },
+    Skipped {
+        governed_by: String,
+    },
 }
 
 /// One failure, as status lists them.
@@ -326,7 +345,10 @@ mod tests {
             json,
             r#"{"version":1,"labels":{"pool":"web"},"booted":{"image":"r.example/os:v1","digest":"sha256:aa","deployment":"d1"},"phase":"waiting-slot","health":{"state":"healthy","since":"2026-12-07T10:00:00Z"},"bootId":"b1","rollout":"web","updatedAt":"2026-12-07T10:01:00Z"}"#
         );
-        assert_eq!(NodeReport::from_json(json.as_bytes()).expect("reads back"), report);
+        assert_eq!(
+            NodeReport::from_json(json.as_bytes()).expect("reads back"),
+            report
+        );
 
         let state = NodeState::Reverting {
             leg: Leg::Rebooting {
@@ -349,9 +371,11 @@ mod tests {
         );
     }
 
+    type Reader = fn(&[u8]) -> Result<(), ModelError>;
+
     #[test]
     fn unreadable_records_are_refused_with_their_kind() {
-        let cases: [(&str, fn(&[u8]) -> Result<(), ModelError>, &str); 5] = [
+        let cases: [(&str, Reader, &str); 5] = [
             (
                 r#"{"version":2,"bootId":"b","since":"2026-12-07T10:00:00Z"}"#,
                 |b| Presence::from_json(b).map(drop),

@@ -217,14 +217,14 @@ struct Planner<'a> {
 
 impl<'a> Planner<'a> {
     fn new(input: &'a PlanInput, now: Timestamp) -> Planner<'a> {
-        let fresh = |previous| RolloutStatus {
+        let fresh = || RolloutStatus {
             version: Version,
             generation: input.generation,
             phase: RolloutPhase::Progressing,
             step: 0,
             step_started_at: now,
             digest: input.digest.clone(),
-            previous,
+            previous: BTreeMap::new(),
             nodes: BTreeMap::new(),
             failures: Vec::new(),
             blocked: None,
@@ -241,10 +241,10 @@ impl<'a> Planner<'a> {
                 generation: input.generation,
                 ..prev.clone()
             },
-            // Another image: a new rollout over the pool; what the nodes ran
-            // before the first one is still where a revert goes.
-            Some(prev) => fresh(prev.previous.clone()),
-            None => fresh(BTreeMap::new()),
+            // Another image: a new rollout over the pool. A revert goes to
+            // what a node runs when the new image is assigned to it (the
+            // last image it ran well), not to what it ran before the old one.
+            Some(_) | None => fresh(),
         };
         let mut pool = BTreeMap::new();
         for n in &input.nodes {

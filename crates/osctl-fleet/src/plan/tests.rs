@@ -152,6 +152,8 @@ impl Sim {
             "{down} nodes down > maxUnavailable {max} at {}",
             self.now
         );
+        let stored = RolloutStatus::from_json(&plan.status.to_json()).expect("status reads back");
+        assert_eq!(stored, plan.status, "the status survives etcd");
         self.status = Some(plan.status.clone());
         plan
     }
@@ -658,4 +660,81 @@ fn unavailable_nodes_use_up_capacity() {
         planned.status.blocked.as_deref(),
         Some("3 unavailable ≥ maxUnavailable 3")
     );
+}
+
+#[test]
+fn a_lost_status_write_is_recovered_from_the_slot() {
+    let mut sim = Sim::new("  maxUnavailable: 1\n", 2);
+    sim.round();
+    sim.tick(MINUTE); // staged
+    let before = sim.status.clone();
+    let plan = sim.round();
+    assert!(
+        matches!(plan.actions[..], [Action::GrantSlot { .. }]),
+        "{:?}",
+        plan.actions
+    );
+    // The slot was written, the status was not: the next round must see
+    // node-00 rebooting from the slot, and grant nothing more.
+    sim.status = before;
+    let plan = sim.round();
+    assert_eq!(plan.actions, []);
+    assert!(matches!(
+        plan.status.nodes["node-00"],
+        NodeState::Rebooting { .. }
+    ));
+    assert_eq!(plan.status.nodes["node-01"], NodeState::Staged);
+    sim.run_until(|s| s.phase == RolloutPhase::Completed, 30);
+}
+
+#[test]
+fn a_node_on_its_old_boot_keeps_its_slot_until_the_deadline() {
+    let mut sim = Sim::new("  maxUnavailable: 1\n  failureBudget: 1\n", 1);
+    sim.round();
+    sim.tick(MINUTE);
+    sim.round(); // slot granted
+    // The agent has not rebooted yet: same boot id, slot still there.
+    for _ in 0..9 {
+        sim.now = later(sim.now, MINUTE);
+        let plan = sim.round();
+        assert_eq!(plan.actions, []);
+        assert!(matches!(
+            plan.status.nodes["node-00"],
+            NodeState::Rebooting { .. }
+        ));
+        assert_eq!(
+            plan.status.blocked.as_deref(),
+            Some("waiting for 1 node to reboot and stay healthy for 60s")
+        );
+    }
+    sim.tick(MINUTE); // the slot expires
+    let plan = sim.round();
+    assert!(matches!(
+        &plan.status.nodes["node-00"],
+        NodeState::Failed { reason, boot_id: Some(b), .. }
+            if reason == REASON_NO_RETURN && b == "node-00-boot-0"
+    ));
+}
+
+#[test]
+fn a_new_image_restarts_the_pool_and_reverts_to_the_image_it_replaces() {
+    let mut sim = Sim::new("  maxUnavailable: 2\n", 3);
+    sim.run_until(|s| s.phase == RolloutPhase::Completed, 30);
+    let mut input = sim.input();
+    input.generation = 2;
+    input.digest = "sha256:n3w3r".into();
+    input.image = "r.example/os@sha256:n3w3r".into();
+    let planned = super::plan(&input, sim.now);
+    assert_eq!(planned.status.generation, 2);
+    assert_eq!(planned.status.previous["node-00"].digest, NEW);
+    assert_eq!(
+        states(&planned.status, |s| *s == NodeState::Assigned),
+        ["node-00", "node-01", "node-02"]
+    );
+    // Another generation with the same image keeps the nodes' progress.
+    let mut input = sim.input();
+    input.generation = 2;
+    let planned = super::plan(&input, sim.now);
+    assert_eq!(planned.status.phase, RolloutPhase::Completed);
+    assert_eq!(planned.actions, []);
 }

@@ -421,14 +421,8 @@ impl<'a> Planner<'a> {
         };
         let (goal, min_healthy) = (want.digest.clone(), self.spec().min_healthy_seconds);
         if matches!(leg, Leg::Assigned | Leg::Staged) {
-            let held = n.assignment.as_ref();
-            let same = held.is_some_and(|a| {
-                a.rollout == want.rollout && a.digest == want.digest && a.kind == want.kind
-            });
-            if !same {
-                // Lost or overwritten: write it again (the agent resumes).
-                self.assign(name, kind);
-            }
+            // The agent gave up on it (it retries with backoff itself; a
+            // phase `failed` is its verdict).
             if let Some(r) = report
                 && r.phase == crate::model::NodePhase::Failed
                 && r.rollout.as_deref() == Some(self.input.rollout.name.as_str())
@@ -440,6 +434,14 @@ impl<'a> Planner<'a> {
                     .unwrap_or_else(|| "the agent reported failed".into());
                 self.fail(name, why, None);
                 return;
+            }
+            let held = n.assignment.as_ref();
+            let same = held.is_some_and(|a| {
+                a.rollout == want.rollout && a.digest == want.digest && a.kind == want.kind
+            });
+            if !same {
+                // Lost or overwritten: write it again (the agent resumes).
+                self.assign(name, kind);
             }
         }
         if leg == Leg::Assigned

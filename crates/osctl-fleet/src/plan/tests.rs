@@ -49,6 +49,8 @@ struct SimNode {
     assignment: Option<Assignment>,
     slot: Option<Slot>,
     report_at: Timestamp,
+    /// The agent gave up on its assignment with this error.
+    error: Option<String>,
 }
 
 struct Sim {
@@ -76,6 +78,7 @@ impl Sim {
                     assignment: None,
                     slot: None,
                     report_at: now,
+                    error: None,
                 };
                 (format!("node-{i:02}"), node)
             })
@@ -225,7 +228,9 @@ fn report(name: &str, n: &SimNode) -> NodeReport {
         labels: BTreeMap::from([("pool".into(), "web".into())]),
         booted: image(&n.booted),
         staged: n.staged.as_deref().map(image),
-        phase: if n.staged.is_some() {
+        phase: if n.error.is_some() {
+            NodePhase::Failed
+        } else if n.staged.is_some() {
             NodePhase::WaitingSlot
         } else {
             NodePhase::Idle
@@ -236,7 +241,7 @@ fn report(name: &str, n: &SimNode) -> NodeReport {
         },
         boot_id: format!("{name}-boot-{}", n.boot),
         rollout: n.assignment.as_ref().map(|a| a.rollout.clone()),
-        last_error: None,
+        last_error: n.error.clone(),
         updated_at: n.report_at,
     }
 }
@@ -737,4 +742,22 @@ fn a_new_image_restarts_the_pool_and_reverts_to_the_image_it_replaces() {
     let planned = super::plan(&input, sim.now);
     assert_eq!(planned.status.phase, RolloutPhase::Completed);
     assert_eq!(planned.actions, []);
+}
+
+#[test]
+fn an_agent_that_gives_up_fails_its_node_with_its_error() {
+    let mut sim = Sim::new("  maxUnavailable: 1\n  failureBudget: 1\n", 2);
+    sim.round();
+    sim.node("node-01").error = Some("no space to stage: 1.2 GiB needed, 300 MiB free".into());
+    let plan = sim.round();
+    assert_eq!(
+        plan.status
+            .failures
+            .iter()
+            .map(|f| (f.node.as_str(), f.reason.as_str()))
+            .collect::<Vec<_>>(),
+        [("node-01", "no space to stage: 1.2 GiB needed, 300 MiB free")]
+    );
+    // Not assigned again, even though its assignment is still there.
+    assert_eq!(plan.actions, []);
 }

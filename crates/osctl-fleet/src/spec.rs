@@ -155,7 +155,7 @@ impl RolloutSpec {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RawRollout {
+pub(crate) struct RawRollout {
     api_version: String,
     kind: String,
     metadata: RawMetadata,

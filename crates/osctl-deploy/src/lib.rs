@@ -43,6 +43,7 @@ pub use osctl_layout as layout;
 pub use osctl_store::{failpoint, test_hooks};
 pub mod health;
 pub mod origin;
+pub mod reboot;
 mod stage;
 pub mod status;
 pub mod sysroot;

@@ -350,6 +350,17 @@ impl Sysroot {
         })
     }
 
+    /// Whatever was to boot next instead of the booted deployment (a staged
+    /// update, a queued rollback) no longer does — what `switch` to the
+    /// booted image does, without a pull. The fleet agent calls it when its
+    /// assignment is withdrawn before the reboot. Returns what was cancelled.
+    pub fn cancel_next(&self) -> Result<Option<DeploymentId>, DeployError> {
+        self.lock()?;
+        self.require_readable_booted("to cancel the next boot")?;
+        let state = self.state()?;
+        self.cancel_next_boot(&state)
+    }
+
     /// `switch` to the booted image: whatever was to boot next instead (a
     /// staged update, a queued rollback) no longer does. Returns it.
     fn cancel_next_boot(

@@ -37,6 +37,7 @@
 //! ├── rollback                            "<id> <generation>": a queued rollback
 //! ├── failed-images.json                  images that failed here (boot assessment)
 //! ├── boot-dir                            the --boot-dir given once, remembered
+//! ├── fleet-agent.json                    the fleet agent's assignment and phase (osctl-fleet)
 //! └── lock                                one osctl changes deployments at a time (flock)
 //! ```
 //!
@@ -122,6 +123,9 @@ root_partition_paths! {
     BOOT_DIR_FILE = "state/boot-dir";
     /// The deployment lock.
     LOCK = "state/lock";
+    /// The fleet agent's own state: its assignment, its phase, the boot it
+    /// asked to reboot from (survives the reboot).
+    FLEET_AGENT = "state/fleet-agent.json";
 }
 
 /// The name of `path` (one of the `state/…` constants, in either view)

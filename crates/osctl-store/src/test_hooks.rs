@@ -9,6 +9,7 @@
 //! | [`FAILPOINT_ENV`] `=<name>` | abort (SIGABRT, no cleanup) at that [fail point](crate::failpoint) |
 //! | [`CMDLINE_ENV`] `=<file>` | read the kernel command line from `<file>` instead of `/proc/cmdline`: which deployment is "booted" |
 //! | [`REBOOT_ENV`] `=<command>` | run `<command>` instead of `systemctl reboot` (`--apply`, a failed health check) |
+//! | [`BOOT_ID_ENV`] `=<file>` | read the boot id from `<file>` instead of `/proc/sys/kernel/random/boot_id`: whether the machine rebooted (the fleet agent) |
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -21,8 +22,11 @@ pub const CMDLINE_ENV: &str = "OSCTL_CMDLINE_FILE";
 /// Replaces the reboot command.
 pub const REBOOT_ENV: &str = "OSCTL_REBOOT_COMMAND";
 
+/// Names a file to read the boot id from.
+pub const BOOT_ID_ENV: &str = "OSCTL_BOOT_ID_FILE";
+
 /// Every hook, for [`announce`].
-pub const ALL: &[&str] = &[FAILPOINT_ENV, CMDLINE_ENV, REBOOT_ENV];
+pub const ALL: &[&str] = &[FAILPOINT_ENV, CMDLINE_ENV, REBOOT_ENV, BOOT_ID_ENV];
 
 /// Hooks already announced by this process.
 static ANNOUNCED: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);

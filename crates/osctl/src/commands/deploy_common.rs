@@ -59,10 +59,6 @@ impl TransportArg {
     }
 }
 
-/// The reboot command of `--apply` and of a failed health check; the
-/// [`REBOOT_ENV`](osctl_deploy::test_hooks::REBOOT_ENV) test hook replaces it.
-const REBOOT_COMMAND: &str = "systemctl reboot";
-
 /// Opens the sysroot, creating the store and state directories if needed
 /// (for commands that deploy).
 pub fn open(sysroot: &Path, boot_dir: Option<&Path>) -> anyhow::Result<Sysroot> {
@@ -101,18 +97,8 @@ pub fn apply_and_reboot(sysroot: &Sysroot) -> anyhow::Result<()> {
 
 /// Runs the reboot command (`systemctl reboot`, or the test hook's).
 pub fn reboot() -> anyhow::Result<()> {
-    let command = osctl_deploy::test_hooks::var(osctl_deploy::test_hooks::REBOOT_ENV)
-        .map(|c| c.to_string_lossy().into_owned())
-        .unwrap_or_else(|| REBOOT_COMMAND.to_string());
-    println!("Rebooting ({command})");
-    let mut words = command.split_whitespace();
-    let program = words.next().unwrap_or("true");
-    let status = std::process::Command::new(program).args(words).status()?;
-    anyhow::ensure!(
-        status.success(),
-        "reboot command '{command}' failed: {status}"
-    );
-    Ok(())
+    println!("Rebooting ({})", osctl_deploy::reboot::reboot_command());
+    Ok(osctl_deploy::reboot::reboot()?)
 }
 
 /// What `switch` and `upgrade` do after staging: prune old deployments

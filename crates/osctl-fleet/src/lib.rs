@@ -6,3 +6,5 @@
 //! pure function of those records and the time, so every rule (steps,
 //! maxUnavailable, windows, failure budget) is tested without a cluster; the
 //! etcd layer only moves records, with every state change a transaction.
+
+pub mod etcd;

@@ -1,0 +1,43 @@
+//! KeptLease: surviving member failures, and signalling loss.
+
+use std::time::Duration;
+
+use osctl_fleet::etcd::KeptLease;
+
+use crate::{blocking, cluster, connect, within};
+
+const TTL: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_survives_killing_each_member() {
+    let mut c = cluster(3);
+    let etcd = connect(&c).await;
+    let lease = KeptLease::grant(&etcd, TTL).await.unwrap();
+    assert_eq!(lease.ttl(), TTL);
+    assert!(etcd.create("nodes/n1/presence", &"here", Some(lease.id()), None).await.unwrap());
+
+    // Whichever member carries the keepalive stream dies at some point.
+    for i in 0..3 {
+        blocking(|| c.kill(i));
+        // Several TTLs without that member: the keeper must have moved on.
+        tokio::time::sleep(TTL * 3).await;
+        assert!(!lease.is_lost(), "lease lost after killing member {i}");
+        let v = etcd.get_json::<String>("nodes/n1/presence").await.unwrap();
+        let v = v.unwrap_or_else(|| panic!("presence key gone after killing member {i}"));
+        assert_eq!(v.lease, lease.id());
+        blocking(|| c.start_member(i));
+    }
+    lease.revoke().await.unwrap();
+    assert!(etcd.get_json::<String>("nodes/n1/presence").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_revoked_behind_its_back_is_lost() {
+    let c = cluster(1);
+    let etcd = connect(&c).await;
+    let lease = KeptLease::grant(&etcd, TTL).await.unwrap();
+    assert!(!lease.is_lost());
+    etcd.request_client().lease_revoke(lease.id()).await.unwrap();
+    within("lost after revoke", Duration::from_secs(10), lease.lost()).await;
+    assert!(lease.is_lost());
+}

@@ -227,8 +227,7 @@ impl EtcdCluster {
             bail!("member {i} is already running");
         }
         self.spawn_member(i)?;
-        self.wait_healthy()
-            .map_err(|e| e.context(self.log_tails()))
+        self.wait_healthy().map_err(|e| e.context(self.log_tails()))
     }
 
     /// SIGSTOPs member `i`: it keeps its sockets but answers nothing.

@@ -190,7 +190,8 @@ impl Leadership {
         let key = self.fence.key().to_string();
         self.etcd
             .call("resign", &key, |mut c| async move {
-                c.resign(Some(ResignOptions::new().with_leader(leader))).await
+                c.resign(Some(ResignOptions::new().with_leader(leader)))
+                    .await
             })
             .await?;
         self.watcher.abort();

@@ -17,6 +17,8 @@
 //! renews every lease), never shorter, so "lost" here errs on the safe side.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -43,6 +45,7 @@ pub struct KeptLease {
     lost: watch::Receiver<bool>,
     task: JoinHandle<()>,
     etcd: Etcd,
+    reopened: Arc<AtomicU64>,
 }
 
 impl Drop for KeptLease {
@@ -58,13 +61,15 @@ impl KeptLease {
     pub async fn grant(etcd: &Etcd, ttl: Duration) -> Result<KeptLease> {
         let (id, ttl) = grant(etcd, ttl, "lease").await?;
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(keep_alive(etcd.clone(), id, ttl, tx));
+        let reopened = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(keep_alive(etcd.clone(), id, ttl, tx, reopened.clone()));
         Ok(KeptLease {
             id,
             ttl,
             lost: rx,
             task,
             etcd: etcd.clone(),
+            reopened,
         })
     }
 
@@ -76,6 +81,11 @@ impl KeptLease {
     /// The TTL etcd granted.
     pub fn ttl(&self) -> Duration {
         self.ttl
+    }
+
+    /// How many times the keepalive stream was reopened after the first.
+    pub fn reopened(&self) -> u64 {
+        self.reopened.load(Ordering::Relaxed)
     }
 
     /// Whether the lease is lost (sticky).
@@ -102,7 +112,11 @@ impl KeptLease {
         let id = self.id;
         let key = format!("lease {id:x}");
         self.etcd
-            .call("revoke", &key, |mut c| async move { c.lease_revoke(id).await })
+            .call(
+                "revoke",
+                &key,
+                |mut c| async move { c.lease_revoke(id).await },
+            )
             .await
             .map(drop)
     }
@@ -111,7 +125,8 @@ impl KeptLease {
 /// Grants a lease of at least `ttl`; returns its id and the TTL etcd gave.
 pub(crate) async fn grant(etcd: &Etcd, ttl: Duration, what: &str) -> Result<(i64, Duration)> {
     let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
-    let secs = i64::try_from(secs.max(1)).map_err(|_| EtcdError::Config(format!("lease TTL {ttl:?} is too long")))?;
+    let secs = i64::try_from(secs.max(1))
+        .map_err(|_| EtcdError::Config(format!("lease TTL {ttl:?} is too long")))?;
     let resp = etcd
         .call("lease grant", what, |mut c| async move {
             c.lease_grant(secs, None).await
@@ -133,11 +148,23 @@ enum Lost {
     Gone,
 }
 
-async fn keep_alive(etcd: Etcd, id: i64, ttl: Duration, lost: watch::Sender<bool>) {
-    let why = keep_until_lost(&etcd, id, ttl).await;
+async fn keep_alive(
+    etcd: Etcd,
+    id: i64,
+    ttl: Duration,
+    lost: watch::Sender<bool>,
+    reopened: Arc<AtomicU64>,
+) {
+    let why = keep_until_lost(&etcd, id, ttl, &reopened).await;
     match why {
-        Lost::Expired => tracing::warn!(lease = format!("{id:x}"), "etcd lease not renewed within its TTL: lost"),
-        Lost::Gone => tracing::warn!(lease = format!("{id:x}"), "etcd says the lease is gone: lost"),
+        Lost::Expired => tracing::warn!(
+            lease = format!("{id:x}"),
+            "etcd lease not renewed within its TTL: lost"
+        ),
+        Lost::Gone => tracing::warn!(
+            lease = format!("{id:x}"),
+            "etcd says the lease is gone: lost"
+        ),
     }
     lost.send_replace(true);
     let mut client = etcd.request_client();
@@ -149,14 +176,18 @@ async fn keep_alive(etcd: Etcd, id: i64, ttl: Duration, lost: watch::Sender<bool
 }
 
 /// Keeps the lease alive until it is lost; returns why.
-async fn keep_until_lost(etcd: &Etcd, id: i64, ttl: Duration) -> Lost {
+async fn keep_until_lost(etcd: &Etcd, id: i64, ttl: Duration, reopened: &AtomicU64) -> Lost {
     let interval = ttl / KEEPALIVES_PER_TTL;
     // The grant itself counts as the first renewal (it happened just now).
     let mut expires = Instant::now() + ttl;
     let mut backoff = REOPEN_BACKOFF;
+    let mut first = true;
     loop {
         if Instant::now() >= expires {
             return Lost::Expired;
+        }
+        if !std::mem::take(&mut first) {
+            reopened.fetch_add(1, Ordering::Relaxed);
         }
         let mut client = etcd.blocking_client();
         let sent = Instant::now();
@@ -207,6 +238,9 @@ async fn keep_until_lost(etcd: &Etcd, id: i64, ttl: Duration) -> Lost {
                 },
             }
         }
-        tracing::info!(lease = format!("{id:x}"), "etcd keepalive stream ended, reopening");
+        tracing::info!(
+            lease = format!("{id:x}"),
+            "etcd keepalive stream ended, reopening"
+        );
     }
 }

@@ -55,6 +55,8 @@ pub struct PrefixWatch {
     next_revision: i64,
     stream: Option<WatchStream>,
     buffer: VecDeque<WatchEvent>,
+    /// Watches opened after the first (stream lost, cancelled, compacted).
+    reopened: u64,
 }
 
 impl std::fmt::Debug for PrefixWatch {
@@ -67,9 +69,9 @@ impl std::fmt::Debug for PrefixWatch {
 }
 
 impl PrefixWatch {
-    /// Watches `rel_prefix` from `start_revision` (e.g. a listing's revision
-    /// + 1), or from now when `None`. Returns once etcd has confirmed the
-    /// watch, so no change after this call returns is missed.
+    /// Watches `rel_prefix` from `start_revision` (e.g. a listing's
+    /// revision plus one), or from now when `None`. Returns once etcd has
+    /// confirmed the watch, so no change after this call returns is missed.
     pub async fn start(
         etcd: &Etcd,
         rel_prefix: &str,
@@ -81,6 +83,7 @@ impl PrefixWatch {
             next_revision: start_revision.unwrap_or(0),
             stream: None,
             buffer: VecDeque::new(),
+            reopened: 0,
         };
         watch.open().await?;
         Ok(watch)
@@ -90,6 +93,12 @@ impl PrefixWatch {
     /// has been yielded (or is buffered).
     pub fn next_revision(&self) -> i64 {
         self.next_revision
+    }
+
+    /// How many times the watch was reopened after the first (for logs and
+    /// metrics: a number that keeps growing means members keep failing).
+    pub fn reopened(&self) -> u64 {
+        self.reopened
     }
 
     /// The next change. Reopens the watch as often as needed (with backoff)
@@ -102,6 +111,7 @@ impl PrefixWatch {
                 return Ok(ev);
             }
             if self.stream.is_none() {
+                self.reopened += 1;
                 if let Err(e) = self.open().await {
                     tracing::warn!(prefix = %self.rel_prefix, error = %e, "reopening etcd watch");
                     tokio::time::sleep(jittered(backoff)).await;

@@ -13,9 +13,21 @@ async fn bad_configuration_is_refused() {
     let c = cluster(1);
     let ep = c.endpoints();
     let cases: [(&[String], &str, &str); 3] = [
-        (&[], PREFIX, "invalid etcd configuration: no etcd endpoints given"),
-        (&ep, "osctl/fleet/", "invalid etcd configuration: prefix \"osctl/fleet/\" must start and end with '/'"),
-        (&ep, "/osctl/fleet", "invalid etcd configuration: prefix \"/osctl/fleet\" must start and end with '/'"),
+        (
+            &[],
+            PREFIX,
+            "invalid etcd configuration: no etcd endpoints given",
+        ),
+        (
+            &ep,
+            "osctl/fleet/",
+            "invalid etcd configuration: prefix \"osctl/fleet/\" must start and end with '/'",
+        ),
+        (
+            &ep,
+            "/osctl/fleet",
+            "invalid etcd configuration: prefix \"/osctl/fleet\" must start and end with '/'",
+        ),
     ];
     for (endpoints, prefix, msg) in cases {
         let err = Etcd::connect(endpoints, prefix).await.unwrap_err();
@@ -23,10 +35,17 @@ async fn bad_configuration_is_refused() {
     }
     // Nothing listens there: refused at connect, naming the endpoint.
     let dead = vec![format!("http://127.0.0.1:{}", osctl_testutil::free_port())];
-    let err = within("connect to nothing", Duration::from_secs(10), Etcd::connect(&dead, PREFIX))
-        .await
-        .unwrap_err();
-    assert_eq!(err.to_string(), format!("no etcd endpoint of {dead:?} answered a status request"));
+    let err = within(
+        "connect to nothing",
+        Duration::from_secs(10),
+        Etcd::connect(&dead, PREFIX),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("no etcd endpoint of {dead:?} answered a status request")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,17 +71,25 @@ async fn requests_succeed_after_a_member_is_killed() {
     for i in 0..REQUESTS {
         let key = format!("nodes/n{i}/report");
         let r = if i % 2 == 0 {
-            etcd.create(&key, &i, None, None).await.map(|created| assert!(created, "{key}"))
+            etcd.create(&key, &i, None, None)
+                .await
+                .map(|created| assert!(created, "{key}"))
         } else {
-            etcd.get_json::<usize>(&format!("nodes/n{}/report", i - 1)).await.map(|v| {
-                assert_eq!(v.map(|v| v.value), Some(i - 1));
-            })
+            etcd.get_json::<usize>(&format!("nodes/n{}/report", i - 1))
+                .await
+                .map(|v| {
+                    assert_eq!(v.map(|v| v.value), Some(i - 1));
+                })
         };
         if let Err(e) = r {
             failures.push(format!("{key}: {e}"));
         }
     }
-    assert!(failures.is_empty(), "{} of {REQUESTS} requests failed: {failures:#?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {REQUESTS} requests failed: {failures:#?}",
+        failures.len()
+    );
 
     // Back in rotation once it recovers.
     blocking(|| c.start_member(victim));

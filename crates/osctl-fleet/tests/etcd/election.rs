@@ -17,8 +17,15 @@ async fn failover_to_second_candidate_and_deposed_leader_is_fenced() {
         .await
         .unwrap();
     let fence_a = a.fence();
-    assert!(fence_a.key().starts_with("/test/fleet/controller/leader/"), "{fence_a:?}");
-    assert!(etcd.create(STATUS, &"by a", None, Some(&fence_a)).await.unwrap());
+    assert!(
+        fence_a.key().starts_with("/test/fleet/controller/leader/"),
+        "{fence_a:?}"
+    );
+    assert!(
+        etcd.create(STATUS, &"by a", None, Some(&fence_a))
+            .await
+            .unwrap()
+    );
 
     let etcd_b = etcd.clone();
     let b = tokio::spawn(async move {
@@ -31,17 +38,24 @@ async fn failover_to_second_candidate_and_deposed_leader_is_fenced() {
     // A's process goes away without resigning: its keepalives stop and the
     // lease runs out after its TTL.
     drop(a);
-    let b = within("B elected after A's lease ran out", Duration::from_secs(15), b)
-        .await
-        .unwrap()
-        .unwrap();
+    let b = within(
+        "B elected after A's lease ran out",
+        Duration::from_secs(15),
+        b,
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let fence_b = b.fence();
     assert_ne!(fence_a, fence_b);
     assert!(fence_b.created() > fence_a.created());
 
     // A's writes, fenced with its old leadership, are refused.
     let cur = etcd.get_json::<String>(STATUS).await.unwrap().unwrap();
-    let err = etcd.replace(STATUS, &"by a, deposed", cur.mod_revision, Some(&fence_a)).await.unwrap_err();
+    let err = etcd
+        .replace(STATUS, &"by a, deposed", cur.mod_revision, Some(&fence_a))
+        .await
+        .unwrap_err();
     assert!(matches!(err, EtcdError::Fenced { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
@@ -51,10 +65,26 @@ async fn failover_to_second_candidate_and_deposed_leader_is_fenced() {
             fence_a.created()
         )
     );
-    assert_eq!(etcd.get_json::<String>(STATUS).await.unwrap().unwrap().value, "by a");
+    assert_eq!(
+        etcd.get_json::<String>(STATUS)
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        "by a"
+    );
     // B's succeed; B's stale-revision write is a plain conflict, not fenced.
-    assert!(etcd.replace(STATUS, &"by b", cur.mod_revision, Some(&fence_b)).await.unwrap());
-    assert!(!etcd.replace(STATUS, &"by b again", cur.mod_revision, Some(&fence_b)).await.unwrap());
+    assert!(
+        etcd.replace(STATUS, &"by b", cur.mod_revision, Some(&fence_b))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !etcd
+            .replace(STATUS, &"by b again", cur.mod_revision, Some(&fence_b))
+            .await
+            .unwrap()
+    );
     b.resign().await.unwrap();
 }
 
@@ -62,11 +92,14 @@ async fn failover_to_second_candidate_and_deposed_leader_is_fenced() {
 async fn resign_elects_the_next_and_loss_is_detected() {
     let c = cluster(1);
     let etcd = connect(&c).await;
-    let a = Leadership::campaign(&etcd, CONTROLLER_ELECTION, "a", TTL).await.unwrap();
+    let a = Leadership::campaign(&etcd, CONTROLLER_ELECTION, "a", TTL)
+        .await
+        .unwrap();
     let etcd_b = etcd.clone();
-    let b = tokio::spawn(async move {
-        Leadership::campaign(&etcd_b, CONTROLLER_ELECTION, "b", TTL).await
-    });
+    let b =
+        tokio::spawn(
+            async move { Leadership::campaign(&etcd_b, CONTROLLER_ELECTION, "b", TTL).await },
+        );
     a.resign().await.unwrap();
     let b = within("B elected after A resigned", Duration::from_secs(10), b)
         .await
@@ -76,12 +109,23 @@ async fn resign_elects_the_next_and_loss_is_detected() {
     // Someone deletes B's leader key (an operator, a compaction of a bad
     // state): B must notice, and its fence no longer holds.
     let fence = b.fence();
-    etcd.request_client().delete(fence.key(), None).await.unwrap();
+    etcd.request_client()
+        .delete(fence.key(), None)
+        .await
+        .unwrap();
     within("B notices the loss", Duration::from_secs(10), b.lost()).await;
     assert!(b.is_lost());
-    let err = etcd.create("rollouts/x/spec", &1, None, Some(&fence)).await.unwrap_err();
+    let err = etcd
+        .create("rollouts/x/spec", &1, None, Some(&fence))
+        .await
+        .unwrap_err();
     assert!(matches!(err, EtcdError::Fenced { .. }), "{err:?}");
-    assert!(etcd.get_json::<i32>("rollouts/x/spec").await.unwrap().is_none());
+    assert!(
+        etcd.get_json::<i32>("rollouts/x/spec")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +133,9 @@ async fn invalid_election_names_are_refused() {
     let c = cluster(1);
     let etcd = connect(&c).await;
     for name in ["", "controller/leader/"] {
-        let err = Leadership::campaign(&etcd, name, "a", TTL).await.unwrap_err();
+        let err = Leadership::campaign(&etcd, name, "a", TTL)
+            .await
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("invalid election {name:?}: must be a non-empty key without a trailing '/'")

@@ -14,7 +14,11 @@ async fn lease_survives_killing_each_member() {
     let etcd = connect(&c).await;
     let lease = KeptLease::grant(&etcd, TTL).await.unwrap();
     assert_eq!(lease.ttl(), TTL);
-    assert!(etcd.create("nodes/n1/presence", &"here", Some(lease.id()), None).await.unwrap());
+    assert!(
+        etcd.create("nodes/n1/presence", &"here", Some(lease.id()), None)
+            .await
+            .unwrap()
+    );
 
     // Whichever member carries the keepalive stream dies at some point.
     for i in 0..3 {
@@ -27,8 +31,17 @@ async fn lease_survives_killing_each_member() {
         assert_eq!(v.lease, lease.id());
         blocking(|| c.start_member(i));
     }
+    assert!(
+        lease.reopened() >= 1,
+        "the keepalive stream never lost its member: the test proved nothing"
+    );
     lease.revoke().await.unwrap();
-    assert!(etcd.get_json::<String>("nodes/n1/presence").await.unwrap().is_none());
+    assert!(
+        etcd.get_json::<String>("nodes/n1/presence")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,7 +50,10 @@ async fn lease_revoked_behind_its_back_is_lost() {
     let etcd = connect(&c).await;
     let lease = KeptLease::grant(&etcd, TTL).await.unwrap();
     assert!(!lease.is_lost());
-    etcd.request_client().lease_revoke(lease.id()).await.unwrap();
+    etcd.request_client()
+        .lease_revoke(lease.id())
+        .await
+        .unwrap();
     within("lost after revoke", Duration::from_secs(10), lease.lost()).await;
     assert!(lease.is_lost());
 }

@@ -22,7 +22,10 @@ async fn forty_contenders_never_exceed_three_slots() {
         tasks.push(tokio::spawn(async move {
             let holder = format!("node-{n:02}");
             loop {
-                match slots.grant("web", &holder, LIMIT, Duration::from_secs(60), None).await {
+                match slots
+                    .grant("web", &holder, LIMIT, Duration::from_secs(60), None)
+                    .await
+                {
                     Ok(Grant::Granted { .. }) => break,
                     Ok(Grant::Full { holders }) => {
                         // Read at one revision: exactly the limit, never more.
@@ -47,7 +50,9 @@ async fn forty_contenders_never_exceed_three_slots() {
     let mut ever = BTreeSet::new();
     let mut max = 0;
     while ever.len() < CONTENDERS || !held.is_empty() {
-        let ev = within("slot events", Duration::from_secs(60), watch.next()).await.unwrap();
+        let ev = within("slot events", Duration::from_secs(60), watch.next())
+            .await
+            .unwrap();
         match ev {
             WatchEvent::Put { kv, prev } => {
                 assert!(prev.is_none(), "{} written twice", kv.key);
@@ -64,7 +69,8 @@ async fn forty_contenders_never_exceed_three_slots() {
         t.await.unwrap();
     }
     assert_eq!(ever.len(), CONTENDERS);
-    assert!(max >= 1 && max <= LIMIT);
+    // The per-event check above is the limit; this says it was exercised.
+    assert!(max > 1, "contenders never held slots at the same time");
     assert!(Slots::new(&etcd).holders("web").await.unwrap().is_empty());
 }
 
@@ -86,16 +92,29 @@ async fn slot_expires_after_its_deadline() {
     assert_eq!(holders.len(), 1);
     assert_eq!(holders[0].name, "n1");
     assert_eq!(holders[0].deadline, deadline_ms(deadline));
-    assert_eq!(holders[0].deadline.duration_since(holders[0].granted_at).unwrap(), Duration::from_secs(2));
+    assert_eq!(
+        holders[0]
+            .deadline
+            .duration_since(holders[0].granted_at)
+            .unwrap(),
+        Duration::from_secs(2)
+    );
     assert!(holders[0].granted_at >= before - Duration::from_secs(1));
     assert_ne!(holders[0].lease, 0);
     // Asking again is harmless and does not extend the deadline.
     assert_eq!(
-        slots.grant("web", "n1", 1, Duration::from_secs(60), None).await.unwrap(),
-        Grant::AlreadyHeld { deadline: holders[0].deadline }
+        slots
+            .grant("web", "n1", 1, Duration::from_secs(60), None)
+            .await
+            .unwrap(),
+        Grant::AlreadyHeld {
+            deadline: holders[0].deadline
+        }
     );
-    let Grant::Full { holders: full } =
-        slots.grant("web", "n2", 1, Duration::from_secs(60), None).await.unwrap()
+    let Grant::Full { holders: full } = slots
+        .grant("web", "n2", 1, Duration::from_secs(60), None)
+        .await
+        .unwrap()
     else {
         panic!("second holder granted past the limit");
     };
@@ -103,7 +122,9 @@ async fn slot_expires_after_its_deadline() {
 
     // Nobody keeps the slot's lease alive: the key vanishes by itself.
     loop {
-        let ev = within("slot expiry", Duration::from_secs(15), watch.next()).await.unwrap();
+        let ev = within("slot expiry", Duration::from_secs(15), watch.next())
+            .await
+            .unwrap();
         if let WatchEvent::Delete { key, .. } = ev {
             assert_eq!(key, "slots/web/n1");
             break;
@@ -116,14 +137,20 @@ async fn slot_expires_after_its_deadline() {
     assert_eq!(err.to_string(), "n1 holds no reboot slot in pool web");
     // The freed slot can be granted again.
     assert!(matches!(
-        slots.grant("web", "n2", 1, Duration::from_secs(60), None).await.unwrap(),
+        slots
+            .grant("web", "n2", 1, Duration::from_secs(60), None)
+            .await
+            .unwrap(),
         Grant::Granted { .. }
     ));
 }
 
 /// The deadline as stored (millisecond precision).
 fn deadline_ms(t: SystemTime) -> SystemTime {
-    let ms = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis();
+    let ms = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
     SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64)
 }
 
@@ -140,18 +167,31 @@ async fn release_and_names_are_checked() {
         ("a/b", "n1", "invalid pool \"a/b\": must not contain '/'"),
         ("web", "", "invalid holder \"\": must not be empty"),
         ("web", "x/y", "invalid holder \"x/y\": must not contain '/'"),
-        ("web", "n\n1", "invalid holder \"n\\n1\": must not contain control characters"),
+        (
+            "web",
+            "n\n1",
+            "invalid holder \"n\\n1\": must not contain control characters",
+        ),
     ];
     for (pool, holder, msg) in cases {
-        let err = slots.grant(pool, holder, 1, Duration::from_secs(5), None).await.unwrap_err();
+        let err = slots
+            .grant(pool, holder, 1, Duration::from_secs(5), None)
+            .await
+            .unwrap_err();
         assert_eq!(err.to_string(), msg, "grant {pool:?} {holder:?}");
         let err = slots.release(pool, holder, None).await.unwrap_err();
         assert_eq!(err.to_string(), msg, "release {pool:?} {holder:?}");
     }
 
     // A holder record that does not parse makes the pool unreadable, by name.
-    etcd.request_client().put(etcd.key("slots/web/n5"), "{}", None).await.unwrap();
-    let err = slots.grant("web", "n1", 3, Duration::from_secs(5), None).await.unwrap_err();
+    etcd.request_client()
+        .put(etcd.key("slots/web/n5"), "{}", None)
+        .await
+        .unwrap();
+    let err = slots
+        .grant("web", "n1", 3, Duration::from_secs(5), None)
+        .await
+        .unwrap_err();
     assert_eq!(err.to_string(), "etcd value at slots/web/n5 cannot be read");
 }
 
@@ -159,7 +199,9 @@ async fn release_and_names_are_checked() {
 async fn slot_grant_needs_a_quorum() {
     let mut c = cluster(3);
     let timeout = Duration::from_secs(2);
-    let etcd = Etcd::connect_with_timeout(&c.endpoints(), PREFIX, timeout).await.unwrap();
+    let etcd = Etcd::connect_with_timeout(&c.endpoints(), PREFIX, timeout)
+        .await
+        .unwrap();
     let slots = Slots::new(&etcd);
     let leader = blocking(|| c.leader());
     let paused: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
@@ -174,7 +216,10 @@ async fn slot_grant_needs_a_quorum() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, EtcdError::Request { .. } | EtcdError::Timeout { .. }), "{err:?}");
+    assert!(
+        matches!(err, EtcdError::Request { .. } | EtcdError::Timeout { .. }),
+        "{err:?}"
+    );
     for &i in &paused {
         blocking(|| c.resume(i));
     }
@@ -182,7 +227,10 @@ async fn slot_grant_needs_a_quorum() {
     // still meet an election).
     let granted = within("grant after resume", Duration::from_secs(30), async {
         loop {
-            match slots.grant("web", "n1", 1, Duration::from_secs(60), None).await {
+            match slots
+                .grant("web", "n1", 1, Duration::from_secs(60), None)
+                .await
+            {
                 Ok(g) => break g,
                 Err(e) => {
                     eprintln!("grant after resume: {e}");
@@ -192,8 +240,16 @@ async fn slot_grant_needs_a_quorum() {
         }
     })
     .await;
-    assert!(matches!(granted, Grant::Granted { .. }), "{granted:?}");
+    // AlreadyHeld is right too if a grant from the minority time applied
+    // after all (an error on a write means "unknown", see EtcdError::Request).
+    assert!(
+        matches!(granted, Grant::Granted { .. } | Grant::AlreadyHeld { .. }),
+        "{granted:?}"
+    );
     // Exactly one holder: no half-applied grant from the minority time.
     let holders = slots.holders("web").await.unwrap();
-    assert_eq!(holders.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["n1"]);
+    assert_eq!(
+        holders.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+        ["n1"]
+    );
 }

@@ -47,7 +47,11 @@ async fn watch_resumes_after_its_member_is_killed() {
             .unwrap();
         match ev {
             WatchEvent::Put { kv, prev } => {
-                assert!(prev.is_none(), "{}: created once, so no previous value", kv.key);
+                assert!(
+                    prev.is_none(),
+                    "{}: created once, so no previous value",
+                    kv.key
+                );
                 assert_eq!(kv.value, (seen.len()).to_string().as_bytes(), "{}", kv.key);
                 seen.push(kv.key);
             }
@@ -66,6 +70,10 @@ async fn watch_resumes_after_its_member_is_killed() {
     let expected: Vec<String> = (0..KEYS).map(|i| format!("w/{i:04}")).collect();
     assert_eq!(seen, expected);
     assert_eq!(victim, 3, "every member was killed once");
+    assert!(
+        watch.reopened() >= 1,
+        "the watch never lost its member: the test proved nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,16 +81,29 @@ async fn watch_from_compacted_revision_resyncs() {
     let c = cluster(1);
     let etcd = connect(&c).await;
     assert!(etcd.create("r/a", &1, None, None).await.unwrap());
-    let first = etcd.get_json::<i32>("r/a").await.unwrap().unwrap().mod_revision;
+    let first = etcd
+        .get_json::<i32>("r/a")
+        .await
+        .unwrap()
+        .unwrap()
+        .mod_revision;
     assert!(etcd.create("r/b", &2, None, None).await.unwrap());
     let a = etcd.get_json::<i32>("r/a").await.unwrap().unwrap();
     assert!(etcd.delete_if("r/a", a.mod_revision, None).await.unwrap());
     let mut raw = etcd.request_client();
-    let now = raw.get(etcd.key("r/"), None).await.unwrap().header().unwrap().revision();
+    let now = raw
+        .get(etcd.key("r/"), None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
     raw.compact(now, None).await.unwrap();
 
     let mut watch = PrefixWatch::start(&etcd, "r/", Some(first)).await.unwrap();
-    let ev = within("resync", Duration::from_secs(10), watch.next()).await.unwrap();
+    let ev = within("resync", Duration::from_secs(10), watch.next())
+        .await
+        .unwrap();
     let WatchEvent::Resync(listing) = ev else {
         panic!("expected a resync, got {ev:?}");
     };
@@ -91,7 +112,9 @@ async fn watch_from_compacted_revision_resyncs() {
     assert_eq!(watch.next_revision(), listing.revision + 1);
     // After the resync the watch goes on from the listing.
     assert!(etcd.create("r/c", &3, None, None).await.unwrap());
-    let ev = within("event after resync", Duration::from_secs(10), watch.next()).await.unwrap();
+    let ev = within("event after resync", Duration::from_secs(10), watch.next())
+        .await
+        .unwrap();
     let WatchEvent::Put { kv, .. } = ev else {
         panic!("expected the put of r/c, got {ev:?}");
     };

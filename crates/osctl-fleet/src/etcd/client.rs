@@ -40,10 +40,13 @@ use super::error::{EtcdError, Result};
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Timeout for opening a TCP connection to a member.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// HTTP/2 ping interval and timeout: a stopped member keeps its TCP
-/// connections open, and only a missed ping ends the streams on it.
-const H2_PING_INTERVAL: Duration = Duration::from_secs(1);
-const H2_PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 ping interval and timeout, while streams are open: a stopped
+/// member keeps its TCP connections open, and a missed ping ends the streams
+/// on it (a waiting campaign has no other way to notice). Not more often:
+/// etcd (`--grpc-keepalive-min-time`, default 5 s) answers more frequent
+/// pings with GOAWAY, which killed idle watches every few seconds.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often and how patiently each endpoint's health is probed.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 const HEALTH_TIMEOUT: Duration = Duration::from_millis(700);
@@ -103,6 +106,9 @@ struct Inner {
     endpoints: Vec<String>,
     active: Arc<Mutex<BTreeSet<String>>>,
     health: JoinHandle<()>,
+    /// The health checker, shared by the periodic task and
+    /// [`Etcd::recheck`].
+    checker: Arc<tokio::sync::Mutex<HealthChecker>>,
 }
 
 impl Drop for Inner {
@@ -145,6 +151,8 @@ impl Etcd {
         let base = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_keep_alive(H2_PING_INTERVAL, H2_PING_TIMEOUT)
+            // etcd refuses pings on connections without streams.
+            .with_keep_alive_while_idle(false)
             // A member cut off from the quorum answers "no leader" at once
             // (and cancels its watches) instead of serving stale reads or
             // hanging a write until the timeout.
@@ -193,10 +201,12 @@ impl Etcd {
                 endpoints: endpoints.to_vec(),
             });
         }
+        let checker = Arc::new(tokio::sync::Mutex::new(checker));
+        let periodic = checker.clone();
         let health = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(HEALTH_INTERVAL).await;
-                checker.round().await;
+                periodic.lock().await.round().await;
             }
         });
         Ok(Etcd {
@@ -208,6 +218,7 @@ impl Etcd {
                 endpoints: endpoints.to_vec(),
                 active,
                 health,
+                checker,
             }),
         })
     }
@@ -232,6 +243,13 @@ impl Etcd {
                 key: String::from_utf8_lossy(abs).into_owned(),
                 prefix: self.inner.prefix.clone(),
             })
+    }
+
+    /// Checks every member now (a stream just died or went silent), so
+    /// that what is opened next goes to a member that answers; takes at
+    /// most the probe timeout, or two if a periodic round is under way.
+    pub(crate) async fn recheck(&self) {
+        self.inner.checker.lock().await.round().await;
     }
 
     /// The per-request timeout of the request client.

@@ -4,14 +4,20 @@
 //! long as their lease. The etcd-client crate's keepalive stream dies with
 //! the member it runs on and is not reopened, so a naive keeper lets a
 //! healthy process's lease expire whenever one member restarts. [`KeptLease`]
-//! reopens the stream (on a healthy member, see the client's health task)
-//! and keeps a conservative local deadline: the TTL counted from the *send*
-//! time of the last keepalive etcd confirmed. Once that passes, or etcd says
+//! reopens the stream (on a healthy member, see the client's health task),
+//! also when a keepalive goes unanswered for a second (a stopped
+//! member does not close the stream, it just stays silent), and keeps a
+//! conservative local deadline: the TTL counted from the *send* time of the
+//! last keepalive etcd confirmed. Once that passes, or etcd says
 //! the lease is gone, the lease is *lost* for good: the flag never clears,
 //! keepalives stop and the lease is revoked if etcd still answers, because a
 //! holder that stopped acting must not keep its keys alive either. Whoever
 //! acted under the lease (a leader, an agent) waits on [`KeptLease::lost`]
 //! and stops.
+//!
+//! A stopped member costs up to a keepalive interval, the answer timeout and
+//! a health probe before keepalives flow again: about 2.5 s at a 4 s TTL, so
+//! kept leases should have TTLs of 4 s or more (presence uses 10 s).
 //!
 //! etcd may keep a lease longer than the local deadline (a new raft leader
 //! renews every lease), never shorter, so "lost" here errs on the safe side.
@@ -31,6 +37,9 @@ use super::error::{EtcdError, Result};
 /// Keepalives per TTL: a third of the TTL apart, so two may be lost in a
 /// row before the lease is in danger.
 const KEEPALIVES_PER_TTL: u32 = 3;
+/// How long a keepalive (or opening the stream) may go unanswered before the
+/// stream is taken for dead; etcd answers from memory, in milliseconds.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
 /// First and longest wait between attempts at reopening the keepalive stream.
 const REOPEN_BACKOFF: Duration = Duration::from_millis(100);
 const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -142,6 +151,11 @@ pub(crate) async fn grant(etcd: &Etcd, ttl: Duration, what: &str) -> Result<(i64
     Ok((resp.id(), Duration::from_secs(resp.ttl().unsigned_abs())))
 }
 
+/// An instant no timer reaches in practice (tokio's own "far future" idiom).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365)
+}
+
 /// Why a keeper gave up.
 enum Lost {
     Expired,
@@ -178,6 +192,7 @@ async fn keep_alive(
 /// Keeps the lease alive until it is lost; returns why.
 async fn keep_until_lost(etcd: &Etcd, id: i64, ttl: Duration, reopened: &AtomicU64) -> Lost {
     let interval = ttl / KEEPALIVES_PER_TTL;
+    let answer = interval.min(ANSWER_TIMEOUT);
     // The grant itself counts as the first renewal (it happened just now).
     let mut expires = Instant::now() + ttl;
     let mut backoff = REOPEN_BACKOFF;
@@ -191,23 +206,26 @@ async fn keep_until_lost(etcd: &Etcd, id: i64, ttl: Duration, reopened: &AtomicU
         }
         let mut client = etcd.blocking_client();
         let sent = Instant::now();
-        let opened = tokio::time::timeout_at(
-            expires.min(sent + etcd.request_timeout()),
-            client.lease_keep_alive(id),
-        )
-        .await;
+        // A stream that does not answer within `answer` is on a bad member;
+        // the next try goes where the health check (just rerun) points.
+        let opened =
+            tokio::time::timeout_at(expires.min(sent + answer), client.lease_keep_alive(id)).await;
         let (mut keeper, mut stream) = match opened {
             Ok(Ok(pair)) => pair,
             Ok(Err(etcd_client::Error::LeaseKeepAliveError(msg))) if msg.contains("not found") => {
                 return Lost::Gone;
             }
             Ok(Err(e)) => {
+                etcd.recheck().await;
                 tracing::info!(lease = format!("{id:x}"), error = %e, "opening etcd keepalive stream");
                 tokio::time::sleep(jittered(backoff)).await;
                 backoff = (backoff * 2).min(REOPEN_BACKOFF_MAX);
                 continue;
             }
-            Err(_) => continue,
+            Err(_) => {
+                etcd.recheck().await;
+                continue;
+            }
         };
         // Opening the stream renewed the lease (its first answer had ttl > 0).
         expires = expires.max(sent + ttl);
@@ -215,8 +233,14 @@ async fn keep_until_lost(etcd: &Etcd, id: i64, ttl: Duration, reopened: &AtomicU
         let mut in_flight: VecDeque<Instant> = VecDeque::new();
         let mut next_send = Instant::now() + interval;
         loop {
+            // A keepalive unanswered for `answer`: the member is
+            // stopped or cut off (the stream would just stay silent).
+            let answer_by = in_flight
+                .front()
+                .map_or(far_future(), |sent| *sent + answer);
             tokio::select! {
                 _ = sleep_until(expires) => return Lost::Expired,
+                _ = sleep_until(answer_by) => break,
                 _ = sleep_until(next_send) => {
                     let now = Instant::now();
                     if keeper.keep_alive().await.is_err() {

@@ -14,11 +14,15 @@
 //! revision neither repeats nor skips. If that revision has been compacted
 //! away the history is gone: the watch then reads the whole prefix and yields
 //! it as [`WatchEvent::Resync`], and continues after that read's revision.
+//!
+//! A member that stops answering does not end the stream; a quiet stream is
+//! therefore asked for progress, and reopened if the request goes unanswered.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use etcd_client::{EventType, WatchOptions, WatchResponse, WatchStream};
+use tokio::time::{Instant, sleep_until};
 
 use super::client::{Etcd, Listing, Versioned, jittered};
 use super::error::{EtcdError, Result};
@@ -26,6 +30,13 @@ use super::error::{EtcdError, Result};
 /// First and longest wait between attempts at reopening a watch.
 const REOPEN_BACKOFF: Duration = Duration::from_millis(100);
 const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// After this long without a message the watch asks etcd for progress, and
+/// reopens if that gets no answer within `PROGRESS_TIMEOUT`: a stopped or
+/// cut-off member keeps the TCP connection open and simply says nothing, and
+/// HTTP/2 pings cannot be sent often enough to notice (etcd answers pings
+/// more frequent than every 5 s with GOAWAY).
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+const PROGRESS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One change under the watched prefix (keys relative to the fleet prefix).
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +68,10 @@ pub struct PrefixWatch {
     buffer: VecDeque<WatchEvent>,
     /// Watches opened after the first (stream lost, cancelled, compacted).
     reopened: u64,
+    /// When to ask for progress (or, once asked, give up on the stream).
+    check_at: Instant,
+    /// A progress request is outstanding and nothing came since.
+    progress_asked: bool,
 }
 
 impl std::fmt::Debug for PrefixWatch {
@@ -84,6 +99,8 @@ impl PrefixWatch {
             stream: None,
             buffer: VecDeque::new(),
             reopened: 0,
+            check_at: Instant::now() + PROGRESS_INTERVAL,
+            progress_asked: false,
         };
         watch.open().await?;
         Ok(watch)
@@ -112,6 +129,7 @@ impl PrefixWatch {
             }
             if self.stream.is_none() {
                 self.reopened += 1;
+                self.etcd.recheck().await;
                 if let Err(e) = self.open().await {
                     tracing::warn!(prefix = %self.rel_prefix, error = %e, "reopening etcd watch");
                     tokio::time::sleep(jittered(backoff)).await;
@@ -120,7 +138,24 @@ impl PrefixWatch {
                 continue;
             }
             let stream = self.stream.as_mut().expect("checked above");
-            match stream.message().await {
+            let msg = tokio::select! {
+                msg = stream.message() => msg,
+                () = sleep_until(self.check_at) => {
+                    if self.progress_asked {
+                        tracing::info!(prefix = %self.rel_prefix, "etcd watch stream silent, reopening");
+                        self.stream = None;
+                    } else if let Err(e) = stream.request_progress().await {
+                        tracing::info!(prefix = %self.rel_prefix, error = %e, "etcd watch stream failed, reopening");
+                        self.stream = None;
+                    } else {
+                        self.progress_asked = true;
+                        self.check_at = Instant::now() + PROGRESS_TIMEOUT;
+                    }
+                    continue;
+                }
+            };
+            self.heard();
+            match msg {
                 Ok(Some(resp)) => {
                     if self.handle(resp).await? {
                         backoff = REOPEN_BACKOFF;
@@ -136,6 +171,12 @@ impl PrefixWatch {
                 }
             }
         }
+    }
+
+    /// The stream spoke: it is alive; ask again after a quiet interval.
+    fn heard(&mut self) {
+        self.progress_asked = false;
+        self.check_at = Instant::now() + PROGRESS_INTERVAL;
     }
 
     /// Handles one response; false if the watch was cancelled.
@@ -158,13 +199,9 @@ impl PrefixWatch {
             return Ok(false);
         }
         if resp.events().is_empty() {
-            // A progress notification: every change up to the header's
-            // revision has been sent.
-            if !resp.created()
-                && let Some(h) = resp.header()
-            {
-                self.next_revision = self.next_revision.max(h.revision() + 1);
-            }
+            // Creation or an answer to a progress request. The latter's
+            // revision is not used to move `next_revision` on: etcd before
+            // 3.4.25 could send it ahead of events of that revision.
             return Ok(true);
         }
         for ev in resp.events() {
@@ -238,6 +275,7 @@ impl PrefixWatch {
             self.next_revision = rev + 1;
         }
         self.stream = Some(stream);
+        self.heard();
         // A creation can come back already cancelled (compacted start).
         self.handle(created).await?;
         Ok(())

@@ -39,6 +39,33 @@ pub async fn within<T>(what: &str, limit: Duration, fut: impl Future<Output = T>
         .unwrap_or_else(|_| panic!("{what}: not done within {limit:?}"))
 }
 
+/// What happens to a member: SIGKILL (restarted with its data after), or
+/// SIGSTOP (continued after), which leaves its connections open and silent.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    Kill,
+    Pause,
+}
+
+impl Fault {
+    pub fn inflict(self, c: &mut EtcdCluster, i: usize) {
+        match self {
+            Fault::Kill => blocking(|| c.kill(i)),
+            Fault::Pause => blocking(|| c.pause(i)),
+        }
+    }
+
+    pub fn undo(self, c: &mut EtcdCluster, i: usize) {
+        match self {
+            Fault::Kill => blocking(|| c.start_member(i)),
+            Fault::Pause => blocking(|| {
+                c.resume(i)?;
+                c.wait_healthy()
+            }),
+        }
+    }
+}
+
 /// Runs a blocking cluster operation (process kill/start, etcdctl) from an
 /// async test without stalling the runtime's other tasks.
 pub fn blocking<T>(f: impl FnOnce() -> anyhow::Result<T>) -> T {

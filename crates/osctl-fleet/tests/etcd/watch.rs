@@ -5,13 +5,24 @@ use std::time::Duration;
 
 use osctl_fleet::etcd::{PrefixWatch, WatchEvent};
 
-use crate::{blocking, cluster, connect, within};
+use crate::{Fault, cluster, connect, within};
 
 /// Keys written by the writer; the watch must see each exactly once, in order.
 const KEYS: usize = 300;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_resumes_after_its_member_is_killed() {
+    watch_survives(Fault::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resumes_after_its_member_is_stopped() {
+    watch_survives(Fault::Pause).await;
+}
+
+/// Puts numbered keys while every member in turn suffers `fault`; the watch
+/// must yield each key exactly once, in order.
+async fn watch_survives(fault: Fault) {
     let mut c = cluster(3);
     let etcd = connect(&c).await;
     let mut watch = PrefixWatch::start(&etcd, "w/", None).await.unwrap();
@@ -59,9 +70,9 @@ async fn watch_resumes_after_its_member_is_killed() {
         }
         if seen.len() == next_kill && victim < 3 {
             if victim > 0 {
-                blocking(|| c.start_member(victim - 1));
+                fault.undo(&mut c, victim - 1);
             }
-            blocking(|| c.kill(victim));
+            fault.inflict(&mut c, victim);
             victim += 1;
             next_kill += KEYS / 5;
         }
@@ -69,7 +80,7 @@ async fn watch_resumes_after_its_member_is_killed() {
     writer.await.unwrap();
     let expected: Vec<String> = (0..KEYS).map(|i| format!("w/{i:04}")).collect();
     assert_eq!(seen, expected);
-    assert_eq!(victim, 3, "every member was killed once");
+    assert_eq!(victim, 3, "every member suffered the fault once");
     assert!(
         watch.reopened() >= 1,
         "the watch never lost its member: the test proved nothing"

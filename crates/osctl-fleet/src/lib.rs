@@ -7,6 +7,7 @@
 //! maxUnavailable, windows, failure budget) is tested without a cluster; the
 //! etcd layer only moves records, with every state change a transaction.
 
+pub mod etcd;
 pub mod model;
 pub mod plan;
 pub mod spec;

@@ -41,12 +41,16 @@
 //!   upload, manifest PUT/GET), for a started [`Registry`] and for an
 //!   existing plain-HTTP one ([`PlainHttpRegistry`]) alike.
 //!
+//! * [`etcd::EtcdCluster`] runs real `etcd` members on loopback for the fleet
+//!   code, and kills, restarts, pauses and resumes them.
+//!
 //! Everything listens on loopback only; nothing here touches another network.
 //!
 //! Errors are `anyhow` errors with context: this is test code, and the message
 //! a failing test prints is what matters.
 
 pub mod api;
+pub mod etcd;
 pub mod generated_doc;
 pub mod layout;
 pub mod proxy;
@@ -70,6 +74,7 @@ use std::process::{Command, Output};
 use anyhow::{Context as _, Result, bail};
 
 pub use api::{PlainHttpRegistry, RegistryApi};
+pub use etcd::EtcdCluster;
 pub use http::HttpResponse;
 pub use layout::{
     BuiltImage, BuiltIndex, Compression, EncodedLayer, Entry, ImageSpec, Layer, encode_layer,

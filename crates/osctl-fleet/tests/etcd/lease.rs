@@ -1,0 +1,71 @@
+//! KeptLease: surviving member failures, and signalling loss.
+
+use std::time::Duration;
+
+use osctl_fleet::etcd::KeptLease;
+
+use crate::{Fault, cluster, connect, within};
+
+const TTL: Duration = Duration::from_secs(2);
+const STOPPED_TTL: Duration = Duration::from_secs(4);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_survives_killing_each_member() {
+    lease_survives(Fault::Kill, TTL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_survives_stopping_each_member() {
+    // A stopped member is noticed by silence, not by a closed connection:
+    // the keeper needs a TTL with room for a health round and a reopen.
+    lease_survives(Fault::Pause, STOPPED_TTL).await;
+}
+
+async fn lease_survives(fault: Fault, ttl: Duration) {
+    let mut c = cluster(3);
+    let etcd = connect(&c).await;
+    let lease = KeptLease::grant(&etcd, ttl).await.unwrap();
+    assert_eq!(lease.ttl(), ttl);
+    assert!(
+        etcd.create("nodes/n1/presence", &"here", Some(lease.id()), None)
+            .await
+            .unwrap()
+    );
+
+    // Whichever member carries the keepalive stream dies at some point.
+    for i in 0..3 {
+        fault.inflict(&mut c, i);
+        // Two TTLs without that member: the keeper must have moved on.
+        tokio::time::sleep(ttl * 2).await;
+        assert!(!lease.is_lost(), "lease lost after {fault:?} of member {i}");
+        let v = etcd.get_json::<String>("nodes/n1/presence").await.unwrap();
+        let v = v.unwrap_or_else(|| panic!("presence key gone after {fault:?} of member {i}"));
+        assert_eq!(v.lease, lease.id());
+        fault.undo(&mut c, i);
+    }
+    assert!(
+        lease.reopened() >= 1,
+        "the keepalive stream never lost its member: the test proved nothing"
+    );
+    lease.revoke().await.unwrap();
+    assert!(
+        etcd.get_json::<String>("nodes/n1/presence")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_revoked_behind_its_back_is_lost() {
+    let c = cluster(1);
+    let etcd = connect(&c).await;
+    let lease = KeptLease::grant(&etcd, TTL).await.unwrap();
+    assert!(!lease.is_lost());
+    etcd.request_client()
+        .lease_revoke(lease.id())
+        .await
+        .unwrap();
+    within("lost after revoke", Duration::from_secs(10), lease.lost()).await;
+    assert!(lease.is_lost());
+}

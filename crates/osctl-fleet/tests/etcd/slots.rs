@@ -1,0 +1,255 @@
+//! Reboot slots: the limit under contention, expiry, release, quorum.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use osctl_fleet::etcd::{Etcd, EtcdError, Grant, PrefixWatch, Slots, WatchEvent};
+
+use crate::{PREFIX, blocking, cluster, connect, within};
+
+const LIMIT: usize = 3;
+const CONTENDERS: usize = 40;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_contenders_never_exceed_three_slots() {
+    let c = cluster(3);
+    let etcd = connect(&c).await;
+    let mut watch = PrefixWatch::start(&etcd, "slots/web/", None).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for n in 0..CONTENDERS {
+        let slots = Slots::new(&etcd);
+        tasks.push(tokio::spawn(async move {
+            let holder = format!("node-{n:02}");
+            loop {
+                match slots
+                    .grant("web", &holder, LIMIT, Duration::from_secs(60), None)
+                    .await
+                {
+                    Ok(Grant::Granted { .. }) => break,
+                    Ok(Grant::Full { holders }) => {
+                        // Read at one revision: exactly the limit, never more.
+                        assert_eq!(holders.len(), LIMIT, "{holders:?}");
+                        assert!(holders.iter().all(|h| h.name != holder));
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Ok(Grant::AlreadyHeld { .. }) => panic!("{holder}: held a slot it never got"),
+                    Err(e) => panic!("{holder}: {e}"),
+                }
+            }
+            // "Reboot", then give the slot back.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            slots.release("web", &holder, None).await.unwrap();
+            holder
+        }));
+    }
+
+    // Count holders from the watch: every put of a new holder key and every
+    // delete, in revision order.
+    let mut held = BTreeSet::new();
+    let mut ever = BTreeSet::new();
+    let mut max = 0;
+    while ever.len() < CONTENDERS || !held.is_empty() {
+        let ev = within("slot events", Duration::from_secs(60), watch.next())
+            .await
+            .unwrap();
+        match ev {
+            WatchEvent::Put { kv, prev } => {
+                assert!(prev.is_none(), "{} written twice", kv.key);
+                assert!(held.insert(kv.key.clone()));
+                ever.insert(kv.key);
+                max = max.max(held.len());
+                assert!(held.len() <= LIMIT, "more than {LIMIT} holders: {held:?}");
+            }
+            WatchEvent::Delete { key, .. } => assert!(held.remove(&key), "{key}"),
+            WatchEvent::Resync(l) => panic!("unexpected resync at {}", l.revision),
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(ever.len(), CONTENDERS);
+    // The per-event check above is the limit; this says it was exercised.
+    assert!(max > 1, "contenders never held slots at the same time");
+    assert!(Slots::new(&etcd).holders("web").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_expires_after_its_deadline() {
+    let c = cluster(1);
+    let etcd = connect(&c).await;
+    let slots = Slots::new(&etcd);
+    let mut watch = PrefixWatch::start(&etcd, "slots/web/", None).await.unwrap();
+    let before = SystemTime::now();
+    let Grant::Granted { deadline } = slots
+        .grant("web", "n1", 1, Duration::from_secs(2), None)
+        .await
+        .unwrap()
+    else {
+        panic!("first grant not granted");
+    };
+    let holders = slots.holders("web").await.unwrap();
+    assert_eq!(holders.len(), 1);
+    assert_eq!(holders[0].name, "n1");
+    assert_eq!(holders[0].deadline, deadline_ms(deadline));
+    assert_eq!(
+        holders[0]
+            .deadline
+            .duration_since(holders[0].granted_at)
+            .unwrap(),
+        Duration::from_secs(2)
+    );
+    assert!(holders[0].granted_at >= before - Duration::from_secs(1));
+    assert_ne!(holders[0].lease, 0);
+    // Asking again is harmless and does not extend the deadline.
+    assert_eq!(
+        slots
+            .grant("web", "n1", 1, Duration::from_secs(60), None)
+            .await
+            .unwrap(),
+        Grant::AlreadyHeld {
+            deadline: holders[0].deadline
+        }
+    );
+    let Grant::Full { holders: full } = slots
+        .grant("web", "n2", 1, Duration::from_secs(60), None)
+        .await
+        .unwrap()
+    else {
+        panic!("second holder granted past the limit");
+    };
+    assert_eq!(full, holders);
+
+    // Nobody keeps the slot's lease alive: the key vanishes by itself.
+    loop {
+        let ev = within("slot expiry", Duration::from_secs(15), watch.next())
+            .await
+            .unwrap();
+        if let WatchEvent::Delete { key, .. } = ev {
+            assert_eq!(key, "slots/web/n1");
+            break;
+        }
+    }
+    assert!(SystemTime::now() >= holders[0].deadline - Duration::from_secs(1));
+    assert!(slots.holders("web").await.unwrap().is_empty());
+    let err = slots.release("web", "n1", None).await.unwrap_err();
+    assert!(matches!(err, EtcdError::NotHeld { .. }), "{err:?}");
+    assert_eq!(err.to_string(), "n1 holds no reboot slot in pool web");
+    // The freed slot can be granted again.
+    assert!(matches!(
+        slots
+            .grant("web", "n2", 1, Duration::from_secs(60), None)
+            .await
+            .unwrap(),
+        Grant::Granted { .. }
+    ));
+}
+
+/// The deadline as stored (millisecond precision).
+fn deadline_ms(t: SystemTime) -> SystemTime {
+    let ms = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_and_names_are_checked() {
+    let c = cluster(1);
+    let etcd = connect(&c).await;
+    let slots = Slots::new(&etcd);
+    let err = slots.release("web", "n9", None).await.unwrap_err();
+    assert_eq!(err.to_string(), "n9 holds no reboot slot in pool web");
+
+    let cases = [
+        ("", "n1", "invalid pool \"\": must not be empty"),
+        ("a/b", "n1", "invalid pool \"a/b\": must not contain '/'"),
+        ("web", "", "invalid holder \"\": must not be empty"),
+        ("web", "x/y", "invalid holder \"x/y\": must not contain '/'"),
+        (
+            "web",
+            "n\n1",
+            "invalid holder \"n\\n1\": must not contain control characters",
+        ),
+    ];
+    for (pool, holder, msg) in cases {
+        let err = slots
+            .grant(pool, holder, 1, Duration::from_secs(5), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), msg, "grant {pool:?} {holder:?}");
+        let err = slots.release(pool, holder, None).await.unwrap_err();
+        assert_eq!(err.to_string(), msg, "release {pool:?} {holder:?}");
+    }
+
+    // A holder record that does not parse makes the pool unreadable, by name.
+    etcd.request_client()
+        .put(etcd.key("slots/web/n5"), "{}", None)
+        .await
+        .unwrap();
+    let err = slots
+        .grant("web", "n1", 3, Duration::from_secs(5), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "etcd value at slots/web/n5 cannot be read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_grant_needs_a_quorum() {
+    let mut c = cluster(3);
+    let timeout = Duration::from_secs(2);
+    let etcd = Etcd::connect_with_timeout(&c.endpoints(), PREFIX, timeout)
+        .await
+        .unwrap();
+    let slots = Slots::new(&etcd);
+    let leader = blocking(|| c.leader());
+    let paused: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    // Stop the two followers: the leader alone is a minority.
+    for &i in &paused {
+        blocking(|| c.pause(i));
+    }
+    let err = within(
+        "grant without quorum",
+        Duration::from_secs(15),
+        slots.grant("web", "n1", 1, Duration::from_secs(60), None),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, EtcdError::Request { .. } | EtcdError::Timeout { .. }),
+        "{err:?}"
+    );
+    for &i in &paused {
+        blocking(|| c.resume(i));
+    }
+    // Once the quorum is back the grant succeeds (the first attempts may
+    // still meet an election).
+    let granted = within("grant after resume", Duration::from_secs(30), async {
+        loop {
+            match slots
+                .grant("web", "n1", 1, Duration::from_secs(60), None)
+                .await
+            {
+                Ok(g) => break g,
+                Err(e) => {
+                    eprintln!("grant after resume: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    })
+    .await;
+    // AlreadyHeld is right too if a grant from the minority time applied
+    // after all (an error on a write means "unknown", see EtcdError::Request).
+    assert!(
+        matches!(granted, Grant::Granted { .. } | Grant::AlreadyHeld { .. }),
+        "{granted:?}"
+    );
+    // Exactly one holder: no half-applied grant from the minority time.
+    let holders = slots.holders("web").await.unwrap();
+    assert_eq!(
+        holders.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+        ["n1"]
+    );
+}

@@ -7,7 +7,11 @@
 //! maxUnavailable, windows, failure budget) is tested without a cluster; the
 //! etcd layer only moves records, with every state change a transaction.
 
+pub mod admin;
+pub mod agent;
+pub mod controller;
 pub mod etcd;
+pub mod keys;
 pub mod model;
 pub mod plan;
 pub mod spec;

@@ -73,6 +73,9 @@ enum Command {
     /// Build-time checks for OS images (run inside the image).
     #[command(subcommand)]
     Container(commands::container::ContainerCommand),
+    /// Fleet rollouts on etcd: controller, agent, rollouts, FleetLock.
+    #[command(subcommand)]
+    Fleet(commands::fleet::FleetCommand),
 }
 
 fn main() -> ExitCode {
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
             Command::Fsck(args) => commands::fsck::run(args, &cli.sysroot, boot).await,
             Command::Gc(args) => commands::gc::run(args, &cli.sysroot, boot),
             Command::Container(cmd) => commands::container::run(cmd),
+            Command::Fleet(cmd) => commands::fleet::run(cmd, &cli.sysroot, boot).await,
         }
     });
     match result {

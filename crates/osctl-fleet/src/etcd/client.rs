@@ -399,6 +399,26 @@ impl Etcd {
         })
     }
 
+    /// Ends lease `id` now (its keys are deleted with it). A lease already
+    /// gone is not an error: the point is that it no longer holds.
+    pub async fn revoke_lease(&self, id: i64) -> Result<()> {
+        let what = format!("lease {id:x}");
+        match self
+            .call("lease revoke", &what, |mut c| async move {
+                c.lease_revoke(id).await
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(EtcdError::Request { source, .. })
+                if source.to_string().contains("requested lease not found") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Creates `rel` with `value` only if the key does not exist
     /// (create revision 0), bound to `lease` if given. `Ok(false)`: it exists.
     pub async fn create<T: Serialize>(

@@ -4,6 +4,7 @@ pub mod container;
 pub mod deploy_common;
 pub mod diff;
 pub mod finalize;
+pub mod fleet;
 pub mod fsck;
 pub mod gc;
 pub mod health;

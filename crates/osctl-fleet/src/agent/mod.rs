@@ -1,0 +1,564 @@
+//! The node agent: `osctl fleet agent --node NAME`, one per machine.
+//!
+//! It registers (a presence key bound to a kept lease), reports what the
+//! machine has booted and staged and how healthy it is, and carries out the
+//! one assignment the controller gives it — download and stage (never
+//! disruptive), then wait for a reboot slot, then reboot, then let the boot
+//! assessment speak. It decides nothing about the fleet.
+//!
+//! # Why a reconcile step, not a script
+//!
+//! Each [`Agent::step`] starts from what is true now — the machine's
+//! deployments, the boot id, the assignment and slot in etcd, the agent's
+//! own state file — and does the one next thing. A killed agent, a lost
+//! etcd member, a reboot in the middle all end in the same place: the next
+//! step reads the truth again. The only thing the agent must remember
+//! itself is that it asked for a reboot, and from which boot
+//! ([`state`]): that is written before the reboot command runs, so a
+//! restarted agent never reboots twice for one slot.
+//!
+//! # Reading the verdict after the reboot
+//!
+//! The boot assessment decides (osctl-deploy): the assigned digest booted
+//! and marked good → `updated` (healthy since the agent first saw it so;
+//! the controller applies the health gate); the old image booted (the boot
+//! loader fell back) or a required check failed → `failed`, and the image
+//! is never staged again for that assignment (the machine's failed-images
+//! record says so too).
+
+pub mod machine;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use osctl_deploy::status::Assessment;
+use osctl_image::{FetchOptions, ImageRef};
+
+use crate::etcd::{Compare, CompareOp, Etcd, EtcdError, KeptLease, SLOTS_ROOT, TxnOp};
+use crate::keys;
+use crate::model::{
+    Assignment, Health, HealthState, ImageState, NodePhase, NodeReport, Presence, Version,
+};
+use machine::{Deployed, Machine, MachineView};
+use state::{AgentState, HealthyIn};
+
+/// How long the presence lease lives without a keepalive: a machine that
+/// stops answering is unavailable after this.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(10);
+/// How often the agent looks again when nothing woke it.
+pub const DEFAULT_POLL: Duration = Duration::from_secs(2);
+/// Download retries back off from this …
+const RETRY_FIRST: Duration = Duration::from_secs(2);
+/// … to this, never in a tight loop.
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// What went wrong in the agent; each names its step.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{step}")]
+    Deploy {
+        step: &'static str,
+        #[source]
+        source: Box<osctl_deploy::DeployError>,
+    },
+    #[error("{step} {}", path.display())]
+    Io {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("agent state {}: {why}", path.display())]
+    BadState { path: PathBuf, why: String },
+    #[error("boot id file {} is empty", .0.display())]
+    BadBootId(PathBuf),
+    #[error("the machine's status is unreadable: {0}")]
+    Unreadable(&'static str),
+    #[error("nothing is booted from an osctl deployment here: the agent reports the booted image")]
+    NothingBooted,
+    #[error(transparent)]
+    Reboot(osctl_deploy::reboot::RebootError),
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error("invalid agent option: {0}")]
+    Config(String),
+    #[error(
+        "node {node} is registered by another agent (its presence key exists and is kept alive)"
+    )]
+    Duplicate { node: String },
+    #[error("assignment for {node}: image {image}: {why}")]
+    BadAssignment {
+        node: String,
+        image: String,
+        why: String,
+    },
+}
+
+/// Wraps a deployment error with the step it failed in.
+pub(crate) fn deploy_error(
+    step: &'static str,
+) -> impl FnOnce(osctl_deploy::DeployError) -> AgentError {
+    move |source| AgentError::Deploy {
+        step,
+        source: Box::new(source),
+    }
+}
+
+/// What the agent is started with.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub node: String,
+    pub labels: BTreeMap<String, String>,
+    pub sysroot: PathBuf,
+    pub boot_dir: Option<PathBuf>,
+    pub fetch: FetchOptions,
+    pub poll: Duration,
+}
+
+/// One agent.
+pub struct Agent {
+    etcd: Etcd,
+    options: AgentOptions,
+    machine: Machine,
+    boot_id: String,
+    state: AgentState,
+    lease: Option<KeptLease>,
+    /// The report last written and its mod revision.
+    last_report: Option<(NodeReport, i64)>,
+    /// When a failed download may be retried, and the next backoff.
+    retry: Option<(tokio::time::Instant, Duration)>,
+}
+
+/// What one step did, for the loop (and the tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stepped {
+    /// Nothing to do until something changes.
+    Waiting,
+    /// The reboot command ran: the agent stops; the machine goes down.
+    Rebooting,
+}
+
+impl Agent {
+    /// Opens the machine and the agent's state; does not talk to etcd yet.
+    pub fn new(etcd: Etcd, options: AgentOptions) -> Result<Agent, AgentError> {
+        keys::check_node_name(&options.node).map_err(AgentError::Config)?;
+        let machine = Machine::open(
+            &options.sysroot,
+            options.boot_dir.as_deref(),
+            options.fetch.clone(),
+        )?;
+        let boot_id = machine::boot_id()?;
+        let state = state::load(&options.sysroot, &options.node)?
+            .unwrap_or_else(|| AgentState::new(&options.node));
+        Ok(Agent {
+            etcd,
+            options,
+            machine,
+            boot_id,
+            state,
+            lease: None,
+            last_report: None,
+            retry: None,
+        })
+    }
+
+    /// Runs until the reboot command ran (then returns) or an error that a
+    /// retry cannot fix.
+    pub async fn run(mut self) -> Result<(), AgentError> {
+        loop {
+            match self.step().await {
+                Ok(Stepped::Rebooting) => return Ok(()),
+                Ok(Stepped::Waiting) => {}
+                // etcd unavailable: keep the machine as it is and try again;
+                // nothing the agent does without etcd is disruptive.
+                Err(AgentError::Etcd(e)) => {
+                    tracing::warn!(node = %self.options.node, error = %error_chain(&e), "etcd");
+                }
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(self.options.poll).await;
+        }
+    }
+
+    /// One reconcile step: register if needed, read the truth, do the next
+    /// thing, report.
+    pub async fn step(&mut self) -> Result<Stepped, AgentError> {
+        self.register().await?;
+        let view = self.machine.view()?;
+        let booted = view.booted.clone().ok_or(AgentError::NothingBooted)?;
+        self.note_reboot();
+        self.note_health(&view);
+        let assignment = self
+            .etcd
+            .get_json::<Assignment>(&keys::assignment(&self.options.node))
+            .await?
+            .map(|v| v.value);
+        let outcome = self.act(assignment, &view, &booted).await?;
+        // The view after acting (a stage changes it).
+        let view = self.machine.view()?;
+        self.report(&view).await?;
+        if outcome == Act::Reboot {
+            self.machine.reboot()?;
+            return Ok(Stepped::Rebooting);
+        }
+        Ok(Stepped::Waiting)
+    }
+
+    /// Creates the presence key under a kept lease, once, and again when
+    /// the lease was lost (etcd unreachable for longer than its TTL).
+    async fn register(&mut self) -> Result<(), AgentError> {
+        if self.lease.as_ref().is_some_and(|l| !l.is_lost()) {
+            return Ok(());
+        }
+        let lease = KeptLease::grant(&self.etcd, PRESENCE_TTL).await?;
+        let presence = Presence {
+            version: Version,
+            boot_id: self.boot_id.clone(),
+            since: Timestamp::now(),
+        };
+        let key = keys::presence(&self.options.node);
+        if !self
+            .etcd
+            .create(&key, &presence, Some(lease.id()), None)
+            .await?
+        {
+            // The presence of this agent's previous run (killed, or the
+            // machine went down) lives until its lease runs out; its lease
+            // id is in the state file, so end it now instead of waiting.
+            // Anyone else's presence is kept alive and stays.
+            if let Some(old) = self.state.presence_lease.filter(|&id| id != lease.id()) {
+                self.etcd.revoke_lease(old).await?;
+            }
+            let deadline = tokio::time::Instant::now() + PRESENCE_TTL * 2;
+            while !self
+                .etcd
+                .create(&key, &presence, Some(lease.id()), None)
+                .await?
+            {
+                if tokio::time::Instant::now() > deadline {
+                    lease.revoke().await?;
+                    return Err(AgentError::Duplicate {
+                        node: self.options.node.clone(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        self.state.presence_lease = Some(lease.id());
+        self.save()?;
+        self.lease = Some(lease);
+        Ok(())
+    }
+
+    /// A boot id other than the one the reboot was asked from: it happened.
+    fn note_reboot(&mut self) {
+        if self.state.phase == NodePhase::Rebooting
+            && self.state.reboot_from.as_deref() != Some(self.boot_id.as_str())
+        {
+            self.state.phase = NodePhase::Verifying;
+            self.state.reboot_from = None;
+        }
+    }
+
+    /// Starts the health gate's clock the first time this boot is seen
+    /// good; a new boot starts it over.
+    fn note_health(&mut self, view: &MachineView) {
+        let good = view
+            .health
+            .as_ref()
+            .is_some_and(|h| h.state == Assessment::Good);
+        let this_boot = self
+            .state
+            .healthy_since
+            .as_ref()
+            .is_some_and(|h| h.boot_id == self.boot_id);
+        if !good {
+            self.state.healthy_since = None;
+        } else if !this_boot {
+            self.state.healthy_since = Some(HealthyIn {
+                boot_id: self.boot_id.clone(),
+                since: Timestamp::now(),
+            });
+        }
+    }
+
+    /// The next thing to do for `assignment`.
+    async fn act(
+        &mut self,
+        assignment: Option<Assignment>,
+        view: &MachineView,
+        booted: &Deployed,
+    ) -> Result<Act, AgentError> {
+        let Some(assignment) = assignment else {
+            return self.withdrawn(view);
+        };
+        if self.state.assignment.as_ref() != Some(&assignment) {
+            // A new assignment (or a new generation of one) starts over,
+            // except that a reboot asked for stays asked for.
+            if self.state.phase != NodePhase::Rebooting {
+                self.state.phase = NodePhase::Idle;
+            }
+            self.state.assignment = Some(assignment.clone());
+            self.state.last_error = None;
+            self.retry = None;
+            self.save()?;
+        }
+        let target = assignment.digest.as_str();
+        if booted.digest == target {
+            self.state.phase = match view.health.as_ref().map(|h| h.state) {
+                Some(Assessment::Good) => NodePhase::Updated,
+                Some(Assessment::Failed) => {
+                    self.state.last_error = view
+                        .health
+                        .as_ref()
+                        .and_then(|h| h.reason.clone())
+                        .or(Some("a required health check failed".into()));
+                    NodePhase::Failed
+                }
+                _ => NodePhase::Verifying,
+            };
+            self.save()?;
+            return Ok(Act::Nothing);
+        }
+        if self.state.phase == NodePhase::Rebooting {
+            // Asked for in this boot and it did not happen yet (or this
+            // agent restarted while the machine went down): never again.
+            return Ok(Act::Nothing);
+        }
+        if self.state.phase == NodePhase::Verifying || self.state.phase == NodePhase::Failed {
+            // Rebooted for it and came back on another image: the boot
+            // loader fell back. Failed for this assignment, for good.
+            if self.state.phase == NodePhase::Verifying {
+                self.state.last_error = Some(format!(
+                    "booted {} ({}) instead of {target}: the assigned image did not come up and the boot loader fell back",
+                    booted.image, booted.digest
+                ));
+                self.state.phase = NodePhase::Failed;
+                self.save()?;
+            }
+            return Ok(Act::Nothing);
+        }
+        if self.machine.failed_digests()?.iter().any(|d| d == target) {
+            self.state.phase = NodePhase::Failed;
+            self.state.last_error = Some(format!(
+                "{target} failed on this machine before (state/failed-images.json): not staged again"
+            ));
+            self.save()?;
+            return Ok(Act::Nothing);
+        }
+        if view.staged.as_ref().is_some_and(|s| s.digest == target) {
+            if self.slot_granted(&assignment).await? {
+                self.state.phase = NodePhase::Rebooting;
+                self.state.reboot_from = Some(self.boot_id.clone());
+                // Before the reboot command: a restarted agent must know.
+                self.save()?;
+                return Ok(Act::Reboot);
+            }
+            self.state.phase = NodePhase::WaitingSlot;
+            self.save()?;
+            return Ok(Act::Nothing);
+        }
+        self.download(&assignment).await
+    }
+
+    /// The assignment is gone (aborted, or another rollout took the node):
+    /// a staged image not yet rebooted into must not boot by surprise at the
+    /// next unrelated reboot.
+    fn withdrawn(&mut self, view: &MachineView) -> Result<Act, AgentError> {
+        let Some(old) = self.state.assignment.take() else {
+            return Ok(Act::Nothing);
+        };
+        if matches!(
+            self.state.phase,
+            NodePhase::Downloading | NodePhase::Staged | NodePhase::WaitingSlot
+        ) && view.staged.as_ref().is_some_and(|s| s.digest == old.digest)
+        {
+            let cancelled = self
+                .machine
+                .sysroot()
+                .cancel_next()
+                .map_err(deploy_error("cancelling the staged deployment"))?;
+            tracing::info!(node = %self.options.node, rollout = %old.rollout, ?cancelled, "assignment withdrawn; staged deployment cancelled");
+        }
+        self.state.phase = NodePhase::Idle;
+        self.state.last_error = None;
+        self.save()?;
+        Ok(Act::Nothing)
+    }
+
+    /// Pulls and stages the assigned image, backing off after a failure.
+    async fn download(&mut self, assignment: &Assignment) -> Result<Act, AgentError> {
+        if let Some((at, _)) = self.retry
+            && tokio::time::Instant::now() < at
+        {
+            return Ok(Act::Nothing);
+        }
+        let image = ImageRef::parse(&assignment.image).map_err(|e| AgentError::BadAssignment {
+            node: self.options.node.clone(),
+            image: assignment.image.clone(),
+            why: e.to_string(),
+        })?;
+        self.state.phase = NodePhase::Downloading;
+        self.save()?;
+        // Say so before the (long) pull.
+        let view = self.machine.view()?;
+        self.report(&view).await?;
+        match self
+            .machine
+            .stage(&image, Arc::new(osctl_store::Silent))
+            .await
+        {
+            Ok(outcome) => {
+                tracing::info!(node = %self.options.node, image = %assignment.image, id = %outcome.id().short(), "staged");
+                self.state.phase = NodePhase::Staged;
+                self.state.last_error = None;
+                self.retry = None;
+            }
+            Err(e) => {
+                let backoff = self
+                    .retry
+                    .map_or(RETRY_FIRST, |(_, b)| (b * 2).min(RETRY_MAX));
+                self.retry = Some((tokio::time::Instant::now() + backoff, backoff));
+                let why = error_chain(&e);
+                tracing::warn!(node = %self.options.node, image = %assignment.image, error = %why, retry_in = ?backoff, "download failed");
+                self.state.last_error = Some(why);
+            }
+        }
+        self.save()?;
+        Ok(Act::Nothing)
+    }
+
+    /// Whether the controller granted this node its reboot slot. A plain
+    /// (linearizable) read: a slot only counts when a majority of etcd
+    /// confirms it, never on the word of a partitioned member.
+    async fn slot_granted(&self, assignment: &Assignment) -> Result<bool, AgentError> {
+        let key = format!("{SLOTS_ROOT}{}/{}", assignment.rollout, self.options.node);
+        Ok(self
+            .etcd
+            .get_json::<serde_json::Value>(&key)
+            .await?
+            .is_some())
+    }
+
+    /// Writes the report when it changed (compare-and-swap on the last one
+    /// written: a second agent under the same name is caught here too).
+    async fn report(&mut self, view: &MachineView) -> Result<(), AgentError> {
+        let booted = view.booted.as_ref().ok_or(AgentError::NothingBooted)?;
+        let health = match (
+            &self.state.healthy_since,
+            view.health.as_ref().map(|h| h.state),
+        ) {
+            (Some(h), Some(Assessment::Good)) => Health {
+                state: HealthState::Healthy,
+                since: h.since,
+            },
+            (_, Some(Assessment::Failed)) => Health {
+                state: HealthState::Unhealthy,
+                since: Timestamp::now(),
+            },
+            _ => Health {
+                state: HealthState::Unknown,
+                since: Timestamp::now(),
+            },
+        };
+        let mut report = NodeReport {
+            version: Version,
+            labels: self.options.labels.clone(),
+            booted: image_state(booted),
+            staged: view.staged.as_ref().map(image_state),
+            phase: self.state.phase,
+            health,
+            boot_id: self.boot_id.clone(),
+            rollout: self.state.assignment.as_ref().map(|a| a.rollout.clone()),
+            last_error: self.state.last_error.clone(),
+            updated_at: Timestamp::now(),
+        };
+        let key = keys::report(&self.options.node);
+        let previous = match &self.last_report {
+            Some((last, rev)) => {
+                if same_report(last, &report) {
+                    return Ok(());
+                }
+                // Unhealthy/unknown "since" is not news by itself.
+                if last.health.state == report.health.state {
+                    report.health.since = last.health.since;
+                }
+                Some(*rev)
+            }
+            // First report of this process: take over whatever is there
+            // (the previous run's), by its revision.
+            None => self
+                .etcd
+                .get_json::<serde_json::Value>(&key)
+                .await?
+                .map(|v| v.mod_revision),
+        };
+        let abs = self.etcd.key(&key);
+        let compare = match previous {
+            Some(rev) => Compare::mod_revision(abs.clone(), CompareOp::Equal, rev),
+            None => Compare::create_revision(abs.clone(), CompareOp::Equal, 0),
+        };
+        let put = TxnOp::put(abs, report.to_json(), None);
+        let outcome = self.etcd.txn(&key, vec![compare], vec![put], None).await?;
+        if !outcome.succeeded {
+            self.last_report = None;
+            return Err(AgentError::Duplicate {
+                node: self.options.node.clone(),
+            });
+        }
+        // The put is the transaction's only write: its revision is the
+        // report's mod revision.
+        let rev = outcome.revision;
+        self.last_report = Some((report, rev));
+        Ok(())
+    }
+
+    fn save(&self) -> Result<(), AgentError> {
+        state::save(&self.options.sysroot, &self.state)
+    }
+
+    /// The agent's state, for tests and status.
+    pub fn state(&self) -> &AgentState {
+        &self.state
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Act {
+    Nothing,
+    Reboot,
+}
+
+fn image_state(d: &Deployed) -> ImageState {
+    ImageState {
+        image: d.image.clone(),
+        digest: d.digest.clone(),
+        deployment: d.deployment.clone(),
+    }
+}
+
+/// Equal but for the time written.
+fn same_report(a: &NodeReport, b: &NodeReport) -> bool {
+    let mut b = b.clone();
+    b.updated_at = a.updated_at;
+    if a.health.state == b.health.state {
+        b.health.since = a.health.since;
+    }
+    *a == b
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

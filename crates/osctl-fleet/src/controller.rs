@@ -1,0 +1,479 @@
+//! The rollout controller: `osctl fleet controller`.
+//!
+//! Several may run; one leads (etcd's election API). The leader repeats one
+//! reconcile: read every rollout, node and slot at once, let
+//! [`plan`](crate::plan::plan) decide, write the decisions. Every write the
+//! leader makes carries its leadership [`Fence`]: a deposed leader (paused,
+//! partitioned, slow) writes nothing, so there is never a second hand on
+//! the fleet, and the successor starts from what etcd holds — there is no
+//! state in the controller's memory worth keeping.
+//!
+//! # Write order
+//!
+//! Within one reconcile, per rollout: reboot slots first (each its own
+//! transaction against the pool's guard key, so the count can never pass
+//! `maxUnavailable` whatever else happens), then the assignments, then the
+//! status with the control requests it applied deleted (one transaction,
+//! compare-and-swap on the status), then slot releases. A status is only
+//! written when every slot it counts on was granted: a status saying
+//! "rebooting" for a node without a slot would read as a node that never
+//! came back.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use jiff::Timestamp;
+use osctl_image::{FetchOptions, ImageRef, Source};
+
+use crate::admin::AppliedRollout;
+use crate::agent::error_chain;
+use crate::etcd::{
+    CONTROLLER_ELECTION, Compare, CompareOp, Etcd, EtcdError, Fence, Grant, Leadership, Slots,
+    TxnOp,
+};
+use crate::keys::{self, NodeKey, RolloutKey};
+use crate::model::{Assignment, Control, NodeReport, RolloutPhase, RolloutStatus};
+use crate::plan::{Action, NodeInput, PlanInput, Slot, plan};
+
+/// The leader's lease: how long a dead leader blocks a successor.
+pub const LEADER_TTL: Duration = Duration::from_secs(5);
+/// How often the leader reconciles when nothing else wakes it.
+pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
+/// etcd refuses transactions with more operations than this (its default
+/// `--max-txn-ops` is 128); assignments are written in chunks below it.
+const MAX_TXN_OPS: usize = 100;
+
+/// What the controller can fail on.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error("rollout {rollout}: image {image}: {why}")]
+    Image {
+        rollout: String,
+        image: String,
+        why: String,
+    },
+}
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// Who this controller is, in the election (host name, pid).
+    pub id: String,
+    /// How long a node may hold a reboot slot.
+    pub reboot_deadline: Duration,
+    pub tick: Duration,
+    /// How the controller reads manifests to resolve a rollout's image.
+    pub fetch: FetchOptions,
+}
+
+/// Campaigns, leads until the leadership is lost, campaigns again; returns
+/// only on an error etcd cannot recover from.
+pub async fn run(etcd: Etcd, options: ControllerOptions) -> Result<(), ControllerError> {
+    loop {
+        let leadership =
+            Leadership::campaign(&etcd, CONTROLLER_ELECTION, &options.id, LEADER_TTL).await?;
+        tracing::info!(id = %options.id, "leading the fleet");
+        let fence = leadership.fence();
+        loop {
+            if leadership.is_lost() {
+                tracing::warn!(id = %options.id, "leadership lost");
+                break;
+            }
+            match reconcile(&etcd, &fence, &options, Timestamp::now()).await {
+                Ok(()) => {}
+                Err(ControllerError::Etcd(e @ EtcdError::Fenced { .. })) => {
+                    tracing::warn!(id = %options.id, error = %e, "deposed");
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %error_chain(&e), "reconcile"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(options.tick) => {}
+                () = leadership.lost() => {}
+            }
+        }
+    }
+}
+
+/// Everything read under the nodes prefix, per node.
+#[derive(Debug, Default)]
+struct NodeRecords {
+    present: bool,
+    report: Option<NodeReport>,
+    assignment: Option<(Assignment, i64)>,
+}
+
+/// Everything read under the rollouts prefix, per rollout.
+#[derive(Debug, Default)]
+struct RolloutRecords {
+    applied: Option<(AppliedRollout, i64)>,
+    status: Option<(RolloutStatus, i64)>,
+    controls: Vec<(String, Control)>,
+}
+
+/// One reconcile of every rollout at `now`.
+pub async fn reconcile(
+    etcd: &Etcd,
+    fence: &Fence,
+    options: &ControllerOptions,
+    now: Timestamp,
+) -> Result<(), ControllerError> {
+    let nodes = read_nodes(etcd).await?;
+    let rollouts = read_rollouts(etcd).await?;
+    let governing = governing(&nodes, &rollouts);
+    for (name, records) in &rollouts {
+        let Some((applied, _)) = &records.applied else {
+            continue;
+        };
+        if let Err(e) = reconcile_rollout(
+            etcd, fence, options, now, name, applied, records, &nodes, &governing,
+        )
+        .await
+        {
+            // One rollout's trouble (an image that does not resolve) must
+            // not stop the others; a lost leadership stops everything.
+            if matches!(e, ControllerError::Etcd(EtcdError::Fenced { .. })) {
+                return Err(e);
+            }
+            tracing::warn!(rollout = %name, error = %error_chain(&e), "rollout not reconciled");
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn reconcile_rollout(
+    etcd: &Etcd,
+    fence: &Fence,
+    options: &ControllerOptions,
+    now: Timestamp,
+    name: &str,
+    applied: &AppliedRollout,
+    records: &RolloutRecords,
+    nodes: &BTreeMap<String, NodeRecords>,
+    governing: &BTreeMap<String, String>,
+) -> Result<(), ControllerError> {
+    let status = records.status.as_ref().map(|(s, _)| s.clone());
+    let status_rev = records.status.as_ref().map(|(_, r)| *r);
+    let pending_controls = records
+        .controls
+        .iter()
+        .filter(|(_, c)| {
+            status
+                .as_ref()
+                .and_then(|s| s.last_control_at)
+                .is_none_or(|last| c.at > last)
+        })
+        .count();
+    // A finished rollout is looked at again only when asked to (undo).
+    if let Some(s) = &status
+        && s.generation == applied.generation
+        && matches!(s.phase, RolloutPhase::Completed | RolloutPhase::Aborted)
+        && pending_controls == 0
+    {
+        return Ok(());
+    }
+    let (image, digest) = match &status {
+        Some(s) if s.generation == applied.generation && !s.digest.is_empty() => (
+            pinned(name, &applied.rollout.spec.image_ref, &s.digest)?,
+            s.digest.clone(),
+        ),
+        _ => resolve(name, &applied.rollout.spec.image_ref, &options.fetch).await?,
+    };
+    let holders = Slots::new(etcd).holders(name).await?;
+    let slot_of = |node: &str| {
+        holders.iter().find(|h| h.name == node).map(|h| Slot {
+            deadline: timestamp(h.deadline),
+        })
+    };
+    let mut inputs = Vec::new();
+    for (node, rec) in nodes {
+        let selected = rec
+            .report
+            .as_ref()
+            .is_some_and(|r| applied.rollout.spec.selects(&r.labels));
+        let known = status.as_ref().is_some_and(|s| s.nodes.contains_key(node));
+        if !selected && !known {
+            continue;
+        }
+        inputs.push(NodeInput {
+            name: node.clone(),
+            present: rec.present,
+            report: rec.report.clone(),
+            assignment: rec.assignment.as_ref().map(|(a, _)| a.clone()),
+            slot: slot_of(node),
+            governed_by: governing.get(node).cloned(),
+        });
+    }
+    let input = PlanInput {
+        rollout: applied.rollout.clone(),
+        generation: applied.generation,
+        image,
+        digest,
+        status: status.clone(),
+        controls: records.controls.iter().map(|(_, c)| c.clone()).collect(),
+        nodes: inputs,
+        reboot_deadline: options.reboot_deadline,
+    };
+    let decided = plan(&input, now);
+    let limit = applied
+        .rollout
+        .spec
+        .max_unavailable
+        .resolve(input.nodes.len());
+
+    // 1. Slots: every grant must hold before the status may say so.
+    let slots = Slots::new(etcd);
+    for action in &decided.actions {
+        if let Action::GrantSlot { node, .. } = action {
+            match slots
+                .grant(name, node, limit, options.reboot_deadline, Some(fence))
+                .await?
+            {
+                Grant::Granted { .. } | Grant::AlreadyHeld { .. } => {}
+                Grant::Full { holders } => {
+                    tracing::warn!(rollout = %name, %node, holders = holders.len(), limit, "slot refused: pool full; planning again");
+                    return Ok(());
+                }
+            }
+        }
+    }
+    // 2. Assignments, in chunks etcd accepts.
+    let mut ops = Vec::new();
+    let mut compares = Vec::new();
+    for action in &decided.actions {
+        let (node, op) = match action {
+            Action::Assign { node, assignment } => (
+                node,
+                TxnOp::put(
+                    etcd.key(&keys::assignment(node)),
+                    assignment.to_json(),
+                    None,
+                ),
+            ),
+            Action::ClearAssignment { node } => {
+                (node, TxnOp::delete(etcd.key(&keys::assignment(node)), None))
+            }
+            _ => continue,
+        };
+        // Against the assignment as read: nothing else writes it, so a
+        // mismatch means a second leader — the fence catches that first.
+        let key = etcd.key(&keys::assignment(node));
+        compares.push(match nodes.get(node).and_then(|r| r.assignment.as_ref()) {
+            Some((_, rev)) => Compare::mod_revision(key, CompareOp::Equal, *rev),
+            None => Compare::create_revision(key, CompareOp::Equal, 0),
+        });
+        ops.push(op);
+        if ops.len() >= MAX_TXN_OPS {
+            write(
+                etcd,
+                fence,
+                name,
+                std::mem::take(&mut compares),
+                std::mem::take(&mut ops),
+            )
+            .await?;
+        }
+    }
+    if !ops.is_empty() {
+        write(etcd, fence, name, compares, ops).await?;
+    }
+    // 3. The status, with the controls it applied deleted.
+    let mut new_status = decided.status;
+    let unchanged = status.as_ref().is_some_and(|old| {
+        let mut a = old.clone();
+        a.updated_at = new_status.updated_at;
+        a == new_status
+    });
+    let applied_controls: Vec<&String> = records
+        .controls
+        .iter()
+        .filter(|(_, c)| new_status.last_control_at.is_some_and(|last| c.at <= last))
+        .map(|(k, _)| k)
+        .collect();
+    if !unchanged || !applied_controls.is_empty() {
+        new_status.updated_at = now;
+        let key = etcd.key(&keys::rollout_status(name));
+        let mut compares = vec![match status_rev {
+            Some(rev) => Compare::mod_revision(key.clone(), CompareOp::Equal, rev),
+            None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+        }];
+        let mut ops = vec![TxnOp::put(key, new_status.to_json(), None)];
+        for k in applied_controls {
+            compares.push(Compare::create_revision(etcd.key(k), CompareOp::Greater, 0));
+            ops.push(TxnOp::delete(etcd.key(k), None));
+        }
+        write(etcd, fence, name, compares, ops).await?;
+    }
+    // 4. Releases, once the status no longer needs the slots.
+    for action in &decided.actions {
+        if let Action::ReleaseSlot { node } = action {
+            match slots.release(name, node, Some(fence)).await {
+                Ok(()) | Err(EtcdError::NotHeld { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One fenced transaction; a failed compare is logged (the next reconcile
+/// reads again), a lost fence is an error.
+async fn write(
+    etcd: &Etcd,
+    fence: &Fence,
+    rollout: &str,
+    compares: Vec<Compare>,
+    ops: Vec<TxnOp>,
+) -> Result<(), ControllerError> {
+    let what = format!("rollout {rollout}");
+    let outcome = etcd.txn(&what, compares, ops, Some(fence)).await?;
+    if !outcome.succeeded {
+        tracing::info!(%rollout, "records changed since read; reconciling again");
+    }
+    Ok(())
+}
+
+async fn read_nodes(etcd: &Etcd) -> Result<BTreeMap<String, NodeRecords>, ControllerError> {
+    let listing = etcd.list_raw(keys::NODES).await?;
+    let mut nodes: BTreeMap<String, NodeRecords> = BTreeMap::new();
+    for item in listing.items {
+        let Some((node, what)) = keys::parse_node_key(&item.key) else {
+            continue;
+        };
+        let rec = nodes.entry(node.to_string()).or_default();
+        match what {
+            NodeKey::Presence => rec.present = true,
+            NodeKey::Report => match NodeReport::from_json(&item.value) {
+                Ok(r) => rec.report = Some(r),
+                // Unreadable: the node is unavailable (plan counts it so).
+                Err(e) => tracing::warn!(key = %item.key, error = %e, "node report"),
+            },
+            NodeKey::Assignment => {
+                let a = Assignment::from_json(&item.value).map_err(|e| EtcdError::Decode {
+                    key: item.key.clone(),
+                    source: e.source,
+                })?;
+                rec.assignment = Some((a, item.mod_revision));
+            }
+        }
+    }
+    Ok(nodes)
+}
+
+async fn read_rollouts(etcd: &Etcd) -> Result<BTreeMap<String, RolloutRecords>, ControllerError> {
+    let listing = etcd.list_raw(keys::ROLLOUTS).await?;
+    let mut rollouts: BTreeMap<String, RolloutRecords> = BTreeMap::new();
+    for item in listing.items {
+        let Some((name, what)) = keys::parse_rollout_key(&item.key) else {
+            continue;
+        };
+        let decode = |source| EtcdError::Decode {
+            key: item.key.clone(),
+            source,
+        };
+        let rec = rollouts.entry(name.to_string()).or_default();
+        match what {
+            RolloutKey::Spec => {
+                rec.applied = Some((
+                    AppliedRollout::from_json(&item.value).map_err(decode)?,
+                    item.create_revision,
+                ))
+            }
+            RolloutKey::Status => {
+                rec.status = Some((
+                    RolloutStatus::from_json(&item.value).map_err(|e| decode(e.source))?,
+                    item.mod_revision,
+                ))
+            }
+            RolloutKey::Control => rec.controls.push((
+                item.key.clone(),
+                Control::from_json(&item.value).map_err(|e| decode(e.source))?,
+            )),
+        }
+    }
+    Ok(rollouts)
+}
+
+/// Which rollout governs each node: of the rollouts still running whose
+/// selector matches it, the one applied first (lowest create revision)
+/// keeps it until it is finished; a later rollout for the same pool takes
+/// over the nodes once the earlier one completed, was aborted or halted —
+/// so a halted rollout never blocks the one that fixes it.
+fn governing(
+    nodes: &BTreeMap<String, NodeRecords>,
+    rollouts: &BTreeMap<String, RolloutRecords>,
+) -> BTreeMap<String, String> {
+    let mut running: Vec<(&str, i64, &AppliedRollout)> = rollouts
+        .iter()
+        .filter_map(|(name, r)| {
+            let (applied, created) = r.applied.as_ref()?;
+            let done = r.status.as_ref().is_some_and(|(s, _)| {
+                s.generation == applied.generation
+                    && matches!(
+                        s.phase,
+                        RolloutPhase::Completed | RolloutPhase::Aborted | RolloutPhase::Halted
+                    )
+            });
+            (!done).then_some((name.as_str(), *created, applied))
+        })
+        .collect();
+    running.sort_by_key(|(_, created, _)| *created);
+    let mut out = BTreeMap::new();
+    for (node, rec) in nodes {
+        let Some(report) = &rec.report else { continue };
+        if let Some((name, _, _)) = running
+            .iter()
+            .find(|(_, _, a)| a.rollout.spec.selects(&report.labels))
+        {
+            out.insert(node.clone(), name.to_string());
+        }
+    }
+    out
+}
+
+/// Resolves a rollout's image to its manifest digest, through the machine's
+/// signature policy like every pull: an image the controller's policy
+/// refuses never reaches a node.
+async fn resolve(
+    rollout: &str,
+    image: &ImageRef,
+    fetch: &FetchOptions,
+) -> Result<(String, String), ControllerError> {
+    let err = |why: String| ControllerError::Image {
+        rollout: rollout.to_string(),
+        image: image.to_string(),
+        why,
+    };
+    let source = Source::open(image, fetch)
+        .await
+        .map_err(|e| err(error_chain(&e)))?;
+    let resolved = source.resolve().await.map_err(|e| err(error_chain(&e)))?;
+    // The digest a node pulls: the index's when there is one (each node
+    // picks its platform), else the manifest's.
+    let digest = resolved
+        .index_digest()
+        .unwrap_or(resolved.digest())
+        .to_string();
+    Ok((pinned(rollout, image, &digest)?, digest))
+}
+
+/// `image` pinned to `digest`: the reference nodes pull.
+fn pinned(rollout: &str, image: &ImageRef, digest: &str) -> Result<String, ControllerError> {
+    match image {
+        ImageRef::Registry(r) => Ok(format!("{}/{}@{digest}", r.registry(), r.repository())),
+        other => Err(ControllerError::Image {
+            rollout: rollout.to_string(),
+            image: other.to_string(),
+            why: "fleet rollouts need a registry image (nodes pull it by digest)".into(),
+        }),
+    }
+}
+
+fn timestamp(t: SystemTime) -> Timestamp {
+    // A deadline before 1970 or past jiff's range is only a broken clock;
+    // such a slot reads as expired long ago.
+    Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH)
+}

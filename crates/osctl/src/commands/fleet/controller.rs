@@ -1,0 +1,50 @@
+//! `osctl fleet controller --etcd URL…`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use osctl_fleet::controller::{self, ControllerOptions};
+
+use super::EtcdArgs;
+use crate::commands::deploy_common::FetchArgs;
+
+#[derive(Args)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// How long a node may hold a reboot slot before it counts as failed
+    /// (e.g. 15m).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15m")]
+    pub reboot_deadline: Duration,
+    /// How often the leader reconciles (e.g. 1s).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub tick: Duration,
+    /// The name this controller campaigns under (default: host name and pid).
+    #[arg(long)]
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+}
+
+pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
+    let etcd = args.etcd.connect().await?;
+    let id = args.id.unwrap_or_else(|| {
+        format!(
+            "{}:{}",
+            rustix::system::uname().nodename().to_string_lossy(),
+            std::process::id()
+        )
+    });
+    controller::run(
+        etcd,
+        ControllerOptions {
+            id,
+            reboot_deadline: args.reboot_deadline,
+            tick: args.tick,
+            fetch: args.fetch.options()?,
+        },
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}

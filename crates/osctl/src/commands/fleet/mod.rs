@@ -1,0 +1,80 @@
+//! `osctl fleet …`: rollouts across many machines, on etcd (docs/fleet.md).
+//! One file per command; each parses its arguments and calls osctl-fleet.
+
+pub mod agent;
+pub mod apply;
+pub mod control;
+pub mod controller;
+pub mod nodes;
+pub mod render;
+pub mod status;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use osctl_fleet::etcd::Etcd;
+
+/// Where a fleet keeps its state when `--prefix` does not say.
+pub const DEFAULT_PREFIX: &str = "/osctl/fleet/";
+
+/// The etcd connection every fleet command takes.
+#[derive(Args, Clone)]
+pub struct EtcdArgs {
+    /// etcd endpoints (http://HOST:PORT), comma-separated.
+    #[arg(long, env = "OSCTL_ETCD", value_delimiter = ',', required = true)]
+    pub etcd: Vec<String>,
+    /// Key prefix of this fleet in etcd (several fleets can share a cluster).
+    #[arg(long, env = "OSCTL_FLEET_PREFIX", default_value = DEFAULT_PREFIX)]
+    pub prefix: String,
+}
+
+impl EtcdArgs {
+    pub async fn connect(&self) -> anyhow::Result<Etcd> {
+        Ok(Etcd::connect(&self.etcd, &self.prefix).await?)
+    }
+}
+
+#[derive(Subcommand)]
+pub enum FleetCommand {
+    /// Run the rollout controller (several may run; one leads).
+    Controller(controller::ControllerArgs),
+    /// Run this machine's fleet agent.
+    Agent(agent::AgentArgs),
+    /// Apply a rollout spec (YAML).
+    Apply(apply::ApplyArgs),
+    /// Show rollouts: phase, step, nodes, and why progress is blocked.
+    Status(status::StatusArgs),
+    /// Show the fleet's nodes.
+    Nodes(nodes::NodesArgs),
+    /// Pause a rollout: no new reboots until `resume`.
+    Pause(control::ControlArgs),
+    /// Resume a paused or halted rollout.
+    Resume(control::ControlArgs),
+    /// End a `pause: {}` step now.
+    Promote(control::ControlArgs),
+    /// Stop a rollout: no new assignments; nodes not yet rebooting drop theirs.
+    Abort(control::ControlArgs),
+    /// Send the nodes a rollout updated back to their previous image.
+    Undo(control::ControlArgs),
+}
+
+pub async fn run(
+    cmd: FleetCommand,
+    sysroot: &Path,
+    boot: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    use osctl_fleet::model::ControlAction;
+    match cmd {
+        FleetCommand::Controller(a) => controller::run(a).await,
+        FleetCommand::Agent(a) => agent::run(a, sysroot, boot).await,
+        FleetCommand::Apply(a) => apply::run(a).await,
+        FleetCommand::Status(a) => status::run(a).await,
+        FleetCommand::Nodes(a) => nodes::run(a).await,
+        FleetCommand::Pause(a) => control::run(a, ControlAction::Pause).await,
+        FleetCommand::Resume(a) => control::run(a, ControlAction::Resume).await,
+        FleetCommand::Promote(a) => control::run(a, ControlAction::Promote).await,
+        FleetCommand::Abort(a) => control::run(a, ControlAction::Abort).await,
+        FleetCommand::Undo(a) => control::run(a, ControlAction::Undo).await,
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use osctl_fleet::etcd::{CONTROLLER_ELECTION, EtcdError, Leadership};
+use osctl_fleet::etcd::{CONTROLLER_ELECTION, EtcdError, Grant, Leadership, Slots};
 
 use crate::{cluster, connect, within};
 
@@ -85,6 +85,26 @@ async fn failover_to_second_candidate_and_deposed_leader_is_fenced() {
             .await
             .unwrap()
     );
+
+    // Slot grants carry the fence too: the deposed leader hands out nothing.
+    let slots = Slots::new(&etcd);
+    let err = slots
+        .grant("web", "n1", 1, Duration::from_secs(60), Some(&fence_a))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EtcdError::Fenced { .. }), "{err:?}");
+    assert!(slots.holders("web").await.unwrap().is_empty());
+    let granted = slots
+        .grant("web", "n1", 1, Duration::from_secs(60), Some(&fence_b))
+        .await
+        .unwrap();
+    assert!(matches!(granted, Grant::Granted { .. }), "{granted:?}");
+    let err = slots
+        .release("web", "n1", Some(&fence_a))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EtcdError::Fenced { .. }), "{err:?}");
+    slots.release("web", "n1", Some(&fence_b)).await.unwrap();
     b.resign().await.unwrap();
 }
 

@@ -1,6 +1,8 @@
 //! Typed records: compare-and-swap semantics and refusing unreadable values.
 
-use osctl_fleet::etcd::{EtcdError, Versioned};
+use std::time::Duration;
+
+use osctl_fleet::etcd::{EtcdError, KeptLease, Versioned};
 use serde::{Deserialize, Serialize};
 
 use crate::{cluster, connect};
@@ -123,4 +125,43 @@ async fn unparseable_value_is_an_error_naming_the_key() {
     let listing = etcd.list_raw("nodes/").await.unwrap();
     assert_eq!(listing.items.len(), 1);
     assert_eq!(listing.items[0].value, b"not json");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_moves_to_a_new_lease() {
+    let c = cluster(1);
+    let etcd = connect(&c).await;
+    let key = "nodes/n1/presence";
+    let old = KeptLease::grant(&etcd, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        etcd.create(key, &"boot-1", Some(old.id()), None)
+            .await
+            .unwrap()
+    );
+    // The agent restarts: a new lease, while the old key still stands.
+    let new = KeptLease::grant(&etcd, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        !etcd
+            .create(key, &"boot-2", Some(new.id()), None)
+            .await
+            .unwrap()
+    );
+    let cur = etcd.get_json::<String>(key).await.unwrap().unwrap();
+    assert_eq!(cur.lease, old.id());
+    assert!(
+        etcd.replace_leased(key, &"boot-2", cur.mod_revision, Some(new.id()), None)
+            .await
+            .unwrap()
+    );
+    let cur = etcd.get_json::<String>(key).await.unwrap().unwrap();
+    assert_eq!((cur.value.as_str(), cur.lease), ("boot-2", new.id()));
+    // The old lease going no longer takes the key with it; the new one does.
+    old.revoke().await.unwrap();
+    assert!(etcd.get_json::<String>(key).await.unwrap().is_some());
+    new.revoke().await.unwrap();
+    assert!(etcd.get_json::<String>(key).await.unwrap().is_none());
 }

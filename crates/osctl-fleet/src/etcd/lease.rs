@@ -15,9 +15,11 @@
 //! acted under the lease (a leader, an agent) waits on [`KeptLease::lost`]
 //! and stops.
 //!
-//! A stopped member costs up to a keepalive interval, the answer timeout and
-//! a health probe before keepalives flow again: about 2.5 s at a 4 s TTL, so
-//! kept leases should have TTLs of 4 s or more (presence uses 10 s).
+//! A stopped member costs up to a keepalive interval, the answer timeout, a
+//! health probe and, if it led the raft, an election before keepalives flow
+//! again: about 3 s at a 6 s TTL, more on a loaded machine. Kept leases should
+//! have TTLs of 6 s or more (at 4 s a loaded test machine lost one); a
+//! killed member is noticed at once and costs much less.
 //!
 //! etcd may keep a lease longer than the local deadline (a new raft leader
 //! renews every lease), never shorter, so "lost" here errs on the safe side.

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use osctl_fleet::etcd::{EtcdError, KeptLease, Versioned};
+use osctl_fleet::etcd::{
+    Compare, CompareOp, EtcdError, KeptLease, TxnOp, TxnOpResponse, Versioned,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{cluster, connect};
@@ -164,4 +166,38 @@ async fn presence_moves_to_a_new_lease() {
     assert!(etcd.get_json::<String>(key).await.unwrap().is_some());
     new.revoke().await.unwrap();
     assert!(etcd.get_json::<String>(key).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn general_txn_reports_outcome_and_responses() {
+    let c = cluster(1);
+    let etcd = connect(&c).await;
+    assert!(etcd.create("a", &1, None, None).await.unwrap());
+    let a = etcd.get_json::<i32>("a").await.unwrap().unwrap();
+    // Compare a's revision, move it to b, read b back in the same transaction.
+    let txn = |rev: i64| {
+        (
+            vec![Compare::mod_revision(etcd.key("a"), CompareOp::Equal, rev)],
+            vec![
+                TxnOp::delete(etcd.key("a"), None),
+                TxnOp::put(etcd.key("b"), "1", None),
+                TxnOp::get(etcd.key("b"), None),
+            ],
+        )
+    };
+    let (cmp, ops) = txn(a.mod_revision);
+    let out = etcd.txn("a to b", cmp, ops, None).await.unwrap();
+    assert!(out.succeeded);
+    assert_eq!(out.responses.len(), 3);
+    let TxnOpResponse::Get(get) = &out.responses[2] else {
+        panic!("third response is not the read: {:?}", out.responses[2]);
+    };
+    assert_eq!(get.kvs()[0].value(), b"1");
+    assert_eq!(get.kvs()[0].mod_revision(), out.revision);
+    // The same transaction again: a is gone, the compare fails, nothing runs.
+    let (cmp, ops) = txn(a.mod_revision);
+    let out = etcd.txn("a to b", cmp, ops, None).await.unwrap();
+    assert!(!out.succeeded);
+    assert!(out.responses.is_empty());
+    assert_eq!(etcd.get_json::<i32>("b").await.unwrap().unwrap().value, 1);
 }

@@ -30,7 +30,9 @@
 
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, LeaderKey, ResignOptions};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, LeaderKey, ResignOptions, SortOrder, SortTarget,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -165,6 +167,32 @@ impl Leadership {
             deposed: rx,
             watcher,
         })
+    }
+
+    /// Who leads `election` now: the value of its oldest candidate key, or
+    /// `None` while nobody campaigns (for status output; deciding anything on
+    /// it would race, which is what the fence is for).
+    pub async fn current(etcd: &Etcd, election: &str) -> Result<Option<String>> {
+        let prefix = etcd.key(&format!("{election}/"));
+        let resp = etcd
+            .call("leader", election, |mut c| async move {
+                let opts = GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Create, SortOrder::Ascend)
+                    .with_limit(1);
+                c.get(prefix, Some(opts)).await
+            })
+            .await?;
+        resp.kvs()
+            .first()
+            .map(|kv| {
+                String::from_utf8(kv.value().to_vec()).map_err(|e| EtcdError::Protocol {
+                    op: "leader",
+                    key: election.to_string(),
+                    detail: format!("leader value is not UTF-8: {e}"),
+                })
+            })
+            .transpose()
     }
 
     /// The fence to add to every write made as leader.

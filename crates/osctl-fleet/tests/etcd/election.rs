@@ -13,9 +13,12 @@ const STATUS: &str = "rollouts/web/status";
 async fn failover_to_second_candidate_and_deposed_leader_is_fenced() {
     let c = cluster(3);
     let etcd = connect(&c).await;
+    let current = || Leadership::current(&etcd, CONTROLLER_ELECTION);
+    assert_eq!(current().await.unwrap(), None);
     let a = Leadership::campaign(&etcd, CONTROLLER_ELECTION, "controller-a", TTL)
         .await
         .unwrap();
+    assert_eq!(current().await.unwrap().as_deref(), Some("controller-a"));
     let fence_a = a.fence();
     assert!(
         fence_a.key().starts_with("/test/fleet/controller/leader/"),
@@ -34,6 +37,8 @@ async fn failover_to_second_candidate_and_deposed_leader_is_fenced() {
     // B waits while A leads.
     tokio::time::sleep(TTL).await;
     assert!(!b.is_finished(), "B was elected while A leads");
+    // B's key is queued behind A's: the leader is still A.
+    assert_eq!(current().await.unwrap().as_deref(), Some("controller-a"));
 
     // A's process goes away without resigning: its keepalives stop and the
     // lease runs out after its TTL.
@@ -47,6 +52,7 @@ async fn failover_to_second_candidate_and_deposed_leader_is_fenced() {
     .unwrap()
     .unwrap();
     let fence_b = b.fence();
+    assert_eq!(current().await.unwrap().as_deref(), Some("controller-b"));
     assert_ne!(fence_a, fence_b);
     assert!(fence_b.created() > fence_a.created());
 

@@ -451,10 +451,24 @@ impl Etcd {
         expected_mod_revision: i64,
         fence: Option<&Fence>,
     ) -> Result<bool> {
+        self.replace_leased(rel, value, expected_mod_revision, None, fence)
+            .await
+    }
+
+    /// [`Self::replace`], binding the key to `lease` (e.g. a restarted
+    /// agent taking over its presence key, still bound to its old lease).
+    pub async fn replace_leased<T: Serialize>(
+        &self,
+        rel: &str,
+        value: &T,
+        expected_mod_revision: i64,
+        lease: Option<i64>,
+        fence: Option<&Fence>,
+    ) -> Result<bool> {
         let key = self.key(rel);
         let bytes = encode_json(rel, value)?;
         let cmp = Compare::mod_revision(key.clone(), CompareOp::Equal, expected_mod_revision);
-        let put = TxnOp::put(key, bytes, None);
+        let put = TxnOp::put(key, bytes, lease.map(|id| PutOptions::new().with_lease(id)));
         Ok(self
             .txn_op("replace", rel, vec![cmp], vec![put], fence)
             .await?

@@ -15,9 +15,19 @@
 //! acted under the lease (a leader, an agent) waits on [`KeptLease::lost`]
 //! and stops.
 //!
-//! A stopped member costs up to a keepalive interval, the answer timeout and
-//! a health probe before keepalives flow again: about 2.5 s at a 4 s TTL, so
-//! kept leases should have TTLs of 4 s or more (presence uses 10 s).
+//! A stopped member costs up to a keepalive interval, the answer timeout, a
+//! health probe and, if it led the raft, an election before keepalives flow
+//! again: about 3 s at a 6 s TTL, more on a loaded machine. Kept leases should
+//! have TTLs of 6 s or more; a killed member is noticed at once and costs
+//! much less.
+//!
+//! An etcd 3.4.23 trap no keeper can avoid: a raft leader that was stopped
+//! (SIGSTOP, a frozen VM) and then continues revokes, as the lessor it still
+//! believes it is, every lease it saw no keepalive for, and the new leader
+//! commits that. A lease kept alive all along is then gone: the keeper sees
+//! it (etcd answers TTL 0) and reports it lost. (Inferred from a test run:
+//! the lease was there just before the old leader continued and stepped
+//! down, and gone 30 ms later; restarting that member instead never lost it.)
 //!
 //! etcd may keep a lease longer than the local deadline (a new raft leader
 //! renews every lease), never shorter, so "lost" here errs on the safe side.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use osctl_fleet::etcd::{CONTROLLER_ELECTION, EtcdError, Leadership};
+use osctl_fleet::etcd::{CONTROLLER_ELECTION, EtcdError, Grant, Leadership, Slots};
 
 use crate::{cluster, connect, within};
 
@@ -13,9 +13,12 @@ const STATUS: &str = "rollouts/web/status";
 async fn failover_to_second_candidate_and_deposed_leader_is_fenced() {
     let c = cluster(3);
     let etcd = connect(&c).await;
+    let current = || Leadership::current(&etcd, CONTROLLER_ELECTION);
+    assert_eq!(current().await.unwrap(), None);
     let a = Leadership::campaign(&etcd, CONTROLLER_ELECTION, "controller-a", TTL)
         .await
         .unwrap();
+    assert_eq!(current().await.unwrap().as_deref(), Some("controller-a"));
     let fence_a = a.fence();
     assert!(
         fence_a.key().starts_with("/test/fleet/controller/leader/"),
@@ -34,6 +37,8 @@ async fn failover_to_second_candidate_and_deposed_leader_is_fenced() {
     // B waits while A leads.
     tokio::time::sleep(TTL).await;
     assert!(!b.is_finished(), "B was elected while A leads");
+    // B's key is queued behind A's: the leader is still A.
+    assert_eq!(current().await.unwrap().as_deref(), Some("controller-a"));
 
     // A's process goes away without resigning: its keepalives stop and the
     // lease runs out after its TTL.
@@ -47,6 +52,7 @@ async fn failover_to_second_candidate_and_deposed_leader_is_fenced() {
     .unwrap()
     .unwrap();
     let fence_b = b.fence();
+    assert_eq!(current().await.unwrap().as_deref(), Some("controller-b"));
     assert_ne!(fence_a, fence_b);
     assert!(fence_b.created() > fence_a.created());
 
@@ -85,6 +91,26 @@ async fn failover_to_second_candidate_and_deposed_leader_is_fenced() {
             .await
             .unwrap()
     );
+
+    // Slot grants carry the fence too: the deposed leader hands out nothing.
+    let slots = Slots::new(&etcd);
+    let err = slots
+        .grant("web", "n1", 1, Duration::from_secs(60), Some(&fence_a))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EtcdError::Fenced { .. }), "{err:?}");
+    assert!(slots.holders("web").await.unwrap().is_empty());
+    let granted = slots
+        .grant("web", "n1", 1, Duration::from_secs(60), Some(&fence_b))
+        .await
+        .unwrap();
+    assert!(matches!(granted, Grant::Granted { .. }), "{granted:?}");
+    let err = slots
+        .release("web", "n1", Some(&fence_a))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EtcdError::Fenced { .. }), "{err:?}");
+    slots.release("web", "n1", Some(&fence_b)).await.unwrap();
     b.resign().await.unwrap();
 }
 

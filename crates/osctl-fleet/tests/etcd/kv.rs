@@ -1,6 +1,10 @@
 //! Typed records: compare-and-swap semantics and refusing unreadable values.
 
-use osctl_fleet::etcd::{EtcdError, Versioned};
+use std::time::Duration;
+
+use osctl_fleet::etcd::{
+    Compare, CompareOp, EtcdError, KeptLease, TxnOp, TxnOpResponse, Versioned,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{cluster, connect};
@@ -123,4 +127,77 @@ async fn unparseable_value_is_an_error_naming_the_key() {
     let listing = etcd.list_raw("nodes/").await.unwrap();
     assert_eq!(listing.items.len(), 1);
     assert_eq!(listing.items[0].value, b"not json");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_moves_to_a_new_lease() {
+    let c = cluster(1);
+    let etcd = connect(&c).await;
+    let key = "nodes/n1/presence";
+    let old = KeptLease::grant(&etcd, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        etcd.create(key, &"boot-1", Some(old.id()), None)
+            .await
+            .unwrap()
+    );
+    // The agent restarts: a new lease, while the old key still stands.
+    let new = KeptLease::grant(&etcd, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        !etcd
+            .create(key, &"boot-2", Some(new.id()), None)
+            .await
+            .unwrap()
+    );
+    let cur = etcd.get_json::<String>(key).await.unwrap().unwrap();
+    assert_eq!(cur.lease, old.id());
+    assert!(
+        etcd.replace_leased(key, &"boot-2", cur.mod_revision, Some(new.id()), None)
+            .await
+            .unwrap()
+    );
+    let cur = etcd.get_json::<String>(key).await.unwrap().unwrap();
+    assert_eq!((cur.value.as_str(), cur.lease), ("boot-2", new.id()));
+    // The old lease going no longer takes the key with it; the new one does.
+    old.revoke().await.unwrap();
+    assert!(etcd.get_json::<String>(key).await.unwrap().is_some());
+    new.revoke().await.unwrap();
+    assert!(etcd.get_json::<String>(key).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn general_txn_reports_outcome_and_responses() {
+    let c = cluster(1);
+    let etcd = connect(&c).await;
+    assert!(etcd.create("a", &1, None, None).await.unwrap());
+    let a = etcd.get_json::<i32>("a").await.unwrap().unwrap();
+    // Compare a's revision, move it to b, read b back in the same transaction.
+    let txn = |rev: i64| {
+        (
+            vec![Compare::mod_revision(etcd.key("a"), CompareOp::Equal, rev)],
+            vec![
+                TxnOp::delete(etcd.key("a"), None),
+                TxnOp::put(etcd.key("b"), "1", None),
+                TxnOp::get(etcd.key("b"), None),
+            ],
+        )
+    };
+    let (cmp, ops) = txn(a.mod_revision);
+    let out = etcd.txn("a to b", cmp, ops, None).await.unwrap();
+    assert!(out.succeeded);
+    assert_eq!(out.responses.len(), 3);
+    let TxnOpResponse::Get(get) = &out.responses[2] else {
+        panic!("third response is not the read: {:?}", out.responses[2]);
+    };
+    assert_eq!(get.kvs()[0].value(), b"1");
+    assert_eq!(get.kvs()[0].mod_revision(), out.revision);
+    // The same transaction again: a is gone, the compare fails, nothing runs.
+    let (cmp, ops) = txn(a.mod_revision);
+    let out = etcd.txn("a to b", cmp, ops, None).await.unwrap();
+    assert!(!out.succeeded);
+    assert!(out.responses.is_empty());
+    assert_eq!(etcd.get_json::<i32>("b").await.unwrap().unwrap().value, 1);
 }

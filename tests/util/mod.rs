@@ -12,6 +12,7 @@
 //! (tools, loop devices, the GPT).
 
 pub mod assess;
+pub mod fleet;
 pub mod install;
 pub mod machine;
 pub mod store;

@@ -1,0 +1,401 @@
+//! Simulated fleets for the fleet tests (fleet_*.rs): a real etcd, a real
+//! registry, real `osctl fleet controller` and `osctl fleet agent`
+//! processes, each agent on a scratch machine of its own.
+//!
+//! A machine's reboot is what a real one does, step by step, played by
+//! [`SimNode::reboot`] when the agent ran its reboot command (a `touch` of a
+//! marker): the agent process stops (the machine goes down), `osctl
+//! finalize` runs (the shutdown unit), systemd-boot picks the next entry by
+//! loader.conf and boot counting ([`next_boot`]), the machine gets a new
+//! boot id, the booted image's health checks run (`osctl health check` —
+//! which reboots again on failure while the entry has tries, and so falls
+//! back by itself), a passing boot is marked good (`osctl health bless`),
+//! and the agent starts again. An image is "bad" when the test says so: its
+//! machines get a failing required check in `/usr/lib/osctl/health.d`, as if
+//! the image shipped it.
+//!
+//! A [`Checker`] reads etcd every few milliseconds throughout a test and
+//! records the first moment more nodes hold reboot slots than the rollout
+//! allows; every reboot first asserts that the node holds a slot confirmed
+//! by etcd's majority.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use osctl_fleet::etcd::Etcd;
+use osctl_testutil::etcd::EtcdCluster;
+use serde_json::Value;
+
+use super::assess::{IMAGE_CHECKS, next_boot, use_tries, write_check};
+use super::machine::Machine;
+use super::{booted_cmd, run_ok};
+
+/// Where the marker the reboot command leaves is, in a machine's dir.
+const REBOOT_MARKER: &str = "reboot-requested";
+/// The boot id file of a simulated machine.
+const BOOT_ID_FILE: &str = "boot_id";
+/// The failing check a bad image ships.
+const BAD_CHECK: &str = "90-fleet-test-bad-image";
+
+/// The fleet's shared parts: etcd and the key prefix.
+pub struct FleetEnv {
+    pub etcd: EtcdCluster,
+    pub prefix: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl FleetEnv {
+    pub fn new(members: usize) -> FleetEnv {
+        FleetEnv {
+            etcd: EtcdCluster::start(members).expect("starting etcd"),
+            prefix: "/osctl-test/fleet/".to_string(),
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn endpoints(&self) -> String {
+        self.etcd.endpoints().join(",")
+    }
+
+    /// A library connection, for reading what the processes wrote.
+    pub fn connect(&self) -> Etcd {
+        self.runtime
+            .block_on(Etcd::connect(&self.etcd.endpoints(), &self.prefix))
+            .expect("connecting to etcd")
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// `osctl fleet ARGS…` against this fleet (on a throwaway sysroot).
+    pub fn fleet(&self, osctl: &super::Osctl, args: &[&str]) -> Command {
+        let mut c = osctl.cmd();
+        c.arg("fleet")
+            .args(args)
+            .env("OSCTL_ETCD", self.endpoints())
+            .env("OSCTL_FLEET_PREFIX", &self.prefix);
+        c
+    }
+
+    /// Starts a controller process.
+    pub fn controller(&self, osctl: &super::Osctl, id: &str, reboot_deadline: &str) -> Child {
+        let log =
+            std::fs::File::create(osctl.sysroot().join(format!("controller-{id}.log"))).unwrap();
+        self.fleet(
+            osctl,
+            &[
+                "controller",
+                "--id",
+                id,
+                "--tick",
+                "200ms",
+                "--reboot-deadline",
+                reboot_deadline,
+            ],
+        )
+        .env("OSCTL_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting the controller")
+    }
+
+    /// The rollout's status as `fleet status --format json` shows it.
+    pub fn status(&self, osctl: &super::Osctl, rollout: &str) -> Value {
+        let out = run_ok(&mut self.fleet(osctl, &["status", rollout, "--format", "json"]));
+        let all: Value = serde_json::from_str(&out).unwrap();
+        all[0].clone()
+    }
+}
+
+/// One simulated machine: a scratch sysroot booted on v1, its agent.
+pub struct SimNode {
+    pub name: String,
+    pub m: Machine,
+    labels: String,
+    agent: Option<Child>,
+    pub reboots: u32,
+    boots: u32,
+}
+
+impl SimNode {
+    /// A machine booted on `image` (marked good), boot counting with one
+    /// try per new deployment (a bad image falls back after one boot).
+    pub fn new(name: &str, image: &str, labels: &str) -> SimNode {
+        let mut m = Machine::new();
+        std::fs::create_dir_all(m.osctl.sysroot().join("etc/osctl")).unwrap();
+        std::fs::write(
+            m.osctl.sysroot().join("etc/osctl/config.toml"),
+            "[boot]\ntries = 1\n",
+        )
+        .unwrap();
+        m.boot(image);
+        let node = SimNode {
+            name: name.to_string(),
+            m,
+            labels: labels.to_string(),
+            agent: None,
+            reboots: 0,
+            boots: 0,
+        };
+        node.new_boot_id();
+        node
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.m.osctl.sysroot().to_path_buf()
+    }
+
+    fn new_boot_id(&self) -> String {
+        let id = format!("{}-boot-{}", self.name, self.boots);
+        std::fs::write(self.dir().join(BOOT_ID_FILE), format!("{id}\n")).unwrap();
+        id
+    }
+
+    /// `osctl` on this machine as booted now, with its boot id and a
+    /// reboot command that leaves the marker.
+    fn cmd(&self) -> Command {
+        let mut c = booted_cmd(&self.m.osctl, self.m.booted.as_deref());
+        c.env("OSCTL_BOOT_ID_FILE", self.dir().join(BOOT_ID_FILE));
+        c.env(
+            "OSCTL_REBOOT_COMMAND",
+            format!("touch {}", self.dir().join(REBOOT_MARKER).display()),
+        );
+        c
+    }
+
+    pub fn start_agent(&mut self, env: &FleetEnv) {
+        assert!(self.agent.is_none(), "{}: agent already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir().join("agent.log"))
+            .unwrap();
+        let mut c = self.cmd();
+        c.args([
+            "fleet",
+            "agent",
+            "--node",
+            &self.name,
+            "--labels",
+            &self.labels,
+            "--poll",
+            "200ms",
+        ])
+        .env("OSCTL_ETCD", env.endpoints())
+        .env("OSCTL_FLEET_PREFIX", &env.prefix)
+        .env("OSCTL_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log);
+        self.agent = Some(c.spawn().expect("starting the agent"));
+    }
+
+    /// Kills the agent as a power cut or `kill -9` would.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// The agent exited by itself (after its reboot command, or an error).
+    pub fn agent_exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.agent.as_mut().and_then(|c| c.try_wait().unwrap())
+    }
+
+    pub fn reboot_requested(&self) -> bool {
+        self.dir().join(REBOOT_MARKER).exists()
+    }
+
+    /// The booted deployment's manifest digest.
+    pub fn booted_digest(&self) -> String {
+        let st = self.m.status();
+        st["status"]["booted"]["image"]["imageDigest"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: no booted digest: {st}", self.name))
+            .to_string()
+    }
+
+    /// Plays the reboot the agent asked for (see the module doc); `bad`
+    /// are the digests of images whose health check fails. Returns the
+    /// digest booted in the end.
+    pub fn reboot(&mut self, env: &FleetEnv, bad: &BTreeSet<String>) -> String {
+        self.kill_agent();
+        loop {
+            std::fs::remove_file(self.dir().join(REBOOT_MARKER)).ok();
+            self.reboots += 1;
+            // The shutdown unit.
+            run_ok(self.cmd().arg("finalize"));
+            // systemd-boot.
+            let next = next_boot(&self.m.osctl).expect("something boots");
+            if super::assess::entry_of(&self.m.osctl, &next).contains('+') {
+                use_tries(&self.m.osctl, &next, false);
+            }
+            self.m.booted = Some(next);
+            self.boots += 1;
+            self.new_boot_id();
+            // The image's health checks.
+            let check = self.dir().join(IMAGE_CHECKS).join(BAD_CHECK);
+            if bad.contains(&self.booted_digest()) {
+                write_check(
+                    &self.m.osctl,
+                    IMAGE_CHECKS,
+                    BAD_CHECK,
+                    "#!/bin/sh\necho 'the test made this image bad' >&2\nexit 1\n",
+                );
+            } else if check.exists() {
+                std::fs::remove_file(&check).unwrap();
+            }
+            let out = self.cmd().args(["health", "check"]).output().unwrap();
+            if self.reboot_requested() {
+                // Unhealthy with tries left: reboots again.
+                continue;
+            }
+            if out.status.success() {
+                run_ok(self.cmd().args(["health", "bless"]));
+            }
+            break;
+        }
+        self.start_agent(env);
+        self.booted_digest()
+    }
+}
+
+impl Drop for SimNode {
+    fn drop(&mut self) {
+        self.kill_agent();
+    }
+}
+
+/// Watches etcd throughout a test: the most slot holders seen at once in
+/// a pool, and the first moment a limit was passed.
+pub struct Checker {
+    stop: Arc<AtomicBool>,
+    violation: Arc<Mutex<Option<String>>>,
+    most: Arc<Mutex<usize>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checker {
+    /// Polls `pool`'s slot holders every 20 ms; more than `limit` at once
+    /// is a violation.
+    pub fn start(env: &FleetEnv, pool: &str, limit: usize) -> Checker {
+        let endpoints = env.etcd.endpoints();
+        let prefix = env.prefix.clone();
+        let pool = pool.to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let violation = Arc::new(Mutex::new(None));
+        let most = Arc::new(Mutex::new(0));
+        let (s, v, m) = (stop.clone(), violation.clone(), most.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let etcd = Etcd::connect(&endpoints, &prefix).await.unwrap();
+                let slots = osctl_fleet::etcd::Slots::new(&etcd);
+                while !s.load(Ordering::Relaxed) {
+                    // A read that fails (a member down) proves nothing
+                    // either way; the next one counts.
+                    if let Ok(holders) = slots.holders(&pool).await {
+                        let mut most = m.lock().unwrap();
+                        *most = (*most).max(holders.len());
+                        if holders.len() > limit {
+                            let names: Vec<_> = holders.iter().map(|h| h.name.clone()).collect();
+                            v.lock().unwrap().get_or_insert(format!(
+                                "{} slot holders in {pool} at once (limit {limit}): {names:?}",
+                                holders.len()
+                            ));
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+        });
+        Checker {
+            stop,
+            violation,
+            most,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops, and fails the test if a limit was ever passed; returns the
+    /// most holders seen at once.
+    pub fn finish(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        if let Some(v) = self.violation.lock().unwrap().take() {
+            panic!("checker: {v}");
+        }
+        *self.most.lock().unwrap()
+    }
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether `node` holds a slot in `pool`, read linearizably (a majority of
+/// etcd agrees).
+pub fn holds_slot(env: &FleetEnv, etcd: &Etcd, pool: &str, node: &str) -> bool {
+    env.block_on(osctl_fleet::etcd::Slots::new(etcd).holders(pool))
+        .expect("reading slot holders")
+        .iter()
+        .any(|h| h.name == node)
+}
+
+/// Drives a fleet until `done(status)` holds or `timeout` passes: plays
+/// every reboot an agent asks for (after checking its slot), restarts
+/// nothing else. Returns the last status.
+pub fn drive(
+    env: &FleetEnv,
+    osctl: &super::Osctl,
+    nodes: &mut [SimNode],
+    rollout: &str,
+    bad: &BTreeSet<String>,
+    timeout: Duration,
+    mut done: impl FnMut(&Value) -> bool,
+) -> Value {
+    let etcd = env.connect();
+    let start = Instant::now();
+    loop {
+        for node in nodes.iter_mut() {
+            if node.reboot_requested() {
+                assert!(
+                    holds_slot(env, &etcd, rollout, &node.name),
+                    "{} rebooted without a reboot slot",
+                    node.name
+                );
+                node.reboot(env, bad);
+            } else if let Some(exit) = node.agent_exited() {
+                panic!(
+                    "{}: agent exited ({exit}) without asking for a reboot: {}",
+                    node.name,
+                    std::fs::read_to_string(node.dir().join("agent.log")).unwrap_or_default()
+                );
+            }
+        }
+        let status = env.status(osctl, rollout);
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "rollout {rollout} did not get there in {timeout:?}: {status:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -3,6 +3,7 @@
 //! way a machine does them.
 
 use std::collections::BTreeSet;
+use std::process::Child;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -45,43 +46,54 @@ fn apply(env: &FleetEnv, admin: &Osctl, yaml: &str) -> String {
     run_ok(&mut env.fleet(admin, &["apply", "-f", path.to_str().unwrap()]))
 }
 
+/// A fleet of `n` machines booted on v1, each with its agent, labelled
+/// `pool=web`, and a controller.
+fn fleet(images: &Images, n: usize, env: &FleetEnv, admin: &Osctl) -> (Vec<SimNode>, Child) {
+    let mut nodes: Vec<SimNode> = (0..n)
+        .map(|i| SimNode::new(&format!("web-{i:02}"), &images.v1, "pool=web"))
+        .collect();
+    for node in &mut nodes {
+        node.start_agent(env);
+    }
+    (nodes, env.controller(admin, "c1", "120s"))
+}
+
+/// A rollout of v2 to `pool=web`, with `extra` spec lines (indented by two).
+fn rollout_yaml(name: &str, image: &str, max_unavailable: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: osctl.dev/v1alpha1
+kind: Rollout
+metadata:
+  name: {name}
+spec:
+  image: {image}
+  selector:
+    matchLabels: {{pool: web}}
+  maxUnavailable: {max_unavailable}
+  healthGate:
+    minHealthySeconds: 1
+{extra}"
+    )
+}
+
 #[test]
 fn canary_then_pause_until_promoted_then_the_rest_within_max_unavailable() {
-    const NODES: usize = 8;
-    const MAX_UNAVAILABLE: usize = 2;
+    const NODES: usize = 20;
+    const MAX_UNAVAILABLE: usize = 5;
     let images = Images::new();
     let v2 = resolve_digest(&images.registry, "os", "v2").unwrap();
     let env = FleetEnv::new(1);
     let admin = Osctl::new();
-    let mut nodes: Vec<SimNode> = (0..NODES)
-        .map(|i| SimNode::new(&format!("web-{i:02}"), &images.v1, "pool=web"))
-        .collect();
-    for n in &mut nodes {
-        n.start_agent(&env);
-    }
-    let mut controller = env.controller(&admin, "c1", "120s");
+    let (mut nodes, mut controller) = fleet(&images, NODES, &env, &admin);
     let checker = Checker::start(&env, "web-v2", MAX_UNAVAILABLE);
     let out = apply(
         &env,
         &admin,
-        &format!(
-            "apiVersion: osctl.dev/v1alpha1
-kind: Rollout
-metadata:
-  name: web-v2
-spec:
-  image: {}
-  selector:
-    matchLabels: {{pool: web}}
-  maxUnavailable: {MAX_UNAVAILABLE}
-  steps:
-    - canary: 1
-    - pause: {{}}
-  healthGate:
-    minHealthySeconds: 1
-  failureBudget: 0
-",
-            images.v2
+        &rollout_yaml(
+            "web-v2",
+            &images.v2,
+            "25%",
+            "  steps:\n    - canary: 1\n    - pause: {}\n    - canary: 50%\n    - pause: {duration: 2s}\n",
         ),
     );
     assert_eq!(out, "rollout/web-v2 created (generation 1)\n");
@@ -131,4 +143,215 @@ spec:
         "the rollout used its budget, never more"
     );
     controller.kill().unwrap();
+}
+
+/// `HH:MM` in UTC, `minutes` from now.
+fn utc_hhmm(minutes: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let minute_of_day = ((now / 60 + minutes) % (24 * 60) + 24 * 60) % (24 * 60);
+    format!("{:02}:{:02}", minute_of_day / 60, minute_of_day % 60)
+}
+
+/// Every day of the week, as a window's `days`.
+const EVERY_DAY: &str = "[Mon, Tue, Wed, Thu, Fri, Sat, Sun]";
+
+#[test]
+fn outside_its_window_a_rollout_stages_but_reboots_nobody() {
+    let images = Images::new();
+    let env = FleetEnv::new(1);
+    let admin = Osctl::new();
+    let (mut nodes, mut controller) = fleet(&images, 3, &env, &admin);
+    let checker = Checker::start(&env, "web-v2", 1);
+    // A window that opens in two hours.
+    let (start, end) = (utc_hhmm(120), utc_hhmm(180));
+    let closed = format!(
+        "  windows:\n    - days: {EVERY_DAY}\n      start: \"{start}\"\n      end: \"{end}\"\n      timeZone: UTC\n"
+    );
+    apply(
+        &env,
+        &admin,
+        &rollout_yaml("web-v2", &images.v2, "1", &closed),
+    );
+    let none = BTreeSet::new();
+    let st = drive(
+        &env,
+        &admin,
+        &mut nodes,
+        "web-v2",
+        &none,
+        ROLLOUT_TIMEOUT,
+        |st| count(st, "staged") == 3,
+    );
+    let blocked = st["status"]["blocked"].as_str().unwrap_or_default();
+    assert!(
+        blocked.starts_with("waiting for window ")
+            && blocked.contains(&start)
+            && blocked.ends_with(" UTC"),
+        "{st:#}"
+    );
+    assert!(nodes.iter().all(|n| n.reboots == 0));
+
+    // The window moved to now (a new generation, same image): it goes on
+    // from where it was, staged images and all.
+    let open = format!(
+        "  windows:\n    - days: {EVERY_DAY}\n      start: \"{}\"\n      end: \"{}\"\n      timeZone: UTC\n",
+        utc_hhmm(-60),
+        utc_hhmm(60)
+    );
+    let out = apply(
+        &env,
+        &admin,
+        &rollout_yaml("web-v2", &images.v2, "1", &open),
+    );
+    assert_eq!(out, "rollout/web-v2 configured (generation 2)\n");
+    drive(
+        &env,
+        &admin,
+        &mut nodes,
+        "web-v2",
+        &none,
+        ROLLOUT_TIMEOUT,
+        |st| phase(st) == "completed",
+    );
+    assert!(nodes.iter().all(|n| n.reboots == 1));
+    assert_eq!(checker.finish(), 1);
+    controller.kill().unwrap();
+}
+
+#[test]
+fn pause_holds_reboots_and_resume_finishes() {
+    let images = Images::new();
+    let env = FleetEnv::new(1);
+    let admin = Osctl::new();
+    let (mut nodes, mut controller) = fleet(&images, 3, &env, &admin);
+    let checker = Checker::start(&env, "web-v2", 1);
+    apply(&env, &admin, &rollout_yaml("web-v2", &images.v2, "1", ""));
+    let out = run_ok(&mut env.fleet(&admin, &["pause", "web-v2"]));
+    assert!(out.starts_with("rollout/web-v2: pause requested"), "{out}");
+    let none = BTreeSet::new();
+    let st = drive(
+        &env,
+        &admin,
+        &mut nodes,
+        "web-v2",
+        &none,
+        ROLLOUT_TIMEOUT,
+        |st| {
+            st["status"]["paused"] == true
+                && st["pendingControls"].as_array().is_some_and(Vec::is_empty)
+        },
+    );
+    assert_eq!(st["status"]["blocked"], "paused", "{st:#}");
+    // Paused: whatever was under way finishes, nothing new starts.
+    let before: u32 = nodes.iter().map(|n| n.reboots).sum();
+    assert!(before <= 1, "at most the node already under way: {before}");
+    let st = drive(
+        &env,
+        &admin,
+        &mut nodes,
+        "web-v2",
+        &none,
+        ROLLOUT_TIMEOUT,
+        |st| {
+            node_states(st)
+                .iter()
+                .all(|(_, s)| matches!(s.as_str(), "updated" | "staged" | "assigned" | "pending"))
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let updated = count(&env.status(&admin, "web-v2"), "updated");
+    assert!(updated <= 1, "{st:#}");
+    assert_eq!(updated, count(&st, "updated"), "no reboot while paused");
+
+    run_ok(&mut env.fleet(&admin, &["resume", "web-v2"]));
+    drive(
+        &env,
+        &admin,
+        &mut nodes,
+        "web-v2",
+        &none,
+        ROLLOUT_TIMEOUT,
+        |st| phase(st) == "completed",
+    );
+    assert!(nodes.iter().all(|n| n.reboots == 1));
+    checker.finish();
+    controller.kill().unwrap();
+}
+
+#[test]
+fn abort_withdraws_what_has_not_rebooted_and_undo_sends_the_rest_back() {
+    let images = Images::new();
+    let v1 = resolve_digest(&images.registry, "os", "v1").unwrap();
+    let v2 = resolve_digest(&images.registry, "os", "v2").unwrap();
+    let env = FleetEnv::new(1);
+    let admin = Osctl::new();
+    let (mut nodes, mut controller) = fleet(&images, 3, &env, &admin);
+    let checker = Checker::start(&env, "web-v2", 1);
+    apply(&env, &admin, &rollout_yaml("web-v2", &images.v2, "1", ""));
+    let none = BTreeSet::new();
+    drive(
+        &env,
+        &admin,
+        &mut nodes,
+        "web-v2",
+        &none,
+        ROLLOUT_TIMEOUT,
+        |st| count(st, "updated") == 1,
+    );
+    run_ok(&mut env.fleet(&admin, &["abort", "web-v2"]));
+    let st = drive(
+        &env,
+        &admin,
+        &mut nodes,
+        "web-v2",
+        &none,
+        ROLLOUT_TIMEOUT,
+        |st| phase(st) == "aborted" && nodes_quiet(st),
+    );
+    // Let the agents see their assignments withdrawn.
+    std::thread::sleep(Duration::from_secs(2));
+    let updated: Vec<&SimNode> = nodes.iter().filter(|n| n.booted_digest() == v2).collect();
+    assert!(!updated.is_empty() && updated.len() < 3, "{st:#}");
+    for n in &nodes {
+        if n.booted_digest() == v1 {
+            let status = n.m.status();
+            assert!(
+                status["status"]["staged"].is_null(),
+                "{}: aborted, nothing staged: {status:#}",
+                n.name
+            );
+        }
+    }
+
+    // Undo: the nodes it updated go back to v1, one at a time.
+    run_ok(&mut env.fleet(&admin, &["undo", "web-v2"]));
+    drive(
+        &env,
+        &admin,
+        &mut nodes,
+        "web-v2",
+        &none,
+        ROLLOUT_TIMEOUT,
+        |st| {
+            node_states(st)
+                .iter()
+                .all(|(_, s)| s != "updated" && s != "reverting")
+        },
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    for n in &nodes {
+        assert_eq!(n.booted_digest(), v1, "{}", n.name);
+    }
+    checker.finish();
+    controller.kill().unwrap();
+}
+
+/// No node between assignment and the end of its reboot.
+fn nodes_quiet(st: &Value) -> bool {
+    node_states(st)
+        .iter()
+        .all(|(_, s)| !matches!(s.as_str(), "rebooting" | "verifying"))
 }

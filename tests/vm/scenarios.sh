@@ -317,7 +317,7 @@ dracut_vm() {
   rm -f "$in" "$log"
   mkfifo "$in"
   timeout --kill-after=5 "$TRY_IMAGE_TIMEOUT" "$repo/hack/try-image" "oci:$work/oci-dracut:dracut" \
-    --disk "$work/dracut.raw" --shell --mem 1024 \
+    --disk "$work/dracut.raw" --shell --mem 1024 --accel tcg \
     -- -drive "file=$work/control.img,if=virtio,format=raw,readonly=on" <"$in" >"$log" 2>&1 &
   pid=$!
   # QEMU's console input stays open until it is gone: its end is not a way to stop it.

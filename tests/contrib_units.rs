@@ -126,6 +126,29 @@ fn the_update_units_verify_as_shipped_and_with_the_documented_drop_in() {
     }
 }
 
+#[test]
+fn the_fleet_agent_unit_verifies_and_reads_its_settings_from_the_environment_file() {
+    const AGENT: &str = "osctl-fleet-agent.service";
+    let unit = read(&contrib(AGENT));
+    verify(&[(AGENT, with_test_osctl(&unit))]);
+    // The settings its comment tells the admin to write are the variables
+    // `osctl fleet agent` reads, and nothing on its command line needs them.
+    let exec: Vec<&str> = unit
+        .lines()
+        .filter(|l| l.starts_with("ExecStart="))
+        .collect();
+    assert_eq!(exec, ["ExecStart=/usr/bin/osctl fleet agent"]);
+    let help = run_ok(Command::new(env!("CARGO_BIN_EXE_osctl")).args(["fleet", "agent", "--help"]));
+    for var in ["OSCTL_ETCD", "OSCTL_FLEET_LABELS", "OSCTL_FLEET_NODE"] {
+        assert!(
+            help.contains(&format!("[env: {var}=")),
+            "{var} not read: {help}"
+        );
+    }
+    assert!(unit.contains("OSCTL_ETCD=") && unit.contains("OSCTL_FLEET_LABELS="));
+    assert!(unit.contains("EnvironmentFile=/etc/osctl/fleet-agent.env"));
+}
+
 /// The three command lines — the shipped ExecStart, the drop-in's, the
 /// window's — on a machine tracking a tag: download only, release and
 /// reboot in the window, then the automatic apply of the next update.

@@ -16,10 +16,10 @@ pub struct AgentArgs {
     #[command(flatten)]
     pub etcd: EtcdArgs,
     /// This machine's name in the fleet (default: its host name).
-    #[arg(long)]
+    #[arg(long, env = "OSCTL_FLEET_NODE")]
     pub node: Option<String>,
     /// Labels rollouts select nodes by: k=v,k=v.
-    #[arg(long, value_delimiter = ',', value_parser = parse_label)]
+    #[arg(long, env = "OSCTL_FLEET_LABELS", value_delimiter = ',', value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
     /// How often the agent looks for work when nothing changes (e.g. 2s).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]

@@ -32,7 +32,7 @@ use crate::etcd::{
     TxnOp,
 };
 use crate::keys::{self, NodeKey, RolloutKey};
-use crate::model::{Assignment, Control, NodeReport, RolloutPhase, RolloutStatus};
+use crate::model::{Assignment, Control, NodeReport, NodeState, RolloutPhase, RolloutStatus};
 use crate::plan::{Action, NodeInput, PlanInput, Slot, plan};
 
 /// The leader's lease: how long a dead leader blocks a successor.
@@ -167,11 +167,15 @@ async fn reconcile_rollout(
                 .is_none_or(|last| c.at > last)
         })
         .count();
-    // A finished rollout is looked at again only when asked to (undo).
+    // A finished rollout is looked at again only when asked to (undo). An
+    // aborted one is followed until no node is between its slot and its
+    // verdict: a node that was granted its reboot before the abort still
+    // reboots, and its slot must be released and its outcome recorded.
     if let Some(s) = &status
         && s.generation == applied.generation
-        && matches!(s.phase, RolloutPhase::Completed | RolloutPhase::Aborted)
         && pending_controls == 0
+        && (s.phase == RolloutPhase::Completed
+            || (s.phase == RolloutPhase::Aborted && !s.nodes.values().any(in_flight)))
     {
         return Ok(());
     }
@@ -317,6 +321,14 @@ async fn reconcile_rollout(
         }
     }
     Ok(())
+}
+
+/// A node between its reboot slot and its verdict.
+fn in_flight(state: &NodeState) -> bool {
+    matches!(
+        state,
+        NodeState::Rebooting { .. } | NodeState::Verifying { .. } | NodeState::Reverting { .. }
+    )
 }
 
 /// One fenced transaction; a failed compare is logged (the next reconcile

@@ -146,6 +146,45 @@ impl Machine {
     }
 }
 
+impl super::Host for Machine {
+    fn view(&self) -> Result<MachineView, AgentError> {
+        Machine::view(self)
+    }
+
+    fn failed_digests(&self) -> Result<Vec<String>, AgentError> {
+        Machine::failed_digests(self)
+    }
+
+    async fn stage(&self, image: &ImageRef) -> Result<String, AgentError> {
+        let outcome = Machine::stage(self, image, Arc::new(osctl_store::Silent)).await?;
+        Ok(outcome.id().short().to_string())
+    }
+
+    fn cancel_next(&self) -> Result<Option<String>, AgentError> {
+        Ok(self
+            .sysroot
+            .cancel_next()
+            .map_err(deploy_error("cancelling the staged deployment"))?
+            .map(|id| id.short().to_string()))
+    }
+
+    fn reboot(&self) -> Result<(), AgentError> {
+        Machine::reboot(self)
+    }
+
+    fn boot_id(&self) -> Result<String, AgentError> {
+        boot_id()
+    }
+
+    fn load_state(&self, node: &str) -> Result<Option<super::state::AgentState>, AgentError> {
+        super::state::load(&self.path, node)
+    }
+
+    fn save_state(&self, state: &super::state::AgentState) -> Result<(), AgentError> {
+        super::state::save(&self.path, state)
+    }
+}
+
 /// A deployment's image by digest; a deployment without an image record
 /// cannot be reported and refuses (never a guessed digest).
 fn deployed(entry: &BootEntry) -> Result<Deployed, AgentError> {

@@ -26,24 +26,26 @@
 //! is never staged again for that assignment (the machine's failed-images
 //! record says so too).
 
+pub mod host;
 pub mod machine;
 pub mod state;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+
 use std::time::Duration;
 
 use jiff::Timestamp;
 use osctl_deploy::status::Assessment;
-use osctl_image::{FetchOptions, ImageRef};
+use osctl_image::ImageRef;
 
 use crate::etcd::{Compare, CompareOp, Etcd, EtcdError, KeptLease, SLOTS_ROOT, TxnOp};
 use crate::keys;
 use crate::model::{
     Assignment, Health, HealthState, ImageState, NodePhase, NodeReport, Presence, Version,
 };
-use machine::{Deployed, Machine, MachineView};
+pub use host::Host;
+use machine::{Deployed, MachineView};
 use state::{AgentState, HealthyIn};
 
 /// How long the presence lease lives without a keepalive: a machine that
@@ -113,17 +115,14 @@ pub(crate) fn deploy_error(
 pub struct AgentOptions {
     pub node: String,
     pub labels: BTreeMap<String, String>,
-    pub sysroot: PathBuf,
-    pub boot_dir: Option<PathBuf>,
-    pub fetch: FetchOptions,
     pub poll: Duration,
 }
 
-/// One agent.
-pub struct Agent {
+/// One agent, on the machine `H` ([`machine::Machine`] on a real one).
+pub struct Agent<H: Host> {
     etcd: Etcd,
     options: AgentOptions,
-    machine: Machine,
+    machine: H,
     boot_id: String,
     state: AgentState,
     lease: Option<KeptLease>,
@@ -142,17 +141,14 @@ pub enum Stepped {
     Rebooting,
 }
 
-impl Agent {
-    /// Opens the machine and the agent's state; does not talk to etcd yet.
-    pub fn new(etcd: Etcd, options: AgentOptions) -> Result<Agent, AgentError> {
+impl<H: Host> Agent<H> {
+    /// Reads the machine's boot id and the agent's state; does not talk to
+    /// etcd yet.
+    pub fn new(etcd: Etcd, options: AgentOptions, machine: H) -> Result<Agent<H>, AgentError> {
         keys::check_node_name(&options.node).map_err(AgentError::Config)?;
-        let machine = Machine::open(
-            &options.sysroot,
-            options.boot_dir.as_deref(),
-            options.fetch.clone(),
-        )?;
-        let boot_id = machine::boot_id()?;
-        let state = state::load(&options.sysroot, &options.node)?
+        let boot_id = machine.boot_id()?;
+        let state = machine
+            .load_state(&options.node)?
             .unwrap_or_else(|| AgentState::new(&options.node));
         Ok(Agent {
             etcd,
@@ -377,11 +373,7 @@ impl Agent {
             NodePhase::Downloading | NodePhase::Staged | NodePhase::WaitingSlot
         ) && view.staged.as_ref().is_some_and(|s| s.digest == old.digest)
         {
-            let cancelled = self
-                .machine
-                .sysroot()
-                .cancel_next()
-                .map_err(deploy_error("cancelling the staged deployment"))?;
+            let cancelled = self.machine.cancel_next()?;
             tracing::info!(node = %self.options.node, rollout = %old.rollout, ?cancelled, "assignment withdrawn; staged deployment cancelled");
         }
         self.state.phase = NodePhase::Idle;
@@ -407,13 +399,9 @@ impl Agent {
         // Say so before the (long) pull.
         let view = self.machine.view()?;
         self.report(&view).await?;
-        match self
-            .machine
-            .stage(&image, Arc::new(osctl_store::Silent))
-            .await
-        {
-            Ok(outcome) => {
-                tracing::info!(node = %self.options.node, image = %assignment.image, id = %outcome.id().short(), "staged");
+        match self.machine.stage(&image).await {
+            Ok(id) => {
+                tracing::info!(node = %self.options.node, image = %assignment.image, %id, "staged");
                 self.state.phase = NodePhase::Staged;
                 self.state.last_error = None;
                 self.retry = None;
@@ -518,7 +506,7 @@ impl Agent {
     }
 
     fn save(&self) -> Result<(), AgentError> {
-        state::save(&self.options.sysroot, &self.state)
+        self.machine.save_state(&self.state)
     }
 
     /// The agent's state, for tests and status.

@@ -761,3 +761,40 @@ fn an_agent_that_gives_up_fails_its_node_with_its_error() {
     // Not assigned again, even though its assignment is still there.
     assert_eq!(plan.actions, []);
 }
+
+#[test]
+fn a_node_granted_its_reboot_before_an_abort_finishes_and_frees_its_slot() {
+    let mut sim = Sim::new("  maxUnavailable: 1\n", 3);
+    sim.run_until(
+        |s| states(s, |n| matches!(n, NodeState::Rebooting { .. })).len() == 1,
+        20,
+    );
+    let rebooting = states(sim.status.as_ref().unwrap(), |n| {
+        matches!(n, NodeState::Rebooting { .. })
+    })
+    .remove(0);
+    // The abort arrives while the node holds its slot; it reboots anyway
+    // (it had permission), and the aborted rollout still follows it.
+    sim.controls.push(control(ControlAction::Abort, sim.now));
+    sim.round();
+    sim.tick(MINUTE);
+    let plan = sim.run_until(
+        |s| matches!(s.nodes.get(&rebooting), Some(NodeState::Updated)),
+        20,
+    );
+    assert_eq!(plan.status.phase, RolloutPhase::Aborted);
+    assert!(
+        sim.nodes[&rebooting].slot.is_none(),
+        "its slot was released"
+    );
+    let others: Vec<_> = sim
+        .nodes
+        .iter()
+        .filter(|(name, _)| **name != rebooting)
+        .map(|(name, n)| (name.clone(), n.assignment.is_some(), n.booted == NEW))
+        .collect();
+    assert!(
+        others.iter().all(|(_, assigned, new)| !assigned && !new),
+        "the others were withdrawn and never rebooted: {others:?}"
+    );
+}

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use osctl_fleet::agent::machine::Machine;
 use osctl_fleet::agent::{Agent, AgentOptions};
 
 use super::EtcdArgs;
@@ -46,16 +47,15 @@ pub async fn run(args: AgentArgs, sysroot: &Path, boot: Option<&Path>) -> anyhow
     };
     let labels: BTreeMap<String, String> = args.labels.into_iter().collect();
     let etcd = args.etcd.connect().await?;
+    let machine = Machine::open(sysroot, boot, args.fetch.options()?)?;
     let agent = Agent::new(
         etcd,
         AgentOptions {
             node,
             labels,
-            sysroot: sysroot.to_path_buf(),
-            boot_dir: boot.map(Path::to_path_buf),
-            fetch: args.fetch.options()?,
             poll: args.poll,
         },
+        machine,
     )?;
     agent.run().await?;
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,326 @@
+//! The fleet benchmark (hack/bench-fleet runs it): N simulated machines,
+//! each with the real agent ([`Agent`]) over an in-memory [`Host`], all in
+//! this process, against one real etcd member and the real controller
+//! process (`osctl fleet controller`, the binary given). A reboot takes
+//! `--reboot` seconds. Reports completion time against the ideal
+//! (N / maxUnavailable batches of one reboot each), etcd requests and
+//! writes per node (from etcd's own metrics), the controller's CPU time and
+//! peak RSS.
+//!
+//! Usage: bench_fleet OSCTL [--nodes 1000] [--max-unavailable 50] [--reboot 1]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use jiff::Timestamp;
+use osctl_deploy::status::Assessment;
+use osctl_fleet::admin;
+use osctl_fleet::agent::machine::{BootHealth, Deployed, MachineView};
+use osctl_fleet::agent::state::AgentState;
+use osctl_fleet::agent::{Agent, AgentError, AgentOptions, Host};
+use osctl_fleet::etcd::Etcd;
+use osctl_fleet::model::RolloutPhase;
+use osctl_fleet::spec::Rollout;
+use osctl_image::ImageRef;
+use osctl_testutil::etcd::EtcdCluster;
+use osctl_testutil::{Entry, ImageSpec, Layer, Registry, RegistryOptions, write_layout};
+
+const PREFIX: &str = "/osctl-bench/fleet/";
+const OLD: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
+
+/// One simulated machine (a handle: clones share it).
+#[derive(Clone)]
+struct SimMachine {
+    inner: Arc<Mutex<SimState>>,
+}
+
+struct SimState {
+    booted: String,
+    staged: Option<String>,
+    boot: u32,
+    good_since: Timestamp,
+    state: Option<AgentState>,
+    reboot_requested: bool,
+}
+
+impl SimMachine {
+    fn new() -> SimMachine {
+        SimMachine {
+            inner: Arc::new(Mutex::new(SimState {
+                booted: OLD.into(),
+                staged: None,
+                boot: 0,
+                good_since: Timestamp::now(),
+                state: None,
+                reboot_requested: false,
+            })),
+        }
+    }
+
+    /// The reboot itself: the staged image boots, healthy.
+    fn come_back(&self) {
+        let mut s = self.inner.lock().unwrap();
+        if let Some(staged) = s.staged.take() {
+            s.booted = staged;
+        }
+        s.boot += 1;
+        s.good_since = Timestamp::now();
+        s.reboot_requested = false;
+    }
+}
+
+fn deployed(digest: &str) -> Deployed {
+    Deployed {
+        image: format!("bench@{digest}"),
+        digest: digest.to_string(),
+        deployment: digest.trim_start_matches("sha256:").to_string(),
+    }
+}
+
+impl Host for SimMachine {
+    fn view(&self) -> Result<MachineView, AgentError> {
+        let s = self.inner.lock().unwrap();
+        Ok(MachineView {
+            booted: Some(deployed(&s.booted)),
+            staged: s.staged.as_deref().map(deployed),
+            health: Some(BootHealth {
+                state: Assessment::Good,
+                reason: None,
+                checked: Some(s.good_since.to_string()),
+            }),
+        })
+    }
+
+    fn failed_digests(&self) -> Result<Vec<String>, AgentError> {
+        Ok(Vec::new())
+    }
+
+    async fn stage(&self, image: &ImageRef) -> Result<String, AgentError> {
+        let text = image.to_string();
+        let digest = text
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or(text);
+        self.inner.lock().unwrap().staged = Some(digest.clone());
+        Ok(digest)
+    }
+
+    fn cancel_next(&self) -> Result<Option<String>, AgentError> {
+        Ok(self.inner.lock().unwrap().staged.take())
+    }
+
+    fn reboot(&self) -> Result<(), AgentError> {
+        self.inner.lock().unwrap().reboot_requested = true;
+        Ok(())
+    }
+
+    fn boot_id(&self) -> Result<String, AgentError> {
+        Ok(format!("boot-{}", self.inner.lock().unwrap().boot))
+    }
+
+    fn load_state(&self, _node: &str) -> Result<Option<AgentState>, AgentError> {
+        Ok(self.inner.lock().unwrap().state.clone())
+    }
+
+    fn save_state(&self, state: &AgentState) -> Result<(), AgentError> {
+        self.inner.lock().unwrap().state = Some(state.clone());
+        Ok(())
+    }
+}
+
+struct Args {
+    osctl: String,
+    nodes: usize,
+    max_unavailable: usize,
+    reboot: Duration,
+}
+
+fn args() -> Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let osctl = it
+        .next()
+        .context("usage: bench_fleet OSCTL [--nodes N] [--max-unavailable M] [--reboot SECS]")?;
+    let mut a = Args {
+        osctl,
+        nodes: 1000,
+        max_unavailable: 50,
+        reboot: Duration::from_secs(1),
+    };
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--nodes" => a.nodes = value.parse()?,
+            "--max-unavailable" => a.max_unavailable = value.parse()?,
+            "--reboot" => a.reboot = Duration::from_secs_f64(value.parse()?),
+            _ => bail!("unknown option {flag}"),
+        }
+    }
+    Ok(a)
+}
+
+/// Sums the samples of `name` in etcd's metrics text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// etcd's Prometheus metrics, over plain HTTP/1.0 on its client port.
+fn etcd_metrics(endpoint: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let addr = endpoint.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    conn.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("etcd's metrics answer")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        bail!("etcd /metrics: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body.to_string())
+}
+
+/// (user + system CPU seconds, peak RSS in KiB) of a process.
+fn usage(pid: u32) -> Result<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 (1-based), 12 and 13 after the name.
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0);
+    Ok((ticks / hz, hwm))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let a = args()?;
+    let cluster = EtcdCluster::start(1)?;
+    let endpoints = cluster.endpoints();
+    let registry = Registry::start(RegistryOptions::default())?;
+    let layout = tempfile::tempdir()?;
+    let spec = ImageSpec::new(vec![Layer::new(vec![
+        Entry::dir("etc"),
+        Entry::file("etc/motd", "bench v2\n"),
+    ])]);
+    write_layout(layout.path(), "v2", &spec)?;
+    registry.push_oci_layout(layout.path(), "v2", "os:v2")?;
+    let image = registry.image_ref("os:v2");
+    let policy = layout.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )?;
+
+    let etcd = Etcd::connect(&endpoints, PREFIX).await?;
+    let machines: Vec<SimMachine> = (0..a.nodes).map(|_| SimMachine::new()).collect();
+    let labels = BTreeMap::from([("pool".to_string(), "bench".to_string())]);
+    for (i, machine) in machines.iter().enumerate() {
+        let (etcd, machine, labels, reboot) =
+            (etcd.clone(), machine.clone(), labels.clone(), a.reboot);
+        tokio::spawn(async move {
+            loop {
+                let options = AgentOptions {
+                    node: format!("n{i:04}"),
+                    labels: labels.clone(),
+                    poll: Duration::from_millis(500),
+                };
+                let agent = match Agent::new(etcd.clone(), options, machine.clone()) {
+                    Ok(agent) => agent,
+                    Err(e) => panic!("agent n{i:04}: {e}"),
+                };
+                if let Err(e) = agent.run().await {
+                    panic!("agent n{i:04}: {e}");
+                }
+                // It asked for its reboot: the machine is down for a while.
+                tokio::time::sleep(reboot).await;
+                machine.come_back();
+            }
+        });
+    }
+    // Every node registered and reported before the rollout starts.
+    let start = Instant::now();
+    loop {
+        let nodes = admin::nodes(&etcd).await?;
+        if nodes.iter().filter(|n| n.report.is_some()).count() == a.nodes {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            bail!("only {} of {} nodes reported", nodes.len(), a.nodes);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "{} agents registered in {:.1} s",
+        a.nodes,
+        start.elapsed().as_secs_f64()
+    );
+
+    let mut controller = std::process::Command::new(&a.osctl)
+        .args(["fleet", "controller", "--tick", "200ms", "--id", "bench"])
+        .env("OSCTL_ETCD", endpoints.join(","))
+        .env("OSCTL_FLEET_PREFIX", PREFIX)
+        .env("CONTAINERS_POLICY_JSON", &policy)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("starting the controller")?;
+    let before = etcd_metrics(&endpoints[0])?;
+    let rollout = Rollout::parse(&format!(
+        "apiVersion: osctl.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: bench\nspec:\n  image: {image}\n  selector:\n    matchLabels: {{pool: bench}}\n  maxUnavailable: {}\n  healthGate:\n    minHealthySeconds: 0\n",
+        a.max_unavailable
+    ))?;
+    let applied_at = Instant::now();
+    admin::apply(&etcd, &rollout).await?;
+    loop {
+        let views = admin::rollouts(&etcd, Some("bench")).await?;
+        if views[0]
+            .status
+            .as_ref()
+            .is_some_and(|s| s.phase == RolloutPhase::Completed)
+        {
+            break;
+        }
+        if applied_at.elapsed() > Duration::from_secs(3600) {
+            bail!("the rollout did not complete in an hour");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = applied_at.elapsed().as_secs_f64();
+    let after = etcd_metrics(&endpoints[0])?;
+    let (cpu, rss) = usage(controller.id())?;
+    controller.kill()?;
+    controller.wait()?;
+
+    let n = a.nodes as f64;
+    let batches = (a.nodes as f64 / a.max_unavailable as f64).ceil();
+    let ideal = batches * a.reboot.as_secs_f64();
+    let delta = |name: &str| metric(&after, name) - metric(&before, name);
+    let writes = delta("etcd_mvcc_put_total") + delta("etcd_mvcc_delete_total");
+    let requests = delta("grpc_server_handled_total");
+    println!("nodes                      {}", a.nodes);
+    println!("maxUnavailable             {}", a.max_unavailable);
+    println!("simulated reboot           {:.1} s", a.reboot.as_secs_f64());
+    println!("completion                 {took:.1} s");
+    println!("ideal ({batches} batches)        {ideal:.1} s");
+    println!("ratio to ideal             {:.2}x", took / ideal);
+    println!("etcd requests per node     {:.1}", requests / n);
+    println!("etcd writes per node       {:.1}", writes / n);
+    println!("controller CPU (user+sys)  {cpu:.1} s");
+    println!("controller peak RSS        {:.1} MiB", rss as f64 / 1024.0);
+    Ok(())
+}

@@ -20,14 +20,24 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use std::future::Future;
+use std::sync::Arc;
+
+use hyper::{Method, StatusCode};
+use tokio::net::TcpListener;
+
 use crate::admin::{self, AdminError};
+use crate::agent::error_chain;
 use crate::agent::state::AgentState;
 use crate::etcd::{Etcd, FLEETLOCK_ROOT, Slots};
-use crate::fleetlock::{GROUP_LABEL, HOLDER_PREFIX};
+use crate::fleetlock::{GROUP_LABEL, HOLDER_PREFIX, METRICS};
+use crate::http::{self, HttpError, Response};
 use crate::model::{NodePhase, NodeState, RolloutPhase};
 
 /// The Content-Type of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The Content-Type of error answers.
+const TEXT: &str = "text/plain; charset=utf-8";
 
 /// Every rollout phase, as status spells it.
 const ROLLOUT_PHASES: [(RolloutPhase, &str); 7] = [
@@ -287,6 +297,58 @@ pub fn agent_metrics(state: &AgentState, booted_digest: &str) -> String {
         1,
     );
     m.finish()
+}
+
+/// Serves `GET /metrics` on `listener`, each scrape answered by `scrape`
+/// (an error becomes a 500 with its text: the scrape fails, visibly).
+pub async fn serve<F, Fut>(listener: TcpListener, scrape: F) -> Result<(), HttpError>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<String, String>> + Send + 'static,
+{
+    let scrape = Arc::new(scrape);
+    http::serve(listener, move |req| {
+        let scrape = Arc::clone(&scrape);
+        async move {
+            if req.path != METRICS {
+                return Response::with(
+                    StatusCode::NOT_FOUND,
+                    TEXT,
+                    format!("no endpoint {}: only {METRICS}\n", req.path).into_bytes(),
+                );
+            }
+            if req.method != Method::GET {
+                return Response::with(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    TEXT,
+                    format!("{METRICS} takes GET, not {}\n", req.method).into_bytes(),
+                );
+            }
+            match scrape().await {
+                Ok(text) => Response::with(StatusCode::OK, CONTENT_TYPE, text.into_bytes()),
+                Err(e) => Response::with(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    TEXT,
+                    format!("{e}\n").into_bytes(),
+                ),
+            }
+        }
+    })
+    .await
+}
+
+/// Serves the fleet's metrics from `etcd` on `listener` (the controller's
+/// `--metrics`).
+pub async fn serve_fleet(etcd: Etcd, listener: TcpListener) -> Result<(), HttpError> {
+    serve(listener, move || {
+        let etcd = etcd.clone();
+        async move {
+            fleet_metrics(&etcd, SystemTime::now())
+                .await
+                .map_err(|e| error_chain(&e))
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -586,7 +586,7 @@ fn describe_full(
     for (i, h) in holders.iter().enumerate() {
         let who = match (rollout, h.name.strip_prefix(HOLDER_PREFIX)) {
             (None, _) => h.name.clone(),
-            (Some(_), Some(id)) => id.to_string(),
+            (Some(_), Some(id)) => format!("fleetlock client {id}"),
             (Some(_), None) => format!("node {}", h.name),
         };
         let sep = if i == 0 { " " } else { "; " };

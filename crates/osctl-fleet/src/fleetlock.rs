@@ -258,8 +258,8 @@ enum Pool {
     /// In the slot pool of this rollout, under its rules.
     Rollout {
         name: String,
-        rollout: Rollout,
-        status: Option<RolloutStatus>,
+        rollout: Box<Rollout>,
+        status: Option<Box<RolloutStatus>>,
     },
     /// In the group's own pool under [`FLEETLOCK_ROOT`].
     Own,
@@ -361,7 +361,7 @@ impl FleetLock {
                 if slots.holders(&name).await?.iter().any(|h| h.name == holder) {
                     return Ok(());
                 }
-                may_reboot(group, &name, &rollout, status.as_ref(), now)?;
+                may_reboot(group, &name, &rollout, status.as_deref(), now)?;
                 let pool_size = status.as_ref().map_or(0, |s| s.nodes.len());
                 let limit = rollout.spec.max_unavailable.resolve(pool_size);
                 let grant = slots
@@ -436,8 +436,11 @@ impl FleetLock {
                 let (name, r) = running.swap_remove(i);
                 Pool::Rollout {
                     name,
-                    rollout: r.applied.rollout,
-                    status: r.status.filter(|s| s.generation == r.applied.generation),
+                    rollout: Box::new(r.applied.rollout),
+                    status: r
+                        .status
+                        .filter(|s| s.generation == r.applied.generation)
+                        .map(Box::new),
                 }
             }
         })

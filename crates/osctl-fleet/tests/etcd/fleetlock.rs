@@ -169,7 +169,9 @@ async fn protocol_errors_name_their_kind() {
     let etcd = connect(&c).await;
     let addr = start_server(&etcd, FleetLockOptions::default()).await;
     let good = params("web", "m1");
-    let cases: [(&str, Option<&str>, &str, u16, &str, &str); 7] = [
+    /// Path, protocol header, body; the status, kind and value wanted.
+    type Case<'a> = (&'a str, Option<&'a str>, &'a str, u16, &'a str, &'a str);
+    let cases: [Case; 7] = [
         (
             fleetlock::PRE_REBOOT,
             None,

@@ -40,13 +40,14 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-use crate::admin::AppliedRollout;
+use crate::admin::{self, AdminError, AppliedRollout, NodeView};
 use crate::agent::error_chain;
 use crate::etcd::{Etcd, EtcdError, FLEETLOCK_ROOT, Grant, Holder, Slots};
 use crate::http::{self, HttpError, JSON, Request, Response};
 use crate::keys::{self, RolloutKey};
 use crate::metrics;
-use crate::model::{RolloutPhase, RolloutStatus};
+use crate::model::{NodeState, RolloutPhase, RolloutStatus};
+use crate::plan;
 use crate::spec::Rollout;
 use crate::window;
 
@@ -175,6 +176,15 @@ impl Refusal {
             JSON,
             serde_json::to_vec(&body).expect("two strings always serialise"),
         )
+    }
+}
+
+impl From<AdminError> for Refusal {
+    fn from(e: AdminError) -> Refusal {
+        match e {
+            AdminError::Etcd(e) => e.into(),
+            other => Refusal::new(Kind::StateUnreadable, error_chain(&other)),
+        }
     }
 }
 
@@ -358,15 +368,31 @@ impl FleetLock {
             } => {
                 let holder = format!("{HOLDER_PREFIX}{id}");
                 let slots = Slots::new(&self.etcd);
-                if slots.holders(&name).await?.iter().any(|h| h.name == holder) {
+                let holders = slots.holders(&name).await?;
+                if holders.iter().any(|h| h.name == holder) {
                     return Ok(());
                 }
                 may_reboot(group, &name, &rollout, status.as_deref(), now)?;
-                let pool_size = status.as_ref().map_or(0, |s| s.nodes.len());
-                let limit = rollout.spec.max_unavailable.resolve(pool_size);
-                let grant = slots
-                    .grant_durable(&name, &holder, limit, deadline, None)
-                    .await?;
+                // The rollout's own rule: slots only while unavailable + 1
+                // ≤ maxUnavailable, where nodes down without a slot count
+                // too (a node whose slot expired is one of them).
+                let pool = status.as_deref().map_or(0, pool_size);
+                let max = rollout.spec.max_unavailable.resolve(pool);
+                let down = self.down_nodes(status.as_deref(), &holders).await?;
+                let limit = max.saturating_sub(down.len());
+                let grant = if limit == 0 {
+                    Grant::Full { holders }
+                } else {
+                    slots
+                        .grant_durable(&name, &holder, limit, deadline, None)
+                        .await?
+                };
+                if let Grant::Full { holders } = &grant {
+                    return Err(Refusal::new(
+                        Kind::NoSlot,
+                        describe_rollout_full(group, &name, max, holders, &down, SystemTime::now()),
+                    ));
+                }
                 self.granted(group, id, grant, Some(&name))
             }
         }
@@ -379,6 +405,7 @@ impl FleetLock {
         grant: Grant,
         rollout: Option<&str>,
     ) -> Result<(), Refusal> {
+        // A full rollout pool was answered by the caller.
         match grant {
             Grant::Granted { deadline } => {
                 tracing::info!(group, id, rollout, deadline = %stamp(deadline), "fleetlock: lock granted");
@@ -387,9 +414,45 @@ impl FleetLock {
             Grant::AlreadyHeld { .. } => Ok(()),
             Grant::Full { holders } => Err(Refusal::new(
                 Kind::NoSlot,
-                describe_full(group, rollout, &holders, SystemTime::now()),
+                describe_full(group, &holders, SystemTime::now()),
             )),
         }
+    }
+
+    /// The nodes of the rollout's pool that count as unavailable without
+    /// holding a slot in `holders` (by the controller's rule,
+    /// [`plan::unavailable`]).
+    async fn down_nodes(
+        &self,
+        status: Option<&RolloutStatus>,
+        holders: &[Holder],
+    ) -> Result<Vec<String>, Refusal> {
+        let Some(status) = status else {
+            return Ok(Vec::new());
+        };
+        let views: BTreeMap<String, NodeView> = admin::nodes(&self.etcd)
+            .await?
+            .into_iter()
+            .map(|v| (v.name.clone(), v))
+            .collect();
+        Ok(status
+            .nodes
+            .iter()
+            .filter(|(_, state)| !matches!(state, NodeState::Skipped { .. }))
+            .filter(|(node, state)| {
+                if holders.iter().any(|h| &h.name == *node) {
+                    return false;
+                }
+                let view = views.get(*node);
+                plan::unavailable(
+                    view.is_some_and(|v| v.present),
+                    view.and_then(|v| v.report.as_ref()),
+                    false,
+                    state,
+                )
+            })
+            .map(|(node, _)| node.clone())
+            .collect())
     }
 
     /// `steady-state`: releases `id`'s lock in `group` wherever it is held
@@ -571,21 +634,49 @@ fn may_reboot(
     Ok(())
 }
 
-/// "group web: all 2 slots are taken: …", naming every holder and which
-/// have failed.
-fn describe_full(
+/// The nodes a rollout governs (not those another rollout governs).
+fn pool_size(status: &RolloutStatus) -> usize {
+    status
+        .nodes
+        .values()
+        .filter(|s| !matches!(s, NodeState::Skipped { .. }))
+        .count()
+}
+
+/// "group web (rollout r): maxUnavailable 2 reached: …": the holders, then
+/// the nodes down without a slot.
+fn describe_rollout_full(
     group: &str,
-    rollout: Option<&str>,
+    rollout: &str,
+    max: usize,
     holders: &[Holder],
+    down: &[String],
     now: SystemTime,
 ) -> String {
-    let mut s = match rollout {
-        Some(r) => format!(
-            "group {group} (rollout {r}): all {} slots are taken:",
-            holders.len()
-        ),
-        None => format!("group {group}: all {} slots are taken:", holders.len()),
-    };
+    let mut s = format!("group {group} (rollout {rollout}): maxUnavailable {max} reached:");
+    describe_holders(&mut s, Some(rollout), holders, now);
+    for (i, node) in down.iter().enumerate() {
+        let sep = if i == 0 && holders.is_empty() {
+            " "
+        } else {
+            "; "
+        };
+        // Writing to a String cannot fail.
+        let _ = write!(s, "{sep}node {node} down");
+    }
+    s
+}
+
+/// "group web: all 2 slots are taken: …", naming every holder and which
+/// have failed.
+fn describe_full(group: &str, holders: &[Holder], now: SystemTime) -> String {
+    let mut s = format!("group {group}: all {} slots are taken:", holders.len());
+    describe_holders(&mut s, None, holders, now);
+    s
+}
+
+/// Appends every holder, until when, and which have failed.
+fn describe_holders(s: &mut String, rollout: Option<&str>, holders: &[Holder], now: SystemTime) {
     for (i, h) in holders.iter().enumerate() {
         let who = match (rollout, h.name.strip_prefix(HOLDER_PREFIX)) {
             (None, _) => h.name.clone(),
@@ -604,7 +695,6 @@ fn describe_full(
             write!(s, "{sep}{who} (until {})", stamp(h.deadline))
         };
     }
-    s
 }
 
 fn stamp(t: SystemTime) -> String {

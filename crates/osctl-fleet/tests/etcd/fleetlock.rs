@@ -10,7 +10,10 @@ use osctl_fleet::admin;
 use osctl_fleet::etcd::{Etcd, Grant, Slots};
 use osctl_fleet::fleetlock::{self, FleetLock, FleetLockOptions};
 use osctl_fleet::keys;
-use osctl_fleet::model::{NodeState, RolloutPhase, RolloutStatus, Version};
+use osctl_fleet::model::{
+    Health, HealthState, ImageState, NodePhase, NodeReport, NodeState, Presence, RolloutPhase,
+    RolloutStatus, Version,
+};
 use osctl_fleet::spec::Rollout;
 use osctl_fleet::window;
 
@@ -151,6 +154,53 @@ pub async fn apply_with_status(
     edit(&mut status);
     assert!(
         etcd.create(&keys::rollout_status(&rollout.name), &status, None, None)
+            .await
+            .unwrap()
+    );
+}
+
+/// A healthy node's report, labelled `pool: <pool>`.
+pub fn report(pool: &str) -> NodeReport {
+    let now = Timestamp::now();
+    NodeReport {
+        version: Version,
+        labels: BTreeMap::from([("pool".to_string(), pool.to_string())]),
+        booted: ImageState {
+            image: "r.example/os:v1".into(),
+            digest: "sha256:aa".into(),
+            deployment: "d1".into(),
+        },
+        staged: None,
+        phase: NodePhase::Idle,
+        health: Health {
+            state: HealthState::Healthy,
+            since: now,
+        },
+        boot_id: "b1".into(),
+        rollout: None,
+        last_error: None,
+        updated_at: now,
+    }
+}
+
+/// Registers `node` as its agent would: a healthy report and presence.
+async fn register(etcd: &Etcd, node: &str, pool: &str) {
+    assert!(
+        etcd.create(&keys::report(node), &report(pool), None, None)
+            .await
+            .unwrap()
+    );
+    register_presence(etcd, node).await;
+}
+
+async fn register_presence(etcd: &Etcd, node: &str) {
+    let presence = Presence {
+        version: Version,
+        boot_id: "b1".into(),
+        since: Timestamp::now(),
+    };
+    assert!(
+        etcd.create(&keys::presence(node), &presence, None, None)
             .await
             .unwrap()
     );
@@ -323,6 +373,9 @@ async fn a_group_governed_by_a_rollout_shares_its_slots() {
     let etcd = connect(&c).await;
     let addr = start_server(&etcd, FleetLockOptions::default()).await;
     // 50% of 4 nodes: 2 slots, one taken by an osctl node.
+    for node in ["n1", "n2", "n3", "n4"] {
+        register(&etcd, node, "web").await;
+    }
     let web = rollout("web-2026-12", "web", "50%", "");
     apply_with_status(
         &etcd,
@@ -348,7 +401,7 @@ async fn a_group_governed_by_a_rollout_shares_its_slots() {
         409,
         "no_slot",
         &[
-            "group web (rollout web-2026-12): all 2 slots are taken: fleetlock client a (until",
+            "group web (rollout web-2026-12): maxUnavailable 2 reached: fleetlock client a (until",
             "; node n1 (until",
         ],
     );
@@ -376,6 +429,30 @@ async fn a_group_governed_by_a_rollout_shares_its_slots() {
     );
     assert_eq!(unlock(addr, "web", "a").await, ok());
     assert_eq!(names(slots.holders("web-2026-12").await.unwrap()), ["n1"]);
+    // A node down without a slot counts too, as the controller counts it.
+    let gone = etcd
+        .get_json::<Presence>(&keys::presence("n4"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        etcd.delete_if(&gone.key, gone.mod_revision, None)
+            .await
+            .unwrap()
+    );
+    let refused = lock(addr, "web", "b").await;
+    assert_refused(
+        &refused,
+        409,
+        "no_slot",
+        &["group web (rollout web-2026-12): maxUnavailable 2 reached: node n1 (until"],
+    );
+    assert!(
+        refused.value.ends_with("); node n4 down"),
+        "{}",
+        refused.value
+    );
+    register_presence(&etcd, "n4").await;
     assert_eq!(lock(addr, "web", "b").await, ok());
 
     // A completed rollout governs nothing: the group has its own pool again.

@@ -10,36 +10,10 @@ use osctl_fleet::etcd::{Etcd, Grant, Slots};
 use osctl_fleet::fleetlock::FleetLockOptions;
 use osctl_fleet::keys;
 use osctl_fleet::metrics::{self, fleet_metrics};
-use osctl_fleet::model::{
-    Failure, Health, HealthState, ImageState, NodePhase, NodeReport, NodeState, Presence,
-    RolloutPhase, Version,
-};
+use osctl_fleet::model::{Failure, NodeState, Presence, RolloutPhase, Version};
 
-use crate::fleetlock::{apply_with_status, lock, rollout, start_server};
+use crate::fleetlock::{apply_with_status, lock, report, rollout, start_server};
 use crate::{cluster, connect, http};
-
-fn report(pool: &str) -> NodeReport {
-    let now = Timestamp::now();
-    NodeReport {
-        version: Version,
-        labels: BTreeMap::from([("pool".to_string(), pool.to_string())]),
-        booted: ImageState {
-            image: "r.example/os:v1".into(),
-            digest: "sha256:aa".into(),
-            deployment: "d1".into(),
-        },
-        staged: None,
-        phase: NodePhase::Idle,
-        health: Health {
-            state: HealthState::Healthy,
-            since: now,
-        },
-        boot_id: "b1".into(),
-        rollout: None,
-        last_error: None,
-        updated_at: now,
-    }
-}
 
 /// Two nodes (n1 present), rollout web (progressing: n1 updated, n2
 /// failed) and rollout db (no status yet), a node and a FleetLock client in
@@ -78,7 +52,7 @@ async fn prepare(etcd: &Etcd, addr: SocketAddr) {
     ]);
     apply_with_status(
         etcd,
-        &rollout("web", "web", "2", ""),
+        &rollout("web", "web", "3", ""),
         RolloutPhase::Progressing,
         nodes,
         |s| {

@@ -161,3 +161,47 @@ fn fleet_fleetlock_and_controller_metrics_over_http() {
     assert_eq!(post(lock_port, "/v1/steady-state", a), (200, String::new()));
     assert_eq!(post(lock_port, "/v1/pre-reboot", b), (200, String::new()));
 }
+
+#[test]
+fn fleet_agent_metrics_over_http() {
+    let etcd = EtcdCluster::start(1).unwrap();
+    let endpoints = etcd.endpoints().join(",");
+    let osctl = Osctl::new();
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let _agent = start(
+        &osctl,
+        &[
+            "agent",
+            "--etcd",
+            &endpoints,
+            "--prefix",
+            "/t/",
+            "--node",
+            "n1",
+            "--labels",
+            "pool=web",
+            "--metrics",
+            &metrics,
+        ],
+        port,
+    );
+    let (code, body) = get(port, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    let samples: Vec<&str> = body.lines().filter(|l| !l.starts_with('#')).collect();
+    // A machine osctl never deployed to: idle, nothing booted.
+    assert_eq!(
+        samples,
+        [
+            r#"osctl_fleet_agent_phase{phase="idle"} 1"#,
+            r#"osctl_fleet_agent_phase{phase="downloading"} 0"#,
+            r#"osctl_fleet_agent_phase{phase="staged"} 0"#,
+            r#"osctl_fleet_agent_phase{phase="waiting-slot"} 0"#,
+            r#"osctl_fleet_agent_phase{phase="rebooting"} 0"#,
+            r#"osctl_fleet_agent_phase{phase="verifying"} 0"#,
+            r#"osctl_fleet_agent_phase{phase="updated"} 0"#,
+            r#"osctl_fleet_agent_phase{phase="failed"} 0"#,
+            r#"osctl_fleet_agent_info{node="n1",booted_digest=""} 1"#,
+        ]
+    );
+}

@@ -20,7 +20,15 @@
 //!
 //! Whether an expired slot frees capacity is the controller's decision, not
 //! this module's: docs/fleet.md counts such a node as failed and unavailable.
+//!
+//! A *durable* slot ([`Slots::grant_durable`]) has the same record and the
+//! same deadline but no lease: it stays until released, and once its
+//! deadline has passed it is an expired holder ([`Holder::expired`]) that
+//! still counts against the limit. The FleetLock server uses these, because
+//! a FleetLock client that never comes back has no controller that would
+//! notice and count it as failed.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, TxnOp, TxnOpResponse};
@@ -71,8 +79,16 @@ pub struct Holder {
     pub granted_at: SystemTime,
     /// When the slot expires unless released before.
     pub deadline: SystemTime,
-    /// The slot's lease (never kept alive).
+    /// The slot's lease (never kept alive); 0 for a durable slot.
     pub lease: i64,
+}
+
+impl Holder {
+    /// Whether the deadline has passed at `now` while the slot is still
+    /// held: only a durable slot can be seen so (a leased one vanishes).
+    pub fn expired(&self, now: SystemTime) -> bool {
+        self.deadline <= now
+    }
 }
 
 /// The answer to a slot request.
@@ -127,6 +143,34 @@ impl Slots {
         deadline: Duration,
         fence: Option<&Fence>,
     ) -> Result<Grant> {
+        self.grant_with(pool, holder, limit, deadline, fence, true)
+            .await
+    }
+
+    /// Like [`Self::grant`], but the slot has no lease: it is held until
+    /// [`Self::release`]d, and past `deadline` it is an expired holder that
+    /// still counts (see the module docs).
+    pub async fn grant_durable(
+        &self,
+        pool: &str,
+        holder: &str,
+        limit: usize,
+        deadline: Duration,
+        fence: Option<&Fence>,
+    ) -> Result<Grant> {
+        self.grant_with(pool, holder, limit, deadline, fence, false)
+            .await
+    }
+
+    async fn grant_with(
+        &self,
+        pool: &str,
+        holder: &str,
+        limit: usize,
+        deadline: Duration,
+        fence: Option<&Fence>,
+        leased: bool,
+    ) -> Result<Grant> {
         check_name("pool", pool)?;
         check_name("holder", holder)?;
         let guard_rel = self.guard_rel(pool);
@@ -142,7 +186,14 @@ impl Slots {
             if holders.len() >= limit {
                 return Ok(Grant::Full { holders });
             }
-            let (lease, ttl) = lease::grant(&self.etcd, deadline, &holder_rel).await?;
+            let (lease, ttl) = if leased {
+                lease::grant(&self.etcd, deadline, &holder_rel).await?
+            } else {
+                // Whole seconds like a lease's TTL, so both kinds of slot
+                // read the same.
+                let secs = deadline.as_secs() + u64::from(deadline.subsec_nanos() > 0);
+                (0, Duration::from_secs(secs.max(1)))
+            };
             let granted_at = SystemTime::now();
             let deadline_at = granted_at + ttl;
             let record = SlotRecord {
@@ -163,7 +214,7 @@ impl Slots {
                 TxnOp::put(
                     self.etcd.key(&holder_rel),
                     encode_json(&holder_rel, &record)?,
-                    Some(PutOptions::new().with_lease(lease)),
+                    (lease != 0).then(|| PutOptions::new().with_lease(lease)),
                 ),
                 TxnOp::put(
                     self.etcd.key(&guard_rel),
@@ -265,6 +316,26 @@ impl Slots {
         Ok(self.read(pool).await?.1)
     }
 
+    /// Every pool under this root that has a guard key, with its holders,
+    /// read at one revision (for metrics and status).
+    pub async fn all_pools(&self) -> Result<BTreeMap<String, Vec<Holder>>> {
+        let listing = self.etcd.list_raw(&self.root).await?;
+        let mut pools: BTreeMap<String, Vec<Holder>> = BTreeMap::new();
+        for item in &listing.items {
+            let rest = item.key.strip_prefix(&self.root).unwrap_or(&item.key);
+            match rest.split_once('/') {
+                None => {
+                    pools.entry(rest.to_string()).or_default();
+                }
+                Some((pool, _)) => {
+                    let holder = decode_holder(&item.key, &item.value, item.lease)?;
+                    pools.entry(pool.to_string()).or_default().push(holder);
+                }
+            }
+        }
+        Ok(pools)
+    }
+
     /// The guard's mod revision (0: no guard yet) and the holders, read at
     /// one revision.
     async fn read(&self, pool: &str) -> Result<(i64, Vec<Holder>)> {
@@ -295,22 +366,7 @@ impl Slots {
             .iter()
             .map(|kv| {
                 let rel = self.etcd.rel_key(kv.key())?;
-                let record: SlotRecord = decode_json(&rel, kv.value())?;
-                if record.version != RECORD_VERSION {
-                    return Err(EtcdError::Decode {
-                        key: rel,
-                        source: serde::de::Error::custom(format!(
-                            "slot record version {} (this osctl reads {RECORD_VERSION})",
-                            record.version
-                        )),
-                    });
-                }
-                Ok(Holder {
-                    name: record.holder,
-                    granted_at: from_unix_ms(record.granted_at),
-                    deadline: from_unix_ms(record.deadline),
-                    lease: kv.lease(),
-                })
+                decode_holder(&rel, kv.value(), kv.lease())
             })
             .collect::<Result<Vec<_>>>()?;
         Ok((guard_rev, holders))
@@ -333,6 +389,26 @@ impl Slots {
             tracing::debug!(error = %e, "revoking an unused slot lease");
         }
     }
+}
+
+/// Reads one holder record (`rel` names it in errors).
+fn decode_holder(rel: &str, value: &[u8], lease: i64) -> Result<Holder> {
+    let record: SlotRecord = decode_json(rel, value)?;
+    if record.version != RECORD_VERSION {
+        return Err(EtcdError::Decode {
+            key: rel.to_string(),
+            source: serde::de::Error::custom(format!(
+                "slot record version {} (this osctl reads {RECORD_VERSION})",
+                record.version
+            )),
+        });
+    }
+    Ok(Holder {
+        name: record.holder,
+        granted_at: from_unix_ms(record.granted_at),
+        deadline: from_unix_ms(record.deadline),
+        lease,
+    })
 }
 
 /// A pool or holder name must be one key segment.

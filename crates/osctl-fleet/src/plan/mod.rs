@@ -196,6 +196,32 @@ fn with_leg(kind: AssignmentKind, leg: Leg) -> NodeState {
     }
 }
 
+/// Whether a node counts against maxUnavailable: no presence, no readable
+/// or healthy report, holding a slot, rebooting or verifying, or failed
+/// without coming back (down until it reports another boot). The FleetLock
+/// server counts a rollout's nodes by the same rule.
+pub fn unavailable(
+    present: bool,
+    report: Option<&NodeReport>,
+    holds_slot: bool,
+    state: &NodeState,
+) -> bool {
+    if !present || !healthy(report) || holds_slot {
+        return true;
+    }
+    match state {
+        NodeState::Rebooting { .. } | NodeState::Verifying { .. } => true,
+        NodeState::Reverting { leg } => {
+            matches!(leg, Leg::Rebooting { .. } | Leg::Verifying { .. })
+        }
+        // Did not come back: down until it reports another boot.
+        NodeState::Failed {
+            boot_id: Some(b), ..
+        } => report.is_none_or(|r| &r.boot_id == b),
+        _ => false,
+    }
+}
+
 fn healthy(report: Option<&NodeReport>) -> bool {
     report.is_some_and(|r| r.health.state == HealthState::Healthy)
 }
@@ -522,21 +548,12 @@ impl<'a> Planner<'a> {
 
     /// Whether a node counts against maxUnavailable.
     fn unavailable(&self, n: &NodeInput) -> bool {
-        let report = n.report.as_ref();
-        if !n.present || !healthy(report) || n.slot.is_some() {
-            return true;
-        }
-        match self.state(&n.name) {
-            NodeState::Rebooting { .. } | NodeState::Verifying { .. } => true,
-            NodeState::Reverting { leg } => {
-                matches!(leg, Leg::Rebooting { .. } | Leg::Verifying { .. })
-            }
-            // Did not come back: down until it reports another boot.
-            NodeState::Failed {
-                boot_id: Some(b), ..
-            } => report.is_none_or(|r| r.boot_id == b),
-            _ => false,
-        }
+        unavailable(
+            n.present,
+            n.report.as_ref(),
+            n.slot.is_some(),
+            &self.state(&n.name),
+        )
     }
 
     fn count_states(&self, f: impl Fn(&NodeState) -> bool) -> usize {

@@ -4,8 +4,10 @@
 
 mod client;
 mod election;
+mod fleetlock;
 mod kv;
 mod lease;
+mod metrics;
 mod slots;
 mod watch;
 
@@ -18,6 +20,54 @@ use osctl_testutil::EtcdCluster;
 /// The prefix tests use: not the default, as a second fleet sharing a
 /// cluster would.
 pub const PREFIX: &str = "/test/fleet/";
+
+/// One HTTP answer: status, Content-Type, body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: String,
+}
+
+/// One HTTP/1.1 request to `addr` over a fresh connection, as a plain
+/// client (Zincati's, Prometheus') sends it.
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpAnswer {
+    use http_body_util::{BodyExt, Full};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    HttpAnswer {
+        status,
+        content_type,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
 
 /// Starts a cluster, failing the test with the reason.
 pub fn cluster(members: usize) -> EtcdCluster {

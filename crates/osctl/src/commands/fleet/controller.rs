@@ -23,6 +23,9 @@ pub struct ControllerArgs {
     /// The name this controller campaigns under (default: host name and pid).
     #[arg(long)]
     pub id: Option<String>,
+    /// Serve Prometheus metrics of the fleet on ADDR:PORT (GET /metrics).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
     #[command(flatten)]
     pub fetch: FetchArgs,
 }
@@ -36,15 +39,27 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             std::process::id()
         )
     });
-    controller::run(
-        etcd,
+    let metrics = match &args.metrics {
+        Some(addr) => Some(osctl_fleet::http::bind(addr).await?),
+        None => None,
+    };
+    let run = controller::run(
+        etcd.clone(),
         ControllerOptions {
             id,
             reboot_deadline: args.reboot_deadline,
             tick: args.tick,
             fetch: args.fetch.options()?,
         },
-    )
-    .await?;
+    );
+    match metrics {
+        None => run.await?,
+        // Either ending is the end: a controller whose metrics died would
+        // look dead to monitoring while it still leads.
+        Some(listener) => tokio::select! {
+            r = run => r?,
+            r = osctl_fleet::metrics::serve_fleet(etcd, listener) => r?,
+        },
+    }
     Ok(ExitCode::SUCCESS)
 }

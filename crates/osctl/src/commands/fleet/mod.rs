@@ -5,6 +5,7 @@ pub mod agent;
 pub mod apply;
 pub mod control;
 pub mod controller;
+pub mod fleetlock;
 pub mod nodes;
 pub mod render;
 pub mod status;
@@ -41,6 +42,8 @@ pub enum FleetCommand {
     Controller(controller::ControllerArgs),
     /// Run this machine's fleet agent.
     Agent(agent::AgentArgs),
+    /// Serve FleetLock (Zincati's reboot locks) and /metrics on etcd.
+    Fleetlock(fleetlock::FleetLockArgs),
     /// Apply a rollout spec (YAML).
     Apply(apply::ApplyArgs),
     /// Show rollouts: phase, step, nodes, and why progress is blocked.
@@ -68,6 +71,7 @@ pub async fn run(
     match cmd {
         FleetCommand::Controller(a) => controller::run(a).await,
         FleetCommand::Agent(a) => agent::run(a, sysroot, boot).await,
+        FleetCommand::Fleetlock(a) => fleetlock::run(a).await,
         FleetCommand::Apply(a) => apply::run(a).await,
         FleetCommand::Status(a) => status::run(a).await,
         FleetCommand::Nodes(a) => nodes::run(a).await,

@@ -1,0 +1,207 @@
+//! `osctl fleet fleetlock` and `fleet controller --metrics` as processes:
+//! a FleetLock client and a Prometheus scrape over plain HTTP/1.1 on
+//! loopback, against a real etcd.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use osctl_testutil::EtcdCluster;
+
+use crate::util::Osctl;
+
+/// How long a server may take to start listening: a guard against hangs.
+const START_LIMIT: Duration = Duration::from_secs(30);
+
+/// A child process killed when the test ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Already exited is fine: either way it is gone.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port free right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One request as a plain HTTP/1.1 client sends it; the status line's code
+/// and the body.
+fn request(port: u16, raw: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(raw.as_bytes()).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let code = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1.to_string();
+    (code, body)
+}
+
+fn post(port: u16, path: &str, body: &str) -> (u16, String) {
+    request(
+        port,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nfleet-lock-protocol: true\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+fn get(port: u16, path: &str) -> (u16, String) {
+    request(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Starts `osctl fleet <args>` and waits until `port` accepts.
+fn start(osctl: &Osctl, args: &[&str], port: u16) -> Server {
+    let mut child = Server(
+        osctl
+            .cmd()
+            .args(["fleet"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!("osctl fleet {args:?} exited: {status}");
+        }
+        assert!(
+            started.elapsed() < START_LIMIT,
+            "osctl fleet {args:?} not listening on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+#[test]
+fn fleet_fleetlock_and_controller_metrics_over_http() {
+    let etcd = EtcdCluster::start(1).unwrap();
+    let endpoints = etcd.endpoints().join(",");
+    let osctl = Osctl::new();
+    let lock_port = free_port();
+    let listen = format!("127.0.0.1:{lock_port}");
+    let _fleetlock = start(
+        &osctl,
+        &[
+            "fleetlock",
+            "--etcd",
+            &endpoints,
+            "--prefix",
+            "/t/",
+            "--listen",
+            &listen,
+            "--default-slots",
+            "1",
+        ],
+        lock_port,
+    );
+
+    let a = r#"{"client_params":{"id":"a","group":"web"}}"#;
+    let b = r#"{"client_params":{"id":"b","group":"web"}}"#;
+    assert_eq!(post(lock_port, "/v1/pre-reboot", a), (200, String::new()));
+    let (code, body) = post(lock_port, "/v1/pre-reboot", b);
+    assert_eq!(code, 409);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["kind"], "no_slot");
+    assert!(
+        json["value"]
+            .as_str()
+            .unwrap()
+            .starts_with("group web: all 1 slots are taken: a (until "),
+        "{body}"
+    );
+
+    let metrics_port = free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let _controller = start(
+        &osctl,
+        &[
+            "controller",
+            "--etcd",
+            &endpoints,
+            "--prefix",
+            "/t/",
+            "--metrics",
+            &metrics,
+        ],
+        metrics_port,
+    );
+    for port in [lock_port, metrics_port] {
+        let (code, body) = get(port, "/metrics");
+        assert_eq!(code, 200, "{body}");
+        let samples: Vec<&str> = body.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            samples,
+            [
+                r#"osctl_fleet_nodes{state="present"} 0"#,
+                r#"osctl_fleet_nodes{state="absent"} 0"#,
+                r#"osctl_fleet_fleetlock_holders{group="web"} 1"#,
+                r#"osctl_fleet_fleetlock_failures{group="web"} 0"#,
+            ],
+            "port {port}"
+        );
+    }
+
+    assert_eq!(post(lock_port, "/v1/steady-state", a), (200, String::new()));
+    assert_eq!(post(lock_port, "/v1/pre-reboot", b), (200, String::new()));
+}
+
+#[test]
+fn fleet_agent_metrics_over_http() {
+    let etcd = EtcdCluster::start(1).unwrap();
+    let endpoints = etcd.endpoints().join(",");
+    let osctl = Osctl::new();
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let _agent = start(
+        &osctl,
+        &[
+            "agent",
+            "--etcd",
+            &endpoints,
+            "--prefix",
+            "/t/",
+            "--node",
+            "n1",
+            "--labels",
+            "pool=web",
+            "--metrics",
+            &metrics,
+        ],
+        port,
+    );
+    let (code, body) = get(port, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    let samples: Vec<&str> = body.lines().filter(|l| !l.starts_with('#')).collect();
+    // A machine osctl never deployed to: idle, nothing booted.
+    assert_eq!(
+        samples,
+        [
+            r#"osctl_fleet_agent_phase{phase="idle"} 1"#,
+            r#"osctl_fleet_agent_phase{phase="downloading"} 0"#,
+            r#"osctl_fleet_agent_phase{phase="staged"} 0"#,
+            r#"osctl_fleet_agent_phase{phase="waiting-slot"} 0"#,
+            r#"osctl_fleet_agent_phase{phase="rebooting"} 0"#,
+            r#"osctl_fleet_agent_phase{phase="verifying"} 0"#,
+            r#"osctl_fleet_agent_phase{phase="updated"} 0"#,
+            r#"osctl_fleet_agent_phase{phase="failed"} 0"#,
+            r#"osctl_fleet_agent_info{node="n1",booted_digest=""} 1"#,
+        ]
+    );
+}

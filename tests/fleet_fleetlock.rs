@@ -4,12 +4,14 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use osctl_testutil::EtcdCluster;
+use osctl_testutil::api::resolve_digest;
 
-use crate::util::Osctl;
+use crate::util::machine::{Images, Machine};
+use crate::util::{Osctl, booted_cmd};
 
 /// How long a server may take to start listening: a guard against hangs.
 const START_LIMIT: Duration = Duration::from_secs(30);
@@ -65,10 +67,13 @@ fn get(port: u16, path: &str) -> (u16, String) {
 
 /// Starts `osctl fleet <args>` and waits until `port` accepts.
 fn start(osctl: &Osctl, args: &[&str], port: u16) -> Server {
+    start_cmd(osctl.cmd(), args, port)
+}
+
+/// [`start`] with `cmd` as the osctl to run (a machine "booted" by it).
+fn start_cmd(mut cmd: Command, args: &[&str], port: u16) -> Server {
     let mut child = Server(
-        osctl
-            .cmd()
-            .args(["fleet"])
+        cmd.args(["fleet"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -166,11 +171,19 @@ fn fleet_fleetlock_and_controller_metrics_over_http() {
 fn fleet_agent_metrics_over_http() {
     let etcd = EtcdCluster::start(1).unwrap();
     let endpoints = etcd.endpoints().join(",");
-    let osctl = Osctl::new();
+    // A machine booted on v1 (an agent refuses one where nothing is).
+    let images = Images::new();
+    let v1 = resolve_digest(&images.registry, "os", "v1").unwrap();
+    let mut m = Machine::new();
+    m.boot(&images.v1);
+    let boot_id = m.osctl.sysroot().join("boot_id");
+    std::fs::write(&boot_id, "boot-1\n").unwrap();
+    let mut cmd = booted_cmd(&m.osctl, m.booted.as_deref());
+    cmd.env("OSCTL_BOOT_ID_FILE", &boot_id);
     let port = free_port();
     let metrics = format!("127.0.0.1:{port}");
-    let _agent = start(
-        &osctl,
+    let _agent = start_cmd(
+        cmd,
         &[
             "agent",
             "--etcd",
@@ -189,7 +202,8 @@ fn fleet_agent_metrics_over_http() {
     let (code, body) = get(port, "/metrics");
     assert_eq!(code, 200, "{body}");
     let samples: Vec<&str> = body.lines().filter(|l| !l.starts_with('#')).collect();
-    // A machine osctl never deployed to: idle, nothing booted.
+    // Nothing assigned: idle, on v1.
+    let info = format!(r#"osctl_fleet_agent_info{{node="n1",booted_digest="{v1}"}} 1"#);
     assert_eq!(
         samples,
         [
@@ -201,7 +215,7 @@ fn fleet_agent_metrics_over_http() {
             r#"osctl_fleet_agent_phase{phase="verifying"} 0"#,
             r#"osctl_fleet_agent_phase{phase="updated"} 0"#,
             r#"osctl_fleet_agent_phase{phase="failed"} 0"#,
-            r#"osctl_fleet_agent_info{node="n1",booted_digest=""} 1"#,
+            info.as_str(),
         ]
     );
 }

@@ -99,21 +99,12 @@ fn canary_then_pause_until_promoted_then_the_rest_within_max_unavailable() {
     assert_eq!(out, "rollout/web-v2 created (generation 1)\n");
 
     // The canary: one node updated, then the pause holds everything else.
-    let none = BTreeSet::new();
-    let st = drive(
-        &env,
-        &admin,
-        &mut nodes,
-        "web-v2",
-        &none,
-        ROLLOUT_TIMEOUT,
-        |st| {
-            count(st, "updated") == 1
-                && st["status"]["blocked"]
-                    .as_str()
-                    .is_some_and(|b| b.contains("promote"))
-        },
-    );
+    let st = until(&env, &admin, &mut nodes, |st| {
+        count(st, "updated") == 1
+            && st["status"]["blocked"]
+                .as_str()
+                .is_some_and(|b| b.contains("promote"))
+    });
     assert_eq!(st["status"]["digest"], v2.as_str(), "{st:#}");
     let human = run_ok(&mut env.fleet(&admin, &["status", "web-v2", "--format", "human"]));
     assert!(human.contains("blocked   paused until promoted"), "{human}");
@@ -123,15 +114,7 @@ fn canary_then_pause_until_promoted_then_the_rest_within_max_unavailable() {
 
     // Promoted: the rest, at most MAX_UNAVAILABLE at a time.
     run_ok(&mut env.fleet(&admin, &["promote", "web-v2"]));
-    let st = drive(
-        &env,
-        &admin,
-        &mut nodes,
-        "web-v2",
-        &none,
-        ROLLOUT_TIMEOUT,
-        |st| phase(st) == "completed",
-    );
+    let st = until(&env, &admin, &mut nodes, |st| phase(st) == "completed");
     assert_eq!(count(&st, "updated"), NODES, "{st:#}");
     for n in &nodes {
         assert_eq!(n.booted_digest(), v2, "{}", n.name);
@@ -143,6 +126,30 @@ fn canary_then_pause_until_promoted_then_the_rest_within_max_unavailable() {
         "the rollout used its budget, never more"
     );
     controller.kill().unwrap();
+}
+
+/// Drives the fleet (no bad images) until rollout web-v2's status
+/// satisfies `done`; returns that status.
+fn until(
+    env: &FleetEnv,
+    admin: &Osctl,
+    nodes: &mut [SimNode],
+    done: impl FnMut(&Value) -> bool,
+) -> Value {
+    drive(
+        env,
+        admin,
+        nodes,
+        "web-v2",
+        &BTreeSet::new(),
+        ROLLOUT_TIMEOUT,
+        done,
+    )
+}
+
+/// Drives the fleet until rollout web-v2 completed; returns its status.
+fn complete(env: &FleetEnv, admin: &Osctl, nodes: &mut [SimNode]) -> Value {
+    until(env, admin, nodes, |st| phase(st) == "completed")
 }
 
 /// `HH:MM` in UTC, `minutes` from now.
@@ -175,16 +182,7 @@ fn outside_its_window_a_rollout_stages_but_reboots_nobody() {
         &admin,
         &rollout_yaml("web-v2", &images.v2, "1", &closed),
     );
-    let none = BTreeSet::new();
-    let st = drive(
-        &env,
-        &admin,
-        &mut nodes,
-        "web-v2",
-        &none,
-        ROLLOUT_TIMEOUT,
-        |st| count(st, "staged") == 3,
-    );
+    let st = until(&env, &admin, &mut nodes, |st| count(st, "staged") == 3);
     let blocked = st["status"]["blocked"].as_str().unwrap_or_default();
     assert!(
         blocked.starts_with("waiting for window ")
@@ -207,15 +205,7 @@ fn outside_its_window_a_rollout_stages_but_reboots_nobody() {
         &rollout_yaml("web-v2", &images.v2, "1", &open),
     );
     assert_eq!(out, "rollout/web-v2 configured (generation 2)\n");
-    drive(
-        &env,
-        &admin,
-        &mut nodes,
-        "web-v2",
-        &none,
-        ROLLOUT_TIMEOUT,
-        |st| phase(st) == "completed",
-    );
+    complete(&env, &admin, &mut nodes);
     assert!(nodes.iter().all(|n| n.reboots == 1));
     assert_eq!(checker.finish(), 1);
     controller.kill().unwrap();
@@ -231,51 +221,26 @@ fn pause_holds_reboots_and_resume_finishes() {
     apply(&env, &admin, &rollout_yaml("web-v2", &images.v2, "1", ""));
     let out = run_ok(&mut env.fleet(&admin, &["pause", "web-v2"]));
     assert!(out.starts_with("rollout/web-v2: pause requested"), "{out}");
-    let none = BTreeSet::new();
-    let st = drive(
-        &env,
-        &admin,
-        &mut nodes,
-        "web-v2",
-        &none,
-        ROLLOUT_TIMEOUT,
-        |st| {
-            st["status"]["paused"] == true
-                && st["pendingControls"].as_array().is_some_and(Vec::is_empty)
-        },
-    );
+    let st = until(&env, &admin, &mut nodes, |st| {
+        st["status"]["paused"] == true
+            && st["pendingControls"].as_array().is_some_and(Vec::is_empty)
+    });
     assert_eq!(st["status"]["blocked"], "paused", "{st:#}");
     // Paused: whatever was under way finishes, nothing new starts.
     let before: u32 = nodes.iter().map(|n| n.reboots).sum();
     assert!(before <= 1, "at most the node already under way: {before}");
-    let st = drive(
-        &env,
-        &admin,
-        &mut nodes,
-        "web-v2",
-        &none,
-        ROLLOUT_TIMEOUT,
-        |st| {
-            node_states(st)
-                .iter()
-                .all(|(_, s)| matches!(s.as_str(), "updated" | "staged" | "assigned" | "pending"))
-        },
-    );
+    let st = until(&env, &admin, &mut nodes, |st| {
+        node_states(st)
+            .iter()
+            .all(|(_, s)| matches!(s.as_str(), "updated" | "staged" | "assigned" | "pending"))
+    });
     std::thread::sleep(Duration::from_secs(2));
     let updated = count(&env.status(&admin, "web-v2"), "updated");
     assert!(updated <= 1, "{st:#}");
     assert_eq!(updated, count(&st, "updated"), "no reboot while paused");
 
     run_ok(&mut env.fleet(&admin, &["resume", "web-v2"]));
-    drive(
-        &env,
-        &admin,
-        &mut nodes,
-        "web-v2",
-        &none,
-        ROLLOUT_TIMEOUT,
-        |st| phase(st) == "completed",
-    );
+    complete(&env, &admin, &mut nodes);
     assert!(nodes.iter().all(|n| n.reboots == 1));
     checker.finish();
     controller.kill().unwrap();
@@ -291,26 +256,11 @@ fn abort_withdraws_what_has_not_rebooted_and_undo_sends_the_rest_back() {
     let (mut nodes, mut controller) = fleet(&images, 3, &env, &admin);
     let checker = Checker::start(&env, "web-v2", 1);
     apply(&env, &admin, &rollout_yaml("web-v2", &images.v2, "1", ""));
-    let none = BTreeSet::new();
-    drive(
-        &env,
-        &admin,
-        &mut nodes,
-        "web-v2",
-        &none,
-        ROLLOUT_TIMEOUT,
-        |st| count(st, "updated") == 1,
-    );
+    until(&env, &admin, &mut nodes, |st| count(st, "updated") == 1);
     run_ok(&mut env.fleet(&admin, &["abort", "web-v2"]));
-    let st = drive(
-        &env,
-        &admin,
-        &mut nodes,
-        "web-v2",
-        &none,
-        ROLLOUT_TIMEOUT,
-        |st| phase(st) == "aborted" && nodes_quiet(st),
-    );
+    let st = until(&env, &admin, &mut nodes, |st| {
+        phase(st) == "aborted" && nodes_quiet(st)
+    });
     // Let the agents see their assignments withdrawn.
     std::thread::sleep(Duration::from_secs(2));
     let updated: Vec<&SimNode> = nodes.iter().filter(|n| n.booted_digest() == v2).collect();
@@ -328,19 +278,11 @@ fn abort_withdraws_what_has_not_rebooted_and_undo_sends_the_rest_back() {
 
     // Undo: the nodes it updated go back to v1, one at a time.
     run_ok(&mut env.fleet(&admin, &["undo", "web-v2"]));
-    drive(
-        &env,
-        &admin,
-        &mut nodes,
-        "web-v2",
-        &none,
-        ROLLOUT_TIMEOUT,
-        |st| {
-            node_states(st)
-                .iter()
-                .all(|(_, s)| s != "updated" && s != "reverting")
-        },
-    );
+    until(&env, &admin, &mut nodes, |st| {
+        node_states(st)
+            .iter()
+            .all(|(_, s)| s != "updated" && s != "reverting")
+    });
     std::thread::sleep(Duration::from_secs(1));
     for n in &nodes {
         assert_eq!(n.booted_digest(), v1, "{}", n.name);

@@ -539,14 +539,6 @@ fn same_report(a: &NodeReport, b: &NodeReport) -> bool {
     *a == b
 }
 
-/// An error and its sources on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
-}
+/// An error and its sources on one line: osctl-store's `one_line`, the
+/// form every osctl crate logs and records errors in.
+pub use osctl_store::one_line as error_chain;

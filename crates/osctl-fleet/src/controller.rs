@@ -34,11 +34,16 @@ use crate::etcd::{
 use crate::keys::{self, NodeKey, RolloutKey};
 use crate::model::{Assignment, Control, NodeReport, NodeState, RolloutPhase, RolloutStatus};
 use crate::plan::{Action, NodeInput, PlanInput, Slot, plan};
+use crate::wake::Wake;
 
 /// The leader's lease: how long a dead leader blocks a successor.
 pub const LEADER_TTL: Duration = Duration::from_secs(5);
 /// How often the leader reconciles when nothing else wakes it.
 pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
+/// How long the leader lets a burst of changes gather before it
+/// reconciles: long enough for a batch of agents' reports to arrive, short
+/// against a reboot.
+const COALESCE: Duration = Duration::from_millis(20);
 /// etcd refuses transactions with more operations than this (its default
 /// `--max-txn-ops` is 128); assignments are written in chunks below it.
 const MAX_TXN_OPS: usize = 100;
@@ -76,6 +81,10 @@ pub async fn run(etcd: Etcd, options: ControllerOptions) -> Result<(), Controlle
             Leadership::campaign(&etcd, CONTROLLER_ELECTION, &options.id, LEADER_TTL).await?;
         tracing::info!(id = %options.id, "leading the fleet");
         let fence = leadership.fence();
+        // Any change in the fleet (a report, a control, an applied spec)
+        // wakes the leader at once; the tick is the fallback (crate::wake).
+        let mut changes = Wake::default();
+        changes.watch(&etcd, Some("")).await;
         loop {
             if leadership.is_lost() {
                 tracing::warn!(id = %options.id, "leadership lost");
@@ -89,9 +98,15 @@ pub async fn run(etcd: Etcd, options: ControllerOptions) -> Result<(), Controlle
                 }
                 Err(e) => tracing::warn!(error = %error_chain(&e), "reconcile"),
             }
+            changes.watch(&etcd, Some("")).await;
             tokio::select! {
                 () = tokio::time::sleep(options.tick) => {}
                 () = leadership.lost() => {}
+                () = changes.changed() => {
+                    // Let a burst (a batch of agents reporting) arrive
+                    // before reading everything again.
+                    tokio::time::sleep(COALESCE).await;
+                }
             }
         }
     }

@@ -18,4 +18,5 @@ pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod spec;
+pub mod wake;
 pub mod window;

@@ -44,6 +44,7 @@ use crate::keys;
 use crate::model::{
     Assignment, Health, HealthState, ImageState, NodePhase, NodeReport, Presence, Version,
 };
+use crate::wake::Wake;
 pub use host::Host;
 use machine::{Deployed, MachineView};
 use state::{AgentState, HealthyIn};
@@ -165,7 +166,20 @@ impl<H: Host> Agent<H> {
     /// Runs until the reboot command ran (then returns) or an error that a
     /// retry cannot fix.
     pub async fn run(mut self) -> Result<(), AgentError> {
+        // Its assignment and its reboot slot wake the agent at once; the
+        // poll is the fallback (crate::wake).
+        let mut assignment = Wake::default();
+        let mut slot = Wake::default();
         loop {
+            assignment
+                .watch(&self.etcd, Some(&keys::assignment(&self.options.node)))
+                .await;
+            let slot_key = self
+                .state
+                .assignment
+                .as_ref()
+                .map(|a| format!("{SLOTS_ROOT}{}/{}", a.rollout, self.options.node));
+            slot.watch(&self.etcd, slot_key.as_deref()).await;
             match self.step().await {
                 Ok(Stepped::Rebooting) => return Ok(()),
                 Ok(Stepped::Waiting) => {}
@@ -176,7 +190,11 @@ impl<H: Host> Agent<H> {
                 }
                 Err(e) => return Err(e),
             }
-            tokio::time::sleep(self.options.poll).await;
+            tokio::select! {
+                () = tokio::time::sleep(self.options.poll) => {}
+                () = assignment.changed() => {}
+                () = slot.changed() => {}
+            }
         }
     }
 

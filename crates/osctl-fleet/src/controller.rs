@@ -10,14 +10,17 @@
 //!
 //! # Write order
 //!
-//! Within one reconcile, per rollout: reboot slots first (each its own
-//! transaction against the pool's guard key, so the count can never pass
-//! `maxUnavailable` whatever else happens), then the assignments, then the
+//! Within one reconcile, per rollout: first the releases of slots whose
+//! node the plan has judged (back and healthy, or failed: it no longer needs
+//! its slot, and if the status below is lost the next plan judges it again
+//! from the same report), so that a node finishing and the next one starting
+//! take one reconcile, not two; then the grants (each its own transaction
+//! against the pool's guard key, so the count can never pass
+//! `maxUnavailable` whatever else happens); then the assignments; then the
 //! status with the control requests it applied deleted (one transaction,
-//! compare-and-swap on the status), then slot releases. A status is only
-//! written when every slot it counts on was granted: a status saying
-//! "rebooting" for a node without a slot would read as a node that never
-//! came back.
+//! compare-and-swap on the status). A status is only written when every
+//! slot it counts on was granted: a status saying "rebooting" for a node
+//! without a slot would read as a node that never came back.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -243,8 +246,17 @@ async fn reconcile_rollout(
         .max_unavailable
         .resolve(input.nodes.len());
 
-    // 1. Slots: every grant must hold before the status may say so.
+    // 1. Releases: the plan judged these nodes; their slots go to the next.
     let slots = Slots::new(etcd);
+    for action in &decided.actions {
+        if let Action::ReleaseSlot { node } = action {
+            match slots.release(name, node, Some(fence)).await {
+                Ok(()) | Err(EtcdError::NotHeld { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    // 2. Grants: every one must hold before the status may say so.
     for action in &decided.actions {
         if let Action::GrantSlot { node, .. } = action {
             match slots
@@ -259,7 +271,7 @@ async fn reconcile_rollout(
             }
         }
     }
-    // 2. Assignments, in chunks etcd accepts.
+    // 3. Assignments, in chunks etcd accepts.
     let mut ops = Vec::new();
     let mut compares = Vec::new();
     for action in &decided.actions {
@@ -299,7 +311,7 @@ async fn reconcile_rollout(
     if !ops.is_empty() {
         write(etcd, fence, name, compares, ops).await?;
     }
-    // 3. The status, with the controls it applied deleted.
+    // 4. The status, with the controls it applied deleted.
     let mut new_status = decided.status;
     let unchanged = status.as_ref().is_some_and(|old| {
         let mut a = old.clone();
@@ -325,15 +337,6 @@ async fn reconcile_rollout(
             ops.push(TxnOp::delete(etcd.key(k), None));
         }
         write(etcd, fence, name, compares, ops).await?;
-    }
-    // 4. Releases, once the status no longer needs the slots.
-    for action in &decided.actions {
-        if let Action::ReleaseSlot { node } = action {
-            match slots.release(name, node, Some(fence)).await {
-                Ok(()) | Err(EtcdError::NotHeld { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
     }
     Ok(())
 }

@@ -228,6 +228,21 @@ impl<H: Host> Agent<H> {
         if self.lease.as_ref().is_some_and(|l| !l.is_lost()) {
             return Ok(());
         }
+        // The lease of this agent's previous run (restarted, or a reboot
+        // shorter than the TTL) still holding the presence key: keep it,
+        // and nothing is written.
+        if let Some(id) = self.state.presence_lease
+            && let Some(lease) = KeptLease::adopt(&self.etcd, id).await?
+        {
+            let current = self
+                .etcd
+                .get_json::<Presence>(&keys::presence(&self.options.node))
+                .await?;
+            if current.is_some_and(|p| p.lease == id) {
+                self.lease = Some(lease);
+                return Ok(());
+            }
+        }
         let lease = KeptLease::grant(&self.etcd, PRESENCE_TTL).await?;
         let presence = Presence {
             version: Version,
@@ -420,7 +435,8 @@ impl<H: Host> Agent<H> {
         match self.machine.stage(&image).await {
             Ok(id) => {
                 tracing::info!(node = %self.options.node, image = %assignment.image, %id, "staged");
-                self.state.phase = NodePhase::Staged;
+                // Staged means waiting for a slot: one report says both.
+                self.state.phase = NodePhase::WaitingSlot;
                 self.state.last_error = None;
                 self.retry = None;
             }

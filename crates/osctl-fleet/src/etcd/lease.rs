@@ -92,6 +92,35 @@ impl KeptLease {
         })
     }
 
+    /// Keeps alive lease `id`, granted earlier (by this program before a
+    /// restart), if etcd still has it; `None` when it is gone. What the
+    /// agent does after a restart or a quick reboot: its presence key stays
+    /// bound to the same lease, and nothing is written.
+    pub async fn adopt(etcd: &Etcd, id: i64) -> Result<Option<KeptLease>> {
+        let what = format!("lease {id:x}");
+        let resp = etcd
+            .call("lease time-to-live", &what, |mut c| async move {
+                c.lease_time_to_live(id, None).await
+            })
+            .await?;
+        // etcd answers -1 for a lease it does not know (expired or revoked).
+        if resp.ttl() <= 0 || resp.granted_ttl() <= 0 {
+            return Ok(None);
+        }
+        let ttl = Duration::from_secs(resp.granted_ttl().unsigned_abs());
+        let (tx, rx) = watch::channel(false);
+        let reopened = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(keep_alive(etcd.clone(), id, ttl, tx, reopened.clone()));
+        Ok(Some(KeptLease {
+            id,
+            ttl,
+            lost: rx,
+            task,
+            etcd: etcd.clone(),
+            reopened,
+        }))
+    }
+
     /// The lease id, to bind keys to (`PutOptions::with_lease`).
     pub fn id(&self) -> i64 {
         self.id

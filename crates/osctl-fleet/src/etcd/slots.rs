@@ -256,7 +256,6 @@ impl Slots {
     pub async fn release(&self, pool: &str, holder: &str, fence: Option<&Fence>) -> Result<()> {
         check_name("pool", pool)?;
         check_name("holder", holder)?;
-        let guard_rel = self.guard_rel(pool);
         let holder_rel = self.holder_rel(pool, holder);
         let holder_key = self.etcd.key(&holder_rel);
         let mut backoff = CAS_BACKOFF;
@@ -275,23 +274,16 @@ impl Slots {
                 });
             };
             let lease = kv.lease();
-            let guard = GuardRecord {
-                version: RECORD_VERSION,
-                last_change: "release",
-            };
+            // The guard is not bumped: it keeps grants from racing past the
+            // limit, and a release racing a grant only makes that grant
+            // count one holder too many — the safe side. (An expiring lease
+            // deletes its holder without touching the guard either.)
             let compares = vec![Compare::mod_revision(
                 holder_key.clone(),
                 CompareOp::Equal,
                 kv.mod_revision(),
             )];
-            let ops = vec![
-                TxnOp::delete(holder_key.clone(), None),
-                TxnOp::put(
-                    self.etcd.key(&guard_rel),
-                    encode_json(&guard_rel, &guard)?,
-                    None,
-                ),
-            ];
+            let ops = vec![TxnOp::delete(holder_key.clone(), None)];
             let outcome = self
                 .etcd
                 .txn_op("slot release", &holder_rel, compares, ops, fence)

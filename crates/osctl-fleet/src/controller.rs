@@ -31,7 +31,7 @@ use osctl_image::{FetchOptions, ImageRef, Source};
 use crate::admin::AppliedRollout;
 use crate::agent::error_chain;
 use crate::etcd::{
-    CONTROLLER_ELECTION, Compare, CompareOp, Etcd, EtcdError, Fence, Grant, Leadership, Slots,
+    CONTROLLER_ELECTION, Compare, CompareOp, Etcd, EtcdError, Fence, Leadership, MAX_BATCH, Slots,
     TxnOp,
 };
 use crate::keys::{self, NodeKey, RolloutKey};
@@ -256,19 +256,23 @@ async fn reconcile_rollout(
             }
         }
     }
-    // 2. Grants: every one must hold before the status may say so.
-    for action in &decided.actions {
-        if let Action::GrantSlot { node, .. } = action {
-            match slots
-                .grant(name, node, limit, options.reboot_deadline, Some(fence))
-                .await?
-            {
-                Grant::Granted { .. } | Grant::AlreadyHeld { .. } => {}
-                Grant::Full { holders } => {
-                    tracing::warn!(rollout = %name, %node, holders = holders.len(), limit, "slot refused: pool full; planning again");
-                    return Ok(());
-                }
-            }
+    // 2. Grants, a batch per transaction: every one must hold before the
+    // status may say so.
+    let wanted: Vec<String> = decided
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::GrantSlot { node, .. } => Some(node.clone()),
+            _ => None,
+        })
+        .collect();
+    for batch in wanted.chunks(MAX_BATCH) {
+        let granted = slots
+            .grant_many(name, batch, limit, options.reboot_deadline, Some(fence))
+            .await?;
+        if granted.len() < batch.len() {
+            tracing::warn!(rollout = %name, wanted = batch.len(), granted = granted.len(), limit, "pool full; planning again");
+            return Ok(());
         }
     }
     // 3. Assignments, in chunks etcd accepts.

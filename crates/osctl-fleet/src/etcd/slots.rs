@@ -14,9 +14,12 @@
 //! holder key's absence, puts the holder and bumps the guard. Two grants that
 //! read the same state cannot both commit; the loser re-reads and decides
 //! again, after a jittered backoff so forty contenders do not collide in
-//! lockstep. Releases delete and bump the guard too. An expiry deletes
-//! without bumping, which only ever lowers the count, so it cannot let a
-//! grant exceed the limit.
+//! lockstep. Releases and expiries delete without bumping the guard: that
+//! only ever lowers the count, so it cannot let a grant exceed the limit (a
+//! grant that read the holder still there counts one too many — the safe
+//! side). [`Slots::grant_many`] grants several holders in one such
+//! transaction (one read, their leases, one write), as the controller does
+//! when a batch of nodes may reboot.
 //!
 //! Whether an expired slot frees capacity is the controller's decision, not
 //! this module's: docs/fleet.md counts such a node as failed and unavailable.
@@ -45,6 +48,9 @@ pub const SLOTS_ROOT: &str = "slots/";
 pub const FLEETLOCK_ROOT: &str = "fleetlock/";
 /// Version of the holder record this code writes and reads.
 const RECORD_VERSION: u32 = 1;
+/// At most this many holders are granted in one transaction: etcd refuses
+/// more than 128 operations per transaction by default.
+pub const MAX_BATCH: usize = 100;
 /// Compare-and-swap attempts before a grant or release gives up.
 const MAX_CAS_ATTEMPTS: u32 = 100;
 /// First and longest wait after a lost race.
@@ -247,6 +253,103 @@ impl Slots {
         Err(EtcdError::Contention {
             op: "slot grant",
             key: holder_rel,
+            attempts: MAX_CAS_ATTEMPTS,
+        })
+    }
+
+    /// Grants slots in `pool` to as many of `holders` as fit under `limit`,
+    /// in their order, in one transaction against the guard: one read, the
+    /// holders' leases (one each: a release revokes its holder's lease),
+    /// one write. Returns every one of `holders` that holds a slot
+    /// afterwards (granted now or before). At most [`MAX_BATCH`] new
+    /// holders per call (etcd's limit on operations per transaction).
+    pub async fn grant_many(
+        &self,
+        pool: &str,
+        holders: &[String],
+        limit: usize,
+        deadline: Duration,
+        fence: Option<&Fence>,
+    ) -> Result<Vec<String>> {
+        check_name("pool", pool)?;
+        for h in holders {
+            check_name("holder", h)?;
+        }
+        let guard_rel = self.guard_rel(pool);
+        let mut backoff = CAS_BACKOFF;
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let (guard_rev, current) = self.read(pool).await?;
+            let held = |h: &String| current.iter().any(|c| &c.name == h);
+            let mut granted: Vec<String> = holders.iter().filter(|h| held(h)).cloned().collect();
+            let free = limit.saturating_sub(current.len()).min(MAX_BATCH);
+            let new: Vec<&String> = holders.iter().filter(|h| !held(h)).take(free).collect();
+            if new.is_empty() {
+                return Ok(granted);
+            }
+            let rels: Vec<String> = new.iter().map(|h| self.holder_rel(pool, h)).collect();
+            let leases = futures_util::future::try_join_all(
+                rels.iter()
+                    .map(|rel| lease::grant(&self.etcd, deadline, rel)),
+            )
+            .await?;
+            let granted_at = SystemTime::now();
+            let mut compares = vec![Compare::mod_revision(
+                self.etcd.key(&guard_rel),
+                CompareOp::Equal,
+                guard_rev,
+            )];
+            let mut ops = Vec::with_capacity(new.len() + 1);
+            for (holder, (lease, ttl)) in new.iter().zip(&leases) {
+                let rel = self.holder_rel(pool, holder);
+                let record = SlotRecord {
+                    version: RECORD_VERSION,
+                    holder: holder.to_string(),
+                    granted_at: unix_ms(granted_at),
+                    deadline: unix_ms(granted_at + *ttl),
+                };
+                compares.push(Compare::create_revision(
+                    self.etcd.key(&rel),
+                    CompareOp::Equal,
+                    0,
+                ));
+                ops.push(TxnOp::put(
+                    self.etcd.key(&rel),
+                    encode_json(&rel, &record)?,
+                    Some(PutOptions::new().with_lease(*lease)),
+                ));
+            }
+            let guard = GuardRecord {
+                version: RECORD_VERSION,
+                last_change: "grant",
+            };
+            ops.push(TxnOp::put(
+                self.etcd.key(&guard_rel),
+                encode_json(&guard_rel, &guard)?,
+                None,
+            ));
+            match self
+                .etcd
+                .txn_op("slot grant", &guard_rel, compares, ops, fence)
+                .await
+            {
+                Ok(o) if o.succeeded => {
+                    granted.extend(new.into_iter().cloned());
+                    return Ok(granted);
+                }
+                Ok(_) => {
+                    for (lease, _) in leases {
+                        self.drop_lease(lease, &guard_rel).await;
+                    }
+                    tokio::time::sleep(jittered(backoff)).await;
+                    backoff = (backoff * 2).min(CAS_BACKOFF_MAX);
+                }
+                // Unknown whether it applied: the leases end by their TTL.
+                Err(e) => return Err(e),
+            }
+        }
+        Err(EtcdError::Contention {
+            op: "slot grant",
+            key: guard_rel,
             attempts: MAX_CAS_ATTEMPTS,
         })
     }

@@ -253,3 +253,67 @@ async fn slot_grant_needs_a_quorum() {
         ["n1"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_granted_in_order_up_to_the_limit_and_never_past_it() {
+    let c = cluster(1);
+    let etcd = connect(&c).await;
+    let slots = Slots::new(&etcd);
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let holders = |slots: Slots| async move {
+        let mut h: Vec<String> = slots
+            .holders("web")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| h.name)
+            .collect();
+        h.sort();
+        h
+    };
+    let deadline = Duration::from_secs(60);
+    // Five want a slot, three fit: the first three, in the order asked.
+    let got = slots
+        .grant_many(
+            "web",
+            &names(&["n4", "n1", "n3", "n2", "n5"]),
+            LIMIT,
+            deadline,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(got, names(&["n4", "n1", "n3"]));
+    assert_eq!(holders(slots.clone()).await, names(&["n1", "n3", "n4"]));
+    // Full: those holding are reported, nobody else gets one.
+    let got = slots
+        .grant_many("web", &names(&["n1", "n2"]), LIMIT, deadline, None)
+        .await
+        .unwrap();
+    assert_eq!(got, names(&["n1"]));
+    // One released: the next one fits, and only one.
+    slots.release("web", "n4", None).await.unwrap();
+    let got = slots
+        .grant_many("web", &names(&["n2", "n5"]), LIMIT, deadline, None)
+        .await
+        .unwrap();
+    assert_eq!(got, names(&["n2"]));
+    assert_eq!(holders(slots.clone()).await, names(&["n1", "n2", "n3"]));
+    // A batch racing single grants never passes the limit either.
+    slots.release("web", "n1", None).await.unwrap();
+    slots.release("web", "n2", None).await.unwrap();
+    let abc = names(&["a", "b", "c"]);
+    let batch = slots.grant_many("web", &abc, LIMIT, deadline, None);
+    let single = slots.grant("web", "d", LIMIT, deadline, None);
+    let (batch, single) = tokio::join!(batch, single);
+    let granted =
+        batch.unwrap().len() + usize::from(matches!(single.unwrap(), Grant::Granted { .. }));
+    assert_eq!(granted, 2, "two slots were free");
+    assert_eq!(slots.holders("web").await.unwrap().len(), LIMIT);
+    // Names are checked like grant's.
+    let err = slots
+        .grant_many("web", &names(&["ok", "a/b"]), LIMIT, deadline, None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid holder \"a/b\""), "{err}");
+}

@@ -86,6 +86,20 @@ impl FleetEnv {
         c
     }
 
+    /// The rollout's status, or `None` while `fleet status` cannot read it
+    /// (etcd without a majority).
+    pub fn try_status(&self, osctl: &super::Osctl, rollout: &str) -> Option<Value> {
+        let out = self
+            .fleet(osctl, &["status", rollout, "--format", "json"])
+            .output()
+            .expect("running osctl");
+        if !out.status.success() {
+            return None;
+        }
+        let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+        Some(all[0].clone())
+    }
+
     /// Starts a controller process.
     pub fn controller(&self, osctl: &super::Osctl, id: &str, reboot_deadline: &str) -> Child {
         let log =
@@ -125,6 +139,10 @@ pub struct SimNode {
     agent: Option<Child>,
     pub reboots: u32,
     boots: u32,
+    /// The digest booted at each boot after the first, in order.
+    pub booted_log: Vec<String>,
+    /// Powered off for good: [`drive`] plays nothing for it any more.
+    pub powered_off: bool,
 }
 
 impl SimNode {
@@ -146,6 +164,8 @@ impl SimNode {
             agent: None,
             reboots: 0,
             boots: 0,
+            booted_log: Vec::new(),
+            powered_off: false,
         };
         node.new_boot_id();
         node
@@ -174,6 +194,16 @@ impl SimNode {
     }
 
     pub fn start_agent(&mut self, env: &FleetEnv) {
+        self.spawn_agent(env, None);
+    }
+
+    /// Starts the agent with fail point `point` armed: it aborts there
+    /// (SIGABRT, no cleanup), as `kill -9` at that moment would leave it.
+    pub fn start_agent_armed(&mut self, env: &FleetEnv, point: &str) {
+        self.spawn_agent(env, Some(point));
+    }
+
+    fn spawn_agent(&mut self, env: &FleetEnv, fail_point: Option<&str>) {
         assert!(self.agent.is_none(), "{}: agent already running", self.name);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -196,6 +226,9 @@ impl SimNode {
         .env("OSCTL_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log);
+        if let Some(point) = fail_point {
+            c.env(osctl_deploy::failpoint::ENV, point);
+        }
         self.agent = Some(c.spawn().expect("starting the agent"));
     }
 
@@ -205,6 +238,18 @@ impl SimNode {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+    }
+
+    /// The machine goes down after its reboot command and never comes
+    /// back: the agent is gone, [`drive`] leaves it alone.
+    pub fn power_off(&mut self) {
+        self.kill_agent();
+        self.powered_off = true;
+    }
+
+    /// The agent's log so far.
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("agent.log")).unwrap_or_default()
     }
 
     /// The agent exited by itself (after its reboot command, or an error).
@@ -243,6 +288,7 @@ impl SimNode {
             self.m.booted = Some(next);
             self.boots += 1;
             self.new_boot_id();
+            self.booted_log.push(self.booted_digest());
             // The image's health checks.
             let check = self.dir().join(IMAGE_CHECKS).join(BAD_CHECK);
             if bad.contains(&self.booted_digest()) {
@@ -349,17 +395,25 @@ impl Drop for Checker {
 }
 
 /// Whether `node` holds a slot in `pool`, read linearizably (a majority of
-/// etcd agrees).
-pub fn holds_slot(env: &FleetEnv, etcd: &Etcd, pool: &str, node: &str) -> bool {
-    env.block_on(osctl_fleet::etcd::Slots::new(etcd).holders(pool))
-        .expect("reading slot holders")
+/// etcd agrees; the client requires a leader, so a member cut off from the
+/// majority answers with an error, never with what it last knew).
+pub fn holds_slot(
+    env: &FleetEnv,
+    etcd: &Etcd,
+    pool: &str,
+    node: &str,
+) -> Result<bool, osctl_fleet::etcd::EtcdError> {
+    Ok(env
+        .block_on(osctl_fleet::etcd::Slots::new(etcd).holders(pool))?
         .iter()
-        .any(|h| h.name == node)
+        .any(|h| h.name == node))
 }
 
 /// Drives a fleet until `done(status)` holds or `timeout` passes: plays
 /// every reboot an agent asks for (after checking its slot), restarts
-/// nothing else. Returns the last status.
+/// nothing else, leaves powered-off nodes alone. While etcd cannot confirm
+/// a slot (no majority), the machine waits: its reboot is played only once
+/// a linearizable read says it holds one. Returns the last status.
 pub fn drive(
     env: &FleetEnv,
     osctl: &super::Osctl,
@@ -373,12 +427,15 @@ pub fn drive(
     let start = Instant::now();
     loop {
         for node in nodes.iter_mut() {
+            if node.powered_off {
+                continue;
+            }
             if node.reboot_requested() {
-                assert!(
-                    holds_slot(env, &etcd, rollout, &node.name),
-                    "{} rebooted without a reboot slot",
-                    node.name
-                );
+                match holds_slot(env, &etcd, rollout, &node.name) {
+                    Ok(held) => assert!(held, "{} rebooted without a reboot slot", node.name),
+                    // Proves nothing either way: ask again next round.
+                    Err(_) => continue,
+                }
                 node.reboot(env, bad);
             } else if let Some(exit) = node.agent_exited() {
                 panic!(
@@ -388,13 +445,15 @@ pub fn drive(
                 );
             }
         }
-        let status = env.status(osctl, rollout);
-        if done(&status) {
-            return status;
+        let status = env.try_status(osctl, rollout);
+        if let Some(status) = &status
+            && done(status)
+        {
+            return status.clone();
         }
         assert!(
             start.elapsed() < timeout,
-            "rollout {rollout} did not get there in {timeout:?}: {status:#}"
+            "rollout {rollout} did not get there in {timeout:?}: {status:#?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -199,12 +199,24 @@ impl Agent {
             .map(|v| v.value);
         let outcome = self.act(assignment, &view, &booted).await?;
         // The view after acting (a stage changes it).
-        let view = self.machine.view()?;
-        self.report(&view).await?;
+        let reported = match self.machine.view() {
+            Ok(view) => self.report(&view).await,
+            Err(e) => Err(e),
+        };
         if outcome == Act::Reboot {
+            // The state file already says the reboot was asked for from
+            // this boot, so no later step asks again: the command must run
+            // now. The report is news for the controller, which goes by the
+            // boot id anyway; a failed one must not cancel the reboot (it
+            // did: the slot then ran out, counted as a node that never came
+            // back).
+            if let Err(e) = reported {
+                tracing::warn!(node = %self.options.node, error = %error_chain(&e), "report before the reboot");
+            }
             self.machine.reboot()?;
             return Ok(Stepped::Rebooting);
         }
+        reported?;
         Ok(Stepped::Waiting)
     }
 

@@ -129,6 +129,9 @@ pub struct Agent {
     lease: Option<KeptLease>,
     /// The report last written and its mod revision.
     last_report: Option<(NodeReport, i64)>,
+    /// A report whose write got no answer: it may or may not have been
+    /// applied.
+    unsure_report: Option<NodeReport>,
     /// When a failed download may be retried, and the next backoff.
     retry: Option<(tokio::time::Instant, Duration)>,
 }
@@ -162,6 +165,7 @@ impl Agent {
             state,
             lease: None,
             last_report: None,
+            unsure_report: None,
             retry: None,
         })
     }
@@ -490,6 +494,7 @@ impl Agent {
             updated_at: Timestamp::now(),
         };
         let key = keys::report(&self.options.node);
+        self.settle_unsure_report(&key).await?;
         let previous = match &self.last_report {
             Some((last, rev)) => {
                 if same_report(last, &report) {
@@ -515,7 +520,13 @@ impl Agent {
             None => Compare::create_revision(abs.clone(), CompareOp::Equal, 0),
         };
         let put = TxnOp::put(abs, report.to_json(), None);
-        let outcome = self.etcd.txn(&key, vec![compare], vec![put], None).await?;
+        let outcome = match self.etcd.txn(&key, vec![compare], vec![put], None).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.unsure_report = Some(report);
+                return Err(e.into());
+            }
+        };
         if !outcome.succeeded {
             self.last_report = None;
             return Err(AgentError::Duplicate {
@@ -526,6 +537,43 @@ impl Agent {
         // report's mod revision.
         let rev = outcome.revision;
         self.last_report = Some((report, rev));
+        Ok(())
+    }
+
+    /// After a report write without an answer, finds out whether it was
+    /// applied: the key holds exactly that report → it was, and its
+    /// revision is ours; the key is unchanged → it was not; anything else
+    /// → another agent wrote it. Without this, the next compare against the
+    /// revision before the lost write failed, and the agent took its own
+    /// write for a second agent and exited (seen when etcd lost its
+    /// majority mid-write).
+    async fn settle_unsure_report(&mut self, key: &str) -> Result<(), AgentError> {
+        let Some(attempted) = self.unsure_report.take() else {
+            return Ok(());
+        };
+        let current = match self.etcd.get_json::<NodeReport>(key).await {
+            Ok(current) => current,
+            Err(e) => {
+                self.unsure_report = Some(attempted);
+                return Err(e.into());
+            }
+        };
+        let known = self.last_report.as_ref().map(|(_, rev)| *rev);
+        match current {
+            Some(v) if v.value == attempted => {
+                self.last_report = Some((attempted, v.mod_revision));
+            }
+            // Nothing written yet by this process: the next report takes
+            // over whatever is there, as a first report does.
+            _ if known.is_none() => {}
+            Some(v) if known == Some(v.mod_revision) => {}
+            _ => {
+                self.last_report = None;
+                return Err(AgentError::Duplicate {
+                    node: self.options.node.clone(),
+                });
+            }
+        }
         Ok(())
     }
 

@@ -569,6 +569,14 @@ fn minority_partition_reboots_nothing_unconfirmed_and_progress_resumes() {
         env.etcd.resume(i).unwrap();
     }
     env.etcd.wait_healthy().unwrap();
+    // The controller lost its leadership with the majority; it must still
+    // be there to campaign again.
+    assert_eq!(
+        controller.try_wait().unwrap(),
+        None,
+        "the controller exited during the partition: {}",
+        std::fs::read_to_string(admin.sysroot().join("controller-c1.log")).unwrap_or_default()
+    );
 
     let st = drive(&env, &admin, &mut nodes, ROLLOUT, &none, TIMEOUT, |st| {
         phase(st) == "completed"

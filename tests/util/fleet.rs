@@ -453,8 +453,43 @@ pub fn drive(
         }
         assert!(
             start.elapsed() < timeout,
-            "rollout {rollout} did not get there in {timeout:?}: {status:#?}"
+            "rollout {rollout} did not get there in {timeout:?}: {status:#?}\n{}",
+            logs(osctl, nodes)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// How many lines of each log a failed [`drive`] shows.
+const LOG_TAIL: usize = 25;
+
+/// The tails of the controllers' logs (in the admin's sysroot) and of
+/// every agent's, for a test that got stuck.
+fn logs(osctl: &super::Osctl, nodes: &[SimNode]) -> String {
+    let tail = |path: &std::path::Path| {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
+    };
+    let mut out = String::new();
+    let mut controllers: Vec<PathBuf> = std::fs::read_dir(osctl.sysroot())
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    controllers.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("controller-"))
+    });
+    controllers.sort();
+    for p in controllers {
+        out.push_str(&format!("--- {}\n{}\n", p.display(), tail(&p)));
+    }
+    for n in nodes {
+        out.push_str(&format!(
+            "--- agent {}\n{}\n",
+            n.name,
+            tail(&n.dir().join("agent.log"))
+        ));
+    }
+    out
 }

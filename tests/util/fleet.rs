@@ -101,7 +101,12 @@ impl FleetEnv {
     }
 
     /// Starts a controller process.
-    pub fn controller(&self, osctl: &super::Osctl, id: &str, reboot_deadline: &str) -> Child {
+    pub fn controller(
+        &self,
+        osctl: &super::Osctl,
+        id: &str,
+        reboot_deadline: &str,
+    ) -> ControllerProcess {
         let log =
             std::fs::File::create(osctl.sysroot().join(format!("controller-{id}.log"))).unwrap();
         self.fleet(
@@ -120,6 +125,7 @@ impl FleetEnv {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(ControllerProcess)
         .expect("starting the controller")
     }
 
@@ -128,6 +134,34 @@ impl FleetEnv {
         let out = run_ok(&mut self.fleet(osctl, &["status", rollout, "--format", "json"]));
         let all: Value = serde_json::from_str(&out).unwrap();
         all[0].clone()
+    }
+}
+
+/// A controller process; killed and reaped when dropped, so a failing test
+/// leaves none behind (a controller outlives an unreachable etcd on
+/// purpose: it campaigns again until etcd answers).
+pub struct ControllerProcess(Child);
+
+impl ControllerProcess {
+    /// Kills it (SIGKILL, as a crash would) and reaps it.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()?;
+        self.0.wait().map(drop)
+    }
+
+    /// Its exit status if it exited.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.0.try_wait()
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        // Already gone is fine: killed by the test or exited by itself.
+        if self.0.kill().is_ok() {
+            // Reaping a killed child cannot fail in a way worth a panic in drop.
+            let _ = self.0.wait();
+        }
     }
 }
 

@@ -3,13 +3,13 @@
 //! way a machine does them.
 
 use std::collections::BTreeSet;
-use std::process::Child;
+
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::util::Osctl;
-use crate::util::fleet::{Checker, FleetEnv, SimNode, drive};
+use crate::util::fleet::{Checker, ControllerProcess, FleetEnv, SimNode, drive};
 use crate::util::machine::Images;
 use crate::util::run_ok;
 use osctl_testutil::api::resolve_digest;
@@ -48,7 +48,12 @@ fn apply(env: &FleetEnv, admin: &Osctl, yaml: &str) -> String {
 
 /// A fleet of `n` machines booted on v1, each with its agent, labelled
 /// `pool=web`, and a controller.
-fn fleet(images: &Images, n: usize, env: &FleetEnv, admin: &Osctl) -> (Vec<SimNode>, Child) {
+fn fleet(
+    images: &Images,
+    n: usize,
+    env: &FleetEnv,
+    admin: &Osctl,
+) -> (Vec<SimNode>, ControllerProcess) {
     let mut nodes: Vec<SimNode> = (0..n)
         .map(|i| SimNode::new(&format!("web-{i:02}"), &images.v1, "pool=web"))
         .collect();

@@ -20,6 +20,7 @@ mod deploy_recovery;
 mod deploy_signature;
 mod deploy_walkthrough;
 mod diff;
+mod fleet_faults;
 mod fleet_fleetlock;
 mod fleet_rollout;
 mod install;

@@ -86,8 +86,27 @@ impl FleetEnv {
         c
     }
 
+    /// The rollout's status, or `None` while `fleet status` cannot read it
+    /// (etcd without a majority).
+    pub fn try_status(&self, osctl: &super::Osctl, rollout: &str) -> Option<Value> {
+        let out = self
+            .fleet(osctl, &["status", rollout, "--format", "json"])
+            .output()
+            .expect("running osctl");
+        if !out.status.success() {
+            return None;
+        }
+        let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+        Some(all[0].clone())
+    }
+
     /// Starts a controller process.
-    pub fn controller(&self, osctl: &super::Osctl, id: &str, reboot_deadline: &str) -> Child {
+    pub fn controller(
+        &self,
+        osctl: &super::Osctl,
+        id: &str,
+        reboot_deadline: &str,
+    ) -> ControllerProcess {
         let log =
             std::fs::File::create(osctl.sysroot().join(format!("controller-{id}.log"))).unwrap();
         self.fleet(
@@ -106,6 +125,7 @@ impl FleetEnv {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(ControllerProcess)
         .expect("starting the controller")
     }
 
@@ -117,6 +137,34 @@ impl FleetEnv {
     }
 }
 
+/// A controller process; killed and reaped when dropped, so a failing test
+/// leaves none behind (a controller outlives an unreachable etcd on
+/// purpose: it campaigns again until etcd answers).
+pub struct ControllerProcess(Child);
+
+impl ControllerProcess {
+    /// Kills it (SIGKILL, as a crash would) and reaps it.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()?;
+        self.0.wait().map(drop)
+    }
+
+    /// Its exit status if it exited.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.0.try_wait()
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        // Already gone is fine: killed by the test or exited by itself.
+        if self.0.kill().is_ok() {
+            // Reaping a killed child cannot fail in a way worth a panic in drop.
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// One simulated machine: a scratch sysroot booted on v1, its agent.
 pub struct SimNode {
     pub name: String,
@@ -125,6 +173,10 @@ pub struct SimNode {
     agent: Option<Child>,
     pub reboots: u32,
     boots: u32,
+    /// The digest booted at each boot after the first, in order.
+    pub booted_log: Vec<String>,
+    /// Powered off for good: [`drive`] plays nothing for it any more.
+    pub powered_off: bool,
 }
 
 impl SimNode {
@@ -146,6 +198,8 @@ impl SimNode {
             agent: None,
             reboots: 0,
             boots: 0,
+            booted_log: Vec::new(),
+            powered_off: false,
         };
         node.new_boot_id();
         node
@@ -174,6 +228,16 @@ impl SimNode {
     }
 
     pub fn start_agent(&mut self, env: &FleetEnv) {
+        self.spawn_agent(env, None);
+    }
+
+    /// Starts the agent with fail point `point` armed: it aborts there
+    /// (SIGABRT, no cleanup), as `kill -9` at that moment would leave it.
+    pub fn start_agent_armed(&mut self, env: &FleetEnv, point: &str) {
+        self.spawn_agent(env, Some(point));
+    }
+
+    fn spawn_agent(&mut self, env: &FleetEnv, fail_point: Option<&str>) {
         assert!(self.agent.is_none(), "{}: agent already running", self.name);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -196,6 +260,9 @@ impl SimNode {
         .env("OSCTL_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log);
+        if let Some(point) = fail_point {
+            c.env(osctl_deploy::failpoint::ENV, point);
+        }
         self.agent = Some(c.spawn().expect("starting the agent"));
     }
 
@@ -205,6 +272,18 @@ impl SimNode {
             child.kill().unwrap();
             child.wait().unwrap();
         }
+    }
+
+    /// The machine goes down after its reboot command and never comes
+    /// back: the agent is gone, [`drive`] leaves it alone.
+    pub fn power_off(&mut self) {
+        self.kill_agent();
+        self.powered_off = true;
+    }
+
+    /// The agent's log so far.
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("agent.log")).unwrap_or_default()
     }
 
     /// The agent exited by itself (after its reboot command, or an error).
@@ -243,6 +322,7 @@ impl SimNode {
             self.m.booted = Some(next);
             self.boots += 1;
             self.new_boot_id();
+            self.booted_log.push(self.booted_digest());
             // The image's health checks.
             let check = self.dir().join(IMAGE_CHECKS).join(BAD_CHECK);
             if bad.contains(&self.booted_digest()) {
@@ -349,17 +429,25 @@ impl Drop for Checker {
 }
 
 /// Whether `node` holds a slot in `pool`, read linearizably (a majority of
-/// etcd agrees).
-pub fn holds_slot(env: &FleetEnv, etcd: &Etcd, pool: &str, node: &str) -> bool {
-    env.block_on(osctl_fleet::etcd::Slots::new(etcd).holders(pool))
-        .expect("reading slot holders")
+/// etcd agrees; the client requires a leader, so a member cut off from the
+/// majority answers with an error, never with what it last knew).
+pub fn holds_slot(
+    env: &FleetEnv,
+    etcd: &Etcd,
+    pool: &str,
+    node: &str,
+) -> Result<bool, osctl_fleet::etcd::EtcdError> {
+    Ok(env
+        .block_on(osctl_fleet::etcd::Slots::new(etcd).holders(pool))?
         .iter()
-        .any(|h| h.name == node)
+        .any(|h| h.name == node))
 }
 
 /// Drives a fleet until `done(status)` holds or `timeout` passes: plays
 /// every reboot an agent asks for (after checking its slot), restarts
-/// nothing else. Returns the last status.
+/// nothing else, leaves powered-off nodes alone. While etcd cannot confirm
+/// a slot (no majority), the machine waits: its reboot is played only once
+/// a linearizable read says it holds one. Returns the last status.
 pub fn drive(
     env: &FleetEnv,
     osctl: &super::Osctl,
@@ -373,12 +461,15 @@ pub fn drive(
     let start = Instant::now();
     loop {
         for node in nodes.iter_mut() {
+            if node.powered_off {
+                continue;
+            }
             if node.reboot_requested() {
-                assert!(
-                    holds_slot(env, &etcd, rollout, &node.name),
-                    "{} rebooted without a reboot slot",
-                    node.name
-                );
+                match holds_slot(env, &etcd, rollout, &node.name) {
+                    Ok(held) => assert!(held, "{} rebooted without a reboot slot", node.name),
+                    // Proves nothing either way: ask again next round.
+                    Err(_) => continue,
+                }
                 node.reboot(env, bad);
             } else if let Some(exit) = node.agent_exited() {
                 panic!(
@@ -388,14 +479,51 @@ pub fn drive(
                 );
             }
         }
-        let status = env.status(osctl, rollout);
-        if done(&status) {
-            return status;
+        let status = env.try_status(osctl, rollout);
+        if let Some(status) = &status
+            && done(status)
+        {
+            return status.clone();
         }
         assert!(
             start.elapsed() < timeout,
-            "rollout {rollout} did not get there in {timeout:?}: {status:#}"
+            "rollout {rollout} did not get there in {timeout:?}: {status:#?}\n{}",
+            logs(osctl, nodes)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// How many lines of each log a failed [`drive`] shows.
+const LOG_TAIL: usize = 25;
+
+/// The tails of the controllers' logs (in the admin's sysroot) and of
+/// every agent's, for a test that got stuck.
+fn logs(osctl: &super::Osctl, nodes: &[SimNode]) -> String {
+    let tail = |path: &std::path::Path| {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
+    };
+    let mut out = String::new();
+    let mut controllers: Vec<PathBuf> = std::fs::read_dir(osctl.sysroot())
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    controllers.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("controller-"))
+    });
+    controllers.sort();
+    for p in controllers {
+        out.push_str(&format!("--- {}\n{}\n", p.display(), tail(&p)));
+    }
+    for n in nodes {
+        out.push_str(&format!(
+            "--- agent {}\n{}\n",
+            n.name,
+            tail(&n.dir().join("agent.log"))
+        ));
+    }
+    out
 }

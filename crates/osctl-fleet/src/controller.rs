@@ -50,6 +50,10 @@ const COALESCE: Duration = Duration::from_millis(20);
 /// etcd refuses transactions with more operations than this (its default
 /// `--max-txn-ops` is 128); assignments are written in chunks below it.
 const MAX_TXN_OPS: usize = 100;
+/// First and longest wait before campaigning again after a campaign failed
+/// (etcd without a majority, the campaign's lease lost).
+const CAMPAIGN_RETRY_FIRST: Duration = Duration::from_millis(200);
+const CAMPAIGN_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// What the controller can fail on.
 #[derive(Debug, thiserror::Error)]
@@ -79,9 +83,29 @@ pub struct ControllerOptions {
 /// Campaigns, leads until the leadership is lost, campaigns again; returns
 /// only on an error etcd cannot recover from.
 pub async fn run(etcd: Etcd, options: ControllerOptions) -> Result<(), ControllerError> {
+    let mut retry = CAMPAIGN_RETRY_FIRST;
     loop {
-        let leadership =
-            Leadership::campaign(&etcd, CONTROLLER_ELECTION, &options.id, LEADER_TTL).await?;
+        let leadership = match Leadership::campaign(
+            &etcd,
+            CONTROLLER_ELECTION,
+            &options.id,
+            LEADER_TTL,
+        )
+        .await
+        {
+            Ok(l) => l,
+            // Leadership is mostly lost because etcd lost its majority,
+            // and then the next campaign's lease grant fails too: wait
+            // for etcd instead of leaving the fleet without a controller.
+            Err(e) if campaign_may_succeed_later(&e) => {
+                tracing::warn!(id = %options.id, error = %error_chain(&e), retry_in = ?retry, "campaign failed");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(CAMPAIGN_RETRY_MAX);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        retry = CAMPAIGN_RETRY_FIRST;
         tracing::info!(id = %options.id, "leading the fleet");
         let fence = leadership.fence();
         // Any change in the fleet (a report, a control, an applied spec)
@@ -113,6 +137,15 @@ pub async fn run(etcd: Etcd, options: ControllerOptions) -> Result<(), Controlle
             }
         }
     }
+}
+
+/// Whether a failed campaign is worth repeating: everything but a bad
+/// election name or configuration, which no retry changes.
+fn campaign_may_succeed_later(e: &EtcdError) -> bool {
+    !matches!(
+        e,
+        EtcdError::Config(_) | EtcdError::InvalidName { .. } | EtcdError::Encode { .. }
+    )
 }
 
 /// Everything read under the nodes prefix, per node.

@@ -129,6 +129,9 @@ pub struct Agent<H: Host> {
     lease: Option<KeptLease>,
     /// The report last written and its mod revision.
     last_report: Option<(NodeReport, i64)>,
+    /// A report whose write got no answer: it may or may not have been
+    /// applied.
+    unsure_report: Option<NodeReport>,
     /// When a failed download may be retried, and the next backoff.
     retry: Option<(tokio::time::Instant, Duration)>,
 }
@@ -159,6 +162,7 @@ impl<H: Host> Agent<H> {
             state,
             lease: None,
             last_report: None,
+            unsure_report: None,
             retry: None,
         })
     }
@@ -213,12 +217,24 @@ impl<H: Host> Agent<H> {
             .map(|v| v.value);
         let outcome = self.act(assignment, &view, &booted).await?;
         // The view after acting (a stage changes it).
-        let view = self.machine.view()?;
-        self.report(&view).await?;
+        let reported = match self.machine.view() {
+            Ok(view) => self.report(&view).await,
+            Err(e) => Err(e),
+        };
         if outcome == Act::Reboot {
+            // The state file already says the reboot was asked for from
+            // this boot, so no later step asks again: the command must run
+            // now. The report is news for the controller, which goes by the
+            // boot id anyway; a failed one must not cancel the reboot (it
+            // did: the slot then ran out, counted as a node that never came
+            // back).
+            if let Err(e) = reported {
+                tracing::warn!(node = %self.options.node, error = %error_chain(&e), "report before the reboot");
+            }
             self.machine.reboot()?;
             return Ok(Stepped::Rebooting);
         }
+        reported?;
         Ok(Stepped::Waiting)
     }
 
@@ -500,6 +516,7 @@ impl<H: Host> Agent<H> {
             updated_at: Timestamp::now(),
         };
         let key = keys::report(&self.options.node);
+        self.settle_unsure_report(&key).await?;
         let previous = match &self.last_report {
             Some((last, rev)) => {
                 if same_report(last, &report) {
@@ -525,7 +542,13 @@ impl<H: Host> Agent<H> {
             None => Compare::create_revision(abs.clone(), CompareOp::Equal, 0),
         };
         let put = TxnOp::put(abs, report.to_json(), None);
-        let outcome = self.etcd.txn(&key, vec![compare], vec![put], None).await?;
+        let outcome = match self.etcd.txn(&key, vec![compare], vec![put], None).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.unsure_report = Some(report);
+                return Err(e.into());
+            }
+        };
         if !outcome.succeeded {
             self.last_report = None;
             return Err(AgentError::Duplicate {
@@ -536,6 +559,43 @@ impl<H: Host> Agent<H> {
         // report's mod revision.
         let rev = outcome.revision;
         self.last_report = Some((report, rev));
+        Ok(())
+    }
+
+    /// After a report write without an answer, finds out whether it was
+    /// applied: the key holds exactly that report → it was, and its
+    /// revision is ours; the key is unchanged → it was not; anything else
+    /// → another agent wrote it. Without this, the next compare against the
+    /// revision before the lost write failed, and the agent took its own
+    /// write for a second agent and exited (seen when etcd lost its
+    /// majority mid-write).
+    async fn settle_unsure_report(&mut self, key: &str) -> Result<(), AgentError> {
+        let Some(attempted) = self.unsure_report.take() else {
+            return Ok(());
+        };
+        let current = match self.etcd.get_json::<NodeReport>(key).await {
+            Ok(current) => current,
+            Err(e) => {
+                self.unsure_report = Some(attempted);
+                return Err(e.into());
+            }
+        };
+        let known = self.last_report.as_ref().map(|(_, rev)| *rev);
+        match current {
+            Some(v) if v.value == attempted => {
+                self.last_report = Some((attempted, v.mod_revision));
+            }
+            // Nothing written yet by this process: the next report takes
+            // over whatever is there, as a first report does.
+            _ if known.is_none() => {}
+            Some(v) if known == Some(v.mod_revision) => {}
+            _ => {
+                self.last_report = None;
+                return Err(AgentError::Duplicate {
+                    node: self.options.node.clone(),
+                });
+            }
+        }
         Ok(())
     }
 

@@ -284,6 +284,16 @@ impl<H: Host> Agent<H> {
                 .create(&key, &presence, Some(lease.id()), None)
                 .await?
             {
+                // A create whose answer was lost may have been applied: a
+                // key bound to our own lease is ours, not a second agent's.
+                if self
+                    .etcd
+                    .get_json::<Presence>(&key)
+                    .await?
+                    .is_some_and(|p| p.lease == lease.id())
+                {
+                    break;
+                }
                 if tokio::time::Instant::now() > deadline {
                     lease.revoke().await?;
                     return Err(AgentError::Duplicate {

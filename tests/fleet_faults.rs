@@ -91,6 +91,7 @@ spec:
 }
 
 fn apply(env: &FleetEnv, admin: &Osctl, yaml: &str) {
+    env.wait_for_reports();
     let path = admin.sysroot().join("rollout.yaml");
     std::fs::write(&path, yaml).unwrap();
     let out = run_ok(&mut env.fleet(admin, &["apply", "-f", path.to_str().unwrap()]));

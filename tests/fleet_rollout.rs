@@ -41,6 +41,7 @@ fn count(status: &Value, state: &str) -> usize {
 
 /// Writes a rollout spec file and applies it; returns `fleet apply`'s line.
 fn apply(env: &FleetEnv, admin: &Osctl, yaml: &str) -> String {
+    env.wait_for_reports();
     let path = admin.sysroot().join("rollout.yaml");
     std::fs::write(&path, yaml).unwrap();
     run_ok(&mut env.fleet(admin, &["apply", "-f", path.to_str().unwrap()]))

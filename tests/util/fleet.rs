@@ -46,6 +46,8 @@ pub struct FleetEnv {
     pub etcd: EtcdCluster,
     pub prefix: String,
     runtime: tokio::runtime::Runtime,
+    /// Every node whose agent was ever started here.
+    agents: Mutex<BTreeSet<String>>,
 }
 
 impl FleetEnv {
@@ -58,6 +60,35 @@ impl FleetEnv {
                 .enable_all()
                 .build()
                 .unwrap(),
+            agents: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Waits until every node whose agent was started has registered and
+    /// reported: a rollout applied before that would pick its canaries
+    /// from whoever was quick, which a loaded machine makes anyone.
+    pub fn wait_for_reports(&self) {
+        let etcd = self.connect();
+        let want = self.agents.lock().unwrap().clone();
+        let start = Instant::now();
+        loop {
+            let nodes = self
+                .block_on(osctl_fleet::admin::nodes(&etcd))
+                .expect("reading the nodes");
+            let ready: BTreeSet<String> = nodes
+                .into_iter()
+                .filter(|n| n.present && n.report.is_some())
+                .map(|n| n.name)
+                .collect();
+            if want.is_subset(&ready) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "agents not reporting: {:?}",
+                want.difference(&ready).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -239,6 +270,7 @@ impl SimNode {
 
     fn spawn_agent(&mut self, env: &FleetEnv, fail_point: Option<&str>) {
         assert!(self.agent.is_none(), "{}: agent already running", self.name);
+        env.agents.lock().unwrap().insert(self.name.clone());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

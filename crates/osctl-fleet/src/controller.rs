@@ -464,11 +464,12 @@ async fn read_rollouts(etcd: &Etcd) -> Result<BTreeMap<String, RolloutRecords>, 
     Ok(rollouts)
 }
 
-/// Which rollout governs each node: of the rollouts still running whose
-/// selector matches it, the one applied first (lowest create revision)
-/// keeps it until it is finished; a later rollout for the same pool takes
-/// over the nodes once the earlier one completed, was aborted or halted —
-/// so a halted rollout never blocks the one that fixes it.
+/// Which rollout governs each node: a node mid-reboot stays with the
+/// rollout that gave it its slot; otherwise, of the rollouts still running
+/// whose selector matches it, the one applied first (lowest create
+/// revision) keeps it until it is finished; a later rollout for the same
+/// pool takes over the nodes once the earlier one completed, was aborted or
+/// halted — so a halted rollout never blocks the one that fixes it.
 fn governing(
     nodes: &BTreeMap<String, NodeRecords>,
     rollouts: &BTreeMap<String, RolloutRecords>,
@@ -489,8 +490,24 @@ fn governing(
         .collect();
     running.sort_by_key(|(_, created, _)| *created);
     let mut out = BTreeMap::new();
+    // A node between its slot and its verdict stays with the rollout that
+    // sent it, whatever that rollout's phase: handing it to another one
+    // mid-reboot would let that one count it available and reboot a second
+    // node beside it.
+    for (name, r) in rollouts {
+        if let Some((s, _)) = &r.status {
+            for (node, state) in &s.nodes {
+                if in_flight(state) {
+                    out.entry(node.clone()).or_insert_with(|| name.clone());
+                }
+            }
+        }
+    }
     for (node, rec) in nodes {
         let Some(report) = &rec.report else { continue };
+        if out.contains_key(node) {
+            continue;
+        }
         if let Some((name, _, _)) = running
             .iter()
             .find(|(_, _, a)| a.rollout.spec.selects(&report.labels))

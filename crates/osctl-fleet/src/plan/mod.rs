@@ -372,8 +372,10 @@ impl<'a> Planner<'a> {
         let (image, digest) = match kind {
             AssignmentKind::Update => (self.input.image.clone(), self.input.digest.clone()),
             AssignmentKind::Revert => {
+                // By digest, like every assignment: the tag the node was on
+                // may have moved since.
                 let prev = self.st.previous.get(name)?;
-                (prev.image.clone(), prev.digest.clone())
+                (pin(&prev.image, &prev.digest), prev.digest.clone())
             }
         };
         Some(Assignment {
@@ -850,6 +852,18 @@ impl<'a> Planner<'a> {
             count(staged, "staged node")
         )
     }
+}
+
+/// `image` (a reference as a node reported it) pinned to `digest`: its
+/// repository with `@digest`, any tag or digest it had dropped.
+fn pin(image: &str, digest: &str) -> String {
+    let name = image.split_once('@').map_or(image, |(n, _)| n);
+    // A tag is a ':' after the last '/' (a registry port comes before it).
+    let repo = match name.rfind(':') {
+        Some(i) if !name[i..].contains('/') => &name[..i],
+        _ => name,
+    };
+    format!("{repo}@{digest}")
 }
 
 #[cfg(test)]

@@ -798,3 +798,16 @@ fn a_node_granted_its_reboot_before_an_abort_finishes_and_frees_its_slot() {
         "the others were withdrawn and never rebooted: {others:?}"
     );
 }
+
+#[test]
+fn reverts_pin_the_previous_image_by_digest() {
+    for (image, want) in [
+        ("r.example/os:v1", "r.example/os@sha256:aa"),
+        ("r.example:5000/os:v1", "r.example:5000/os@sha256:aa"),
+        ("r.example:5000/team/os", "r.example:5000/team/os@sha256:aa"),
+        ("r.example/os@sha256:bb", "r.example/os@sha256:aa"),
+        ("r.example/os:v1@sha256:bb", "r.example/os@sha256:aa"),
+    ] {
+        assert_eq!(super::pin(image, "sha256:aa"), want, "{image}");
+    }
+}

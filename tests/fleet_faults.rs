@@ -315,6 +315,14 @@ fn bad_image_falls_back_by_itself_and_halts_the_rollout() {
             assert_eq!(n.reboots, 2, "{}", n.name);
         } else {
             assert_eq!(n.reboots, 0, "{}", n.name);
+            // Halted: its assignment withdrawn, the image no longer staged
+            // (an unrelated reboot must not boot it).
+            let status = n.m.status();
+            assert!(
+                status["status"]["staged"].is_null(),
+                "{}: {status:#}",
+                n.name
+            );
         }
     }
     // The node says why, too.

@@ -579,6 +579,10 @@ impl<'a> Planner<'a> {
             }
             RolloutPhase::RollingBack => self.roll_back(),
             _ if over_budget || self.st.halted.is_some() => {
+                // An image that failed elsewhere must not stay staged where
+                // it was not rebooted into yet: the next unrelated reboot
+                // would boot it without a slot. Resume assigns again.
+                self.unassign_unstarted(AssignmentKind::Update);
                 let why = self.st.halted.clone().unwrap_or_else(|| {
                     format!(
                         "{} > budget {}",

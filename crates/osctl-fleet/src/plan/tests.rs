@@ -459,6 +459,21 @@ fn failures_over_budget_halt() {
         );
         assert_eq!(plan.status.phase, RolloutPhase::Halted);
     }
+    // And nothing stays assigned where it was not rebooted into: an
+    // unrelated reboot must not boot the image that failed. (The failed
+    // nodes keep theirs: it records what failed there.)
+    let status = sim.status.clone().expect("a status");
+    let assigned: Vec<&String> = sim
+        .nodes
+        .iter()
+        .filter(|(name, n)| {
+            n.assignment.is_some()
+                && n.booted != NEW
+                && !matches!(status.nodes.get(*name), Some(NodeState::Failed { .. }))
+        })
+        .map(|(name, _)| name)
+        .collect();
+    assert!(assigned.is_empty(), "still assigned: {assigned:?}");
 }
 
 #[test]

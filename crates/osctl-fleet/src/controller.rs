@@ -273,11 +273,15 @@ async fn reconcile_rollout(
         reboot_deadline: options.reboot_deadline,
     };
     let decided = plan(&input, now);
-    let limit = applied
-        .rollout
-        .spec
-        .max_unavailable
-        .resolve(input.nodes.len());
+    // The semaphore's cap, from the same pool the plan counts: the nodes
+    // this rollout governs (a percent of nodes other rollouts govern would
+    // raise it past what the plan allows).
+    let pool = input
+        .nodes
+        .iter()
+        .filter(|n| n.governed_by.as_deref().is_none_or(|g| g == name))
+        .count();
+    let limit = applied.rollout.spec.max_unavailable.resolve(pool);
 
     // 1. Releases: the plan judged these nodes; their slots go to the next.
     let slots = Slots::new(etcd);

@@ -240,19 +240,7 @@ impl Sysroot {
 
     /// Replaces a deployment's origin file atomically.
     pub fn write_origin(&self, id: &DeploymentId, origin: &Origin) -> Result<(), DeployError> {
-        let dir = self
-            .root
-            .open_dir(id.state_dir())
-            .map_err(|e| DeployError::Io {
-                step: "opening",
-                path: self.path.join(id.state_dir()),
-                source: e,
-            })?;
-        write_json(&dir, layout::ORIGIN_FILE, origin).map_err(|e| DeployError::Io {
-            step: "writing",
-            path: self.path.join(id.state_dir()).join(layout::ORIGIN_FILE),
-            source: e,
-        })
+        self.write_deployment_file(id, layout::ORIGIN_FILE, origin)
     }
 
     /// Replaces a deployment's copy of its image record atomically: what
@@ -263,6 +251,17 @@ impl Sysroot {
         id: &DeploymentId,
         record: &ImageRecord,
     ) -> Result<(), DeployError> {
+        self.write_deployment_file(id, RECORD_FILE, record)
+    }
+
+    /// Replaces JSON file `name` in deployment `id`'s state directory
+    /// atomically, the error naming the file.
+    fn write_deployment_file<T: serde::Serialize>(
+        &self,
+        id: &DeploymentId,
+        name: &str,
+        value: &T,
+    ) -> Result<(), DeployError> {
         let dir = self
             .root
             .open_dir(id.state_dir())
@@ -271,9 +270,9 @@ impl Sysroot {
                 path: self.path.join(id.state_dir()),
                 source: e,
             })?;
-        write_json(&dir, RECORD_FILE, record).map_err(|e| DeployError::Io {
+        write_json(&dir, name, value).map_err(|e| DeployError::Io {
             step: "writing",
-            path: self.path.join(id.state_dir()).join(RECORD_FILE),
+            path: self.path.join(id.state_dir()).join(name),
             source: e,
         })
     }

@@ -98,6 +98,37 @@ fn apply(env: &FleetEnv, admin: &Osctl, yaml: &str) {
     assert_eq!(out, format!("rollout/{ROLLOUT} created (generation 1)\n"));
 }
 
+/// What every fault test starts from: the images, etcd with `members`
+/// members, the admin's osctl, `n` machines booted on v1 (agents not
+/// started).
+struct Setup {
+    images: Images,
+    v1: String,
+    v2: String,
+    env: FleetEnv,
+    etcd: Etcd,
+    admin: Osctl,
+    nodes: Vec<SimNode>,
+}
+
+fn setup(members: usize, n: usize) -> Setup {
+    let images = Images::new();
+    let v1 = resolve_digest(&images.registry, "os", "v1").unwrap();
+    let v2 = resolve_digest(&images.registry, "os", "v2").unwrap();
+    let env = FleetEnv::new(members);
+    let etcd = env.connect();
+    let nodes = machines(n, &images.v1);
+    Setup {
+        images,
+        v1,
+        v2,
+        env,
+        etcd,
+        admin: Osctl::new(),
+        nodes,
+    }
+}
+
 /// `n` machines `web-00`… booted on `image`, agents not started.
 fn machines(n: usize, image: &str) -> Vec<SimNode> {
     (0..n)
@@ -150,12 +181,15 @@ fn settle(env: &FleetEnv, admin: &Osctl, nodes: &mut [SimNode], bad: &BTreeSet<S
 #[test]
 fn agent_killed_while_downloading_resumes_and_the_node_updates_once() {
     const MAX_UNAVAILABLE: usize = 1;
-    let images = Images::new();
-    let v2 = resolve_digest(&images.registry, "os", "v2").unwrap();
-    let env = FleetEnv::new(1);
-    let etcd = env.connect();
-    let admin = Osctl::new();
-    let mut nodes = machines(3, &images.v1);
+    let Setup {
+        images,
+        v2,
+        env,
+        etcd,
+        admin,
+        mut nodes,
+        ..
+    } = setup(1, 3);
     // web-00's agent dies in the middle of its pull: layers fetched, the
     // image not yet recorded.
     nodes[0].start_agent_armed(&env, "pull:after-layers");
@@ -207,12 +241,15 @@ fn agent_killed_while_downloading_resumes_and_the_node_updates_once() {
 #[test]
 fn node_that_never_comes_back_fails_at_the_reboot_deadline_and_frees_no_slot() {
     const MAX_UNAVAILABLE: usize = 1;
-    let images = Images::new();
-    let v1 = resolve_digest(&images.registry, "os", "v1").unwrap();
-    let env = FleetEnv::new(1);
-    let etcd = env.connect();
-    let admin = Osctl::new();
-    let mut nodes = machines(3, &images.v1);
+    let Setup {
+        images,
+        v1,
+        env,
+        etcd,
+        admin,
+        mut nodes,
+        ..
+    } = setup(1, 3);
     for n in &mut nodes {
         n.start_agent(&env);
     }
@@ -269,13 +306,16 @@ fn node_that_never_comes_back_fails_at_the_reboot_deadline_and_frees_no_slot() {
 #[test]
 fn bad_image_falls_back_by_itself_and_halts_the_rollout() {
     const MAX_UNAVAILABLE: usize = 1;
-    let images = Images::new();
-    let v1 = resolve_digest(&images.registry, "os", "v1").unwrap();
-    let v2 = resolve_digest(&images.registry, "os", "v2").unwrap();
-    let env = FleetEnv::new(1);
-    let etcd = env.connect();
-    let admin = Osctl::new();
-    let mut nodes = machines(3, &images.v1);
+    let Setup {
+        images,
+        v1,
+        v2,
+        env,
+        etcd,
+        admin,
+        mut nodes,
+        ..
+    } = setup(1, 3);
     for n in &mut nodes {
         n.start_agent(&env);
     }
@@ -347,13 +387,16 @@ fn bad_image_falls_back_by_itself_and_halts_the_rollout() {
 #[test]
 fn bad_image_with_rollback_sends_updated_nodes_back_within_max_unavailable() {
     const MAX_UNAVAILABLE: usize = 1;
-    let images = Images::new();
-    let v1 = resolve_digest(&images.registry, "os", "v1").unwrap();
-    let v2 = resolve_digest(&images.registry, "os", "v2").unwrap();
-    let env = FleetEnv::new(1);
-    let etcd = env.connect();
-    let admin = Osctl::new();
-    let mut nodes = machines(4, &images.v1);
+    let Setup {
+        images,
+        v1,
+        v2,
+        env,
+        etcd,
+        admin,
+        mut nodes,
+        ..
+    } = setup(1, 4);
     for n in &mut nodes {
         n.start_agent(&env);
     }
@@ -438,12 +481,15 @@ fn bad_image_with_rollback_sends_updated_nodes_back_within_max_unavailable() {
 #[test]
 fn controller_leader_killed_mid_rollout_the_other_takes_over() {
     const MAX_UNAVAILABLE: usize = 1;
-    let images = Images::new();
-    let v2 = resolve_digest(&images.registry, "os", "v2").unwrap();
-    let env = FleetEnv::new(1);
-    let etcd = env.connect();
-    let admin = Osctl::new();
-    let mut nodes = machines(4, &images.v1);
+    let Setup {
+        images,
+        v2,
+        env,
+        etcd,
+        admin,
+        mut nodes,
+        ..
+    } = setup(1, 4);
     for n in &mut nodes {
         n.start_agent(&env);
     }
@@ -483,11 +529,14 @@ fn controller_leader_killed_mid_rollout_the_other_takes_over() {
 /// completes on the other two.
 fn rollout_survives_losing_a_member(victim: impl Fn(&FleetEnv) -> usize) {
     const MAX_UNAVAILABLE: usize = 1;
-    let images = Images::new();
-    let v2 = resolve_digest(&images.registry, "os", "v2").unwrap();
-    let mut env = FleetEnv::new(3);
-    let admin = Osctl::new();
-    let mut nodes = machines(3, &images.v1);
+    let Setup {
+        images,
+        v2,
+        mut env,
+        admin,
+        mut nodes,
+        ..
+    } = setup(3, 3);
     for n in &mut nodes {
         n.start_agent(&env);
     }
@@ -527,11 +576,14 @@ fn etcd_leader_killed_mid_rollout_the_rollout_completes() {
 #[test]
 fn minority_partition_reboots_nothing_unconfirmed_and_progress_resumes() {
     const MAX_UNAVAILABLE: usize = 1;
-    let images = Images::new();
-    let v2 = resolve_digest(&images.registry, "os", "v2").unwrap();
-    let mut env = FleetEnv::new(3);
-    let admin = Osctl::new();
-    let mut nodes = machines(3, &images.v1);
+    let Setup {
+        images,
+        v2,
+        mut env,
+        admin,
+        mut nodes,
+        ..
+    } = setup(3, 3);
     for n in &mut nodes {
         n.start_agent(&env);
     }

@@ -1,5 +1,6 @@
 //! Fleet rollouts under the faults of issue 13, on simulated machines
-//! (util/fleet.rs): an agent killed mid-download, a node that never comes
+//! (util/fleet.rs): an agent killed mid-download, an agent killed between
+//! recording its reboot and running it, a node that never comes
 //! back, a bad image (halt and rollback), the controller leader killed,
 //! etcd members killed, a minority partition. Each test runs under a
 //! [`Checker`] (never more slot holders than maxUnavailable) and `drive`
@@ -13,6 +14,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use osctl_fleet::agent::FAILPOINT_REBOOT_RECORDED;
 use osctl_fleet::etcd::{CONTROLLER_ELECTION, Etcd, Leadership, Slots};
 use osctl_fleet::plan::REASON_NO_RETURN;
 use serde_json::Value;
@@ -234,6 +236,52 @@ fn agent_killed_while_downloading_resumes_and_the_node_updates_once() {
         let (clean, out) = n.m.fsck();
         assert!(clean, "{}: fsck after the rollout: {out}", n.name);
     }
+    assert_eq!(checker.finish(), MAX_UNAVAILABLE);
+    controller.kill().unwrap();
+}
+
+#[test]
+fn agent_killed_between_recording_its_reboot_and_running_it_reboots_once_restarted() {
+    const MAX_UNAVAILABLE: usize = 1;
+    // One machine: its slot is the pool's only one, so nothing else moves
+    // while its agent lies dead.
+    let Setup {
+        images,
+        v2,
+        env,
+        etcd,
+        admin,
+        mut nodes,
+        ..
+    } = setup(1, 1);
+    nodes[0].start_agent_armed(&env, FAILPOINT_REBOOT_RECORDED);
+    let mut controller = env.controller(&admin, "c1", LONG_DEADLINE);
+    let checker = Checker::start(&env, ROLLOUT, MAX_UNAVAILABLE);
+    apply(
+        &env,
+        &admin,
+        &rollout_yaml(&images.v2, MAX_UNAVAILABLE, "  failureBudget: 0\n"),
+    );
+    wait_for("web-00's agent reaching its fail point", || {
+        nodes[0].agent_exited().is_some()
+    });
+    let log = nodes[0].agent_log();
+    assert!(
+        log.contains(&format!("fail point {FAILPOINT_REBOOT_RECORDED} reached")),
+        "web-00's agent did not die between recording its reboot and running it: {log}"
+    );
+    assert!(!nodes[0].reboot_requested(), "the reboot command never ran");
+    assert_eq!(holders(&env, &etcd), vec!["web-00".to_string()]);
+
+    // Restarted in the same boot (the unit's Restart=on-failure): the
+    // reboot it recorded is still owed, and its slot still stands.
+    nodes[0].kill_agent();
+    nodes[0].start_agent(&env);
+    let none = BTreeSet::new();
+    let st = drive(&env, &admin, &mut nodes, ROLLOUT, &none, TIMEOUT, |st| {
+        phase(st) == "completed"
+    });
+    assert_all_updated_once(&st, &nodes, &v2);
     assert_eq!(checker.finish(), MAX_UNAVAILABLE);
     controller.kill().unwrap();
 }

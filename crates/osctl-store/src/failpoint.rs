@@ -77,6 +77,8 @@ pub const ALL: &[&str] = &[
     "bless:after-default",
     "bless:after-health",
     "bless:after-failed-images",
+    // osctl fleet agent (tests/fleet_faults.rs passes it, not the deploy crash test)
+    "agent:after-reboot-recorded",
 ];
 
 /// Aborts the process if `name` is the armed fail point.

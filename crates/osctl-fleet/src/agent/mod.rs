@@ -15,7 +15,11 @@
 //! step reads the truth again. The only thing the agent must remember
 //! itself is that it asked for a reboot, and from which boot
 //! ([`state`]): that is written before the reboot command runs, so a
-//! restarted agent never reboots twice for one slot.
+//! restarted agent knows a reboot for its slot was asked for. In the boot it
+//! was asked from, the restarted agent runs the command again while the slot
+//! stands (the first agent may have died before running it; if the machine
+//! is already going down, a second `systemctl reboot` changes nothing); after
+//! the reboot, never.
 //!
 //! # Reading the verdict after the reboot
 //!
@@ -36,6 +40,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use osctl_deploy::failpoint;
 use osctl_deploy::status::Assessment;
 use osctl_image::ImageRef;
 
@@ -54,6 +59,9 @@ use state::{AgentState, HealthyIn};
 pub const PRESENCE_TTL: Duration = Duration::from_secs(10);
 /// How often the agent looks again when nothing woke it.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(2);
+/// The fail point between recording "rebooting" in the state file and
+/// running the reboot command (tests/fleet_faults.rs).
+pub const FAILPOINT_REBOOT_RECORDED: &str = "agent:after-reboot-recorded";
 /// Download retries back off from this …
 const RETRY_FIRST: Duration = Duration::from_secs(2);
 /// … to this, never in a tight loop.
@@ -380,8 +388,17 @@ impl<H: Host> Agent<H> {
             return Ok(Act::Nothing);
         }
         if self.state.phase == NodePhase::Rebooting {
-            // Asked for in this boot and it did not happen yet (or this
-            // agent restarted while the machine went down): never again.
+            // Asked for in this boot and it did not happen yet: the agent
+            // that asked died before the command ran (nobody else reboots
+            // this machine, and the slot would run out as a node that never
+            // came back), or the machine is going down right now. Both are
+            // served by running the command again, as long as the slot
+            // stands for the image staged.
+            if view.staged.as_ref().is_some_and(|s| s.digest == target)
+                && self.slot_granted(&assignment).await?
+            {
+                return Ok(Act::Reboot);
+            }
             return Ok(Act::Nothing);
         }
         if self.state.phase == NodePhase::Verifying || self.state.phase == NodePhase::Failed {
@@ -411,6 +428,7 @@ impl<H: Host> Agent<H> {
                 self.state.reboot_from = Some(self.boot_id.clone());
                 // Before the reboot command: a restarted agent must know.
                 self.save()?;
+                failpoint::hit(FAILPOINT_REBOOT_RECORDED);
                 return Ok(Act::Reboot);
             }
             self.state.phase = NodePhase::WaitingSlot;

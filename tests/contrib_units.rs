@@ -1,6 +1,7 @@
-//! The automatic-update units in contrib/systemd: `systemd-analyze verify`
-//! accepts them as shipped and with the maintenance-window drop-in their
-//! comment documents, and the osctl command lines in them do what the
+//! The units in contrib/systemd: `systemd-analyze verify` accepts them as
+//! shipped, enabled all together (no ordering cycle in the boot), and the
+//! automatic-update units with the maintenance-window drop-in their
+//! comment documents; and the osctl command lines in them do what the
 //! comment says on a scratch machine (with the osctl under test in place of
 //! /usr/bin/osctl and the reboot command a test hook).
 
@@ -147,6 +148,95 @@ fn the_fleet_agent_unit_verifies_and_reads_its_settings_from_the_environment_fil
     }
     assert!(unit.contains("OSCTL_ETCD=") && unit.contains("OSCTL_FLEET_LABELS="));
     assert!(unit.contains("EnvironmentFile=/etc/osctl/fleet-agent.env"));
+}
+
+/// The ordering-cycle lines of `systemd-analyze verify multi-user.target`
+/// with `units` (name, text) installed in a scratch unit directory and
+/// enabled the way their `[Install]` sections say (`WantedBy=` and
+/// `RequiredBy=` links), the way `systemctl enable` leaves a machine.
+fn boot_cycles(units: &[(String, String)]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in units {
+        std::fs::write(dir.path().join(name), text).unwrap();
+        for line in text.lines() {
+            let (kind, targets) = match line.split_once('=') {
+                Some(("WantedBy", t)) => ("wants", t),
+                Some(("RequiredBy", t)) => ("requires", t),
+                _ => continue,
+            };
+            for target in targets.split_whitespace() {
+                let links = dir.path().join(format!("{target}.{kind}"));
+                std::fs::create_dir_all(&links).unwrap();
+                std::os::unix::fs::symlink(format!("../{name}"), links.join(name)).unwrap();
+            }
+        }
+    }
+    // The trailing colon keeps the system's unit path after ours.
+    let path = format!("{}:", dir.path().display());
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "multi-user.target"])
+        .env("SYSTEMD_UNIT_PATH", path)
+        .output()
+        .expect("systemd-analyze (systemd) must be installed for this test");
+    assert!(out.status.success(), "systemd-analyze verify: {out:?}");
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains("ordering cycle"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every unit in contrib/systemd, with the osctl under test.
+fn shipped_units() -> Vec<(String, String)> {
+    let dir = contrib("");
+    let mut units: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".service") || n.ends_with(".timer"))
+        .map(|n| {
+            let text = with_test_osctl(&read(&dir.join(&n)));
+            (n, text)
+        })
+        .collect();
+    units.sort();
+    units
+}
+
+/// All the shipped units enabled at once start in one boot transaction: no
+/// ordering cycle for systemd to break by dropping a unit. The fleet agent
+/// once had one (it wanted to start after the boot assessment, which runs
+/// after multi-user.target, which waited for the agent): the same check on
+/// that unit text must find it, so this test can tell.
+#[test]
+fn the_shipped_units_enabled_together_boot_without_an_ordering_cycle() {
+    const AGENT: &str = "osctl-fleet-agent.service";
+    let units = shipped_units();
+    assert!(units.iter().any(|(n, _)| n == AGENT), "{units:?}");
+    assert_eq!(boot_cycles(&units), Vec::<String>::new());
+
+    let cyclic: Vec<(String, String)> = units
+        .iter()
+        .map(|(n, t)| {
+            let t = if n == AGENT {
+                t.replace(
+                    "After=network-online.target multi-user.target ",
+                    "After=network-online.target ",
+                )
+            } else {
+                t.clone()
+            };
+            (n.clone(), t)
+        })
+        .collect();
+    assert_ne!(
+        cyclic, units,
+        "the agent's After= line changed: update this test"
+    );
+    let found = boot_cycles(&cyclic);
+    assert!(
+        found.iter().any(|l| l.contains(AGENT)),
+        "the check did not see the agent's old cycle: {found:?}"
+    );
 }
 
 /// The three command lines — the shipped ExecStart, the drop-in's, the

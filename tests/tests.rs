@@ -23,6 +23,7 @@ mod diff;
 mod fleet_faults;
 mod fleet_fleetlock;
 mod fleet_rollout;
+mod fleet_vm;
 mod install;
 mod install_filesystem;
 mod pull_auth_files;

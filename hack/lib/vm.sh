@@ -26,7 +26,8 @@
 #                                           guest reaches nothing but ADDR:PORT (in QEMU's
 #                                           10.0.2.0/24), forwarded to the host's
 #                                           127.0.0.1:HOSTPORT (one `busybox nc` per
-#                                           connection); without it the guest has no NIC
+#                                           connection); repeatable (one NIC, one forward
+#                                           each); without it the guest has no NIC
 #     A NAME.N suffix numbers the runs (boots after power cuts) of one VM: each run has its
 #     own log, the results are recorded under NAME.
 #     The serial console is written, one line at a time, to $VM_LOG as "[  12.345] text"
@@ -148,6 +149,7 @@ vm_start() {
   fi
   local uefi=0 timeout=$VM_TIMEOUT mem=$VM_MEM noreboot=0
   local -a drives=() extra=() nic=(-nic none)
+  local fwds=
   while [ $# -gt 0 ]; do
     case "$1" in
       --uefi) uefi=1; shift ;;
@@ -158,8 +160,8 @@ vm_start() {
       --no-reboot) noreboot=1; shift ;;
       --guestfwd)
         # The host side runs as a command per connection: a chardev would carry one.
-        nic=(-netdev "user,id=net0,restrict=on,guestfwd=tcp:${2%=*}-cmd:busybox nc 127.0.0.1 ${2##*=}"
-          -device "virtio-net-pci,netdev=net0")
+        fwds="$fwds,guestfwd=tcp:${2%=*}-cmd:busybox nc 127.0.0.1 ${2##*=}"
+        nic=(-netdev "user,id=net0,restrict=on$fwds" -device "virtio-net-pci,netdev=net0")
         shift 2
         ;;
       --) shift; extra=("$@"); break ;;

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use osctl_fleet::etcd::Etcd;
+use osctl_fleet::model::NodeReport;
 use osctl_testutil::etcd::EtcdCluster;
 use serde_json::Value;
 
@@ -158,6 +159,40 @@ impl FleetEnv {
         .spawn()
         .map(ControllerProcess)
         .expect("starting the controller")
+    }
+
+    /// Writes `yaml` to a spec file in the admin's sysroot and applies it
+    /// (after every started agent reported, see [`wait_for_reports`]);
+    /// returns `fleet apply`'s output.
+    ///
+    /// [`wait_for_reports`]: FleetEnv::wait_for_reports
+    pub fn apply(&self, admin: &super::Osctl, yaml: &str) -> String {
+        self.wait_for_reports();
+        let path = admin.sysroot().join("rollout.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        run_ok(&mut self.fleet(admin, &["apply", "-f", path.to_str().unwrap()]))
+    }
+
+    /// Waits until `node` (an agent this test did not start: a real
+    /// machine) is present and has reported; returns its report.
+    pub fn wait_for_node(&self, node: &str, timeout: Duration) -> NodeReport {
+        let etcd = self.connect();
+        let start = Instant::now();
+        loop {
+            // A read that fails (etcd busy) is asked again; the timeout ends it.
+            if let Ok(nodes) = self.block_on(osctl_fleet::admin::nodes(&etcd))
+                && let Some(n) = nodes.into_iter().find(|n| n.name == node)
+                && n.present
+                && let Some(report) = n.report
+            {
+                return report;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "node {node} did not join the fleet within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// The rollout's status as `fleet status --format json` shows it.
@@ -327,6 +362,32 @@ impl SimNode {
         self.dir().join(REBOOT_MARKER).exists()
     }
 
+    /// What a failure message needs to say about this machine: the
+    /// deployment it boots as the test sees it, the images it booted, its
+    /// boot entries and what `status` says.
+    pub fn describe(&self) -> String {
+        let entries = std::fs::read_dir(self.dir().join("boot/loader/entries"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let status = self
+            .cmd()
+            .args(["status", "--format", "human"])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr)
+            })
+            .unwrap_or_else(|e| format!("status did not run: {e}"));
+        format!(
+            "{}: booted (as the test plays it) {:?}, booted before {:?}, {} reboots; entries {entries:?}\n{status}",
+            self.name, self.m.booted, self.booted_log, self.reboots
+        )
+    }
+
     /// The booted deployment's manifest digest.
     pub fn booted_digest(&self) -> String {
         let st = self.m.status();
@@ -386,6 +447,18 @@ impl Drop for SimNode {
     fn drop(&mut self) {
         self.kill_agent();
     }
+}
+
+/// A rollout status's phase (`fleet status --format json`).
+pub fn phase(st: &Value) -> &str {
+    st["status"]["phase"].as_str().unwrap_or("")
+}
+
+/// How many nodes a rollout status lists in `state`.
+pub fn count(st: &Value, state: &str) -> usize {
+    st["status"]["nodes"]
+        .as_object()
+        .map_or(0, |m| m.values().filter(|v| v["state"] == state).count())
 }
 
 /// Watches etcd throughout a test: the most slot holders seen at once in
@@ -505,9 +578,10 @@ pub fn drive(
                 node.reboot(env, bad);
             } else if let Some(exit) = node.agent_exited() {
                 panic!(
-                    "{}: agent exited ({exit}) without asking for a reboot: {}",
+                    "{}: agent exited ({exit}) without asking for a reboot: {}\n{}",
                     node.name,
-                    std::fs::read_to_string(node.dir().join("agent.log")).unwrap_or_default()
+                    std::fs::read_to_string(node.dir().join("agent.log")).unwrap_or_default(),
+                    node.describe()
                 );
             }
         }

@@ -233,6 +233,69 @@ registry_sign() {
     --identity "$2" >/dev/null
 }
 
+# The fleet the registry VM's guest joins last (tests/fleet_vm.rs): the integration test
+# binary, run with --ignored, starts etcd, a controller and simulated machines, waits for the
+# guest's agent, rolls v2 out to all of them and checks the outcome. It runs in a session
+# of its own, so the whole tree it started (etcd, agents) can be stopped if the VM fails.
+FLEET_PID=""
+
+# fleet_driver_start DIR — build (if needed) and start tests/fleet_vm.rs in the background,
+# its output in DIR/driver.log; wait until its etcd is up (DIR/etcd-port).
+fleet_driver_start() {
+  local dir=$1 bin digest i
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  bin=$(cd "$repo" && cargo test -p osctl --test integration --locked --no-run --message-format=json 2>>"$dir/build.log" |
+    jq -r 'select(.executable != null and .target.name == "integration") | .executable')
+  [ -x "$bin" ] || die "no integration test binary (see $dir/build.log)"
+  digest=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "v2") | .digest' \
+    "$work/oci/index.json")
+  OSCTL_VM_FLEET_DIR=$dir OSCTL_VM_FLEET_BASE="oci:$work/oci:v1" \
+    OSCTL_VM_FLEET_IMAGE="docker://$REGISTRY_ADDR/osctl-vmtest:fleet" OSCTL_VM_FLEET_DIGEST=$digest \
+    setsid "$bin" --ignored --exact --nocapture fleet_vm::fleet_rollout_with_a_real_guest \
+    >"$dir/driver.log" 2>&1 &
+  FLEET_PID=$!
+  for ((i = 0; i < 600; i++)); do
+    [ -s "$dir/etcd-port" ] && return 0
+    kill -0 "$FLEET_PID" 2>/dev/null || break
+    sleep 0.2
+  done
+  tail -n 30 "$dir/driver.log" >&2
+  return 1
+}
+
+# fleet_driver_stop — the driver and everything it started (its session), if still running.
+fleet_driver_stop() {
+  if [ -n "$FLEET_PID" ] && kill -0 "$FLEET_PID" 2>/dev/null; then
+    kill -TERM -- "-$FLEET_PID" 2>/dev/null || true
+    wait "$FLEET_PID" 2>/dev/null || true
+  fi
+  FLEET_PID=""
+}
+
+# fleet_driver_result DIR — wait (at most 10 min) for the driver; its verdict as a result.
+fleet_driver_result() {
+  local dir=$1 rc=0 i
+  for ((i = 0; i < 3000; i++)); do
+    kill -0 "$FLEET_PID" 2>/dev/null || break
+    sleep 0.2
+  done
+  if kill -0 "$FLEET_PID" 2>/dev/null; then
+    fleet_driver_stop
+    vm_result registry/fleet-rollout fail "tests/fleet_vm.rs did not end (log: $dir/driver.log)"
+    return 1
+  fi
+  wait "$FLEET_PID" || rc=$?
+  FLEET_PID=""
+  if [ "$rc" -eq 0 ] && [ -s "$dir/summary" ]; then
+    vm_result registry/fleet-rollout pass "$(cat "$dir/summary")"
+  else
+    vm_result registry/fleet-rollout fail "tests/fleet_vm.rs exited with $rc: $(grep -m 1 -A 3 'panicked at' "$dir/driver.log" | tr '\n' ' ')"
+    tail -n 40 "$dir/driver.log" >&2
+    return 1
+  fi
+}
+
 # registry_vm — updates from the host's docker-registry, which the guest reaches only
 # through QEMU's user networking (restrict=on) and one guestfwd to its 127.0.0.1 port,
 # under a policy that requires the test key's signature for that registry: `switch` to an
@@ -242,8 +305,9 @@ registry_vm() {
   vm_expect registry/signature-refused registry/registry-0-v1 registry/registry-1-v2 \
     registry/signature-verified registry/registry-1-upgraded registry/registry-2-v3 \
     registry/switch-from-registry registry/upgrade-from-registry registry/registry-2-diff \
-    registry/registry-3-nginx
-  local disk mark n guest=10.0.2.100:5000
+    registry/registry-3-nginx registry/fleet-3-joined registry/fleet-finalized-at-shutdown \
+    registry/fleet-4-v2 registry/fleet-rollout
+  local disk mark n guest=10.0.2.100:5000 fleet=$work/fleet
   disk=$(vm_disk registry) || return 1
   rm -rf "$work/registry"
   registry_start "$work/registry"
@@ -259,10 +323,23 @@ registry_vm() {
   # The nginx example (examples.sh), switched to after v3.
   registry_push "oci:$work/oci:nginx" osctl-vmtest:nginx
   registry_sign osctl-vmtest:nginx "$guest/osctl-vmtest:nginx"
+  # The fleet's image: v2 again, under the reference the host's simulated machines pull it
+  # by too (the guest reaches $REGISTRY_ADDR through a proxy of its own), signed for it.
+  registry_push "oci:$work/oci:v2" osctl-vmtest:fleet
+  registry_sign osctl-vmtest:fleet "$REGISTRY_ADDR/osctl-vmtest:fleet"
+  echo "$REGISTRY_ADDR" >"$work/registry/fleet-registry"
+  cleanup_add fleet_driver_stop
+  if ! fleet_driver_start "$fleet"; then
+    vm_result registry/fleet-rollout fail "tests/fleet_vm.rs did not start etcd (log: $fleet/driver.log)"
+    fleet_driver_stop
+    registry_stop
+    return 1
+  fi
   mark=$(registry_log_mark)
-  control_disk registry "$SIGN_PUB"
+  control_disk registry "$SIGN_PUB" "$work/registry/fleet-registry"
   vm_start registry --uefi --disk "$disk" --disk-ro "$work/control.img" \
-    --timeout "$REGISTRY_TIMEOUT" --guestfwd "$guest=${REGISTRY_ADDR##*:}"
+    --timeout "$REGISTRY_TIMEOUT" --guestfwd "$guest=${REGISTRY_ADDR##*:}" \
+    --guestfwd "10.0.2.101:2379=$(cat "$fleet/etcd-port")"
   local ok=1
   vm_wait_test signature-refused || ok=0
   [ "$ok" -eq 0 ] || vm_wait_test registry-0-v1 || ok=0
@@ -298,11 +375,40 @@ registry_vm() {
   [ "$ok" -eq 0 ] || vm_wait_test registry-2-v3 || ok=0
   [ "$ok" -eq 0 ] || vm_wait_test registry-2-diff || ok=0
   [ "$ok" -eq 0 ] || vm_wait_test registry-3-nginx || ok=0
+  # The fleet: the guest's agent joins; the rollout reboots it (and the simulated machines)
+  # one at a time.
+  [ "$ok" -eq 0 ] || vm_wait_test fleet-3-joined || ok=0
+  [ "$ok" -eq 0 ] || vm_wait_test fleet-4-v2 900 || ok=0
+  [ "$ok" -eq 0 ] || fleet_finalize_check || ok=0
   [ "$ok" -eq 0 ] || vm_wait_exit 120 || ok=0
   vm_stop
+  if [ "$ok" -eq 1 ]; then
+    fleet_driver_result "$fleet" || ok=0
+  else
+    fleet_driver_stop
+  fi
   registry_stop
   rm -f "$disk"
   [ "$ok" -eq 1 ]
+}
+
+# fleet_finalize_check — the reboot the fleet agent started went through the shutdown unit:
+# between the guest joining and its boot into the rollout's image, osctl-finalize-staged
+# finalized the staged deployment (its output, then the drop-in's marker).
+fleet_finalize_check() {
+  local a b fin
+  a=$(grep -n -m 1 'OSCTL-TEST: fleet-3-joined PASS' "$VM_LOG" | cut -d: -f1)
+  b=$(grep -n -m 1 'OSCTL-TEST: fleet-4-v2 PASS' "$VM_LOG" | cut -d: -f1)
+  fin=$(awk -v a="$a" -v b="$b" '
+    NR <= a || NR >= b { next }
+    d == "" && /Deployment [0-9a-f]+ boots next/ { d = $0 }
+    d != "" && /OSCTL-TEST-INFO: finalize-staged done/ { print d; exit }' "$VM_LOG")
+  if [ -n "$fin" ]; then
+    vm_result registry/fleet-finalized-at-shutdown pass "osctl-finalize-staged.service: ${fin#*] }"
+  else
+    vm_result registry/fleet-finalized-at-shutdown fail "no 'Deployment … boots next' from the unit between joining and the boot into v2"
+    return 1
+  fi
 }
 
 # dracut_vm — the example built with dracut boots the same way (the dracut module's

@@ -341,7 +341,16 @@ pub fn booted_cmd(osctl: &Osctl, booted: Option<&str>) -> Command {
         Some(id) => format!("BOOT_IMAGE=/vmlinuz ro composefs={id}\n"),
         None => "BOOT_IMAGE=/vmlinuz ro\n".to_string(),
     };
-    std::fs::write(&file, line).unwrap();
+    // Written beside and renamed over: an osctl of this machine that is
+    // running now (a fleet agent) reads the file at any moment, and a
+    // truncated one would read as "nothing booted".
+    static TMP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = TMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = osctl
+        .sysroot()
+        .join(format!("cmdline.{}.{n}.tmp", std::process::id()));
+    std::fs::write(&tmp, line).unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
     let mut c = osctl.cmd();
     c.env("OSCTL_CMDLINE_FILE", &file);
     c.env("OSCTL_REBOOT_COMMAND", "true");

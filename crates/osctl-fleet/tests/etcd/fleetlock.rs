@@ -149,6 +149,7 @@ pub async fn apply_with_status(
         halted: None,
         last_progress_at: now,
         last_control_at: None,
+        last_control_revision: None,
         updated_at: now,
     };
     edit(&mut status);
@@ -169,6 +170,7 @@ pub fn report(pool: &str) -> NodeReport {
             image: "r.example/os:v1".into(),
             digest: "sha256:aa".into(),
             deployment: "d1".into(),
+            resolved_from: None,
         },
         staged: None,
         phase: NodePhase::Idle,

@@ -31,8 +31,8 @@ use osctl_image::{FetchOptions, ImageRef, Source};
 use crate::admin::AppliedRollout;
 use crate::agent::error_chain;
 use crate::etcd::{
-    CONTROLLER_ELECTION, Compare, CompareOp, Etcd, EtcdError, Fence, Leadership, MAX_BATCH, Slots,
-    TxnOp,
+    CONTROLLER_ELECTION, Compare, CompareOp, Etcd, EtcdError, FLEETLOCK_ROOT, Fence, Leadership,
+    MAX_BATCH, Slots, TxnOp,
 };
 use crate::keys::{self, NodeKey, RolloutKey};
 use crate::model::{Assignment, Control, NodeReport, NodeState, RolloutPhase, RolloutStatus};
@@ -241,6 +241,17 @@ async fn reconcile_rollout(
         _ => resolve(name, &applied.rollout.spec.image_ref, &options.fetch).await?,
     };
     let holders = Slots::new(etcd).holders(name).await?;
+    // Locks the rollout's FleetLock group took in its own pool, before
+    // this rollout governed it: those machines are rebooting too.
+    let group_locks = match crate::fleetlock::group_of(&applied.rollout) {
+        Some(group) => Slots::with_root(etcd, FLEETLOCK_ROOT)
+            .holders(group)
+            .await?
+            .into_iter()
+            .map(|h| format!("{FLEETLOCK_ROOT}{group}/{}", h.name))
+            .collect(),
+        None => Vec::new(),
+    };
     let slot_of = |node: &str| {
         holders.iter().find(|h| h.name == node).map(|h| Slot {
             deadline: timestamp(h.deadline),
@@ -288,6 +299,7 @@ async fn reconcile_rollout(
             .iter()
             .filter(|h| !inputs.iter().any(|n| n.name == h.name))
             .map(|h| h.name.clone())
+            .chain(group_locks)
             .collect(),
         unreadable,
         nodes: inputs,

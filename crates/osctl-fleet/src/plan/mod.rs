@@ -17,12 +17,25 @@
 //!   assigned digest staged, only inside a window, and only while
 //!   `unavailable + 1 ≤ maxUnavailable`, where unavailable counts every node
 //!   that is down for any reason (no presence, no readable report, not
-//!   healthy, holding a slot, rebooting or verifying, failed and not back).
+//!   healthy, holding a slot, rebooting or verifying, failed and not back),
+//!   every other holder of the rollout's slots (FleetLock clients), and
+//!   every node whose report cannot be read and that no status knows (it
+//!   may be in the pool: fail closed).
+//! - A node carries out an assignment when its image is the assigned
+//!   digest or was resolved from it: a multi-arch image is assigned by its
+//!   index digest, and each node stages its platform's manifest
+//!   ([`ImageState::is`]).
 //! - A slot that disappeared while the node's boot id is unchanged is a
 //!   failure ("did not come back before the reboot deadline") and frees no
 //!   capacity: the node stays unavailable until it reports another boot.
 //! - A node back on another digest, or unhealthy, failed for this image: it
-//!   is never assigned it again in this rollout.
+//!   is never assigned it again in this rollout, even after another rollout
+//!   governed it for a while.
+//! - A pending node holding one of this rollout's assignments and no slot
+//!   has it withdrawn (a new image starts the pool over; a halt withdraws
+//!   what was not rebooted into).
+//! - Control requests apply in etcd's order (create revision), never by
+//!   the admin's clock.
 //! - Failures over the budget halt the rollout, or roll it back (revert
 //!   assignments for updated nodes, under the same slot rules).
 //! - No node finishing (or starting its reboot) within progressDeadline

@@ -11,8 +11,10 @@ use serde_json::Value;
 use crate::util::Osctl;
 use crate::util::fleet::{Checker, ControllerProcess, FleetEnv, SimNode, drive};
 use crate::util::machine::Images;
-use crate::util::run_ok;
+use crate::util::{os_spec, run_ok};
 use osctl_testutil::api::resolve_digest;
+use osctl_testutil::layout::write_index_layout;
+use osctl_testutil::spec::{Entry, ImageSpec};
 
 /// How long a rollout of a few simulated machines may take at most.
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(240);
@@ -302,4 +304,64 @@ fn nodes_quiet(st: &Value) -> bool {
     node_states(st)
         .iter()
         .all(|(_, s)| !matches!(s.as_str(), "rebooting" | "verifying"))
+}
+
+#[test]
+fn a_multi_arch_image_is_assigned_by_its_index_and_completes_on_each_platform() {
+    const NODES: usize = 2;
+    let images = Images::new();
+    // os:v2-multi: an image index with this host's platform and another;
+    // the nodes pull this host's manifest from it.
+    let host = osctl_testutil::spec::host_oci_arch();
+    let other = if host == "arm64" { "amd64" } else { "arm64" };
+    let mine = os_spec("2.1", &["quiet"], vec![Entry::file("etc/motd", "v2.1\n")]);
+    let theirs = ImageSpec {
+        architecture: other.to_string(),
+        ..os_spec(
+            "2.1",
+            &["quiet"],
+            vec![Entry::file("etc/motd", "v2.1 other\n")],
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let built = write_index_layout(
+        dir.path(),
+        "multi",
+        &[(mine, "linux", host), (theirs, "linux", other)],
+    )
+    .unwrap();
+    let index = images
+        .registry
+        .push_oci_index(dir.path(), "multi", "os:v2-multi")
+        .unwrap();
+    assert_eq!(index, built.index_digest);
+    let manifest = built.images[0].manifest_digest.clone();
+
+    let env = FleetEnv::new(1);
+    let admin = Osctl::new();
+    let (mut nodes, mut controller) = fleet(&images, NODES, &env, &admin);
+    apply(
+        &env,
+        &admin,
+        &rollout_yaml("web-v2", &images.registry.image_ref("os:v2-multi"), "1", ""),
+    );
+    let st = complete(&env, &admin, &mut nodes);
+    // Assigned by the index, booted by this platform's manifest, and
+    // counted as updated for it.
+    assert_eq!(st["status"]["digest"], index.as_str(), "{st:#}");
+    assert_eq!(count(&st, "updated"), NODES, "{st:#}");
+    for n in &nodes {
+        assert_eq!(n.booted_digest(), manifest, "{}", n.name);
+        assert_eq!(n.reboots, 1, "{}: one reboot", n.name);
+    }
+    let reports = run_ok(&mut env.fleet(&admin, &["nodes", "--format", "json"]));
+    let reports: Value = serde_json::from_str(&reports).unwrap();
+    let resolved: Vec<&str> = reports
+        .as_array()
+        .expect("a list of nodes")
+        .iter()
+        .map(|n| n["report"]["booted"]["resolvedFrom"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(resolved, [index.as_str(); NODES], "{reports:#}");
+    controller.kill().unwrap();
 }

@@ -150,7 +150,12 @@ pub struct NodeView {
 }
 
 /// What one rollout's keys hold, as read.
-type RolloutRecords = (Option<AppliedRollout>, Option<RolloutStatus>, Vec<Control>);
+/// Controls with their keys' create revisions (the order they apply in).
+type RolloutRecords = (
+    Option<AppliedRollout>,
+    Option<RolloutStatus>,
+    Vec<(i64, Control)>,
+);
 
 /// Every rollout (or the one named) with its status.
 pub async fn rollouts(etcd: &Etcd, only: Option<&str>) -> Result<Vec<RolloutView>, AdminError> {
@@ -176,9 +181,10 @@ pub async fn rollouts(etcd: &Etcd, only: Option<&str>) -> Result<Vec<RolloutView
                 entry.1 =
                     Some(serde_json::from_slice::<RolloutStatus>(&item.value).map_err(decode)?)
             }
-            keys::RolloutKey::Control => entry
-                .2
-                .push(serde_json::from_slice::<Control>(&item.value).map_err(decode)?),
+            keys::RolloutKey::Control => entry.2.push((
+                item.create_revision,
+                serde_json::from_slice::<Control>(&item.value).map_err(decode)?,
+            )),
         }
     }
     if let Some(name) = only
@@ -192,13 +198,14 @@ pub async fn rollouts(etcd: &Etcd, only: Option<&str>) -> Result<Vec<RolloutView
         // rollout; nothing to show.
         .filter_map(|(name, (applied, status, mut controls))| {
             let applied = applied?;
-            let last = status.as_ref().and_then(|s| s.last_control_at);
-            controls.retain(|c| last.is_none_or(|l| c.at > l));
+            let last = status.as_ref().and_then(|s| s.last_control_revision);
+            controls.retain(|(rev, _)| last.is_none_or(|l| *rev > l));
+            controls.sort_by_key(|(rev, _)| *rev);
             Some(RolloutView {
                 name,
                 applied,
                 status,
-                pending_controls: controls,
+                pending_controls: controls.into_iter().map(|(_, c)| c).collect(),
             })
         })
         .collect())

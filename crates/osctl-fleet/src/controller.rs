@@ -31,12 +31,12 @@ use osctl_image::{FetchOptions, ImageRef, Source};
 use crate::admin::AppliedRollout;
 use crate::agent::error_chain;
 use crate::etcd::{
-    CONTROLLER_ELECTION, Compare, CompareOp, Etcd, EtcdError, Fence, Leadership, MAX_BATCH, Slots,
-    TxnOp,
+    CONTROLLER_ELECTION, Compare, CompareOp, Etcd, EtcdError, FLEETLOCK_ROOT, Fence, Leadership,
+    MAX_BATCH, Slots, TxnOp,
 };
 use crate::keys::{self, NodeKey, RolloutKey};
 use crate::model::{Assignment, Control, NodeReport, NodeState, RolloutPhase, RolloutStatus};
-use crate::plan::{Action, NodeInput, PlanInput, Slot, plan};
+use crate::plan::{Action, ControlRequest, NodeInput, PlanInput, Slot, plan};
 use crate::wake::Wake;
 
 /// The leader's lease: how long a dead leader blocks a successor.
@@ -153,6 +153,8 @@ fn campaign_may_succeed_later(e: &EtcdError) -> bool {
 struct NodeRecords {
     present: bool,
     report: Option<NodeReport>,
+    /// A report exists and cannot be read.
+    unreadable: bool,
     assignment: Option<(Assignment, i64)>,
 }
 
@@ -161,7 +163,8 @@ struct NodeRecords {
 struct RolloutRecords {
     applied: Option<(AppliedRollout, i64)>,
     status: Option<(RolloutStatus, i64)>,
-    controls: Vec<(String, Control)>,
+    /// Each request's key, create revision and record.
+    controls: Vec<(String, i64, Control)>,
 }
 
 /// One reconcile of every rollout at `now`.
@@ -211,11 +214,11 @@ async fn reconcile_rollout(
     let pending_controls = records
         .controls
         .iter()
-        .filter(|(_, c)| {
+        .filter(|(_, rev, _)| {
             status
                 .as_ref()
-                .and_then(|s| s.last_control_at)
-                .is_none_or(|last| c.at > last)
+                .and_then(|s| s.last_control_revision)
+                .is_none_or(|last| *rev > last)
         })
         .count();
     // A finished rollout is looked at again only when asked to (undo). An
@@ -238,12 +241,25 @@ async fn reconcile_rollout(
         _ => resolve(name, &applied.rollout.spec.image_ref, &options.fetch).await?,
     };
     let holders = Slots::new(etcd).holders(name).await?;
+    // Locks the rollout's FleetLock group took in its own pool, before
+    // this rollout governed it: those machines are rebooting too.
+    let group_locks = match crate::fleetlock::group_of(&applied.rollout) {
+        Some(group) => Slots::with_root(etcd, FLEETLOCK_ROOT)
+            .holders(group)
+            .await?
+            .into_iter()
+            .map(|h| format!("{FLEETLOCK_ROOT}{group}/{}", h.name))
+            .collect(),
+        None => Vec::new(),
+    };
     let slot_of = |node: &str| {
         holders.iter().find(|h| h.name == node).map(|h| Slot {
             deadline: timestamp(h.deadline),
+            boot_id: h.boot_id.clone(),
         })
     };
     let mut inputs = Vec::new();
+    let mut unreadable = Vec::new();
     for (node, rec) in nodes {
         let selected = rec
             .report
@@ -251,6 +267,9 @@ async fn reconcile_rollout(
             .is_some_and(|r| applied.rollout.spec.selects(&r.labels));
         let known = status.as_ref().is_some_and(|s| s.nodes.contains_key(node));
         if !selected && !known {
+            if rec.unreadable {
+                unreadable.push(node.clone());
+            }
             continue;
         }
         inputs.push(NodeInput {
@@ -268,7 +287,21 @@ async fn reconcile_rollout(
         image,
         digest,
         status: status.clone(),
-        controls: records.controls.iter().map(|(_, c)| c.clone()).collect(),
+        controls: records
+            .controls
+            .iter()
+            .map(|(_, revision, c)| ControlRequest {
+                revision: *revision,
+                control: c.clone(),
+            })
+            .collect(),
+        other_holders: holders
+            .iter()
+            .filter(|h| !inputs.iter().any(|n| n.name == h.name))
+            .map(|h| h.name.clone())
+            .chain(group_locks)
+            .collect(),
+        unreadable,
         nodes: inputs,
         reboot_deadline: options.reboot_deadline,
     };
@@ -295,17 +328,17 @@ async fn reconcile_rollout(
     }
     // 2. Grants, a batch per transaction: every one must hold before the
     // status may say so.
-    let wanted: Vec<String> = decided
+    let wanted: Vec<(String, Option<String>)> = decided
         .actions
         .iter()
         .filter_map(|a| match a {
-            Action::GrantSlot { node, .. } => Some(node.clone()),
+            Action::GrantSlot { node, boot_id, .. } => Some((node.clone(), Some(boot_id.clone()))),
             _ => None,
         })
         .collect();
     for batch in wanted.chunks(MAX_BATCH) {
         let granted = slots
-            .grant_many(name, batch, limit, options.reboot_deadline, Some(fence))
+            .grant_many_in_boots(name, batch, limit, options.reboot_deadline, Some(fence))
             .await?;
         if granted.len() < batch.len() {
             tracing::warn!(rollout = %name, wanted = batch.len(), granted = granted.len(), limit, "pool full; planning again");
@@ -362,8 +395,12 @@ async fn reconcile_rollout(
     let applied_controls: Vec<&String> = records
         .controls
         .iter()
-        .filter(|(_, c)| new_status.last_control_at.is_some_and(|last| c.at <= last))
-        .map(|(k, _)| k)
+        .filter(|(_, rev, _)| {
+            new_status
+                .last_control_revision
+                .is_some_and(|last| *rev <= last)
+        })
+        .map(|(k, _, _)| k)
         .collect();
     if !unchanged || !applied_controls.is_empty() {
         new_status.updated_at = now;
@@ -420,7 +457,10 @@ async fn read_nodes(etcd: &Etcd) -> Result<BTreeMap<String, NodeRecords>, Contro
             NodeKey::Report => match NodeReport::from_json(&item.value) {
                 Ok(r) => rec.report = Some(r),
                 // Unreadable: the node is unavailable (plan counts it so).
-                Err(e) => tracing::warn!(key = %item.key, error = %e, "node report"),
+                Err(e) => {
+                    rec.unreadable = true;
+                    tracing::warn!(key = %item.key, error = %e, "node report");
+                }
             },
             NodeKey::Assignment => {
                 let a = Assignment::from_json(&item.value).map_err(|e| EtcdError::Decode {
@@ -461,6 +501,7 @@ async fn read_rollouts(etcd: &Etcd) -> Result<BTreeMap<String, RolloutRecords>, 
             }
             RolloutKey::Control => rec.controls.push((
                 item.key.clone(),
+                item.create_revision,
                 Control::from_json(&item.value).map_err(|e| decode(e.source))?,
             )),
         }

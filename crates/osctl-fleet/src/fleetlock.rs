@@ -349,16 +349,43 @@ impl FleetLock {
         check_group(group)?;
         check_id(id)?;
         let deadline = self.options.reboot_deadline;
-        match self.pool(group).await? {
+        let rollouts = self.rollouts().await?;
+        let pool = pool_of(group, &rollouts);
+        // The group's locks in every pool it may have had: its own, and
+        // those of every rollout with `pool: <group>`. Governance changes
+        // (a rollout starts, completes, halts) while locks are held; a
+        // machine holding a lock in one pool is rebooting whatever pool
+        // the group counts in now.
+        let locks = self.group_locks(group, &rollouts).await?;
+        // Recursive across those pools, and a failed lock's holder keeps
+        // its place.
+        if locks.iter().any(|l| l.id == id) {
+            return Ok(());
+        }
+        let here = match &pool {
+            Pool::Own => None,
+            Pool::Rollout { name, .. } => Some(name.as_str()),
+        };
+        let elsewhere: Vec<String> = locks
+            .iter()
+            .filter(|l| l.rollout.as_deref() != here)
+            .map(GroupLock::describe)
+            .collect();
+        match pool {
             Pool::Own => {
                 let slots = Slots::with_root(&self.etcd, FLEETLOCK_ROOT);
-                // Recursive, and a failed lock's holder keeps its place.
-                if slots.holders(group).await?.iter().any(|h| h.name == id) {
-                    return Ok(());
-                }
+                let limit = self.options.default_slots.saturating_sub(elsewhere.len());
                 let grant = slots
-                    .grant_durable(group, id, self.options.default_slots, deadline, None)
+                    .grant_durable(group, id, limit, deadline, None)
                     .await?;
+                if let Grant::Full { holders } = &grant
+                    && !elsewhere.is_empty()
+                {
+                    return Err(Refusal::new(
+                        Kind::NoSlot,
+                        describe_own_full(group, holders, &elsewhere, SystemTime::now()),
+                    ));
+                }
                 self.granted(group, id, grant, None)
             }
             Pool::Rollout {
@@ -368,34 +395,76 @@ impl FleetLock {
             } => {
                 let holder = format!("{HOLDER_PREFIX}{id}");
                 let slots = Slots::new(&self.etcd);
-                let holders = slots.holders(&name).await?;
-                if holders.iter().any(|h| h.name == holder) {
-                    return Ok(());
-                }
                 may_reboot(group, &name, &rollout, status.as_deref(), now)?;
                 // The rollout's own rule: slots only while unavailable + 1
                 // ≤ maxUnavailable, where nodes down without a slot count
-                // too (a node whose slot expired is one of them).
+                // too (a node whose slot expired is one of them), and so
+                // do the group's locks held in another pool.
                 let pool = status.as_deref().map_or(0, pool_size);
                 let max = rollout.spec.max_unavailable.resolve(pool);
-                let down = self.down_nodes(status.as_deref(), &holders).await?;
-                let limit = max.saturating_sub(down.len());
-                let grant = if limit == 0 {
-                    Grant::Full { holders }
-                } else {
-                    slots
-                        .grant_durable(&name, &holder, limit, deadline, None)
-                        .await?
+                let views = self.node_views(status.as_deref()).await?;
+                let down = |holders: &[Holder]| {
+                    let mut down = down_nodes(status.as_deref(), &views, holders);
+                    down.extend(elsewhere.iter().cloned());
+                    down
                 };
+                // Who is down without a slot depends on who holds one: the
+                // limit is computed from the very holders the grant compares
+                // against, so a slot expiring in between is counted once,
+                // as a holder or as its node down.
+                let limit = |holders: &[Holder]| max.saturating_sub(down(holders).len());
+                let grant = slots
+                    .grant_durable_within(&name, &holder, &limit, deadline, None)
+                    .await?;
                 if let Grant::Full { holders } = &grant {
                     return Err(Refusal::new(
                         Kind::NoSlot,
-                        describe_rollout_full(group, &name, max, holders, &down, SystemTime::now()),
+                        describe_rollout_full(
+                            group,
+                            &name,
+                            max,
+                            holders,
+                            &down(holders),
+                            SystemTime::now(),
+                        ),
                     ));
                 }
                 self.granted(group, id, grant, Some(&name))
             }
         }
+    }
+
+    /// Every lock of `group`'s clients: in the group's own pool and in the
+    /// pools of the rollouts with `pool: <group>`.
+    async fn group_locks(
+        &self,
+        group: &str,
+        rollouts: &BTreeMap<String, RolloutRead>,
+    ) -> Result<Vec<GroupLock>, Refusal> {
+        let mut locks: Vec<GroupLock> = Slots::with_root(&self.etcd, FLEETLOCK_ROOT)
+            .holders(group)
+            .await?
+            .into_iter()
+            .map(|h| GroupLock {
+                id: h.name,
+                rollout: None,
+            })
+            .collect();
+        let slots = Slots::new(&self.etcd);
+        for (name, _) in rollouts
+            .iter()
+            .filter(|(_, r)| group_of(&r.applied.rollout) == Some(group))
+        {
+            for h in slots.holders(name).await? {
+                if let Some(id) = h.name.strip_prefix(HOLDER_PREFIX) {
+                    locks.push(GroupLock {
+                        id: id.to_string(),
+                        rollout: Some(name.clone()),
+                    });
+                }
+            }
+        }
+        Ok(locks)
     }
 
     fn granted(
@@ -419,39 +488,19 @@ impl FleetLock {
         }
     }
 
-    /// The nodes of the rollout's pool that count as unavailable without
-    /// holding a slot in `holders` (by the controller's rule,
-    /// [`plan::unavailable`]).
-    async fn down_nodes(
+    /// Every node's presence and report, when a rollout's status names
+    /// nodes to judge.
+    async fn node_views(
         &self,
         status: Option<&RolloutStatus>,
-        holders: &[Holder],
-    ) -> Result<Vec<String>, Refusal> {
-        let Some(status) = status else {
-            return Ok(Vec::new());
-        };
-        let views: BTreeMap<String, NodeView> = admin::nodes(&self.etcd)
+    ) -> Result<BTreeMap<String, NodeView>, Refusal> {
+        if status.is_none() {
+            return Ok(BTreeMap::new());
+        }
+        Ok(admin::nodes(&self.etcd)
             .await?
             .into_iter()
             .map(|v| (v.name.clone(), v))
-            .collect();
-        Ok(status
-            .nodes
-            .iter()
-            .filter(|(_, state)| !matches!(state, NodeState::Skipped { .. }))
-            .filter(|(node, state)| {
-                if holders.iter().any(|h| &h.name == *node) {
-                    return false;
-                }
-                let view = views.get(*node);
-                plan::unavailable(
-                    view.is_some_and(|v| v.present),
-                    view.and_then(|v| v.report.as_ref()),
-                    false,
-                    state,
-                )
-            })
-            .map(|(node, _)| node.clone())
             .collect())
     }
 
@@ -477,36 +526,6 @@ impl FleetLock {
             tracing::info!(group, id, "fleetlock: lock released");
         }
         Ok(())
-    }
-
-    /// Where `group`'s locks are counted: the oldest running rollout that
-    /// governs it and is not halted; a halted one only if no other governs.
-    async fn pool(&self, group: &str) -> Result<Pool, Refusal> {
-        let mut running: Vec<(String, RolloutRead)> = self
-            .rollouts()
-            .await?
-            .into_iter()
-            .filter(|(_, r)| group_of(&r.applied.rollout) == Some(group) && !finished(r))
-            .collect();
-        running.sort_by_key(|(_, r)| r.created);
-        let pick = running
-            .iter()
-            .position(|(_, r)| !halted(r))
-            .or(if running.is_empty() { None } else { Some(0) });
-        Ok(match pick {
-            None => Pool::Own,
-            Some(i) => {
-                let (name, r) = running.swap_remove(i);
-                Pool::Rollout {
-                    name,
-                    rollout: Box::new(r.applied.rollout),
-                    status: r
-                        .status
-                        .filter(|s| s.generation == r.applied.generation)
-                        .map(Box::new),
-                }
-            }
-        })
     }
 
     /// Every rollout's spec and status; an unreadable one refuses.
@@ -550,6 +569,82 @@ impl FleetLock {
             })
             .collect())
     }
+}
+
+/// Where `group`'s locks are counted: the oldest running rollout that
+/// governs it and is not halted; a halted one only if no other governs.
+fn pool_of(group: &str, rollouts: &BTreeMap<String, RolloutRead>) -> Pool {
+    let mut running: Vec<(&String, &RolloutRead)> = rollouts
+        .iter()
+        .filter(|(_, r)| group_of(&r.applied.rollout) == Some(group) && !finished(r))
+        .collect();
+    running.sort_by_key(|(_, r)| r.created);
+    let pick = running
+        .iter()
+        .position(|(_, r)| !halted(r))
+        .or(if running.is_empty() { None } else { Some(0) });
+    match pick {
+        None => Pool::Own,
+        Some(i) => {
+            let (name, r) = running[i];
+            Pool::Rollout {
+                name: name.clone(),
+                rollout: Box::new(r.applied.rollout.clone()),
+                status: current_status(r).cloned().map(Box::new),
+            }
+        }
+    }
+}
+
+/// One lock of a group's client, and the rollout whose pool holds it
+/// (`None`: the group's own pool).
+struct GroupLock {
+    id: String,
+    rollout: Option<String>,
+}
+
+impl GroupLock {
+    /// How a refusal names it.
+    fn describe(&self) -> String {
+        match &self.rollout {
+            Some(r) => format!("fleetlock client {} holding a lock in rollout {r}", self.id),
+            None => format!(
+                "fleetlock client {} holding a lock in the group's own pool",
+                self.id
+            ),
+        }
+    }
+}
+
+/// The nodes of the rollout's pool that count as unavailable without
+/// holding a slot in `holders` (by the controller's rule,
+/// [`plan::unavailable`]), as "node N down".
+fn down_nodes(
+    status: Option<&RolloutStatus>,
+    views: &BTreeMap<String, NodeView>,
+    holders: &[Holder],
+) -> Vec<String> {
+    let Some(status) = status else {
+        return Vec::new();
+    };
+    status
+        .nodes
+        .iter()
+        .filter(|(_, state)| !matches!(state, NodeState::Skipped { .. }))
+        .filter(|(node, state)| {
+            if holders.iter().any(|h| &h.name == *node) {
+                return false;
+            }
+            let view = views.get(*node);
+            plan::unavailable(
+                view.is_some_and(|v| v.present),
+                view.and_then(|v| v.report.as_ref()),
+                false,
+                state,
+            )
+        })
+        .map(|(node, _)| format!("node {node} down"))
+        .collect()
 }
 
 /// The FleetLock group a rollout governs: its selector's `pool` label.
@@ -644,7 +739,7 @@ fn pool_size(status: &RolloutStatus) -> usize {
 }
 
 /// "group web (rollout r): maxUnavailable 2 reached: …": the holders, then
-/// the nodes down without a slot.
+/// what else is down ("node n4 down", the group's locks in other pools).
 fn describe_rollout_full(
     group: &str,
     rollout: &str,
@@ -655,14 +750,36 @@ fn describe_rollout_full(
 ) -> String {
     let mut s = format!("group {group} (rollout {rollout}): maxUnavailable {max} reached:");
     describe_holders(&mut s, Some(rollout), holders, now);
-    for (i, node) in down.iter().enumerate() {
+    for (i, what) in down.iter().enumerate() {
         let sep = if i == 0 && holders.is_empty() {
             " "
         } else {
             "; "
         };
         // Writing to a String cannot fail.
-        let _ = write!(s, "{sep}node {node} down");
+        let _ = write!(s, "{sep}{what}");
+    }
+    s
+}
+
+/// "group web: all 1 slots are taken: …" when the group's locks in a
+/// rollout's pool take some of its own slots.
+fn describe_own_full(
+    group: &str,
+    holders: &[Holder],
+    elsewhere: &[String],
+    now: SystemTime,
+) -> String {
+    let mut s = format!("group {group}: all slots are taken:");
+    describe_holders(&mut s, None, holders, now);
+    for (i, lock) in elsewhere.iter().enumerate() {
+        let sep = if i == 0 && holders.is_empty() {
+            " "
+        } else {
+            "; "
+        };
+        // Writing to a String cannot fail.
+        let _ = write!(s, "{sep}{lock}");
     }
     s
 }

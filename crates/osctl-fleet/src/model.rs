@@ -72,12 +72,31 @@ macro_rules! record {
 
 /// An image as a node has it: the reference it came from, its digest, the
 /// deployment holding it.
+///
+/// `digest` is always the manifest's (what the machine booted or staged).
+/// An assignment may name an image index instead (a multi-arch image: the
+/// controller cannot know each node's platform), and each node pulls the
+/// manifest of its own platform from it; `resolved_from` is then the index
+/// digest that manifest was resolved from on this node, so the controller
+/// can tell the node carries out what it was asked ([`ImageState::is`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ImageState {
     pub image: String,
     pub digest: String,
     pub deployment: String,
+    /// The image index digest `digest` was resolved from, when the agent
+    /// staged it for an assignment naming an index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_from: Option<String>,
+}
+
+impl ImageState {
+    /// Whether this is the image `digest` names: its manifest digest, or
+    /// the index digest it was resolved from.
+    pub fn is(&self, digest: &str) -> bool {
+        self.digest == digest || self.resolved_from.as_deref() == Some(digest)
+    }
 }
 
 /// The agent's phase (docs/fleet.md "The agent").
@@ -283,10 +302,16 @@ pub struct RolloutStatus {
     /// The last time a node finished, a step advanced or the rollout was
     /// resumed: the progress deadline counts from here.
     pub last_progress_at: Timestamp,
-    /// The newest control request applied; older or equal ones are ignored
-    /// (a control read twice is applied once).
+    /// When the newest control request applied was made (the admin's
+    /// clock, for people: ordering goes by `last_control_revision`).
     #[serde(default)]
     pub last_control_at: Option<Timestamp>,
+    /// The etcd create revision of the newest control request applied;
+    /// requests at or below it are ignored (a control read twice is applied
+    /// once). etcd's revision, not the admin's clock: an abort made on a
+    /// machine whose clock is behind must not be taken for an old one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_control_revision: Option<i64>,
     pub updated_at: Timestamp,
 }
 record!(RolloutStatus, "rollout status");
@@ -328,6 +353,7 @@ mod tests {
                 image: "r.example/os:v1".into(),
                 digest: "sha256:aa".into(),
                 deployment: "d1".into(),
+                resolved_from: None,
             },
             staged: None,
             phase: NodePhase::WaitingSlot,

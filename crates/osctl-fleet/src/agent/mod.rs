@@ -52,7 +52,7 @@ use crate::model::{
 use crate::wake::Wake;
 pub use host::Host;
 use machine::{Deployed, MachineView};
-use state::{AgentState, HealthyIn};
+use state::{AgentState, HealthyIn, Resolved};
 
 /// How long the presence lease lives without a keepalive: a machine that
 /// stops answering is unavailable after this.
@@ -371,7 +371,7 @@ impl<H: Host> Agent<H> {
             self.save()?;
         }
         let target = assignment.digest.as_str();
-        if booted.digest == target {
+        if self.is_target(booted, target) {
             self.state.phase = match view.health.as_ref().map(|h| h.state) {
                 Some(Assessment::Good) => NodePhase::Updated,
                 Some(Assessment::Failed) => {
@@ -414,7 +414,18 @@ impl<H: Host> Agent<H> {
             }
             return Ok(Act::Nothing);
         }
-        if self.machine.failed_digests()?.iter().any(|d| d == target) {
+        let resolved = self
+            .state
+            .resolved
+            .as_ref()
+            .filter(|r| r.from == target)
+            .map(|r| r.digest.clone());
+        if self
+            .machine
+            .failed_digests()?
+            .iter()
+            .any(|d| d == target || resolved.as_ref() == Some(d))
+        {
             self.state.phase = NodePhase::Failed;
             self.state.last_error = Some(format!(
                 "{target} failed on this machine before (state/failed-images.json): not staged again"
@@ -422,7 +433,11 @@ impl<H: Host> Agent<H> {
             self.save()?;
             return Ok(Act::Nothing);
         }
-        if view.staged.as_ref().is_some_and(|s| s.digest == target) {
+        if view
+            .staged
+            .as_ref()
+            .is_some_and(|s| self.is_target(s, target))
+        {
             if self.slot_granted(&assignment).await? {
                 self.state.phase = NodePhase::Rebooting;
                 self.state.reboot_from = Some(self.boot_id.clone());
@@ -448,7 +463,10 @@ impl<H: Host> Agent<H> {
         if matches!(
             self.state.phase,
             NodePhase::Downloading | NodePhase::Staged | NodePhase::WaitingSlot
-        ) && view.staged.as_ref().is_some_and(|s| s.digest == old.digest)
+        ) && view
+            .staged
+            .as_ref()
+            .is_some_and(|s| self.is_target(s, &old.digest))
         {
             let cancelled = self.machine.cancel_next()?;
             tracing::info!(node = %self.options.node, rollout = %old.rollout, ?cancelled, "assignment withdrawn; staged deployment cancelled");
@@ -479,6 +497,7 @@ impl<H: Host> Agent<H> {
         match self.machine.stage(&image).await {
             Ok(id) => {
                 tracing::info!(node = %self.options.node, image = %assignment.image, %id, "staged");
+                self.note_resolved(assignment)?;
                 // Staged means waiting for a slot: one report says both.
                 self.state.phase = NodePhase::WaitingSlot;
                 self.state.last_error = None;
@@ -496,6 +515,35 @@ impl<H: Host> Agent<H> {
         }
         self.save()?;
         Ok(Act::Nothing)
+    }
+
+    /// Whether `d` is the image the digest `target` names: that manifest,
+    /// or the manifest an image index `target` resolved to here.
+    fn is_target(&self, d: &Deployed, target: &str) -> bool {
+        d.digest == target
+            || self
+                .state
+                .resolved
+                .as_ref()
+                .is_some_and(|r| r.from == target && r.digest == d.digest)
+    }
+
+    /// After staging `assignment`: when its digest is not the manifest's
+    /// (an image index, resolved to this machine's platform by the pull),
+    /// remembers which manifest it became. What was staged is the staged
+    /// deployment, or the booted one when the image is already booted.
+    fn note_resolved(&mut self, assignment: &Assignment) -> Result<(), AgentError> {
+        let view = self.machine.view()?;
+        let Some(d) = view.staged.or(view.booted) else {
+            return Err(AgentError::NothingBooted);
+        };
+        if d.digest != assignment.digest {
+            self.state.resolved = Some(Resolved {
+                from: assignment.digest.clone(),
+                digest: d.digest,
+            });
+        }
+        Ok(())
     }
 
     /// Whether the controller granted this node its reboot slot. A plain
@@ -530,6 +578,17 @@ impl<H: Host> Agent<H> {
                 state: HealthState::Unknown,
                 since: Timestamp::now(),
             },
+        };
+        let image_state = |d: &Deployed| ImageState {
+            image: d.image.clone(),
+            digest: d.digest.clone(),
+            deployment: d.deployment.clone(),
+            resolved_from: self
+                .state
+                .resolved
+                .as_ref()
+                .filter(|r| r.digest == d.digest)
+                .map(|r| r.from.clone()),
         };
         let mut report = NodeReport {
             version: Version,
@@ -641,14 +700,6 @@ impl<H: Host> Agent<H> {
 enum Act {
     Nothing,
     Reboot,
-}
-
-fn image_state(d: &Deployed) -> ImageState {
-    ImageState {
-        image: d.image.clone(),
-        digest: d.digest.clone(),
-        deployment: d.deployment.clone(),
-    }
 }
 
 /// Equal but for the time written.

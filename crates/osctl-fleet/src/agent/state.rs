@@ -49,6 +49,23 @@ pub struct AgentState {
     /// ends it instead of waiting for it to run out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence_lease: Option<i64>,
+    /// The manifest an assignment's image index resolved to here, when the
+    /// agent last staged one: deployments record the manifest digest only,
+    /// and this is how the agent (and through its report, the controller)
+    /// knows that manifest is what the assignment asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolved>,
+}
+
+/// An image index digest and the manifest of this machine's platform it
+/// resolved to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resolved {
+    /// The digest the assignment named (an image index's).
+    pub from: String,
+    /// The manifest digest staged for it.
+    pub digest: String,
 }
 
 /// Healthy since `since`, in boot `boot_id` (a new boot starts over).
@@ -71,6 +88,7 @@ impl AgentState {
             healthy_since: None,
             last_error: None,
             presence_lease: None,
+            resolved: None,
         }
     }
 

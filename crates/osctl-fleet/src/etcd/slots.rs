@@ -67,6 +67,11 @@ struct SlotRecord {
     granted_at: u64,
     /// Unix milliseconds; the lease runs out about then.
     deadline: u64,
+    /// The boot the holder was granted its slot in, when the granter says
+    /// (the controller, for its nodes): who reads the slot can tell a
+    /// holder that rebooted from one that did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    boot_id: Option<String>,
 }
 
 /// The pool's guard record (`<root><pool>`); its content is informative,
@@ -87,6 +92,8 @@ pub struct Holder {
     pub deadline: SystemTime,
     /// The slot's lease (never kept alive); 0 for a durable slot.
     pub lease: i64,
+    /// The boot it was granted in, when the granter recorded one.
+    pub boot_id: Option<String>,
 }
 
 impl Holder {
@@ -149,7 +156,7 @@ impl Slots {
         deadline: Duration,
         fence: Option<&Fence>,
     ) -> Result<Grant> {
-        self.grant_with(pool, holder, limit, deadline, fence, true)
+        self.grant_with(pool, holder, &|_| limit, deadline, fence, true)
             .await
     }
 
@@ -164,6 +171,25 @@ impl Slots {
         deadline: Duration,
         fence: Option<&Fence>,
     ) -> Result<Grant> {
+        self.grant_with(pool, holder, &|_| limit, deadline, fence, false)
+            .await
+    }
+
+    /// Like [`Self::grant_durable`], with the limit computed by `limit`
+    /// from the very holders the grant then compares against (the same
+    /// read, every attempt). A limit that depends on who holds — the
+    /// FleetLock server's, which subtracts the pool's nodes that are down
+    /// *without* a slot — must not be computed from an earlier read: a
+    /// holder whose slot expired in between would be counted neither as a
+    /// holder nor as down.
+    pub async fn grant_durable_within(
+        &self,
+        pool: &str,
+        holder: &str,
+        limit: &(dyn Fn(&[Holder]) -> usize + Sync),
+        deadline: Duration,
+        fence: Option<&Fence>,
+    ) -> Result<Grant> {
         self.grant_with(pool, holder, limit, deadline, fence, false)
             .await
     }
@@ -172,7 +198,7 @@ impl Slots {
         &self,
         pool: &str,
         holder: &str,
-        limit: usize,
+        limit: &(dyn Fn(&[Holder]) -> usize + Sync),
         deadline: Duration,
         fence: Option<&Fence>,
         leased: bool,
@@ -189,7 +215,7 @@ impl Slots {
                     deadline: h.deadline,
                 });
             }
-            if holders.len() >= limit {
+            if holders.len() >= limit(&holders) {
                 return Ok(Grant::Full { holders });
             }
             let (lease, ttl) = if leased {
@@ -207,6 +233,7 @@ impl Slots {
                 holder: holder.to_string(),
                 granted_at: unix_ms(granted_at),
                 deadline: unix_ms(deadline_at),
+                boot_id: None,
             };
             let guard = GuardRecord {
                 version: RECORD_VERSION,
@@ -271,10 +298,33 @@ impl Slots {
         deadline: Duration,
         fence: Option<&Fence>,
     ) -> Result<Vec<String>> {
+        let untagged: Vec<(String, Option<String>)> =
+            holders.iter().map(|h| (h.clone(), None)).collect();
+        self.grant_many_in_boots(pool, &untagged, limit, deadline, fence)
+            .await
+    }
+
+    /// [`Self::grant_many`] for holders given with the boot each is granted
+    /// in (recorded in its slot, [`Holder::boot_id`]).
+    pub async fn grant_many_in_boots(
+        &self,
+        pool: &str,
+        requests: &[(String, Option<String>)],
+        limit: usize,
+        deadline: Duration,
+        fence: Option<&Fence>,
+    ) -> Result<Vec<String>> {
         check_name("pool", pool)?;
-        for h in holders {
+        for (h, _) in requests {
             check_name("holder", h)?;
         }
+        let holders: Vec<String> = requests.iter().map(|(h, _)| h.clone()).collect();
+        let boot_of = |h: &str| {
+            requests
+                .iter()
+                .find(|(name, _)| name == h)
+                .and_then(|(_, b)| b.clone())
+        };
         let guard_rel = self.guard_rel(pool);
         let mut backoff = CAS_BACKOFF;
         for _ in 0..MAX_CAS_ATTEMPTS {
@@ -306,6 +356,7 @@ impl Slots {
                     holder: holder.to_string(),
                     granted_at: unix_ms(granted_at),
                     deadline: unix_ms(granted_at + *ttl),
+                    boot_id: boot_of(holder),
                 };
                 compares.push(Compare::create_revision(
                     self.etcd.key(&rel),
@@ -503,6 +554,7 @@ fn decode_holder(rel: &str, value: &[u8], lease: i64) -> Result<Holder> {
         granted_at: from_unix_ms(record.granted_at),
         deadline: from_unix_ms(record.deadline),
         lease,
+        boot_id: record.boot_id,
     })
 }
 

@@ -17,12 +17,25 @@
 //!   assigned digest staged, only inside a window, and only while
 //!   `unavailable + 1 ≤ maxUnavailable`, where unavailable counts every node
 //!   that is down for any reason (no presence, no readable report, not
-//!   healthy, holding a slot, rebooting or verifying, failed and not back).
+//!   healthy, holding a slot, rebooting or verifying, failed and not back),
+//!   every other holder of the rollout's slots (FleetLock clients), and
+//!   every node whose report cannot be read and that no status knows (it
+//!   may be in the pool: fail closed).
+//! - A node carries out an assignment when its image is the assigned
+//!   digest or was resolved from it: a multi-arch image is assigned by its
+//!   index digest, and each node stages its platform's manifest
+//!   ([`ImageState::is`]).
 //! - A slot that disappeared while the node's boot id is unchanged is a
 //!   failure ("did not come back before the reboot deadline") and frees no
 //!   capacity: the node stays unavailable until it reports another boot.
 //! - A node back on another digest, or unhealthy, failed for this image: it
-//!   is never assigned it again in this rollout.
+//!   is never assigned it again in this rollout, even after another rollout
+//!   governed it for a while.
+//! - A pending node holding one of this rollout's assignments and no slot
+//!   has it withdrawn (a new image starts the pool over; a halt withdraws
+//!   what was not rebooted into).
+//! - Control requests apply in etcd's order (create revision), never by
+//!   the admin's clock.
 //! - Failures over the budget halt the rollout, or roll it back (revert
 //!   assignments for updated nodes, under the same slot rules).
 //! - No node finishing (or starting its reboot) within progressDeadline
@@ -62,11 +75,20 @@ pub struct PlanInput {
     pub digest: String,
     /// The last status written; `None` when the rollout was just applied.
     pub status: Option<RolloutStatus>,
-    /// Control requests not yet deleted; those at or before
-    /// `status.last_control_at` were applied already and are ignored.
-    pub controls: Vec<Control>,
+    /// Control requests not yet deleted; those at or below
+    /// `status.last_control_revision` were applied already and are ignored.
+    pub controls: Vec<ControlRequest>,
     /// Every node the selector matches, in any order.
     pub nodes: Vec<NodeInput>,
+    /// Holders of this rollout's reboot slots that are not its nodes
+    /// (FleetLock clients of the group it governs): each is a machine down
+    /// or about to go down, so each counts against maxUnavailable.
+    pub other_holders: Vec<String>,
+    /// Nodes whose report cannot be read and that the status does not know:
+    /// their labels are unknown, so they may be in the pool, and an
+    /// unreadable node is unavailable (fail closed): each counts against
+    /// maxUnavailable.
+    pub unreadable: Vec<String>,
     /// The TTL of a granted slot's lease.
     pub reboot_deadline: Duration,
 }
@@ -87,9 +109,20 @@ pub struct NodeInput {
     pub governed_by: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A control request and the etcd create revision of its key: requests
+/// are applied in revision order, the order etcd took them in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlRequest {
+    pub revision: i64,
+    pub control: Control,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
     pub deadline: Timestamp,
+    /// The boot the slot was granted in (the node's boot id then); `None`
+    /// for a slot recorded without one.
+    pub boot_id: Option<String>,
 }
 
 /// The controller's decision.
@@ -112,6 +145,10 @@ pub enum Action {
     GrantSlot {
         node: String,
         deadline: Timestamp,
+        /// The boot the node reboots from, recorded with the slot: if the
+        /// status saying so is lost, the next plan still knows which boot
+        /// the node had to leave.
+        boot_id: String,
     },
     ReleaseSlot {
         node: String,
@@ -258,6 +295,7 @@ impl<'a> Planner<'a> {
             halted: None,
             last_progress_at: now,
             last_control_at: None,
+            last_control_revision: None,
             updated_at: now,
         };
         let st = match &input.status {
@@ -298,14 +336,26 @@ impl<'a> Planner<'a> {
     }
 
     fn apply_controls(&mut self) {
-        let mut controls: Vec<&Control> = self
+        // In the order etcd took them (create revision), never by the
+        // admin's clock: two admins' clocks disagree, and a request stamped
+        // before the last one applied is still news.
+        let mut controls: Vec<&ControlRequest> = self
             .input
             .controls
             .iter()
-            .filter(|c| self.st.last_control_at.is_none_or(|last| c.at > last))
+            .filter(|c| {
+                self.st
+                    .last_control_revision
+                    .is_none_or(|last| c.revision > last)
+            })
             .collect();
-        controls.sort_by_key(|c| c.at);
-        for c in controls {
+        controls.sort_by_key(|c| c.revision);
+        for ControlRequest {
+            revision,
+            control: c,
+        } in controls
+        {
+            self.st.last_control_revision = Some(*revision);
             self.st.last_control_at = Some(c.at);
             let terminal = matches!(
                 self.st.phase,
@@ -422,8 +472,19 @@ impl<'a> Planner<'a> {
         let pool: Vec<&NodeInput> = self.pool.values().copied().collect();
         for n in pool {
             if let NodeState::Skipped { .. } = self.state(&n.name) {
-                // Its other rollout let go of it: it is ours again.
-                self.set(&n.name, NodeState::Pending);
+                // Its other rollout let go of it: it is ours again. A
+                // failure it had here stands (the status keeps every
+                // failure): the image that failed on it is never assigned
+                // to it again in this rollout.
+                let back = match self.st.failures.iter().rev().find(|f| f.node == n.name) {
+                    Some(f) => NodeState::Failed {
+                        reason: f.reason.clone(),
+                        at: f.at,
+                        boot_id: None,
+                    },
+                    None => NodeState::Pending,
+                };
+                self.set(&n.name, back);
             }
             self.observe(n);
         }
@@ -454,7 +515,7 @@ impl<'a> Planner<'a> {
             if let Some(r) = report
                 && r.phase == crate::model::NodePhase::Failed
                 && r.rollout.as_deref() == Some(self.input.rollout.name.as_str())
-                && r.booted.digest != goal
+                && !r.booted.is(&goal)
             {
                 let why = r
                     .last_error
@@ -473,26 +534,42 @@ impl<'a> Planner<'a> {
             }
         }
         if leg == Leg::Assigned
-            && report.is_some_and(|r| r.staged.as_ref().is_some_and(|s| s.digest == goal))
+            && report.is_some_and(|r| r.staged.as_ref().is_some_and(|s| s.is(&goal)))
         {
             leg = Leg::Staged;
         }
-        if leg == Leg::Staged
-            && let (Some(slot), Some(r)) = (n.slot, report)
+        if matches!(leg, Leg::Assigned | Leg::Staged)
+            && let (Some(slot), Some(r)) = (&n.slot, report)
         {
             // A slot we granted but did not record (the status write was
-            // lost): it is rebooting from the boot it reports, unless it is
-            // already on the image.
-            leg = if r.booted.digest == goal {
-                Leg::Verifying {
-                    booted_at: self.now,
+            // lost; slots go only to staged nodes, and the round that saw
+            // a node staged may have granted it too): it is rebooting from
+            // the boot the slot was granted in — not the one it reports
+            // now, which may already be the boot it came back in (and,
+            // fallen back, it would look like a node still waiting to
+            // reboot until its slot ran out).
+            match (&slot.boot_id, &leg) {
+                (Some(b), _) => {
+                    leg = Leg::Rebooting {
+                        slot_deadline: slot.deadline,
+                        boot_id: b.clone(),
+                    }
                 }
-            } else {
-                Leg::Rebooting {
-                    slot_deadline: slot.deadline,
-                    boot_id: r.boot_id.clone(),
+                // A slot recorded without its boot: the boot reported now,
+                // unless the node is already on the image.
+                (None, Leg::Staged) if r.booted.is(&goal) => {
+                    leg = Leg::Verifying {
+                        booted_at: self.now,
+                    }
                 }
-            };
+                (None, Leg::Staged) => {
+                    leg = Leg::Rebooting {
+                        slot_deadline: slot.deadline,
+                        boot_id: r.boot_id.clone(),
+                    }
+                }
+                (None, _) => {}
+            }
         }
         if let Leg::Rebooting { boot_id, .. } = &leg {
             if let Some(r) = report
@@ -509,7 +586,7 @@ impl<'a> Planner<'a> {
         if let Leg::Verifying { .. } = leg
             && let Some(r) = report
         {
-            if r.booted.digest != goal {
+            if !r.booted.is(&goal) {
                 let why = format!(
                     "came back on {} instead of {goal} (the boot loader fell back)",
                     r.booted.digest
@@ -707,7 +784,7 @@ impl<'a> Planner<'a> {
             }
             let Some(r) = &n.report else { continue };
             room -= 1;
-            if r.booted.digest == self.input.digest {
+            if r.booted.is(&self.input.digest) {
                 self.set(&n.name, NodeState::Updated);
                 self.st.last_progress_at = self.now;
                 continue;
@@ -766,7 +843,11 @@ impl<'a> Planner<'a> {
             return;
         }
         let max = spec.max_unavailable.resolve(self.pool.len());
-        let mut down = self.pool.values().filter(|n| self.unavailable(n)).count();
+        // FleetLock clients holding this rollout's slots and nodes that
+        // cannot be read are down as surely as the pool's own.
+        let mut down = self.pool.values().filter(|n| self.unavailable(n)).count()
+            + self.input.other_holders.len()
+            + self.input.unreadable.len();
         for n in staged {
             // A node already down cannot use a slot; it waits to come back.
             if self.unavailable(n) {
@@ -781,6 +862,7 @@ impl<'a> Planner<'a> {
             self.actions.push(Action::GrantSlot {
                 node: n.name.clone(),
                 deadline,
+                boot_id: r.boot_id.clone(),
             });
             let leg = Leg::Rebooting {
                 slot_deadline: deadline,
@@ -794,7 +876,32 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Withdraws what a pending node still holds from this rollout: an
+    /// assignment for an image this rollout no longer rolls out (a new
+    /// generation with another image starts the pool over), or one whose
+    /// withdrawal was lost. Staged and not rebooted into, it would boot at
+    /// the node's next unrelated reboot, without a slot. A node holding a
+    /// slot is mid-reboot and keeps what it has.
+    fn withdraw_stale(&mut self) {
+        let name = self.input.rollout.name.as_str();
+        let pool: Vec<&'a NodeInput> = self.pool.values().copied().collect();
+        for n in pool {
+            let stale = n.slot.is_none()
+                && self.state(&n.name) == NodeState::Pending
+                && n.assignment.as_ref().is_some_and(|a| a.rollout == name);
+            let decided = self.actions.iter().any(|a| {
+                matches!(a, Action::Assign { node, .. } | Action::ClearAssignment { node } if *node == n.name)
+            });
+            if stale && !decided {
+                self.actions.push(Action::ClearAssignment {
+                    node: n.name.clone(),
+                });
+            }
+        }
+    }
+
     fn finish(mut self) -> Plan {
+        self.withdraw_stale();
         let spec = self.spec();
         let over_budget = self.st.failures.len() > spec.failure_budget as usize;
         self.st.phase = match self.st.phase {

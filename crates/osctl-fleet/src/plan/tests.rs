@@ -51,13 +51,28 @@ struct SimNode {
     report_at: Timestamp,
     /// The agent gave up on its assignment with this error.
     error: Option<String>,
+    /// An image index digest and the manifest of this node's platform it
+    /// resolves to: what the node stages when assigned the index.
+    index: Option<(String, String)>,
+}
+
+impl SimNode {
+    /// The manifest the node pulls for `digest`.
+    fn manifest(&self, digest: &str) -> String {
+        match &self.index {
+            Some((index, manifest)) if index == digest => manifest.clone(),
+            _ => digest.to_string(),
+        }
+    }
 }
 
 struct Sim {
     rollout: Rollout,
     nodes: BTreeMap<String, SimNode>,
     status: Option<RolloutStatus>,
-    controls: Vec<Control>,
+    controls: Vec<ControlRequest>,
+    /// The etcd revision the next control request is created at.
+    revision: i64,
     now: Timestamp,
     reboots: usize,
 }
@@ -79,6 +94,7 @@ impl Sim {
                     slot: None,
                     report_at: now,
                     error: None,
+                    index: None,
                 };
                 (format!("node-{i:02}"), node)
             })
@@ -88,6 +104,7 @@ impl Sim {
             nodes,
             status: None,
             controls: Vec::new(),
+            revision: 100,
             now,
             reboots: 0,
         }
@@ -106,7 +123,7 @@ impl Sim {
                 present: n.present,
                 report: Some(report(name, n)),
                 assignment: n.assignment.clone(),
-                slot: n.slot,
+                slot: n.slot.clone(),
                 governed_by: None,
             })
             .collect();
@@ -118,6 +135,8 @@ impl Sim {
             status: self.status.clone(),
             controls: self.controls.clone(),
             nodes,
+            other_holders: Vec::new(),
+            unreadable: Vec::new(),
             reboot_deadline: 10 * MINUTE,
         }
     }
@@ -133,13 +152,19 @@ impl Sim {
                     self.node(node).assignment = Some(assignment.clone())
                 }
                 Action::ClearAssignment { node } => self.node(node).assignment = None,
-                Action::GrantSlot { node, deadline } => {
+                Action::GrantSlot {
+                    node,
+                    deadline,
+                    boot_id,
+                } => {
                     let n = self.node(node);
-                    let assigned = n.assignment.as_ref().map(|a| a.digest.clone());
+                    let assigned = n.assignment.as_ref().map(|a| n.manifest(&a.digest));
                     assert!(n.slot.is_none(), "{node}: second slot");
                     assert_eq!(n.staged, assigned, "{node}: slot before staging");
+                    assert_eq!(*boot_id, format!("{node}-boot-{}", n.boot));
                     n.slot = Some(Slot {
                         deadline: *deadline,
+                        boot_id: Some(boot_id.clone()),
                     });
                 }
                 Action::ReleaseSlot { node } => self.node(node).slot = None,
@@ -168,18 +193,19 @@ impl Sim {
         let now = self.now;
         let mut reboots = 0;
         for n in self.nodes.values_mut() {
-            if n.slot.is_some_and(|s| s.deadline <= now) {
+            if n.slot.as_ref().is_some_and(|s| s.deadline <= now) {
                 n.slot = None;
             }
             let Some(a) = n.assignment.clone() else {
                 continue;
             };
-            if n.booted != a.digest && n.staged.as_deref() != Some(a.digest.as_str()) {
-                n.staged = Some(a.digest.clone());
+            let want = n.manifest(&a.digest);
+            if n.booted != want && n.staged.as_deref() != Some(want.as_str()) {
+                n.staged = Some(want);
                 n.report_at = now;
                 continue;
             }
-            if n.slot.is_none() || n.staged.as_deref() != Some(a.digest.as_str()) || !n.present {
+            if n.slot.is_none() || n.staged.as_deref() != Some(want.as_str()) || !n.present {
                 continue;
             }
             reboots += 1;
@@ -205,6 +231,20 @@ impl Sim {
         self.reboots += reboots;
     }
 
+    /// An admin's control request, stamped `at` by the admin's clock and
+    /// created in etcd after every one before it.
+    fn control(&mut self, action: ControlAction, at: Timestamp) {
+        self.revision += 1;
+        self.controls.push(ControlRequest {
+            revision: self.revision,
+            control: Control {
+                version: Version,
+                action,
+                at,
+            },
+        });
+    }
+
     fn run_until(&mut self, done: impl Fn(&RolloutStatus) -> bool, rounds: usize) -> Plan {
         for _ in 0..rounds {
             let plan = self.round();
@@ -222,6 +262,11 @@ fn report(name: &str, n: &SimNode) -> NodeReport {
         image: format!("r.example/os@{digest}"),
         digest: digest.into(),
         deployment: format!("{name}-{digest}"),
+        resolved_from: n
+            .index
+            .as_ref()
+            .filter(|(_, manifest)| manifest == digest)
+            .map(|(index, _)| index.clone()),
     };
     NodeReport {
         version: Version,
@@ -243,14 +288,6 @@ fn report(name: &str, n: &SimNode) -> NodeReport {
         rollout: n.assignment.as_ref().map(|a| a.rollout.clone()),
         last_error: n.error.clone(),
         updated_at: n.report_at,
-    }
-}
-
-fn control(action: ControlAction, at: Timestamp) -> Control {
-    Control {
-        version: Version,
-        action,
-        at,
     }
 }
 
@@ -332,7 +369,7 @@ fn canary_pause_and_promote() {
     let plan = sim.round();
     assert_eq!(plan.actions, []);
     assert_eq!(plan.status.phase, RolloutPhase::Paused);
-    sim.controls.push(control(ControlAction::Promote, sim.now));
+    sim.control(ControlAction::Promote, sim.now);
     let plan = sim.round();
     assert_eq!(plan.status.step, 2);
     assert_eq!(
@@ -366,13 +403,13 @@ fn a_timed_pause_resumes_by_itself() {
 #[test]
 fn pause_and_resume_controls() {
     let mut sim = Sim::new("  maxUnavailable: 1\n", 3);
-    sim.controls.push(control(ControlAction::Pause, sim.now));
+    sim.control(ControlAction::Pause, sim.now);
     let plan = sim.round();
     assert_eq!(plan.actions, []);
     assert_eq!(plan.status.phase, RolloutPhase::Paused);
     assert_eq!(plan.status.blocked.as_deref(), Some("paused"));
     sim.tick(MINUTE);
-    sim.controls.push(control(ControlAction::Resume, sim.now));
+    sim.control(ControlAction::Resume, sim.now);
     let plan = sim.round();
     assert_eq!(plan.status.phase, RolloutPhase::Progressing);
     assert_eq!(plan.actions.len(), 3);
@@ -402,7 +439,7 @@ fn slots_only_inside_windows_staging_any_time() {
         .actions
         .iter()
         .filter_map(|a| match a {
-            Action::GrantSlot { node, deadline } => Some((node.as_str(), *deadline)),
+            Action::GrantSlot { node, deadline, .. } => Some((node.as_str(), *deadline)),
             _ => None,
         })
         .collect();
@@ -536,7 +573,8 @@ fn an_expired_slot_is_a_failure_and_frees_no_capacity() {
         plan.actions,
         [Action::GrantSlot {
             node: "node-01".into(),
-            deadline: later(sim.now, 10 * MINUTE)
+            deadline: later(sim.now, 10 * MINUTE),
+            boot_id: "node-01-boot-0".into(),
         }]
     );
     let plan = sim.run_until(|s| s.phase == RolloutPhase::Completed, 60);
@@ -587,7 +625,7 @@ fn undo_rolls_back_and_abort_clears_unstarted_assignments() {
         3,
     );
     sim.run_until(|s| s.phase == RolloutPhase::Paused, 50);
-    sim.controls.push(control(ControlAction::Undo, sim.now));
+    sim.control(ControlAction::Undo, sim.now);
     let plan = sim.round();
     assert_eq!(plan.status.phase, RolloutPhase::RollingBack);
     let Action::Assign { node, assignment } = &plan.actions[0] else {
@@ -606,7 +644,7 @@ fn undo_rolls_back_and_abort_clears_unstarted_assignments() {
     let mut sim = Sim::new("  maxUnavailable: 1\n", 3);
     sim.round();
     sim.tick(MINUTE);
-    sim.controls.push(control(ControlAction::Abort, sim.now));
+    sim.control(ControlAction::Abort, sim.now);
     let plan = sim.round();
     assert_eq!(plan.status.phase, RolloutPhase::Aborted);
     assert_eq!(plan.status.blocked.as_deref(), Some("aborted"));
@@ -628,7 +666,7 @@ fn progress_deadline_halts_a_stalled_rollout() {
         plan.status.blocked.as_deref(),
         Some("halted: no node finished within progressDeadline 30m")
     );
-    sim.controls.push(control(ControlAction::Resume, sim.now));
+    sim.control(ControlAction::Resume, sim.now);
     let plan = sim.round();
     assert_eq!(plan.status.phase, RolloutPhase::Progressing);
 }
@@ -790,7 +828,7 @@ fn a_node_granted_its_reboot_before_an_abort_finishes_and_frees_its_slot() {
     .remove(0);
     // The abort arrives while the node holds its slot; it reboots anyway
     // (it had permission), and the aborted rollout still follows it.
-    sim.controls.push(control(ControlAction::Abort, sim.now));
+    sim.control(ControlAction::Abort, sim.now);
     sim.round();
     sim.tick(MINUTE);
     let plan = sim.run_until(
@@ -825,4 +863,232 @@ fn reverts_pin_the_previous_image_by_digest() {
     ] {
         assert_eq!(super::pin(image, "sha256:aa"), want, "{image}");
     }
+}
+
+#[test]
+fn an_image_index_completes_on_each_nodes_platform_manifest() {
+    // The rollout's digest is an image index's; every node stages and
+    // boots the manifest of its own platform and says which index that
+    // came from.
+    const AMD64: &str = "sha256:n3w-amd64";
+    const ARM64: &str = "sha256:n3w-arm64";
+    let mut sim = Sim::new(
+        "  maxUnavailable: 2\n  healthGate: {minHealthySeconds: 60}\n",
+        4,
+    );
+    for (i, n) in sim.nodes.values_mut().enumerate() {
+        let manifest = if i % 2 == 0 { AMD64 } else { ARM64 };
+        n.index = Some((NEW.into(), manifest.into()));
+    }
+    let plan = sim.run_until(|s| s.phase == RolloutPhase::Completed, 30);
+    assert_eq!(states(&plan.status, |s| *s == NodeState::Updated).len(), 4);
+    let booted: Vec<(&str, &str)> = sim
+        .nodes
+        .iter()
+        .map(|(name, n)| (name.as_str(), n.booted.as_str()))
+        .collect();
+    assert_eq!(
+        booted,
+        [
+            ("node-00", AMD64),
+            ("node-01", ARM64),
+            ("node-02", AMD64),
+            ("node-03", ARM64)
+        ]
+    );
+    assert_eq!(sim.reboots, 4);
+    assert!(
+        plan.status.failures.is_empty(),
+        "{:?}",
+        plan.status.failures
+    );
+    // A manifest that does not say it came from the index is another image.
+    let mut input = sim.input();
+    input.status = None;
+    for n in &mut input.nodes {
+        if let Some(r) = &mut n.report {
+            r.booted.resolved_from = None;
+        }
+    }
+    let planned = super::plan(&input, sim.now);
+    assert_eq!(
+        states(&planned.status, |s| *s == NodeState::Assigned),
+        ["node-00", "node-01", "node-02", "node-03"]
+    );
+}
+
+#[test]
+fn a_new_image_withdraws_assignments_not_rebooted_into() {
+    let mut sim = Sim::new("  maxUnavailable: 1\n", 3);
+    sim.round(); // all three assigned
+    sim.tick(MINUTE); // all three staged
+    let plan = sim.round();
+    assert!(
+        matches!(&plan.actions[..], [Action::GrantSlot { node, .. }] if node == "node-00"),
+        "{:?}",
+        plan.actions
+    );
+    // A new generation names another image, with a canary of one: node-00
+    // is mid-reboot (it keeps its slot and its assignment), node-01 gets
+    // the new image, node-02 must not keep the old one staged.
+    sim.rollout = rollout("  maxUnavailable: 1\n  steps:\n    - canary: 1\n    - pause: {}\n");
+    let mut input = sim.input();
+    input.generation = 2;
+    input.digest = "sha256:n3w3r".into();
+    input.image = "r.example/os@sha256:n3w3r".into();
+    let planned = super::plan(&input, sim.now);
+    let actions: Vec<(&str, Option<&str>)> = planned
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::Assign { node, assignment } => {
+                (node.as_str(), Some(assignment.digest.as_str()))
+            }
+            Action::ClearAssignment { node } => (node.as_str(), None),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [("node-01", Some("sha256:n3w3r")), ("node-02", None)]
+    );
+}
+
+#[test]
+fn controls_apply_in_etcd_order_not_by_the_admins_clock() {
+    let mut sim = Sim::new("  maxUnavailable: 1\n", 3);
+    sim.control(ControlAction::Pause, sim.now);
+    let plan = sim.round();
+    assert_eq!(plan.status.phase, RolloutPhase::Paused);
+    assert_eq!(plan.status.last_control_revision, Some(101));
+    // A second admin's clock is a minute behind: its abort, made after the
+    // pause, is stamped before it. It is still applied.
+    sim.tick(MINUTE);
+    let behind = ts("2026-12-07T09:59:00Z");
+    sim.control(ControlAction::Abort, behind);
+    let plan = sim.round();
+    assert_eq!(plan.status.phase, RolloutPhase::Aborted);
+    assert_eq!(plan.status.last_control_revision, Some(102));
+    assert_eq!(plan.status.last_control_at, Some(behind));
+    // Read again (the delete not seen yet), neither applies twice: a
+    // resume created before the abort stays ignored.
+    sim.controls.insert(
+        0,
+        ControlRequest {
+            revision: 99,
+            control: Control {
+                version: Version,
+                action: ControlAction::Resume,
+                at: sim.now,
+            },
+        },
+    );
+    let plan = sim.round();
+    assert_eq!(plan.status.phase, RolloutPhase::Aborted);
+    assert_eq!(plan.status.last_control_revision, Some(102));
+}
+
+#[test]
+fn fleetlock_holders_and_unreadable_nodes_count_as_unavailable() {
+    let mut sim = Sim::new("  maxUnavailable: 2\n", 4);
+    sim.round();
+    sim.tick(MINUTE); // all staged
+    let grants = |input: &PlanInput| -> Vec<String> {
+        super::plan(input, ts(START))
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::GrantSlot { node, .. } => Some(node.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let input = sim.input();
+    assert_eq!(grants(&input), ["node-00", "node-01"]);
+    // A FleetLock client of the group holds one of the rollout's slots.
+    let mut input = sim.input();
+    input.other_holders = vec!["fleetlock.zincati-7".into()];
+    assert_eq!(grants(&input), ["node-00"]);
+    // And a node whose report cannot be read may be in the pool: down.
+    input.unreadable = vec!["node-99".into()];
+    assert_eq!(grants(&input), Vec::<String>::new());
+    let planned = super::plan(&input, sim.now);
+    assert_eq!(
+        planned.status.blocked.as_deref(),
+        Some("2 unavailable ≥ maxUnavailable 2")
+    );
+}
+
+#[test]
+fn a_failure_stands_after_the_node_passed_through_another_rollout() {
+    let mut sim = Sim::new("  maxUnavailable: 1\n  failureBudget: 5\n", 2);
+    sim.node("node-00").behaviour = Behaviour::FallBack;
+    sim.run_until(
+        |s| matches!(s.nodes.get("node-00"), Some(NodeState::Failed { .. })),
+        30,
+    );
+    // Another rollout governs node-00 for a while, then lets go of it.
+    let mut input = sim.input();
+    input.nodes[0].governed_by = Some("db-fix".into());
+    let planned = super::plan(&input, sim.now);
+    assert_eq!(
+        planned.status.nodes["node-00"],
+        NodeState::Skipped {
+            governed_by: "db-fix".into()
+        }
+    );
+    sim.status = Some(planned.status);
+    let plan = sim.round();
+    assert!(
+        matches!(
+            &plan.status.nodes["node-00"],
+            NodeState::Failed { reason, .. } if reason.contains("the boot loader fell back")
+        ),
+        "{:?}",
+        plan.status.nodes["node-00"]
+    );
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Assign { node, .. } if node == "node-00")),
+        "{:?}",
+        plan.actions
+    );
+}
+
+#[test]
+fn a_lost_status_write_is_recovered_with_the_boot_the_slot_was_granted_in() {
+    let mut sim = Sim::new("  maxUnavailable: 1\n  failureBudget: 1\n", 1);
+    sim.node("node-00").behaviour = Behaviour::FallBack;
+    sim.round();
+    sim.tick(MINUTE); // staged
+    let before = sim.status.clone();
+    let plan = sim.round();
+    assert!(
+        matches!(&plan.actions[..], [Action::GrantSlot { boot_id, .. }] if boot_id == "node-00-boot-0"),
+        "{:?}",
+        plan.actions
+    );
+    // The status saying so is lost; the node reboots and falls back.
+    sim.status = before;
+    sim.tick(MINUTE);
+    assert_eq!(sim.node("node-00").boot, 1);
+    let plan = sim.round();
+    let reasons: Vec<&str> = plan
+        .status
+        .failures
+        .iter()
+        .map(|f| f.reason.as_str())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["came back on sha256:0ld instead of sha256:n3w (the boot loader fell back)"]
+    );
+    assert_eq!(
+        plan.actions,
+        [Action::ReleaseSlot {
+            node: "node-00".into()
+        }]
+    );
 }

@@ -149,6 +149,7 @@ pub async fn apply_with_status(
         halted: None,
         last_progress_at: now,
         last_control_at: None,
+        last_control_revision: None,
         updated_at: now,
     };
     edit(&mut status);
@@ -169,6 +170,7 @@ pub fn report(pool: &str) -> NodeReport {
             image: "r.example/os:v1".into(),
             digest: "sha256:aa".into(),
             deployment: "d1".into(),
+            resolved_from: None,
         },
         staged: None,
         phase: NodePhase::Idle,
@@ -582,4 +584,87 @@ async fn an_expired_lock_is_failed_and_blocks_until_its_holder_returns() {
     // It comes back: its steady-state clears the failure and frees the slot.
     assert_eq!(unlock(addr, "web", "a").await, ok());
     assert_eq!(lock(addr, "web", "b").await, ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_across_a_governance_change_still_counts() {
+    let c = cluster(1);
+    let etcd = connect(&c).await;
+    let addr = start_server(&etcd, FleetLockOptions::default()).await;
+    // No rollout governs web yet: a takes the group's own slot.
+    assert_eq!(lock(addr, "web", "a").await, ok());
+    for node in ["n1", "n2"] {
+        register(&etcd, node, "web").await;
+    }
+    let web = rollout("web-2026-12", "web", "1", "");
+    apply_with_status(
+        &etcd,
+        &web,
+        RolloutPhase::Progressing,
+        pending(&["n1", "n2"]),
+        |_| {},
+    )
+    .await;
+    // Now the rollout governs web. a asking again still holds its lock
+    // (no second one in the rollout's pool) ...
+    assert_eq!(lock(addr, "web", "a").await, ok(), "recursive across pools");
+    let rollout_pool = Slots::new(&etcd);
+    assert!(
+        rollout_pool
+            .holders("web-2026-12")
+            .await
+            .unwrap()
+            .is_empty(),
+        "a got a second lock"
+    );
+    // ... and a machine rebooting under the old pool is down in the new one.
+    assert_refused(
+        &lock(addr, "web", "b").await,
+        409,
+        "no_slot",
+        &[
+            "group web (rollout web-2026-12): maxUnavailable 1 reached: fleetlock client a holding a lock in the group's own pool",
+        ],
+    );
+    assert_eq!(unlock(addr, "web", "a").await, ok());
+    assert_eq!(lock(addr, "web", "b").await, ok());
+    let names = rollout_pool
+        .holders("web-2026-12")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| h.name)
+        .collect::<Vec<_>>();
+    assert_eq!(names, ["fleetlock.b"]);
+
+    // The rollout completes: web has its own pool again, and b's lock in
+    // the rollout's pool takes its one slot until b is back.
+    let status = etcd
+        .get_json::<RolloutStatus>(&keys::rollout_status("web-2026-12"))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut done = status.value.clone();
+    done.phase = RolloutPhase::Completed;
+    assert!(
+        etcd.replace(
+            &keys::rollout_status("web-2026-12"),
+            &done,
+            status.mod_revision,
+            None
+        )
+        .await
+        .unwrap()
+    );
+    assert_refused(
+        &lock(addr, "web", "c").await,
+        409,
+        "no_slot",
+        &[
+            "group web: all slots are taken: fleetlock client b holding a lock in rollout web-2026-12",
+        ],
+    );
+    assert_eq!(lock(addr, "web", "b").await, ok(), "recursive across pools");
+    assert_eq!(unlock(addr, "web", "b").await, ok());
+    assert_eq!(lock(addr, "web", "c").await, ok());
 }

@@ -317,3 +317,43 @@ async fn a_batch_is_granted_in_order_up_to_the_limit_and_never_past_it() {
         .unwrap_err();
     assert!(err.to_string().contains("invalid holder \"a/b\""), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_that_depends_on_the_holders_is_computed_from_the_holders_compared() {
+    let c = cluster(1);
+    let etcd = connect(&c).await;
+    let slots = Slots::new(&etcd);
+    let deadline = Duration::from_secs(60);
+    // The FleetLock server's rule, shrunk: node n1 is down (1 of 2) unless
+    // it holds a slot, in which case it is counted as a holder.
+    let limit = |holders: &[osctl_fleet::etcd::Holder]| {
+        let n1_down_without_slot = !holders.iter().any(|h| h.name == "n1");
+        2 - usize::from(n1_down_without_slot)
+    };
+    assert!(matches!(
+        slots.grant("web", "n1", 2, deadline, None).await.unwrap(),
+        Grant::Granted { .. }
+    ));
+    // n1 holds: the limit is 2, one is free.
+    assert!(matches!(
+        slots
+            .grant_durable_within("web", "a", &limit, deadline, None)
+            .await
+            .unwrap(),
+        Grant::Granted { .. }
+    ));
+    // n1's slot goes (it expired, or was released) while a holds: n1 is
+    // down without a slot, the limit is 1, and a alone fills it.
+    slots.release("web", "n1", None).await.unwrap();
+    let Grant::Full { holders } = slots
+        .grant_durable_within("web", "b", &limit, deadline, None)
+        .await
+        .unwrap()
+    else {
+        panic!("b was granted past the limit");
+    };
+    assert_eq!(
+        holders.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+}

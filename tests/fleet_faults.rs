@@ -20,7 +20,7 @@ use osctl_fleet::plan::REASON_NO_RETURN;
 use serde_json::Value;
 
 use crate::util::Osctl;
-use crate::util::fleet::{Checker, FleetEnv, SimNode, drive};
+use crate::util::fleet::{Checker, FleetEnv, SimNode, count, drive, phase};
 use crate::util::machine::Images;
 use crate::util::run_ok;
 use osctl_testutil::api::resolve_digest;
@@ -38,22 +38,12 @@ const SETTLE: Duration = Duration::from_secs(3);
 /// lease (10 s), so leases are put to the test too.
 const PARTITION: Duration = Duration::from_secs(12);
 
-fn phase(st: &Value) -> &str {
-    st["status"]["phase"].as_str().unwrap_or("")
-}
-
 fn blocked(st: &Value) -> &str {
     st["status"]["blocked"].as_str().unwrap_or("")
 }
 
 fn state_of<'a>(st: &'a Value, node: &str) -> &'a str {
     st["status"]["nodes"][node]["state"].as_str().unwrap_or("")
-}
-
-fn count(st: &Value, state: &str) -> usize {
-    st["status"]["nodes"]
-        .as_object()
-        .map_or(0, |m| m.values().filter(|v| v["state"] == state).count())
 }
 
 /// `(node, reason)` of every failure the status lists.
@@ -93,10 +83,7 @@ spec:
 }
 
 fn apply(env: &FleetEnv, admin: &Osctl, yaml: &str) {
-    env.wait_for_reports();
-    let path = admin.sysroot().join("rollout.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let out = run_ok(&mut env.fleet(admin, &["apply", "-f", path.to_str().unwrap()]));
+    let out = env.apply(admin, yaml);
     assert_eq!(out, format!("rollout/{ROLLOUT} created (generation 1)\n"));
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::util::Osctl;
-use crate::util::fleet::{Checker, ControllerProcess, FleetEnv, SimNode, drive};
+use crate::util::fleet::{Checker, ControllerProcess, FleetEnv, SimNode, count, drive, phase};
 use crate::util::machine::Images;
 use crate::util::{os_spec, run_ok};
 use osctl_testutil::api::resolve_digest;
@@ -18,10 +18,6 @@ use osctl_testutil::spec::{Entry, ImageSpec};
 
 /// How long a rollout of a few simulated machines may take at most.
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(240);
-
-fn phase(status: &Value) -> &str {
-    status["status"]["phase"].as_str().unwrap_or("")
-}
 
 fn node_states(status: &Value) -> Vec<(String, String)> {
     status["status"]["nodes"]
@@ -34,19 +30,9 @@ fn node_states(status: &Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn count(status: &Value, state: &str) -> usize {
-    node_states(status)
-        .iter()
-        .filter(|(_, s)| s == state)
-        .count()
-}
-
 /// Writes a rollout spec file and applies it; returns `fleet apply`'s line.
 fn apply(env: &FleetEnv, admin: &Osctl, yaml: &str) -> String {
-    env.wait_for_reports();
-    let path = admin.sysroot().join("rollout.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    run_ok(&mut env.fleet(admin, &["apply", "-f", path.to_str().unwrap()]))
+    env.apply(admin, yaml)
 }
 
 /// A fleet of `n` machines booted on v1, each with its agent, labelled

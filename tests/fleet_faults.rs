@@ -20,7 +20,7 @@ use osctl_fleet::plan::REASON_NO_RETURN;
 use serde_json::Value;
 
 use crate::util::Osctl;
-use crate::util::fleet::{Checker, FleetEnv, SimNode, count, drive, phase};
+use crate::util::fleet::{self, Checker, FleetEnv, SimNode, count, drive, phase};
 use crate::util::machine::Images;
 use crate::util::run_ok;
 use osctl_testutil::api::resolve_digest;
@@ -63,23 +63,10 @@ fn failures(st: &Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-/// A rollout of `image` to `pool=web`, a one-second health gate, `rest`
-/// (more spec lines, indented by two) appended.
+/// Rollout [`ROLLOUT`] of `image` to `pool=web`, `rest` (more spec lines,
+/// indented by two) appended.
 fn rollout_yaml(image: &str, max_unavailable: usize, rest: &str) -> String {
-    format!(
-        "apiVersion: osctl.dev/v1alpha1
-kind: Rollout
-metadata:
-  name: {ROLLOUT}
-spec:
-  image: {image}
-  selector:
-    matchLabels: {{pool: web}}
-  maxUnavailable: {max_unavailable}
-  healthGate:
-    minHealthySeconds: 1
-{rest}"
-    )
+    fleet::rollout_yaml(ROLLOUT, image, &max_unavailable.to_string(), rest)
 }
 
 fn apply(env: &FleetEnv, admin: &Osctl, yaml: &str) {

@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::util::Osctl;
-use crate::util::fleet::{Checker, ControllerProcess, FleetEnv, SimNode, count, drive, phase};
+use crate::util::fleet::{
+    Checker, ControllerProcess, FleetEnv, SimNode, count, drive, phase, rollout_yaml,
+};
 use crate::util::machine::Images;
 use crate::util::{os_spec, run_ok};
 use osctl_testutil::api::resolve_digest;
@@ -50,24 +52,6 @@ fn fleet(
         node.start_agent(env);
     }
     (nodes, env.controller(admin, "c1", "120s"))
-}
-
-/// A rollout of v2 to `pool=web`, with `extra` spec lines (indented by two).
-fn rollout_yaml(name: &str, image: &str, max_unavailable: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: osctl.dev/v1alpha1
-kind: Rollout
-metadata:
-  name: {name}
-spec:
-  image: {image}
-  selector:
-    matchLabels: {{pool: web}}
-  maxUnavailable: {max_unavailable}
-  healthGate:
-    minHealthySeconds: 1
-{extra}"
-    )
 }
 
 #[test]

@@ -25,7 +25,9 @@ use osctl_fleet::admin;
 use serde_json::Value;
 
 use crate::util::Osctl;
-use crate::util::fleet::{Checker, FleetEnv, SimNode, count, drive, holds_slot, phase};
+use crate::util::fleet::{
+    Checker, FleetEnv, SimNode, count, drive, holds_slot, phase, rollout_yaml,
+};
 
 /// The guest's node name (tests/vm/guest-step).
 const GUEST: &str = "vm-guest";
@@ -64,23 +66,6 @@ fn put(path: &std::path::Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn rollout_yaml(image: &str) -> String {
-    format!(
-        "apiVersion: osctl.dev/v1alpha1
-kind: Rollout
-metadata:
-  name: {ROLLOUT}
-spec:
-  image: {image}
-  selector:
-    matchLabels: {{pool: web}}
-  maxUnavailable: 1
-  healthGate:
-    minHealthySeconds: 5
-"
-    )
-}
-
 /// What the test watches of the guest while the rollout runs: the boot ids
 /// it reported, in order, and whether it held a reboot slot before its
 /// boot id changed.
@@ -115,7 +100,7 @@ fn fleet_rollout_with_a_real_guest() {
     );
     let started = Instant::now();
     let checker = Checker::start(&env, ROLLOUT, 1);
-    let out = env.apply(&admin, &rollout_yaml(&image));
+    let out = env.apply(&admin, &rollout_yaml(ROLLOUT, &image, "1", ""));
     assert_eq!(out, format!("rollout/{ROLLOUT} created (generation 1)\n"));
 
     let etcd = env.connect();

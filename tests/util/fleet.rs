@@ -449,6 +449,25 @@ impl Drop for SimNode {
     }
 }
 
+/// Rollout `name` of `image` to the nodes labelled `pool=web`, a one-second
+/// health gate, `extra` (more spec lines, indented by two) appended.
+pub fn rollout_yaml(name: &str, image: &str, max_unavailable: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: osctl.dev/v1alpha1
+kind: Rollout
+metadata:
+  name: {name}
+spec:
+  image: {image}
+  selector:
+    matchLabels: {{pool: web}}
+  maxUnavailable: {max_unavailable}
+  healthGate:
+    minHealthySeconds: 1
+{extra}"
+    )
+}
+
 /// A rollout status's phase (`fleet status --format json`).
 pub fn phase(st: &Value) -> &str {
     st["status"]["phase"].as_str().unwrap_or("")

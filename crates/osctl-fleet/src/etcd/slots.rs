@@ -487,7 +487,7 @@ impl Slots {
 }
 
 /// Reads one holder record (`rel` names it in errors).
-fn decode_holder(rel: &str, value: &[u8], lease: i64) -> Result<Holder> {
+pub(crate) fn decode_holder(rel: &str, value: &[u8], lease: i64) -> Result<Holder> {
     let record: SlotRecord = decode_json(rel, value)?;
     if record.version != RECORD_VERSION {
         return Err(EtcdError::Decode {

@@ -14,6 +14,9 @@
 //! comes from its debug log (`reconciled`, with `read_us` and `total_us`).
 //!
 //! Usage: bench_fleet OSCTL [--nodes 1000] [--max-unavailable 50] [--reboot 1] [--agent-poll 5]
+//!
+//! With `OSCTL_BENCH_TIMELINE=FILE`, every node's times are written there
+//! as CSV (milliseconds after the rollout was applied).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -391,6 +394,9 @@ async fn main() -> Result<()> {
         total / 1e6
     );
     let times: Vec<Times> = timeline.lock().unwrap().values().copied().collect();
+    if let Some(path) = std::env::var_os("OSCTL_BENCH_TIMELINE") {
+        write_timeline(&path, applied_at, &timeline.lock().unwrap())?;
+    }
     let span = |from: fn(&Times) -> Option<Instant>, to: fn(&Times) -> Option<Instant>| {
         let spans: Vec<f64> = times
             .iter()
@@ -447,6 +453,31 @@ async fn main() -> Result<()> {
         a.max_unavailable
     );
     Ok(())
+}
+
+/// Writes every node's times (ms after the rollout was applied) as CSV,
+/// for a closer look than the means give.
+fn write_timeline(
+    path: &std::ffi::OsStr,
+    start: Instant,
+    timeline: &BTreeMap<String, Times>,
+) -> Result<()> {
+    let ms = |t: Option<Instant>| {
+        t.map(|t| format!("{:.0}", t.duration_since(start).as_secs_f64() * 1000.0))
+            .unwrap_or_default()
+    };
+    let mut out = String::from("node,granted,reboot_asked,back,updated,released\n");
+    for (node, t) in timeline {
+        out.push_str(&format!(
+            "{node},{},{},{},{},{}\n",
+            ms(t.granted),
+            ms(t.reboot_asked),
+            ms(t.back),
+            ms(t.updated),
+            ms(t.released)
+        ));
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.to_string_lossy()))
 }
 
 fn node_name(i: usize) -> String {

@@ -384,12 +384,18 @@ async fn main() -> Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the controller log reader panicked"))?;
     let count = reconciles.len().max(1) as f64;
-    let read: f64 = reconciles.iter().map(|(r, _)| *r as f64).sum();
-    let total: f64 = reconciles.iter().map(|(_, t)| *t as f64).sum();
+    let read: f64 = reconciles.iter().map(|r| r.read as f64).sum();
+    let plan: f64 = reconciles
+        .iter()
+        .filter_map(|r| r.plan)
+        .map(|p| p as f64)
+        .sum();
+    let total: f64 = reconciles.iter().map(|r| r.total as f64).sum();
     println!("controller reconciles      {}", reconciles.len());
     println!(
-        "  mean read / whole        {:.1} / {:.1} ms (all: {:.1} s)",
+        "  mean read / plan / whole {:.1} / {:.1} / {:.1} ms (all: {:.1} s)",
         read / count / 1000.0,
+        plan / count / 1000.0,
         total / count / 1000.0,
         total / 1e6
     );
@@ -529,10 +535,18 @@ async fn follow(mut watch: PrefixWatch, timeline: Timeline) {
     }
 }
 
+/// One reconcile's times, in microseconds, from the controller's log.
+struct Reconciled {
+    read: u64,
+    /// Logged since the controller keeps its view (not before).
+    plan: Option<u64>,
+    total: u64,
+}
+
 /// Reads the controller's log (its stderr) on a thread of its own and
-/// returns, when the log ends, each reconcile's (read, whole) time in
-/// microseconds; other lines are passed through to our stderr.
-fn read_reconciles(stderr: std::process::ChildStderr) -> std::thread::JoinHandle<Vec<(u64, u64)>> {
+/// returns, when the log ends, each reconcile's times; other lines are
+/// passed through to our stderr.
+fn read_reconciles(stderr: std::process::ChildStderr) -> std::thread::JoinHandle<Vec<Reconciled>> {
     std::thread::spawn(move || {
         let mut out = Vec::new();
         for line in BufReader::new(stderr).lines() {
@@ -549,7 +563,11 @@ fn read_reconciles(stderr: std::process::ChildStderr) -> std::thread::JoinHandle
                 field("read_us"),
                 field("total_us"),
             ) {
-                (true, Some(read), Some(total)) => out.push((read, total)),
+                (true, Some(read), Some(total)) => out.push(Reconciled {
+                    read,
+                    plan: field("plan_us"),
+                    total,
+                }),
                 _ => eprintln!("controller: {line}"),
             }
         }

@@ -18,14 +18,16 @@
 //! Within one reconcile, per rollout: first the releases of slots whose
 //! node the plan has judged (back and healthy, or failed: it no longer needs
 //! its slot, and if the status below is lost the next plan judges it again
-//! from the same report), so that a node finishing and the next one starting
-//! take one reconcile, not two; then the grants (each its own transaction
+//! from the same report), all in one transaction, so that a node finishing
+//! and the next one starting take one reconcile, not two; then the grants (each its own transaction
 //! against the pool's guard key, so the count can never pass
 //! `maxUnavailable` whatever else happens); then the assignments; then the
 //! status with the control requests it applied deleted (one transaction,
-//! compare-and-swap on the status). A status is only written when every
-//! slot it counts on was granted: a status saying "rebooting" for a node
-//! without a slot would read as a node that never came back.
+//! compare-and-swap on the status); last, the released slots' leases are
+//! revoked (cleanup, off the path to the next grant). A status is only
+//! written when every slot it counts on was granted: a status saying
+//! "rebooting" for a node without a slot would read as a node that never
+//! came back.
 
 mod view;
 
@@ -38,13 +40,13 @@ use osctl_image::{FetchOptions, ImageRef, Source};
 use crate::admin::AppliedRollout;
 use crate::agent::error_chain;
 use crate::etcd::{
-    CONTROLLER_ELECTION, Compare, CompareOp, Etcd, EtcdError, Fence, Holder, Leadership, MAX_BATCH,
+    CONTROLLER_ELECTION, Compare, CompareOp, Etcd, EtcdError, Fence, Leadership, MAX_BATCH,
     SLOTS_ROOT, Slots, TxnOp,
 };
 use crate::keys;
 use crate::model::{NodeState, RolloutPhase};
 use crate::plan::{Action, NodeInput, PlanInput, Slot, plan};
-use view::{NodeRecords, RolloutRecords, View};
+use view::{HeldSlot, NodeRecords, RolloutRecords, View};
 
 /// The leader's lease: how long a dead leader blocks a successor.
 pub const LEADER_TTL: Duration = Duration::from_secs(5);
@@ -180,6 +182,8 @@ struct Written {
     /// A write failed its compare, or a grant found the pool fuller than
     /// the view said: the view disagrees with etcd.
     conflict: bool,
+    /// Time spent planning (for the debug log: the rest is I/O).
+    planning: Duration,
 }
 
 /// One reconcile of every rollout at `now`, on `view` brought up to date
@@ -245,6 +249,7 @@ async fn reconcile(
     tracing::debug!(
         revision = view.revision(),
         read_us = read.as_micros(),
+        plan_us = outcome.planning.as_micros(),
         total_us = started.elapsed().as_micros(),
         "reconciled"
     );
@@ -261,7 +266,7 @@ async fn reconcile_rollout(
     applied: &AppliedRollout,
     records: &RolloutRecords,
     nodes: &BTreeMap<String, NodeRecords>,
-    holders: &BTreeMap<String, Holder>,
+    holders: &BTreeMap<String, HeldSlot>,
     governing: &BTreeMap<String, String>,
     outcome: &mut Written,
 ) -> Result<(), ControllerError> {
@@ -297,9 +302,12 @@ async fn reconcile_rollout(
         _ => resolve(name, &applied.rollout.spec.image_ref, &options.fetch).await?,
     };
     let slot_of = |node: &str| {
-        holders.values().find(|h| h.name == node).map(|h| Slot {
-            deadline: timestamp(h.deadline),
-        })
+        holders
+            .values()
+            .find(|h| h.holder.name == node)
+            .map(|h| Slot {
+                deadline: timestamp(h.holder.deadline),
+            })
     };
     let mut inputs = Vec::new();
     for (node, rec) in nodes {
@@ -330,7 +338,9 @@ async fn reconcile_rollout(
         nodes: inputs,
         reboot_deadline: options.reboot_deadline,
     };
+    let planning = std::time::Instant::now();
     let decided = plan(&input, now);
+    outcome.planning += planning.elapsed();
     // The semaphore's cap, from the same pool the plan counts: the nodes
     // this rollout governs (a percent of nodes other rollouts govern would
     // raise it past what the plan allows).
@@ -341,17 +351,44 @@ async fn reconcile_rollout(
         .count();
     let limit = applied.rollout.spec.max_unavailable.resolve(pool);
 
-    // 1. Releases: the plan judged these nodes; their slots go to the next.
+    // 1. Releases: the plan judged these nodes; their slots go to the next,
+    // in one transaction against the holder keys as the view has them (a
+    // slot that changed since — expired, say — fails it, and the next
+    // reconcile lists again). Like every release, the guard is not bumped
+    // (etcd/slots.rs). Their leases are revoked after the status, off the
+    // path from a node's verdict to the next node's grant.
     let slots = Slots::new(etcd);
+    let mut released_leases = Vec::new();
+    let (mut compares, mut ops) = (Vec::new(), Vec::new());
     for action in &decided.actions {
-        if let Action::ReleaseSlot { node } = action {
-            match slots.release(name, node, Some(fence)).await {
-                Ok(()) => {}
-                // The view had a slot etcd no longer has.
-                Err(EtcdError::NotHeld { .. }) => outcome.conflict = true,
-                Err(e) => return Err(e.into()),
-            }
+        let Action::ReleaseSlot { node } = action else {
+            continue;
+        };
+        let Some(held) = holders.get(node) else {
+            continue;
+        };
+        let key = etcd.key(&slots.holder_rel(name, node));
+        compares.push(Compare::mod_revision(
+            key.clone(),
+            CompareOp::Equal,
+            held.mod_revision,
+        ));
+        ops.push(TxnOp::delete(key, None));
+        released_leases.push(held.holder.lease);
+        if ops.len() >= MAX_TXN_OPS {
+            write(
+                etcd,
+                fence,
+                name,
+                std::mem::take(&mut compares),
+                std::mem::take(&mut ops),
+                outcome,
+            )
+            .await?;
         }
+    }
+    if !ops.is_empty() {
+        write(etcd, fence, name, compares, ops, outcome).await?;
     }
     // 2. Grants, a batch per transaction: every one must hold before the
     // status may say so.
@@ -440,6 +477,18 @@ async fn reconcile_rollout(
             ops.push(TxnOp::delete(etcd.key(k), None));
         }
         write(etcd, fence, name, compares, ops, outcome).await?;
+    }
+    // 5. The released slots' leases: they guard no key any more, and would
+    // otherwise live until the reboot deadline.
+    let revokes = released_leases
+        .into_iter()
+        .filter(|&lease| lease != 0)
+        .map(|lease| etcd.revoke_lease(lease));
+    for r in futures_util::future::join_all(revokes).await {
+        if let Err(e) = r {
+            // Harmless: the lease ends by its TTL.
+            tracing::debug!(rollout = %name, error = %error_chain(&e), "revoking a released slot's lease");
+        }
     }
     Ok(())
 }

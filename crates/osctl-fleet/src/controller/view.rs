@@ -86,6 +86,14 @@ impl RolloutRecords {
     }
 }
 
+/// A slot holder as the view has it.
+#[derive(Debug)]
+pub struct HeldSlot {
+    pub holder: Holder,
+    /// The holder key's mod revision: a release compares it.
+    pub mod_revision: i64,
+}
+
 /// The leader's view; see the module docs.
 #[derive(Default)]
 pub struct View {
@@ -97,7 +105,7 @@ pub struct View {
     pub nodes: BTreeMap<String, NodeRecords>,
     pub rollouts: BTreeMap<String, RolloutRecords>,
     /// Slot holders by pool, then by the holder key's last segment.
-    pub slots: BTreeMap<String, BTreeMap<String, Holder>>,
+    pub slots: BTreeMap<String, BTreeMap<String, HeldSlot>>,
     /// Keys whose value does not decode, with why.
     unreadable: BTreeMap<String, String>,
 }
@@ -300,7 +308,13 @@ impl View {
             let holders = self.slots.entry(pool.to_string()).or_default();
             match crate::etcd::slots::decode_holder(key, &item.value, item.lease) {
                 Ok(h) => {
-                    holders.insert(holder.to_string(), h);
+                    holders.insert(
+                        holder.to_string(),
+                        HeldSlot {
+                            holder: h,
+                            mod_revision: item.mod_revision,
+                        },
+                    );
                 }
                 Err(e) => {
                     holders.remove(holder);

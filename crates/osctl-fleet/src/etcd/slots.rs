@@ -134,7 +134,8 @@ impl Slots {
         format!("{}{pool}", self.root)
     }
 
-    fn holder_rel(&self, pool: &str, holder: &str) -> String {
+    /// The key of `holder`'s slot in `pool` (relative to the prefix).
+    pub fn holder_rel(&self, pool: &str, holder: &str) -> String {
         format!("{}{pool}/{holder}", self.root)
     }
 

@@ -279,6 +279,11 @@ impl View {
                     };
                 }
             }
+            // An unreadable assignment alone makes no node, as in a
+            // listing read by the same rules.
+            if rec.is_empty() {
+                self.nodes.remove(node);
+            }
         } else if let Some((name, what)) = keys::parse_rollout_key(key) {
             let rec = self.rollouts.entry(name.to_string()).or_default();
             match what {
@@ -304,11 +309,13 @@ impl View {
                     }
                 },
             }
+            if rec.is_empty() {
+                self.rollouts.remove(name);
+            }
         } else if let Some((pool, holder)) = slot_key(key) {
-            let holders = self.slots.entry(pool.to_string()).or_default();
             match crate::etcd::slots::decode_holder(key, &item.value, item.lease) {
                 Ok(h) => {
-                    holders.insert(
+                    self.slots.entry(pool.to_string()).or_default().insert(
                         holder.to_string(),
                         HeldSlot {
                             holder: h,
@@ -317,13 +324,24 @@ impl View {
                     );
                 }
                 Err(e) => {
-                    holders.remove(holder);
+                    self.remove_slot(pool, holder);
                     let why = match e {
                         EtcdError::Decode { source, .. } => source.to_string(),
                         other => other.to_string(),
                     };
                     note_unreadable::<()>(&mut self.unreadable, key, why);
                 }
+            }
+        }
+    }
+
+    /// Forgets a holder, and its pool once it has none (as a listing
+    /// without the key would have it).
+    fn remove_slot(&mut self, pool: &str, holder: &str) {
+        if let Some(holders) = self.slots.get_mut(pool) {
+            holders.remove(holder);
+            if holders.is_empty() {
+                self.slots.remove(pool);
             }
         }
     }
@@ -357,13 +375,8 @@ impl View {
                     self.rollouts.remove(name);
                 }
             }
-        } else if let Some((pool, holder)) = slot_key(key)
-            && let Some(holders) = self.slots.get_mut(pool)
-        {
-            holders.remove(holder);
-            if holders.is_empty() {
-                self.slots.remove(pool);
-            }
+        } else if let Some((pool, holder)) = slot_key(key) {
+            self.remove_slot(pool, holder);
         }
     }
 }
@@ -381,4 +394,171 @@ fn note_unreadable<T>(set: &mut BTreeMap<String, String>, key: &str, why: String
 fn slot_key(rel: &str) -> Option<(&str, &str)> {
     let (pool, holder) = rel.strip_prefix(SLOTS_ROOT)?.split_once('/')?;
     (!pool.is_empty() && !holder.is_empty() && !holder.contains('/')).then_some((pool, holder))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd::TxnOp;
+    use osctl_testutil::EtcdCluster;
+
+    /// One change a step makes to etcd.
+    enum Change {
+        Put(&'static str, &'static str),
+        Delete(&'static str),
+    }
+
+    const HOLDER: &str = r#"{"version":1,"holder":"n1","grantedAt":1000,"deadline":2000}"#;
+    const SPEC: &str = "apiVersion: osctl.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: web\nspec:\n  image: registry.example/os:v2\n  selector:\n    matchLabels: {pool: web}\n  maxUnavailable: 1\n";
+
+    /// Everything the view holds, for comparing two views.
+    fn contents(v: &View) -> String {
+        format!(
+            "{:?}\n{:?}\n{:?}\n{:?}",
+            v.nodes, v.rollouts, v.slots, v.unreadable
+        )
+    }
+
+    /// A view kept from events holds, after each change, exactly what a
+    /// view listed afresh holds — including the records it cannot read,
+    /// which `check` refuses under their prefix only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_keep_the_view_equal_to_a_fresh_listing() {
+        let cluster = EtcdCluster::start(1).unwrap_or_else(|e| panic!("starting etcd: {e:#}"));
+        let etcd = Etcd::connect(&cluster.endpoints(), "/test/view/")
+            .await
+            .unwrap();
+        put(&etcd, &keys::presence("n1"), "{}").await;
+        let mut view = View::default();
+        view.refresh(&etcd, 0).await.unwrap();
+        assert!(view.nodes["n1"].present);
+
+        let rollout = crate::spec::Rollout::parse(SPEC).unwrap();
+        crate::admin::apply(&etcd, &rollout).await.unwrap();
+        const BAD_ASSIGNMENT: (&str, &str) = ("nodes/", "nodes/n2/assignment");
+        const BAD_SLOT: (&str, &str) = ("slots/web/", "slots/web/n2");
+        // Each step: what it does, the change, and the prefixes `check`
+        // refuses afterwards with the key it names.
+        let steps: &[(&str, Change, &[(&str, &str)])] = &[
+            ("a second node", Change::Put("nodes/n2/presence", "{}"), &[]),
+            (
+                "its report does not read",
+                Change::Put("nodes/n2/report", "not json"),
+                &[],
+            ),
+            (
+                "its assignment does not read",
+                Change::Put("nodes/n2/assignment", "{"),
+                &[BAD_ASSIGNMENT],
+            ),
+            (
+                "a slot is granted",
+                Change::Put("slots/web/n1", HOLDER),
+                &[BAD_ASSIGNMENT],
+            ),
+            (
+                "a slot that does not read",
+                Change::Put("slots/web/n2", "[]"),
+                &[BAD_ASSIGNMENT, BAD_SLOT],
+            ),
+            (
+                "a slot is released",
+                Change::Delete("slots/web/n1"),
+                &[BAD_ASSIGNMENT, BAD_SLOT],
+            ),
+            (
+                "the unreadable slot is released",
+                Change::Delete("slots/web/n2"),
+                &[BAD_ASSIGNMENT],
+            ),
+            (
+                "the assignment is withdrawn",
+                Change::Delete("nodes/n2/assignment"),
+                &[],
+            ),
+            (
+                "the node goes away",
+                Change::Delete("nodes/n2/presence"),
+                &[],
+            ),
+            ("and its report", Change::Delete("nodes/n2/report"), &[]),
+            (
+                "an unreadable assignment alone",
+                Change::Put("nodes/n3/assignment", "{"),
+                &[("nodes/", "nodes/n3/assignment")],
+            ),
+            (
+                "its node registers",
+                Change::Put("nodes/n3/presence", "{}"),
+                &[("nodes/", "nodes/n3/assignment")],
+            ),
+            (
+                "and goes away",
+                Change::Delete("nodes/n3/presence"),
+                &[("nodes/", "nodes/n3/assignment")],
+            ),
+            (
+                "the assignment is withdrawn",
+                Change::Delete("nodes/n3/assignment"),
+                &[],
+            ),
+            (
+                "an unreadable status",
+                Change::Put("rollouts/web/status", "{}"),
+                &[("rollouts/", "rollouts/web/status")],
+            ),
+            (
+                "is replaced by nothing",
+                Change::Delete("rollouts/web/status"),
+                &[],
+            ),
+            (
+                "the rollout is deleted",
+                Change::Delete("rollouts/web/spec"),
+                &[],
+            ),
+        ];
+        for (what, change, refused) in steps {
+            match change {
+                Change::Put(key, value) => put(&etcd, key, value).await,
+                Change::Delete(key) => {
+                    etcd.txn(
+                        key,
+                        Vec::new(),
+                        vec![TxnOp::delete(etcd.key(key), None)],
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                }
+            }
+            let now = etcd.list_raw(EVERYTHING).await.unwrap().revision;
+            view.refresh(&etcd, now).await.unwrap();
+            let mut fresh = View::default();
+            fresh.refresh(&etcd, 0).await.unwrap();
+            assert_eq!(view.revision(), now, "{what}");
+            assert_eq!(contents(&view), contents(&fresh), "{what}");
+            for prefix in ["nodes/", "rollouts/", "slots/web/"] {
+                let expected = refused
+                    .iter()
+                    .find(|(p, _)| *p == prefix)
+                    .map(|(_, key)| format!("etcd value at {key} cannot be read"));
+                let got = view.check(prefix).err().map(|e| e.to_string());
+                assert_eq!(got, expected, "{what}: {prefix}");
+            }
+        }
+        assert!(view.nodes.keys().eq(["n1"]), "{:?}", view.nodes.keys());
+        assert!(view.rollouts.is_empty() && view.slots.is_empty());
+    }
+
+    async fn put(etcd: &Etcd, key: &str, value: &str) {
+        etcd.txn(
+            key,
+            Vec::new(),
+            vec![TxnOp::put(etcd.key(key), value.as_bytes().to_vec(), None)],
+            None,
+        )
+        .await
+        .unwrap();
+    }
 }

@@ -334,7 +334,7 @@ async fn reconcile_rollout(
         image,
         digest,
         status: status.clone(),
-        controls: records.controls.iter().map(|(_, c)| c.clone()).collect(),
+        controls: records.controls.values().cloned().collect(),
         nodes: inputs,
         reboot_deadline: options.reboot_deadline,
     };

@@ -402,6 +402,14 @@ mod tests {
     use crate::etcd::TxnOp;
     use osctl_testutil::EtcdCluster;
 
+    /// What a step does, its change, and the prefixes `check` refuses
+    /// afterwards with the key it names.
+    type Step = (
+        &'static str,
+        Change,
+        &'static [(&'static str, &'static str)],
+    );
+
     /// One change a step makes to etcd.
     enum Change {
         Put(&'static str, &'static str),
@@ -437,9 +445,7 @@ mod tests {
         crate::admin::apply(&etcd, &rollout).await.unwrap();
         const BAD_ASSIGNMENT: (&str, &str) = ("nodes/", "nodes/n2/assignment");
         const BAD_SLOT: (&str, &str) = ("slots/web/", "slots/web/n2");
-        // Each step: what it does, the change, and the prefixes `check`
-        // refuses afterwards with the key it names.
-        let steps: &[(&str, Change, &[(&str, &str)])] = &[
+        let steps: &[Step] = &[
             ("a second node", Change::Put("nodes/n2/presence", "{}"), &[]),
             (
                 "its report does not read",

@@ -1,33 +1,32 @@
 //! The rollout controller: `osctl fleet controller`.
 //!
 //! Several may run; one leads (etcd's election API). The leader repeats one
-//! reconcile: bring its [`view`] of every rollout, node and slot up to date,
-//! let [`plan`](crate::plan::plan) decide, write the decisions. The view is
-//! listed when the leader starts and kept from the leader's watch after
-//! that (re-listed after a lost history, a failed watch or a failed
-//! compare): re-reading the whole fleet on every wake-up was most of the
-//! leader's cost. Every write the leader makes carries its leadership
-//! [`Fence`] and compares what it read: a deposed leader (paused,
-//! partitioned, slow) writes nothing, so there is never a second hand on
-//! the fleet, a view that lags etcd makes a write fail rather than go
-//! through, and a successor starts from what etcd holds — the view is a
-//! cache of etcd, nothing in it is the controller's own.
+//! reconcile: bring its view (`controller/view.rs`) of every rollout, node and
+//! slot up to date, let [`plan`](crate::plan::plan) decide, write the
+//! decisions. The view is listed when the leader starts and kept from the
+//! leader's watch after that (re-listed after a lost history, a failed watch or
+//! a failed compare): re-reading the whole fleet on every wake-up was most of
+//! the leader's cost. Every write the leader makes carries its leadership
+//! [`Fence`] and compares what it read: a deposed leader (paused, partitioned,
+//! slow) writes nothing, so there is never a second hand on the fleet, a view
+//! that lags etcd makes a write fail rather than go through, and a successor
+//! starts from what etcd holds — the view is a cache of etcd, nothing in it is
+//! the controller's own.
 //!
 //! # Write order
 //!
-//! Within one reconcile, per rollout: first the releases of slots whose
-//! node the plan has judged (back and healthy, or failed: it no longer needs
-//! its slot, and if the status below is lost the next plan judges it again
-//! from the same report), all in one transaction, so that a node finishing
-//! and the next one starting take one reconcile, not two; then the grants (each its own transaction
-//! against the pool's guard key, so the count can never pass
+//! Within one reconcile, per rollout: first the releases of slots whose node
+//! the plan has judged (back and healthy, or failed: it no longer needs its
+//! slot, and if the status below is lost the next plan judges it again from the
+//! same report), all in one transaction, so that a node finishing and the next
+//! one starting take one reconcile, not two; then the grants (each its own
+//! transaction against the pool's guard key, so the count can never pass
 //! `maxUnavailable` whatever else happens); then the assignments; then the
 //! status with the control requests it applied deleted (one transaction,
 //! compare-and-swap on the status); last, the released slots' leases are
-//! revoked (cleanup, off the path to the next grant). A status is only
-//! written when every slot it counts on was granted: a status saying
-//! "rebooting" for a node without a slot would read as a node that never
-//! came back.
+//! revoked (cleanup, off the path to the next grant). A status is only written
+//! when every slot it counts on was granted: a status saying "rebooting" for a
+//! node without a slot would read as a node that never came back.
 
 mod view;
 

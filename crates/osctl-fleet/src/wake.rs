@@ -1,12 +1,12 @@
 //! Waking up when etcd changes instead of on the next poll.
 //!
-//! The controller and the agent both work by "read everything, decide, write"
-//! (see their module docs), which is correct whenever it runs; a watch only
-//! makes it run sooner. So a watch that fails is dropped and started again
-//! later, and the poll interval stays as the fallback: nothing depends on an
-//! event being seen. Bursts are coalesced: after the first event, whatever
-//! else has already arrived is taken too, so a thousand reports cause a few
-//! reconciles, not a thousand.
+//! The agent works by "read everything, decide, write" (see its module docs),
+//! which is correct whenever it runs; a watch only makes it run sooner. So a
+//! watch that fails is dropped and started again later, and the poll interval
+//! stays as the fallback: nothing depends on an event being seen. Bursts are
+//! coalesced: after the first event, whatever else has already arrived is
+//! taken too. (The controller's watch is more than a wake-up: it keeps the
+//! leader's view, `controller/view.rs`.)
 
 use std::time::Duration;
 

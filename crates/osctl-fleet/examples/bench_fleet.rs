@@ -5,11 +5,21 @@
 //! `--reboot` seconds. Reports completion time against the ideal
 //! (N / maxUnavailable batches of one reboot each), etcd requests and
 //! writes per node (from etcd's own metrics), the controller's CPU time and
-//! peak RSS.
+//! peak RSS, and where a slot's time goes: the bench watches the slots and
+//! reports and the simulated machines note their reboot, so each hand-over
+//! is split into the agent's reaction (slot granted → reboot asked), the
+//! agent's restart (machine back → "updated" reported), the controller's
+//! reaction ("updated" → slot released) and the re-grant (slot released →
+//! the next node's slot granted). The controller's own per-reconcile cost
+//! comes from its debug log (`reconciled`, with `read_us` and `total_us`).
 //!
 //! Usage: bench_fleet OSCTL [--nodes 1000] [--max-unavailable 50] [--reboot 1] [--agent-poll 5]
+//!
+//! With `OSCTL_BENCH_TIMELINE=FILE`, every node's times are written there
+//! as CSV (milliseconds after the rollout was applied).
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,8 +30,9 @@ use osctl_fleet::admin;
 use osctl_fleet::agent::machine::{BootHealth, Deployed, MachineView};
 use osctl_fleet::agent::state::AgentState;
 use osctl_fleet::agent::{Agent, AgentError, AgentOptions, Host};
-use osctl_fleet::etcd::Etcd;
-use osctl_fleet::model::RolloutPhase;
+use osctl_fleet::etcd::{Etcd, PrefixWatch, SLOTS_ROOT, WatchEvent};
+use osctl_fleet::keys::{self, NodeKey};
+use osctl_fleet::model::{NodePhase, NodeReport, RolloutPhase};
 use osctl_fleet::spec::Rollout;
 use osctl_image::ImageRef;
 use osctl_testutil::etcd::EtcdCluster;
@@ -29,11 +40,28 @@ use osctl_testutil::{Entry, ImageSpec, Layer, Registry, RegistryOptions, write_l
 
 const PREFIX: &str = "/osctl-bench/fleet/";
 const OLD: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
+/// The rollout's name, which is also its slot pool.
+const ROLLOUT: &str = "bench";
+
+/// When each step of one node's hand-over was seen.
+#[derive(Debug, Default, Clone, Copy)]
+struct Times {
+    granted: Option<Instant>,
+    reboot_asked: Option<Instant>,
+    back: Option<Instant>,
+    updated: Option<Instant>,
+    released: Option<Instant>,
+}
+
+/// Every node's [`Times`], by node name.
+type Timeline = Arc<Mutex<BTreeMap<String, Times>>>;
 
 /// One simulated machine (a handle: clones share it).
 #[derive(Clone)]
 struct SimMachine {
+    name: String,
     inner: Arc<Mutex<SimState>>,
+    timeline: Timeline,
 }
 
 struct SimState {
@@ -46,8 +74,10 @@ struct SimState {
 }
 
 impl SimMachine {
-    fn new() -> SimMachine {
+    fn new(name: String, timeline: Timeline) -> SimMachine {
         SimMachine {
+            name,
+            timeline,
             inner: Arc::new(Mutex::new(SimState {
                 booted: OLD.into(),
                 staged: None,
@@ -68,6 +98,17 @@ impl SimMachine {
         s.boot += 1;
         s.good_since = Timestamp::now();
         s.reboot_requested = false;
+        drop(s);
+        self.note(|t| t.back = Some(Instant::now()));
+    }
+
+    fn note(&self, f: impl FnOnce(&mut Times)) {
+        f(self
+            .timeline
+            .lock()
+            .unwrap()
+            .entry(self.name.clone())
+            .or_default());
     }
 }
 
@@ -113,6 +154,7 @@ impl Host for SimMachine {
 
     fn reboot(&self) -> Result<(), AgentError> {
         self.inner.lock().unwrap().reboot_requested = true;
+        self.note(|t| t.reboot_asked = Some(Instant::now()));
         Ok(())
     }
 
@@ -231,7 +273,10 @@ async fn main() -> Result<()> {
     )?;
 
     let etcd = Etcd::connect(&endpoints, PREFIX).await?;
-    let machines: Vec<SimMachine> = (0..a.nodes).map(|_| SimMachine::new()).collect();
+    let timeline = Timeline::default();
+    let machines: Vec<SimMachine> = (0..a.nodes)
+        .map(|i| SimMachine::new(node_name(i), timeline.clone()))
+        .collect();
     let labels = BTreeMap::from([("pool".to_string(), "bench".to_string())]);
     for (i, machine) in machines.iter().enumerate() {
         let (etcd, machine, labels) = (etcd.clone(), machine.clone(), labels.clone());
@@ -239,7 +284,7 @@ async fn main() -> Result<()> {
         tokio::spawn(async move {
             loop {
                 let options = AgentOptions {
-                    node: format!("n{i:04}"),
+                    node: node_name(i),
                     labels: labels.clone(),
                     poll,
                 };
@@ -279,18 +324,23 @@ async fn main() -> Result<()> {
         .env("OSCTL_ETCD", endpoints.join(","))
         .env("OSCTL_FLEET_PREFIX", PREFIX)
         .env("CONTAINERS_POLICY_JSON", &policy)
+        .env("OSCTL_LOG", "warn,osctl_fleet::controller=debug")
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .context("starting the controller")?;
+    let reconciles = read_reconciles(controller.stderr.take().context("controller stderr")?);
+    let watch = PrefixWatch::start(&etcd, "", None).await?;
+    tokio::spawn(follow(watch, timeline.clone()));
     let before = etcd_metrics(&endpoints[0])?;
     let rollout = Rollout::parse(&format!(
-        "apiVersion: osctl.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: bench\nspec:\n  image: {image}\n  selector:\n    matchLabels: {{pool: bench}}\n  maxUnavailable: {}\n  healthGate:\n    minHealthySeconds: 0\n",
+        "apiVersion: osctl.dev/v1alpha1\nkind: Rollout\nmetadata:\n  name: {ROLLOUT}\nspec:\n  image: {image}\n  selector:\n    matchLabels: {{pool: bench}}\n  maxUnavailable: {}\n  healthGate:\n    minHealthySeconds: 0\n",
         a.max_unavailable
     ))?;
     let applied_at = Instant::now();
     admin::apply(&etcd, &rollout).await?;
     loop {
-        let views = admin::rollouts(&etcd, Some("bench")).await?;
+        let views = admin::rollouts(&etcd, Some(ROLLOUT)).await?;
         if views[0]
             .status
             .as_ref()
@@ -329,5 +379,198 @@ async fn main() -> Result<()> {
     println!("etcd writes per node       {:.1}", writes / n);
     println!("controller CPU (user+sys)  {cpu:.1} s");
     println!("controller peak RSS        {:.1} MiB", rss as f64 / 1024.0);
+    // The controller's stderr ends with its kill, and so does the reader.
+    let reconciles = reconciles
+        .join()
+        .map_err(|_| anyhow::anyhow!("the controller log reader panicked"))?;
+    let count = reconciles.len().max(1) as f64;
+    let read: f64 = reconciles.iter().map(|r| r.read as f64).sum();
+    let plan: f64 = reconciles
+        .iter()
+        .filter_map(|r| r.plan)
+        .map(|p| p as f64)
+        .sum();
+    let total: f64 = reconciles.iter().map(|r| r.total as f64).sum();
+    println!("controller reconciles      {}", reconciles.len());
+    println!(
+        "  mean read / plan / whole {:.1} / {:.1} / {:.1} ms (all: {:.1} s)",
+        read / count / 1000.0,
+        plan / count / 1000.0,
+        total / count / 1000.0,
+        total / 1e6
+    );
+    let times: Vec<Times> = timeline.lock().unwrap().values().copied().collect();
+    if let Some(path) = std::env::var_os("OSCTL_BENCH_TIMELINE") {
+        write_timeline(&path, applied_at, &timeline.lock().unwrap())?;
+    }
+    let span = |from: fn(&Times) -> Option<Instant>, to: fn(&Times) -> Option<Instant>| {
+        let spans: Vec<f64> = times
+            .iter()
+            .filter_map(|t| Some(to(t)?.checked_duration_since(from(t)?)?.as_secs_f64()))
+            .collect();
+        mean_p90(spans)
+    };
+    println!("per node (mean / p90, ms):");
+    println!(
+        "  slot granted → reboot    {}",
+        span(|t| t.granted, |t| t.reboot_asked)
+    );
+    println!(
+        "  machine back → updated   {}",
+        span(|t| t.back, |t| t.updated)
+    );
+    println!(
+        "  updated → slot released  {}",
+        span(|t| t.updated, |t| t.released)
+    );
+    println!(
+        "  slot held (whole)        {}",
+        span(|t| t.granted, |t| t.released)
+    );
+    // Each release lets the next node in: the time from a release to the
+    // first grant after it, while nodes were still waiting.
+    let mut grants: Vec<Instant> = times.iter().filter_map(|t| t.granted).collect();
+    let mut releases: Vec<Instant> = times.iter().filter_map(|t| t.released).collect();
+    grants.sort();
+    releases.sort();
+    let last_grant = grants.last().copied();
+    let regrant: Vec<f64> = releases
+        .iter()
+        .filter(|r| last_grant.is_some_and(|l| **r < l))
+        .filter_map(|r| {
+            let next = grants.iter().find(|g| *g >= r)?;
+            Some(next.duration_since(*r).as_secs_f64())
+        })
+        .collect();
+    println!("  slot released → regrant  {}", mean_p90(regrant));
+    let held: f64 = times
+        .iter()
+        .filter_map(|t| {
+            Some(
+                t.released?
+                    .checked_duration_since(t.granted?)?
+                    .as_secs_f64(),
+            )
+        })
+        .sum();
+    println!(
+        "mean slots held            {:.1} of {}",
+        held / took,
+        a.max_unavailable
+    );
     Ok(())
+}
+
+/// Writes every node's times (ms after the rollout was applied) as CSV,
+/// for a closer look than the means give.
+fn write_timeline(
+    path: &std::ffi::OsStr,
+    start: Instant,
+    timeline: &BTreeMap<String, Times>,
+) -> Result<()> {
+    let ms = |t: Option<Instant>| {
+        t.map(|t| format!("{:.0}", t.duration_since(start).as_secs_f64() * 1000.0))
+            .unwrap_or_default()
+    };
+    let mut out = String::from("node,granted,reboot_asked,back,updated,released\n");
+    for (node, t) in timeline {
+        out.push_str(&format!(
+            "{node},{},{},{},{},{}\n",
+            ms(t.granted),
+            ms(t.reboot_asked),
+            ms(t.back),
+            ms(t.updated),
+            ms(t.released)
+        ));
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.to_string_lossy()))
+}
+
+fn node_name(i: usize) -> String {
+    format!("n{i:04}")
+}
+
+/// "mean / p90" of `spans` (seconds), in milliseconds.
+fn mean_p90(mut spans: Vec<f64>) -> String {
+    if spans.is_empty() {
+        return "-".into();
+    }
+    spans.sort_by(f64::total_cmp);
+    let mean = spans.iter().sum::<f64>() / spans.len() as f64;
+    let p90 = spans[(spans.len() * 9 / 10).min(spans.len() - 1)];
+    format!("{:.0} / {:.0}", mean * 1000.0, p90 * 1000.0)
+}
+
+/// Notes when each node's slot is granted and released and when it reports
+/// "updated", as the watch delivers them.
+async fn follow(mut watch: PrefixWatch, timeline: Timeline) {
+    let slots = format!("{SLOTS_ROOT}{ROLLOUT}/");
+    loop {
+        let event = match watch.next().await {
+            Ok(e) => e,
+            Err(e) => panic!("bench watch: {e}"),
+        };
+        let now = Instant::now();
+        let mut timeline = timeline.lock().unwrap();
+        match event {
+            WatchEvent::Put { kv, prev } => {
+                if let Some(node) = kv.key.strip_prefix(&slots) {
+                    if prev.is_none() {
+                        timeline.entry(node.to_string()).or_default().granted = Some(now);
+                    }
+                } else if let Some((node, NodeKey::Report)) = keys::parse_node_key(&kv.key)
+                    && NodeReport::from_json(&kv.value).is_ok_and(|r| r.phase == NodePhase::Updated)
+                {
+                    let t = timeline.entry(node.to_string()).or_default();
+                    t.updated.get_or_insert(now);
+                }
+            }
+            WatchEvent::Delete { key, .. } => {
+                if let Some(node) = key.strip_prefix(&slots) {
+                    timeline.entry(node.to_string()).or_default().released = Some(now);
+                }
+            }
+            WatchEvent::Resync(_) => panic!("bench watch: history compacted mid-run"),
+        }
+    }
+}
+
+/// One reconcile's times, in microseconds, from the controller's log.
+struct Reconciled {
+    read: u64,
+    /// Logged since the controller keeps its view (not before).
+    plan: Option<u64>,
+    total: u64,
+}
+
+/// Reads the controller's log (its stderr) on a thread of its own and
+/// returns, when the log ends, each reconcile's times; other lines are
+/// passed through to our stderr.
+fn read_reconciles(stderr: std::process::ChildStderr) -> std::thread::JoinHandle<Vec<Reconciled>> {
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let field = |name: &str| -> Option<u64> {
+                let rest = line.split_once(&format!(" {name}="))?.1;
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            };
+            match (
+                line.contains("reconciled"),
+                field("read_us"),
+                field("total_us"),
+            ) {
+                (true, Some(read), Some(total)) => out.push(Reconciled {
+                    read,
+                    plan: field("plan_us"),
+                    total,
+                }),
+                _ => eprintln!("controller: {line}"),
+            }
+        }
+        out
+    })
 }

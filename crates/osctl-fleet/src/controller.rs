@@ -1,26 +1,34 @@
 //! The rollout controller: `osctl fleet controller`.
 //!
 //! Several may run; one leads (etcd's election API). The leader repeats one
-//! reconcile: read every rollout, node and slot at once, let
-//! [`plan`](crate::plan::plan) decide, write the decisions. Every write the
-//! leader makes carries its leadership [`Fence`]: a deposed leader (paused,
-//! partitioned, slow) writes nothing, so there is never a second hand on
-//! the fleet, and the successor starts from what etcd holds — there is no
-//! state in the controller's memory worth keeping.
+//! reconcile: bring its view (`controller/view.rs`) of every rollout, node and
+//! slot up to date, let [`plan`](crate::plan::plan) decide, write the
+//! decisions. The view is listed when the leader starts and kept from the
+//! leader's watch after that (re-listed after a lost history, a failed watch or
+//! a failed compare): re-reading the whole fleet on every wake-up was most of
+//! the leader's cost. Every write the leader makes carries its leadership
+//! [`Fence`] and compares what it read: a deposed leader (paused, partitioned,
+//! slow) writes nothing, so there is never a second hand on the fleet, a view
+//! that lags etcd makes a write fail rather than go through, and a successor
+//! starts from what etcd holds — the view is a cache of etcd, nothing in it is
+//! the controller's own.
 //!
 //! # Write order
 //!
-//! Within one reconcile, per rollout: first the releases of slots whose
-//! node the plan has judged (back and healthy, or failed: it no longer needs
-//! its slot, and if the status below is lost the next plan judges it again
-//! from the same report), so that a node finishing and the next one starting
-//! take one reconcile, not two; then the grants (each its own transaction
-//! against the pool's guard key, so the count can never pass
+//! Within one reconcile, per rollout: first the releases of slots whose node
+//! the plan has judged (back and healthy, or failed: it no longer needs its
+//! slot, and if the status below is lost the next plan judges it again from the
+//! same report), all in one transaction, so that a node finishing and the next
+//! one starting take one reconcile, not two; then the grants (each its own
+//! transaction against the pool's guard key, so the count can never pass
 //! `maxUnavailable` whatever else happens); then the assignments; then the
 //! status with the control requests it applied deleted (one transaction,
-//! compare-and-swap on the status). A status is only written when every
-//! slot it counts on was granted: a status saying "rebooting" for a node
-//! without a slot would read as a node that never came back.
+//! compare-and-swap on the status); last, the released slots' leases are
+//! revoked (cleanup, off the path to the next grant). A status is only written
+//! when every slot it counts on was granted: a status saying "rebooting" for a
+//! node without a slot would read as a node that never came back.
+
+mod view;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -32,12 +40,12 @@ use crate::admin::AppliedRollout;
 use crate::agent::error_chain;
 use crate::etcd::{
     CONTROLLER_ELECTION, Compare, CompareOp, Etcd, EtcdError, FLEETLOCK_ROOT, Fence, Leadership,
-    MAX_BATCH, Slots, TxnOp,
+    MAX_BATCH, SLOTS_ROOT, Slots, TxnOp,
 };
-use crate::keys::{self, NodeKey, RolloutKey};
-use crate::model::{Assignment, Control, NodeReport, NodeState, RolloutPhase, RolloutStatus};
+use crate::keys;
+use crate::model::{NodeState, RolloutPhase};
 use crate::plan::{Action, ControlRequest, NodeInput, PlanInput, Slot, plan};
-use crate::wake::Wake;
+use view::{HeldSlot, NodeRecords, RolloutRecords, View};
 
 /// The leader's lease: how long a dead leader blocks a successor.
 pub const LEADER_TTL: Duration = Duration::from_secs(5);
@@ -108,30 +116,47 @@ pub async fn run(etcd: Etcd, options: ControllerOptions) -> Result<(), Controlle
         retry = CAMPAIGN_RETRY_FIRST;
         tracing::info!(id = %options.id, "leading the fleet");
         let fence = leadership.fence();
-        // Any change in the fleet (a report, a control, an applied spec)
-        // wakes the leader at once; the tick is the fallback (crate::wake).
-        let mut changes = Wake::default();
-        changes.watch(&etcd, Some("")).await;
+        // Listed at the first reconcile, kept from its watch after that;
+        // any change in the fleet (a report, a control, an applied spec)
+        // wakes the leader at once, the tick is the fallback. A new term
+        // starts from a new listing: nothing is carried over.
+        let mut view = View::default();
+        // The revision of this leader's last write: the next plan waits
+        // until the view holds it.
+        let mut written = 0;
         loop {
             if leadership.is_lost() {
                 tracing::warn!(id = %options.id, "leadership lost");
                 break;
             }
-            match reconcile(&etcd, &fence, &options, Timestamp::now()).await {
+            match reconcile(
+                &etcd,
+                &fence,
+                &options,
+                &mut view,
+                &mut written,
+                Timestamp::now(),
+            )
+            .await
+            {
                 Ok(()) => {}
                 Err(ControllerError::Etcd(e @ EtcdError::Fenced { .. })) => {
                     tracing::warn!(id = %options.id, error = %e, "deposed");
                     break;
                 }
-                Err(e) => tracing::warn!(error = %error_chain(&e), "reconcile"),
+                Err(e) => {
+                    // Whatever failed, the view may now disagree with etcd
+                    // (a write whose answer was lost): read it all again.
+                    view.invalidate();
+                    tracing::warn!(error = %error_chain(&e), "reconcile");
+                }
             }
-            changes.watch(&etcd, Some("")).await;
             tokio::select! {
                 () = tokio::time::sleep(options.tick) => {}
                 () = leadership.lost() => {}
-                () = changes.changed() => {
+                () = view.changed() => {
                     // Let a burst (a batch of agents reporting) arrive
-                    // before reading everything again.
+                    // before planning again.
                     tokio::time::sleep(COALESCE).await;
                 }
             }
@@ -148,52 +173,85 @@ fn campaign_may_succeed_later(e: &EtcdError) -> bool {
     )
 }
 
-/// Everything read under the nodes prefix, per node.
+/// What the writes of one reconcile tell the view.
 #[derive(Debug, Default)]
-struct NodeRecords {
-    present: bool,
-    report: Option<NodeReport>,
-    /// A report exists and cannot be read.
-    unreadable: bool,
-    assignment: Option<(Assignment, i64)>,
+struct Written {
+    /// The revision of the last write that went through.
+    revision: i64,
+    /// A write failed its compare, or a grant found the pool fuller than
+    /// the view said: the view disagrees with etcd.
+    conflict: bool,
+    /// Time spent planning (for the debug log: the rest is I/O).
+    planning: Duration,
 }
 
-/// Everything read under the rollouts prefix, per rollout.
-#[derive(Debug, Default)]
-struct RolloutRecords {
-    applied: Option<(AppliedRollout, i64)>,
-    status: Option<(RolloutStatus, i64)>,
-    /// Each request's key, create revision and record.
-    controls: Vec<(String, i64, Control)>,
-}
-
-/// One reconcile of every rollout at `now`.
-pub async fn reconcile(
+/// One reconcile of every rollout at `now`, on `view` brought up to date
+/// (at least to `written`, the leader's last write, which it moves on).
+async fn reconcile(
     etcd: &Etcd,
     fence: &Fence,
     options: &ControllerOptions,
+    view: &mut View,
+    written: &mut i64,
     now: Timestamp,
 ) -> Result<(), ControllerError> {
-    let nodes = read_nodes(etcd).await?;
-    let rollouts = read_rollouts(etcd).await?;
-    let governing = governing(&nodes, &rollouts);
-    for (name, records) in &rollouts {
+    let started = std::time::Instant::now();
+    view.refresh(etcd, *written).await?;
+    let read = started.elapsed();
+    // Fail closed, as a listing did: no plan on records that do not read.
+    view.check(keys::NODES)?;
+    view.check(keys::ROLLOUTS)?;
+    let governing = governing(&view.nodes, &view.rollouts);
+    let no_holders = BTreeMap::new();
+    let mut outcome = Written::default();
+    for (name, records) in &view.rollouts {
         let Some((applied, _)) = &records.applied else {
             continue;
         };
-        if let Err(e) = reconcile_rollout(
-            etcd, fence, options, now, name, applied, records, &nodes, &governing,
-        )
-        .await
-        {
+        let holders = view.slots.get(name).unwrap_or(&no_holders);
+        let result = match view.check(&format!("{SLOTS_ROOT}{name}/")) {
+            Ok(()) => {
+                reconcile_rollout(
+                    etcd,
+                    fence,
+                    options,
+                    now,
+                    name,
+                    applied,
+                    records,
+                    &view.nodes,
+                    holders,
+                    &governing,
+                    &mut outcome,
+                )
+                .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
             // One rollout's trouble (an image that does not resolve) must
             // not stop the others; a lost leadership stops everything.
             if matches!(e, ControllerError::Etcd(EtcdError::Fenced { .. })) {
                 return Err(e);
             }
+            if matches!(e, ControllerError::Etcd(_)) {
+                outcome.conflict = true;
+            }
             tracing::warn!(rollout = %name, error = %error_chain(&e), "rollout not reconciled");
         }
     }
+    *written = (*written).max(outcome.revision);
+    if outcome.conflict {
+        view.invalidate();
+    }
+    // What one wake-up costs (hack/bench-fleet reads these).
+    tracing::debug!(
+        revision = view.revision(),
+        read_us = read.as_micros(),
+        plan_us = outcome.planning.as_micros(),
+        total_us = started.elapsed().as_micros(),
+        "reconciled"
+    );
     Ok(())
 }
 
@@ -207,14 +265,16 @@ async fn reconcile_rollout(
     applied: &AppliedRollout,
     records: &RolloutRecords,
     nodes: &BTreeMap<String, NodeRecords>,
+    holders: &BTreeMap<String, HeldSlot>,
     governing: &BTreeMap<String, String>,
+    outcome: &mut Written,
 ) -> Result<(), ControllerError> {
     let status = records.status.as_ref().map(|(s, _)| s.clone());
     let status_rev = records.status.as_ref().map(|(_, r)| *r);
     let pending_controls = records
         .controls
-        .iter()
-        .filter(|(_, rev, _)| {
+        .values()
+        .filter(|(rev, _)| {
             status
                 .as_ref()
                 .and_then(|s| s.last_control_revision)
@@ -240,7 +300,6 @@ async fn reconcile_rollout(
         ),
         _ => resolve(name, &applied.rollout.spec.image_ref, &options.fetch).await?,
     };
-    let holders = Slots::new(etcd).holders(name).await?;
     // Locks the rollout's FleetLock group took in its own pool, before
     // this rollout governed it: those machines are rebooting too.
     let group_locks = match crate::fleetlock::group_of(&applied.rollout) {
@@ -253,10 +312,13 @@ async fn reconcile_rollout(
         None => Vec::new(),
     };
     let slot_of = |node: &str| {
-        holders.iter().find(|h| h.name == node).map(|h| Slot {
-            deadline: timestamp(h.deadline),
-            boot_id: h.boot_id.clone(),
-        })
+        holders
+            .values()
+            .find(|h| h.holder.name == node)
+            .map(|h| Slot {
+                deadline: timestamp(h.holder.deadline),
+                boot_id: h.holder.boot_id.clone(),
+            })
     };
     let mut inputs = Vec::new();
     let mut unreadable = Vec::new();
@@ -267,7 +329,7 @@ async fn reconcile_rollout(
             .is_some_and(|r| applied.rollout.spec.selects(&r.labels));
         let known = status.as_ref().is_some_and(|s| s.nodes.contains_key(node));
         if !selected && !known {
-            if rec.unreadable {
+            if rec.report_unreadable() {
                 unreadable.push(node.clone());
             }
             continue;
@@ -289,23 +351,25 @@ async fn reconcile_rollout(
         status: status.clone(),
         controls: records
             .controls
-            .iter()
-            .map(|(_, revision, c)| ControlRequest {
+            .values()
+            .map(|(revision, c)| ControlRequest {
                 revision: *revision,
                 control: c.clone(),
             })
             .collect(),
         other_holders: holders
-            .iter()
-            .filter(|h| !inputs.iter().any(|n| n.name == h.name))
-            .map(|h| h.name.clone())
+            .values()
+            .filter(|h| !inputs.iter().any(|n| n.name == h.holder.name))
+            .map(|h| h.holder.name.clone())
             .chain(group_locks)
             .collect(),
         unreadable,
         nodes: inputs,
         reboot_deadline: options.reboot_deadline,
     };
+    let planning = std::time::Instant::now();
     let decided = plan(&input, now);
+    outcome.planning += planning.elapsed();
     // The semaphore's cap, from the same pool the plan counts: the nodes
     // this rollout governs (a percent of nodes other rollouts govern would
     // raise it past what the plan allows).
@@ -316,15 +380,44 @@ async fn reconcile_rollout(
         .count();
     let limit = applied.rollout.spec.max_unavailable.resolve(pool);
 
-    // 1. Releases: the plan judged these nodes; their slots go to the next.
+    // 1. Releases: the plan judged these nodes; their slots go to the next,
+    // in one transaction against the holder keys as the view has them (a
+    // slot that changed since — expired, say — fails it, and the next
+    // reconcile lists again). Like every release, the guard is not bumped
+    // (etcd/slots.rs). Their leases are revoked after the status, off the
+    // path from a node's verdict to the next node's grant.
     let slots = Slots::new(etcd);
+    let mut released_leases = Vec::new();
+    let (mut compares, mut ops) = (Vec::new(), Vec::new());
     for action in &decided.actions {
-        if let Action::ReleaseSlot { node } = action {
-            match slots.release(name, node, Some(fence)).await {
-                Ok(()) | Err(EtcdError::NotHeld { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+        let Action::ReleaseSlot { node } = action else {
+            continue;
+        };
+        let Some(held) = holders.get(node) else {
+            continue;
+        };
+        let key = etcd.key(&slots.holder_rel(name, node));
+        compares.push(Compare::mod_revision(
+            key.clone(),
+            CompareOp::Equal,
+            held.mod_revision,
+        ));
+        ops.push(TxnOp::delete(key, None));
+        released_leases.push(held.holder.lease);
+        if ops.len() >= MAX_TXN_OPS {
+            write(
+                etcd,
+                fence,
+                name,
+                std::mem::take(&mut compares),
+                std::mem::take(&mut ops),
+                outcome,
+            )
+            .await?;
         }
+    }
+    if !ops.is_empty() {
+        write(etcd, fence, name, compares, ops, outcome).await?;
     }
     // 2. Grants, a batch per transaction: every one must hold before the
     // status may say so.
@@ -342,6 +435,7 @@ async fn reconcile_rollout(
             .await?;
         if granted.len() < batch.len() {
             tracing::warn!(rollout = %name, wanted = batch.len(), granted = granted.len(), limit, "pool full; planning again");
+            outcome.conflict = true;
             return Ok(());
         }
     }
@@ -378,12 +472,13 @@ async fn reconcile_rollout(
                 name,
                 std::mem::take(&mut compares),
                 std::mem::take(&mut ops),
+                outcome,
             )
             .await?;
         }
     }
     if !ops.is_empty() {
-        write(etcd, fence, name, compares, ops).await?;
+        write(etcd, fence, name, compares, ops, outcome).await?;
     }
     // 4. The status, with the controls it applied deleted.
     let mut new_status = decided.status;
@@ -395,12 +490,12 @@ async fn reconcile_rollout(
     let applied_controls: Vec<&String> = records
         .controls
         .iter()
-        .filter(|(_, rev, _)| {
+        .filter(|(_, (rev, _))| {
             new_status
                 .last_control_revision
                 .is_some_and(|last| *rev <= last)
         })
-        .map(|(k, _, _)| k)
+        .map(|(k, _)| k)
         .collect();
     if !unchanged || !applied_controls.is_empty() {
         new_status.updated_at = now;
@@ -414,7 +509,19 @@ async fn reconcile_rollout(
             compares.push(Compare::create_revision(etcd.key(k), CompareOp::Greater, 0));
             ops.push(TxnOp::delete(etcd.key(k), None));
         }
-        write(etcd, fence, name, compares, ops).await?;
+        write(etcd, fence, name, compares, ops, outcome).await?;
+    }
+    // 5. The released slots' leases: they guard no key any more, and would
+    // otherwise live until the reboot deadline.
+    let revokes = released_leases
+        .into_iter()
+        .filter(|&lease| lease != 0)
+        .map(|lease| etcd.revoke_lease(lease));
+    for r in futures_util::future::join_all(revokes).await {
+        if let Err(e) = r {
+            // Harmless: the lease ends by its TTL.
+            tracing::debug!(rollout = %name, error = %error_chain(&e), "revoking a released slot's lease");
+        }
     }
     Ok(())
 }
@@ -427,86 +534,26 @@ fn in_flight(state: &NodeState) -> bool {
     )
 }
 
-/// One fenced transaction; a failed compare is logged (the next reconcile
-/// reads again), a lost fence is an error.
+/// One fenced transaction; a failed compare is logged and marks the view
+/// stale (the next reconcile lists again), a lost fence is an error.
 async fn write(
     etcd: &Etcd,
     fence: &Fence,
     rollout: &str,
     compares: Vec<Compare>,
     ops: Vec<TxnOp>,
+    written: &mut Written,
 ) -> Result<(), ControllerError> {
     let what = format!("rollout {rollout}");
     let outcome = etcd.txn(&what, compares, ops, Some(fence)).await?;
-    if !outcome.succeeded {
+    if outcome.succeeded {
+        // A transaction that wrote: the header's revision is its own.
+        written.revision = written.revision.max(outcome.revision);
+    } else {
         tracing::info!(%rollout, "records changed since read; reconciling again");
+        written.conflict = true;
     }
     Ok(())
-}
-
-async fn read_nodes(etcd: &Etcd) -> Result<BTreeMap<String, NodeRecords>, ControllerError> {
-    let listing = etcd.list_raw(keys::NODES).await?;
-    let mut nodes: BTreeMap<String, NodeRecords> = BTreeMap::new();
-    for item in listing.items {
-        let Some((node, what)) = keys::parse_node_key(&item.key) else {
-            continue;
-        };
-        let rec = nodes.entry(node.to_string()).or_default();
-        match what {
-            NodeKey::Presence => rec.present = true,
-            NodeKey::Report => match NodeReport::from_json(&item.value) {
-                Ok(r) => rec.report = Some(r),
-                // Unreadable: the node is unavailable (plan counts it so).
-                Err(e) => {
-                    rec.unreadable = true;
-                    tracing::warn!(key = %item.key, error = %e, "node report");
-                }
-            },
-            NodeKey::Assignment => {
-                let a = Assignment::from_json(&item.value).map_err(|e| EtcdError::Decode {
-                    key: item.key.clone(),
-                    source: e.source,
-                })?;
-                rec.assignment = Some((a, item.mod_revision));
-            }
-        }
-    }
-    Ok(nodes)
-}
-
-async fn read_rollouts(etcd: &Etcd) -> Result<BTreeMap<String, RolloutRecords>, ControllerError> {
-    let listing = etcd.list_raw(keys::ROLLOUTS).await?;
-    let mut rollouts: BTreeMap<String, RolloutRecords> = BTreeMap::new();
-    for item in listing.items {
-        let Some((name, what)) = keys::parse_rollout_key(&item.key) else {
-            continue;
-        };
-        let decode = |source| EtcdError::Decode {
-            key: item.key.clone(),
-            source,
-        };
-        let rec = rollouts.entry(name.to_string()).or_default();
-        match what {
-            RolloutKey::Spec => {
-                rec.applied = Some((
-                    AppliedRollout::from_json(&item.value).map_err(decode)?,
-                    item.create_revision,
-                ))
-            }
-            RolloutKey::Status => {
-                rec.status = Some((
-                    RolloutStatus::from_json(&item.value).map_err(|e| decode(e.source))?,
-                    item.mod_revision,
-                ))
-            }
-            RolloutKey::Control => rec.controls.push((
-                item.key.clone(),
-                item.create_revision,
-                Control::from_json(&item.value).map_err(|e| decode(e.source))?,
-            )),
-        }
-    }
-    Ok(rollouts)
 }
 
 /// Which rollout governs each node: a node mid-reboot stays with the

@@ -1,12 +1,12 @@
 //! Waking up when etcd changes instead of on the next poll.
 //!
-//! The controller and the agent both work by "read everything, decide, write"
-//! (see their module docs), which is correct whenever it runs; a watch only
-//! makes it run sooner. So a watch that fails is dropped and started again
-//! later, and the poll interval stays as the fallback: nothing depends on an
-//! event being seen. Bursts are coalesced: after the first event, whatever
-//! else has already arrived is taken too, so a thousand reports cause a few
-//! reconciles, not a thousand.
+//! The agent works by "read everything, decide, write" (see its module docs),
+//! which is correct whenever it runs; a watch only makes it run sooner. So a
+//! watch that fails is dropped and started again later, and the poll interval
+//! stays as the fallback: nothing depends on an event being seen. Bursts are
+//! coalesced: after the first event, whatever else has already arrived is
+//! taken too. (The controller's watch is more than a wake-up: it keeps the
+//! leader's view, `controller/view.rs`.)
 
 use std::time::Duration;
 
@@ -28,6 +28,13 @@ impl Wake {
     /// different prefix replaces the watch, `None` drops it. A watch that
     /// cannot be started is logged and tried again at the next call.
     pub async fn watch(&mut self, etcd: &Etcd, prefix: Option<&str>) {
+        self.watch_from(etcd, prefix, None).await;
+    }
+
+    /// Like [`Self::watch`], but a watch started now starts at revision
+    /// `from` (when given): a change made between a read at `from - 1` and
+    /// this call still wakes the caller, instead of waiting for the poll.
+    pub async fn watch_from(&mut self, etcd: &Etcd, prefix: Option<&str>, from: Option<i64>) {
         if self.prefix.as_deref() != prefix {
             self.watch = None;
             self.prefix = prefix.map(str::to_string);
@@ -35,7 +42,7 @@ impl Wake {
         if self.watch.is_none()
             && let Some(p) = &self.prefix
         {
-            match PrefixWatch::start(etcd, p, None).await {
+            match PrefixWatch::start(etcd, p, from).await {
                 Ok(w) => self.watch = Some(w),
                 Err(e) => {
                     tracing::debug!(prefix = %p, error = %error_chain(&e), "watch not started")

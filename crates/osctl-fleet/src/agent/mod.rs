@@ -186,12 +186,7 @@ impl<H: Host> Agent<H> {
             assignment
                 .watch(&self.etcd, Some(&keys::assignment(&self.options.node)))
                 .await;
-            let slot_key = self
-                .state
-                .assignment
-                .as_ref()
-                .map(|a| format!("{SLOTS_ROOT}{}/{}", a.rollout, self.options.node));
-            slot.watch(&self.etcd, slot_key.as_deref()).await;
+            self.watch_slot(&mut slot).await;
             match self.step().await {
                 Ok(Stepped::Rebooting) => return Ok(()),
                 Ok(Stepped::Waiting) => {}
@@ -202,12 +197,32 @@ impl<H: Host> Agent<H> {
                 }
                 Err(e) => return Err(e),
             }
+            // The step may have taken a new assignment, whose slot the
+            // watch above did not cover: watch it before waiting, or its
+            // grant waits for the poll.
+            self.watch_slot(&mut slot).await;
             tokio::select! {
                 () = tokio::time::sleep(self.options.poll) => {}
                 () = assignment.changed() => {}
                 () = slot.changed() => {}
             }
         }
+    }
+
+    /// Watches the slot of the current assignment (none without one), from
+    /// the revision after the last report: a slot is only granted to a node
+    /// whose report says it is staged, so a grant that came between that
+    /// report and this watch's start (the controller answers in
+    /// milliseconds) still wakes the agent.
+    async fn watch_slot(&self, slot: &mut Wake) {
+        let key = self
+            .state
+            .assignment
+            .as_ref()
+            .map(|a| format!("{SLOTS_ROOT}{}/{}", a.rollout, self.options.node));
+        let after_report = self.last_report.as_ref().map(|(_, rev)| rev + 1);
+        slot.watch_from(&self.etcd, key.as_deref(), after_report)
+            .await;
     }
 
     /// One reconcile step: register if needed, read the truth, do the next

@@ -141,7 +141,8 @@ impl Slots {
         format!("{}{pool}", self.root)
     }
 
-    fn holder_rel(&self, pool: &str, holder: &str) -> String {
+    /// The key of `holder`'s slot in `pool` (relative to the prefix).
+    pub fn holder_rel(&self, pool: &str, holder: &str) -> String {
         format!("{}{pool}/{holder}", self.root)
     }
 
@@ -538,7 +539,7 @@ impl Slots {
 }
 
 /// Reads one holder record (`rel` names it in errors).
-fn decode_holder(rel: &str, value: &[u8], lease: i64) -> Result<Holder> {
+pub(crate) fn decode_holder(rel: &str, value: &[u8], lease: i64) -> Result<Holder> {
     let record: SlotRecord = decode_json(rel, value)?;
     if record.version != RECORD_VERSION {
         return Err(EtcdError::Decode {

@@ -388,7 +388,7 @@ async fn reconcile_rollout(
     // path from a node's verdict to the next node's grant.
     let slots = Slots::new(etcd);
     let mut released_leases = Vec::new();
-    let (mut compares, mut ops) = (Vec::new(), Vec::new());
+    let mut releases = Vec::new();
     for action in &decided.actions {
         let Action::ReleaseSlot { node } = action else {
             continue;
@@ -397,28 +397,13 @@ async fn reconcile_rollout(
             continue;
         };
         let key = etcd.key(&slots.holder_rel(name, node));
-        compares.push(Compare::mod_revision(
-            key.clone(),
-            CompareOp::Equal,
-            held.mod_revision,
+        releases.push((
+            Compare::mod_revision(key.clone(), CompareOp::Equal, held.mod_revision),
+            TxnOp::delete(key, None),
         ));
-        ops.push(TxnOp::delete(key, None));
         released_leases.push(held.holder.lease);
-        if ops.len() >= MAX_TXN_OPS {
-            write(
-                etcd,
-                fence,
-                name,
-                std::mem::take(&mut compares),
-                std::mem::take(&mut ops),
-                outcome,
-            )
-            .await?;
-        }
     }
-    if !ops.is_empty() {
-        write(etcd, fence, name, compares, ops, outcome).await?;
-    }
+    write_chunked(etcd, fence, name, releases, outcome).await?;
     // 2. Grants, a batch per transaction: every one must hold before the
     // status may say so.
     let wanted: Vec<(String, Option<String>)> = decided
@@ -440,8 +425,7 @@ async fn reconcile_rollout(
         }
     }
     // 3. Assignments, in chunks etcd accepts.
-    let mut ops = Vec::new();
-    let mut compares = Vec::new();
+    let mut assignments = Vec::new();
     for action in &decided.actions {
         let (node, op) = match action {
             Action::Assign { node, assignment } => (
@@ -460,26 +444,13 @@ async fn reconcile_rollout(
         // Against the assignment as read: nothing else writes it, so a
         // mismatch means a second leader — the fence catches that first.
         let key = etcd.key(&keys::assignment(node));
-        compares.push(match nodes.get(node).and_then(|r| r.assignment.as_ref()) {
+        let compare = match nodes.get(node).and_then(|r| r.assignment.as_ref()) {
             Some((_, rev)) => Compare::mod_revision(key, CompareOp::Equal, *rev),
             None => Compare::create_revision(key, CompareOp::Equal, 0),
-        });
-        ops.push(op);
-        if ops.len() >= MAX_TXN_OPS {
-            write(
-                etcd,
-                fence,
-                name,
-                std::mem::take(&mut compares),
-                std::mem::take(&mut ops),
-                outcome,
-            )
-            .await?;
-        }
+        };
+        assignments.push((compare, op));
     }
-    if !ops.is_empty() {
-        write(etcd, fence, name, compares, ops, outcome).await?;
-    }
+    write_chunked(etcd, fence, name, assignments, outcome).await?;
     // 4. The status, with the controls it applied deleted.
     let mut new_status = decided.status;
     let unchanged = status.as_ref().is_some_and(|old| {
@@ -536,6 +507,23 @@ fn in_flight(state: &NodeState) -> bool {
 
 /// One fenced transaction; a failed compare is logged and marks the view
 /// stale (the next reconcile lists again), a lost fence is an error.
+/// `writes` (each a compare and its operation) in transactions of at most
+/// [`MAX_TXN_OPS`] operations, in order.
+async fn write_chunked(
+    etcd: &Etcd,
+    fence: &Fence,
+    rollout: &str,
+    writes: Vec<(Compare, TxnOp)>,
+    written: &mut Written,
+) -> Result<(), ControllerError> {
+    let mut writes = writes.into_iter().peekable();
+    while writes.peek().is_some() {
+        let (compares, ops): (Vec<Compare>, Vec<TxnOp>) = writes.by_ref().take(MAX_TXN_OPS).unzip();
+        write(etcd, fence, rollout, compares, ops, written).await?;
+    }
+    Ok(())
+}
+
 async fn write(
     etcd: &Etcd,
     fence: &Fence,

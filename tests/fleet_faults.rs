@@ -637,6 +637,17 @@ fn minority_partition_reboots_nothing_unconfirmed_and_progress_resumes() {
         ))
         .expect("connecting to the member left alone");
     let start = Instant::now();
+    // Right after the stop, the member left alone has been seen to answer
+    // one read (2 runs in 7, on a loaded machine; why is not established —
+    // see docs/fleet.md "Not yet"), with the slots the majority had agreed:
+    // nothing can change them without a majority, so the answer was not
+    // stale. What must hold: once it has refused a read, it refuses every
+    // read until the majority is back (a member that kept answering would
+    // never refuse, and this wait fails).
+    wait_for("the member left alone refusing a slot read", || {
+        env.block_on(Slots::new(&minority).holders(ROLLOUT))
+            .is_err()
+    });
     while start.elapsed() < PARTITION {
         let read = env.block_on(Slots::new(&minority).holders(ROLLOUT));
         assert!(

@@ -247,7 +247,11 @@ fleet_driver_start() {
   mkdir -p "$dir"
   bin=$(cd "$repo" && cargo test -p osctl --test integration --locked --no-run --message-format=json 2>>"$dir/build.log" |
     jq -r 'select(.executable != null and .target.name == "integration") | .executable')
-  [ -x "$bin" ] || die "no integration test binary (see $dir/build.log)"
+  if ! [ -x "$bin" ]; then
+    # A failed build is this VM's failure (the caller records it), not the whole run's.
+    log "no integration test binary (see $dir/build.log)"
+    return 1
+  fi
   digest=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == "v2") | .digest' \
     "$work/oci/index.json")
   OSCTL_VM_FLEET_DIR=$dir OSCTL_VM_FLEET_BASE="oci:$work/oci:v1" \
@@ -330,7 +334,7 @@ registry_vm() {
   echo "$REGISTRY_ADDR" >"$work/registry/fleet-registry"
   cleanup_add fleet_driver_stop
   if ! fleet_driver_start "$fleet"; then
-    vm_result registry/fleet-rollout fail "tests/fleet_vm.rs did not start etcd (log: $fleet/driver.log)"
+    vm_result registry/fleet-rollout fail "tests/fleet_vm.rs did not build or did not start etcd (logs: $fleet/build.log, $fleet/driver.log)"
     fleet_driver_stop
     registry_stop
     return 1

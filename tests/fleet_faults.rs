@@ -645,8 +645,19 @@ fn minority_partition_reboots_nothing_unconfirmed_and_progress_resumes() {
     // read until the majority is back (a member that kept answering would
     // never refuse, and this wait fails).
     wait_for("the member left alone refusing a slot read", || {
-        env.block_on(Slots::new(&minority).holders(ROLLOUT))
-            .is_err()
+        let refused = env
+            .block_on(Slots::new(&minority).holders(ROLLOUT))
+            .is_err();
+        if !refused {
+            // For the open question (docs/fleet.md "Not yet"): when, and
+            // whom the member left alone takes for the leader now.
+            eprintln!(
+                "member {alone} (stopped: {paused:?}, leader at the stop: {leader}) answered a slot read {:?} after the stop; leader it names now: {:?}",
+                start.elapsed(),
+                env.etcd.leader()
+            );
+        }
+        refused
     });
     while start.elapsed() < PARTITION {
         let read = env.block_on(Slots::new(&minority).holders(ROLLOUT));

@@ -20,7 +20,9 @@ use osctl_fleet::plan::REASON_NO_RETURN;
 use serde_json::Value;
 
 use crate::util::Osctl;
-use crate::util::fleet::{self, Checker, FleetEnv, SimNode, count, drive, phase};
+use crate::util::fleet::{
+    self, Checker, ControllerProcess, FleetEnv, SimNode, count, drive, phase,
+};
 use crate::util::machine::Images;
 use crate::util::run_ok;
 use osctl_testutil::api::resolve_digest;
@@ -118,6 +120,24 @@ fn holders(env: &FleetEnv, etcd: &Etcd) -> Vec<String> {
         .into_iter()
         .map(|h| h.name)
         .collect()
+}
+
+/// Every node's agent, controller c1 with [`LONG_DEADLINE`], a checker
+/// holding the pool to one slot holder, and the rollout of `image` with
+/// maxUnavailable 1 and no failure budget: where most fault tests start.
+fn start_rollout(
+    env: &FleetEnv,
+    admin: &Osctl,
+    nodes: &mut [SimNode],
+    image: &str,
+) -> (ControllerProcess, Checker) {
+    for n in nodes.iter_mut() {
+        n.start_agent(env);
+    }
+    let controller = env.controller(admin, "c1", LONG_DEADLINE);
+    let checker = Checker::start(env, ROLLOUT, 1);
+    apply(env, admin, &rollout_yaml(image, 1, "  failureBudget: 0\n"));
+    (controller, checker)
 }
 
 /// The rollout completed: every node updated to `v2`, booted once into
@@ -338,16 +358,7 @@ fn bad_image_falls_back_by_itself_and_halts_the_rollout() {
         mut nodes,
         ..
     } = setup(1, 3);
-    for n in &mut nodes {
-        n.start_agent(&env);
-    }
-    let mut controller = env.controller(&admin, "c1", LONG_DEADLINE);
-    let checker = Checker::start(&env, ROLLOUT, MAX_UNAVAILABLE);
-    apply(
-        &env,
-        &admin,
-        &rollout_yaml(&images.v2, MAX_UNAVAILABLE, "  failureBudget: 0\n"),
-    );
+    let (mut controller, checker) = start_rollout(&env, &admin, &mut nodes, &images.v2);
 
     let bad = BTreeSet::from([v2.clone()]);
     drive(&env, &admin, &mut nodes, ROLLOUT, &bad, TIMEOUT, |st| {
@@ -559,16 +570,7 @@ fn rollout_survives_losing_a_member(victim: impl Fn(&FleetEnv) -> usize) {
         mut nodes,
         ..
     } = setup(3, 3);
-    for n in &mut nodes {
-        n.start_agent(&env);
-    }
-    let mut controller = env.controller(&admin, "c1", LONG_DEADLINE);
-    let checker = Checker::start(&env, ROLLOUT, MAX_UNAVAILABLE);
-    apply(
-        &env,
-        &admin,
-        &rollout_yaml(&images.v2, MAX_UNAVAILABLE, "  failureBudget: 0\n"),
-    );
+    let (mut controller, checker) = start_rollout(&env, &admin, &mut nodes, &images.v2);
 
     let none = BTreeSet::new();
     drive(&env, &admin, &mut nodes, ROLLOUT, &none, TIMEOUT, |st| {
@@ -606,16 +608,7 @@ fn minority_partition_reboots_nothing_unconfirmed_and_progress_resumes() {
         mut nodes,
         ..
     } = setup(3, 3);
-    for n in &mut nodes {
-        n.start_agent(&env);
-    }
-    let mut controller = env.controller(&admin, "c1", LONG_DEADLINE);
-    let checker = Checker::start(&env, ROLLOUT, MAX_UNAVAILABLE);
-    apply(
-        &env,
-        &admin,
-        &rollout_yaml(&images.v2, MAX_UNAVAILABLE, "  failureBudget: 0\n"),
-    );
+    let (mut controller, checker) = start_rollout(&env, &admin, &mut nodes, &images.v2);
 
     let none = BTreeSet::new();
     drive(&env, &admin, &mut nodes, ROLLOUT, &none, TIMEOUT, |st| {

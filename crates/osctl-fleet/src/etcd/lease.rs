@@ -79,17 +79,22 @@ impl KeptLease {
     /// to its minimum) and starts keeping it alive.
     pub async fn grant(etcd: &Etcd, ttl: Duration) -> Result<KeptLease> {
         let (id, ttl) = grant(etcd, ttl, "lease").await?;
+        Ok(Self::keep(etcd, id, ttl))
+    }
+
+    /// Starts keeping lease `id` (of `ttl`) alive.
+    fn keep(etcd: &Etcd, id: i64, ttl: Duration) -> KeptLease {
         let (tx, rx) = watch::channel(false);
         let reopened = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(keep_alive(etcd.clone(), id, ttl, tx, reopened.clone()));
-        Ok(KeptLease {
+        KeptLease {
             id,
             ttl,
             lost: rx,
             task,
             etcd: etcd.clone(),
             reopened,
-        })
+        }
     }
 
     /// Keeps alive lease `id`, granted earlier (by this program before a
@@ -108,17 +113,7 @@ impl KeptLease {
             return Ok(None);
         }
         let ttl = Duration::from_secs(resp.granted_ttl().unsigned_abs());
-        let (tx, rx) = watch::channel(false);
-        let reopened = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(keep_alive(etcd.clone(), id, ttl, tx, reopened.clone()));
-        Ok(Some(KeptLease {
-            id,
-            ttl,
-            lost: rx,
-            task,
-            etcd: etcd.clone(),
-            reopened,
-        }))
+        Ok(Some(Self::keep(etcd, id, ttl)))
     }
 
     /// The lease id, to bind keys to (`PutOptions::with_lease`).

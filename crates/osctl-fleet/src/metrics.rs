@@ -228,46 +228,46 @@ pub async fn fleet_metrics(etcd: &Etcd, now: SystemTime) -> Result<String, Admin
         );
     }
 
-    m.gauge(
-        "osctl_fleet_fleetlock_holders",
-        "FleetLock locks held in a group that no rollout governs.",
-    );
-    for (group, holders) in &lock_pools {
-        m.sample(
-            "osctl_fleet_fleetlock_holders",
-            &[("group", group)],
-            holders.len() as u64,
-        );
-    }
-
-    // Failed FleetLock locks: expired holders in the groups' own pools, and
-    // FleetLock holders in rollout pools, named by the rollout's group.
-    let mut failures: BTreeMap<String, u64> = lock_pools
+    // FleetLock locks by group, wherever they are held: in the group's own
+    // pool, and as `fleetlock.<id>` in the pools of the rollouts with
+    // `pool: <group>` (held in whichever pool governed the group when they
+    // were taken; docs/fleet.md). (held, failed) per group.
+    let mut locks: BTreeMap<String, (u64, u64)> = lock_pools
         .iter()
         .map(|(group, holders)| {
-            let n = holders.iter().filter(|h| h.expired(now)).count() as u64;
-            (group.clone(), n)
+            let failed = holders.iter().filter(|h| h.expired(now)).count() as u64;
+            (group.clone(), (holders.len() as u64, failed))
         })
         .collect();
     for r in &rollouts {
         let Some(group) = r.applied.rollout.spec.match_labels.get(GROUP_LABEL) else {
             continue;
         };
-        let Some(holders) = slot_pools.get(&r.name) else {
-            continue;
-        };
-        let n = holders
-            .iter()
-            .filter(|h| h.name.starts_with(HOLDER_PREFIX) && h.expired(now))
-            .count() as u64;
-        *failures.entry(group.clone()).or_default() += n;
+        let counts = locks.entry(group.clone()).or_default();
+        for h in slot_pools.get(&r.name).into_iter().flatten() {
+            if h.name.starts_with(HOLDER_PREFIX) {
+                counts.0 += 1;
+                counts.1 += u64::from(h.expired(now));
+            }
+        }
+    }
+    m.gauge(
+        "osctl_fleet_fleetlock_holders",
+        "FleetLock locks held, by group (in the group's own pool or in a rollout's pool).",
+    );
+    for (group, (held, _)) in &locks {
+        m.sample("osctl_fleet_fleetlock_holders", &[("group", group)], *held);
     }
     m.gauge(
         "osctl_fleet_fleetlock_failures",
         "FleetLock locks whose deadline passed before their holder called steady-state; each still takes a slot.",
     );
-    for (group, n) in &failures {
-        m.sample("osctl_fleet_fleetlock_failures", &[("group", group)], *n);
+    for (group, (_, failed)) in &locks {
+        m.sample(
+            "osctl_fleet_fleetlock_failures",
+            &[("group", group)],
+            *failed,
+        );
     }
     Ok(m.finish())
 }

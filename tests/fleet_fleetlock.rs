@@ -2,6 +2,7 @@
 //! a FleetLock client and a Prometheus scrape over plain HTTP/1.1 on
 //! loopback, against a real etcd.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -10,8 +11,14 @@ use std::time::{Duration, Instant};
 use osctl_testutil::EtcdCluster;
 use osctl_testutil::api::resolve_digest;
 
+use osctl_fleet::etcd::{Grant, Slots};
+use osctl_fleet::fleetlock::HOLDER_PREFIX;
+
+use crate::util::fleet::{
+    Checker, FleetEnv, SimNode, count, drive, phase, rollout_yaml, window_from,
+};
 use crate::util::machine::{Images, Machine};
-use crate::util::{Osctl, booted_cmd};
+use crate::util::{Osctl, booted_cmd, run_ok};
 
 /// How long a server may take to start listening: a guard against hangs.
 const START_LIMIT: Duration = Duration::from_secs(30);
@@ -218,4 +225,76 @@ fn fleet_agent_metrics_over_http() {
             info.as_str(),
         ]
     );
+}
+
+/// A FleetLock client's lock taken while one rollout governed the group is
+/// still a machine rebooting when the next rollout of the group governs it:
+/// the controller counts it against the new rollout's maxUnavailable (the
+/// FleetLock server already did) and reboots nobody until it is released.
+#[test]
+fn a_fleetlock_lock_in_an_earlier_rollouts_pool_holds_the_next_rollout() {
+    const TIMEOUT: Duration = Duration::from_secs(240);
+    let images = Images::new();
+    let env = FleetEnv::new(1);
+    let admin = Osctl::new();
+    let mut nodes: Vec<SimNode> = (0..2)
+        .map(|i| SimNode::new(&format!("web-{i:02}"), &images.v1, "pool=web"))
+        .collect();
+    for node in &mut nodes {
+        node.start_agent(&env);
+    }
+    let mut controller = env.controller(&admin, "c1", "120s");
+    // web-old governs group web (its window opens in two hours: it reboots
+    // nobody); a Zincati machine of the group takes its lock in web-old's
+    // pool, as the FleetLock server does, and web-old is aborted.
+    let closed = window_from(120, 180);
+    env.apply(&admin, &rollout_yaml("web-old", &images.v2, "1", &closed));
+    let quiet = BTreeSet::new();
+    drive(&env, &admin, &mut nodes, "web-old", &quiet, TIMEOUT, |st| {
+        !phase(st).is_empty()
+    });
+    let etcd = env.connect();
+    let lock = format!("{HOLDER_PREFIX}zincati-1");
+    let granted = env
+        .block_on(Slots::new(&etcd).grant_durable(
+            "web-old",
+            &lock,
+            1,
+            Duration::from_secs(600),
+            None,
+        ))
+        .unwrap();
+    assert!(matches!(granted, Grant::Granted { .. }), "{granted:?}");
+    run_ok(&mut env.fleet(&admin, &["abort", "web-old"]));
+    drive(&env, &admin, &mut nodes, "web-old", &quiet, TIMEOUT, |st| {
+        phase(st) == "aborted"
+    });
+
+    let checker = Checker::start(&env, "web-v2", 1);
+    env.apply(&admin, &rollout_yaml("web-v2", &images.v2, "1", ""));
+    let st = drive(&env, &admin, &mut nodes, "web-v2", &quiet, TIMEOUT, |st| {
+        count(st, "staged") + count(st, "rebooting") + count(st, "updated") == 2
+            && st["status"]["blocked"].as_str().is_some()
+    });
+    assert_eq!(
+        st["status"]["blocked"], "1 unavailable ≥ maxUnavailable 1",
+        "the lock in web-old's pool fills web-v2's budget: {st:#}"
+    );
+    assert_eq!(count(&st, "staged"), 2, "{st:#}");
+    assert!(nodes.iter().all(|n| n.reboots == 0), "{st:#}");
+    assert!(
+        env.block_on(Slots::new(&etcd).holders("web-v2"))
+            .unwrap()
+            .is_empty()
+    );
+
+    // Back in steady state, the machine gives its lock back: web-v2 goes on.
+    env.block_on(Slots::new(&etcd).release("web-old", &lock, None))
+        .unwrap();
+    drive(&env, &admin, &mut nodes, "web-v2", &quiet, TIMEOUT, |st| {
+        phase(st) == "completed"
+    });
+    assert!(nodes.iter().all(|n| n.reboots == 1));
+    assert_eq!(checker.finish(), 1);
+    controller.kill().unwrap();
 }

@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::util::Osctl;
 use crate::util::fleet::{
-    Checker, ControllerProcess, FleetEnv, SimNode, count, drive, phase, rollout_yaml,
+    Checker, ControllerProcess, FleetEnv, SimNode, count, drive, phase, rollout_yaml, utc_hhmm,
+    window_from,
 };
 use crate::util::machine::Images;
 use crate::util::{os_spec, run_ok};
@@ -130,19 +131,6 @@ fn complete(env: &FleetEnv, admin: &Osctl, nodes: &mut [SimNode]) -> Value {
     until(env, admin, nodes, |st| phase(st) == "completed")
 }
 
-/// `HH:MM` in UTC, `minutes` from now.
-fn utc_hhmm(minutes: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let minute_of_day = ((now / 60 + minutes) % (24 * 60) + 24 * 60) % (24 * 60);
-    format!("{:02}:{:02}", minute_of_day / 60, minute_of_day % 60)
-}
-
-/// Every day of the week, as a window's `days`.
-const EVERY_DAY: &str = "[Mon, Tue, Wed, Thu, Fri, Sat, Sun]";
-
 #[test]
 fn outside_its_window_a_rollout_stages_but_reboots_nobody() {
     let images = Images::new();
@@ -151,10 +139,8 @@ fn outside_its_window_a_rollout_stages_but_reboots_nobody() {
     let (mut nodes, mut controller) = fleet(&images, 3, &env, &admin);
     let checker = Checker::start(&env, "web-v2", 1);
     // A window that opens in two hours.
-    let (start, end) = (utc_hhmm(120), utc_hhmm(180));
-    let closed = format!(
-        "  windows:\n    - days: {EVERY_DAY}\n      start: \"{start}\"\n      end: \"{end}\"\n      timeZone: UTC\n"
-    );
+    let start = utc_hhmm(120);
+    let closed = window_from(120, 180);
     apply(
         &env,
         &admin,
@@ -172,11 +158,7 @@ fn outside_its_window_a_rollout_stages_but_reboots_nobody() {
 
     // The window moved to now (a new generation, same image): it goes on
     // from where it was, staged images and all.
-    let open = format!(
-        "  windows:\n    - days: {EVERY_DAY}\n      start: \"{}\"\n      end: \"{}\"\n      timeZone: UTC\n",
-        utc_hhmm(-60),
-        utc_hhmm(60)
-    );
+    let open = window_from(-60, 60);
     let out = apply(
         &env,
         &admin,

@@ -468,6 +468,26 @@ spec:
     )
 }
 
+/// `HH:MM` in UTC, `minutes` from now.
+pub fn utc_hhmm(minutes: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let minute_of_day = ((now / 60 + minutes) % (24 * 60) + 24 * 60) % (24 * 60);
+    format!("{:02}:{:02}", minute_of_day / 60, minute_of_day % 60)
+}
+
+/// A rollout spec's `windows:` (for [`rollout_yaml`]'s `extra`): every day,
+/// from `start` to `end` minutes from now, UTC.
+pub fn window_from(start: i64, end: i64) -> String {
+    format!(
+        "  windows:\n    - days: [Mon, Tue, Wed, Thu, Fri, Sat, Sun]\n      start: \"{}\"\n      end: \"{}\"\n      timeZone: UTC\n",
+        utc_hhmm(start),
+        utc_hhmm(end)
+    )
+}
+
 /// A rollout status's phase (`fleet status --format json`).
 pub fn phase(st: &Value) -> &str {
     st["status"]["phase"].as_str().unwrap_or("")

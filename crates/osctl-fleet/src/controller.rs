@@ -209,6 +209,21 @@ async fn reconcile(
             continue;
         };
         let holders = view.slots.get(name).unwrap_or(&no_holders);
+        // Other rollouts of the same FleetLock group: their pools may hold
+        // the group's locks.
+        let group = crate::fleetlock::group_of(&applied.rollout);
+        let same_group: Vec<&str> = view
+            .rollouts
+            .iter()
+            .filter(|(other, r)| {
+                *other != name
+                    && group.is_some()
+                    && r.applied
+                        .as_ref()
+                        .is_some_and(|(a, _)| crate::fleetlock::group_of(&a.rollout) == group)
+            })
+            .map(|(other, _)| other.as_str())
+            .collect();
         let result = match view.check(&format!("{SLOTS_ROOT}{name}/")) {
             Ok(()) => {
                 reconcile_rollout(
@@ -222,6 +237,7 @@ async fn reconcile(
                     &view.nodes,
                     holders,
                     &governing,
+                    &same_group,
                     &mut outcome,
                 )
                 .await
@@ -267,6 +283,7 @@ async fn reconcile_rollout(
     nodes: &BTreeMap<String, NodeRecords>,
     holders: &BTreeMap<String, HeldSlot>,
     governing: &BTreeMap<String, String>,
+    same_group: &[&str],
     outcome: &mut Written,
 ) -> Result<(), ControllerError> {
     let status = records.status.as_ref().map(|(s, _)| s.clone());
@@ -300,17 +317,35 @@ async fn reconcile_rollout(
         ),
         _ => resolve(name, &applied.rollout.spec.image_ref, &options.fetch).await?,
     };
-    // Locks the rollout's FleetLock group took in its own pool, before
-    // this rollout governed it: those machines are rebooting too.
-    let group_locks = match crate::fleetlock::group_of(&applied.rollout) {
-        Some(group) => Slots::with_root(etcd, FLEETLOCK_ROOT)
-            .holders(group)
-            .await?
-            .into_iter()
-            .map(|h| format!("{FLEETLOCK_ROOT}{group}/{}", h.name))
-            .collect(),
-        None => Vec::new(),
-    };
+    // The locks of the rollout's FleetLock group held outside this pool:
+    // in the group's own pool (taken before this rollout governed it) and,
+    // as `fleetlock.<id>`, in the pools of other rollouts of the group
+    // (taken while one of those governed it). Those machines are rebooting
+    // too. The grants below compare these pools' guards, so a lock taken
+    // after this read fails them and the next reconcile counts it.
+    let mut counted = Vec::new();
+    let mut group_locks = Vec::new();
+    if let Some(group) = crate::fleetlock::group_of(&applied.rollout) {
+        let own = Slots::with_root(etcd, FLEETLOCK_ROOT)
+            .read_pool(group)
+            .await?;
+        group_locks.extend(
+            own.holders
+                .iter()
+                .map(|h| format!("{FLEETLOCK_ROOT}{group}/{}", h.name)),
+        );
+        counted.push(own);
+        for other in same_group {
+            let read = Slots::new(etcd).read_pool(other).await?;
+            group_locks.extend(
+                read.holders
+                    .iter()
+                    .filter(|h| h.name.starts_with(crate::fleetlock::HOLDER_PREFIX))
+                    .map(|h| format!("{SLOTS_ROOT}{other}/{}", h.name)),
+            );
+            counted.push(read);
+        }
+    }
     let slot_of = |node: &str| {
         holders
             .values()
@@ -416,8 +451,20 @@ async fn reconcile_rollout(
         .collect();
     for batch in wanted.chunks(MAX_BATCH) {
         let granted = slots
-            .grant_many_in_boots(name, batch, limit, options.reboot_deadline, Some(fence))
+            .grant_many_in_boots(
+                name,
+                batch,
+                limit,
+                options.reboot_deadline,
+                &mut counted,
+                Some(fence),
+            )
             .await?;
+        let Some(granted) = granted else {
+            tracing::info!(rollout = %name, "a FleetLock lock of the group was taken while counted; planning again");
+            outcome.conflict = true;
+            return Ok(());
+        };
         if granted.len() < batch.len() {
             tracing::warn!(rollout = %name, wanted = batch.len(), granted = granted.len(), limit, "pool full; planning again");
             outcome.conflict = true;

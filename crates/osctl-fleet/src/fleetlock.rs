@@ -42,7 +42,7 @@ use tokio::net::TcpListener;
 
 use crate::admin::{self, AdminError, AppliedRollout, NodeView};
 use crate::agent::error_chain;
-use crate::etcd::{Etcd, EtcdError, FLEETLOCK_ROOT, Grant, Holder, Slots};
+use crate::etcd::{Etcd, EtcdError, FLEETLOCK_ROOT, Grant, Holder, PoolRead, Slots};
 use crate::http::{self, HttpError, JSON, Request, Response};
 use crate::keys::{self, RolloutKey};
 use crate::metrics;
@@ -65,6 +65,11 @@ pub const HOLDER_PREFIX: &str = "fleetlock.";
 pub const DEFAULT_SLOTS: usize = 1;
 /// How long a lock may be held before it counts as failed.
 pub const DEFAULT_REBOOT_DEADLINE: Duration = Duration::from_secs(15 * 60);
+/// How often a pre-reboot counts again when a pool of its group changed
+/// between its count and its grant, and the waits between.
+const MAX_RECOUNTS: u32 = 20;
+const RECOUNT_BACKOFF: Duration = Duration::from_millis(10);
+const RECOUNT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// The longest group or id accepted (one etcd key segment each).
 pub const MAX_NAME_LEN: usize = 253;
 
@@ -344,10 +349,40 @@ impl FleetLock {
         }
     }
 
-    /// `pre-reboot`: lock for `id` in `group`, or say why not.
+    /// `pre-reboot`: lock for `id` in `group`, or say why not. Counted
+    /// again from the top — governance included — whenever a pool of the
+    /// group changed between the count and the grant ([`Grant::Moved`]):
+    /// a rollout that started governing the group in between, or the
+    /// controller granting in a pool this count included.
     pub async fn pre_reboot(&self, group: &str, id: &str, now: Timestamp) -> Result<(), Refusal> {
         check_group(group)?;
         check_id(id)?;
+        let mut backoff = RECOUNT_BACKOFF;
+        for _ in 0..MAX_RECOUNTS {
+            match self.try_pre_reboot(group, id, now).await? {
+                Grant::Moved => {
+                    tokio::time::sleep(crate::etcd::client::jittered(backoff)).await;
+                    backoff = (backoff * 2).min(RECOUNT_BACKOFF_MAX);
+                }
+                grant => return self.granted(group, grant),
+            }
+        }
+        Err(EtcdError::Contention {
+            op: "fleetlock pre-reboot",
+            key: format!("{FLEETLOCK_ROOT}{group}"),
+            attempts: MAX_RECOUNTS,
+        }
+        .into())
+    }
+
+    /// One count and grant; [`Grant::Full`] of a pool with other locks
+    /// of the group elsewhere is answered here, with them named.
+    async fn try_pre_reboot(
+        &self,
+        group: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Grant, Refusal> {
         let deadline = self.options.reboot_deadline;
         let rollouts = self.rollouts().await?;
         let pool = pool_of(group, &rollouts);
@@ -355,12 +390,15 @@ impl FleetLock {
         // those of every rollout with `pool: <group>`. Governance changes
         // (a rollout starts, completes, halts) while locks are held; a
         // machine holding a lock in one pool is rebooting whatever pool
-        // the group counts in now.
-        let locks = self.group_locks(group, &rollouts).await?;
+        // the group counts in now. The grant compares every pool counted
+        // here (`counted`), the one it grants in too.
+        let (locks, counted) = self.group_locks(group, &rollouts).await?;
         // Recursive across those pools, and a failed lock's holder keeps
         // its place.
-        if locks.iter().any(|l| l.id == id) {
-            return Ok(());
+        if let Some(held) = locks.iter().find(|l| l.id == id) {
+            return Ok(Grant::AlreadyHeld {
+                deadline: held.deadline,
+            });
         }
         let here = match &pool {
             Pool::Own => None,
@@ -376,7 +414,7 @@ impl FleetLock {
                 let slots = Slots::with_root(&self.etcd, FLEETLOCK_ROOT);
                 let limit = self.options.default_slots.saturating_sub(elsewhere.len());
                 let grant = slots
-                    .grant_durable(group, id, limit, deadline, None)
+                    .grant_durable_within(group, id, &|_| limit, deadline, &counted)
                     .await?;
                 if let Grant::Full { holders } = &grant
                     && !elsewhere.is_empty()
@@ -386,7 +424,10 @@ impl FleetLock {
                         describe_own_full(group, holders, &elsewhere, SystemTime::now()),
                     ));
                 }
-                self.granted(group, id, grant, None)
+                if let Grant::Granted { deadline } = &grant {
+                    tracing::info!(group, id, deadline = %stamp(*deadline), "fleetlock: lock granted in the group's own pool");
+                }
+                Ok(grant)
             }
             Pool::Rollout {
                 name,
@@ -414,7 +455,7 @@ impl FleetLock {
                 // as a holder or as its node down.
                 let limit = |holders: &[Holder]| max.saturating_sub(down(holders).len());
                 let grant = slots
-                    .grant_durable_within(&name, &holder, &limit, deadline, None)
+                    .grant_durable_within(&name, &holder, &limit, deadline, &counted)
                     .await?;
                 if let Grant::Full { holders } = &grant {
                     return Err(Refusal::new(
@@ -429,61 +470,68 @@ impl FleetLock {
                         ),
                     ));
                 }
-                self.granted(group, id, grant, Some(&name))
+                if let Grant::Granted { deadline } = &grant {
+                    tracing::info!(group, id, rollout = %name, deadline = %stamp(*deadline), "fleetlock: lock granted in the rollout's pool");
+                }
+                Ok(grant)
             }
         }
     }
 
     /// Every lock of `group`'s clients: in the group's own pool and in the
-    /// pools of the rollouts with `pool: <group>`.
+    /// pools of the rollouts with `pool: <group>`, with each pool's read
+    /// (what a grant that counted them compares).
     async fn group_locks(
         &self,
         group: &str,
         rollouts: &BTreeMap<String, RolloutRead>,
-    ) -> Result<Vec<GroupLock>, Refusal> {
-        let mut locks: Vec<GroupLock> = Slots::with_root(&self.etcd, FLEETLOCK_ROOT)
-            .holders(group)
-            .await?
-            .into_iter()
+    ) -> Result<(Vec<GroupLock>, Vec<PoolRead>), Refusal> {
+        let own = Slots::with_root(&self.etcd, FLEETLOCK_ROOT)
+            .read_pool(group)
+            .await?;
+        let mut locks: Vec<GroupLock> = own
+            .holders
+            .iter()
             .map(|h| GroupLock {
-                id: h.name,
+                id: h.name.clone(),
                 rollout: None,
+                deadline: h.deadline,
             })
             .collect();
+        let mut counted = vec![own];
         let slots = Slots::new(&self.etcd);
         for (name, _) in rollouts
             .iter()
             .filter(|(_, r)| group_of(&r.applied.rollout) == Some(group))
         {
-            for h in slots.holders(name).await? {
+            let read = slots.read_pool(name).await?;
+            for h in &read.holders {
                 if let Some(id) = h.name.strip_prefix(HOLDER_PREFIX) {
                     locks.push(GroupLock {
                         id: id.to_string(),
                         rollout: Some(name.clone()),
+                        deadline: h.deadline,
                     });
                 }
             }
+            counted.push(read);
         }
-        Ok(locks)
+        Ok((locks, counted))
     }
 
-    fn granted(
-        &self,
-        group: &str,
-        id: &str,
-        grant: Grant,
-        rollout: Option<&str>,
-    ) -> Result<(), Refusal> {
-        // A full rollout pool was answered by the caller.
+    fn granted(&self, group: &str, grant: Grant) -> Result<(), Refusal> {
+        // A full rollout pool, and a full own pool with locks elsewhere,
+        // were answered by the count, which also logged the grant.
         match grant {
-            Grant::Granted { deadline } => {
-                tracing::info!(group, id, rollout, deadline = %stamp(deadline), "fleetlock: lock granted");
-                Ok(())
-            }
-            Grant::AlreadyHeld { .. } => Ok(()),
+            Grant::Granted { .. } | Grant::AlreadyHeld { .. } => Ok(()),
             Grant::Full { holders } => Err(Refusal::new(
                 Kind::NoSlot,
                 describe_full(group, &holders, SystemTime::now()),
+            )),
+            // pre_reboot counts again on Moved; it never gets here.
+            Grant::Moved => Err(Refusal::new(
+                Kind::EtcdUnavailable,
+                format!("the locks of group {group} changed while they were counted"),
             )),
         }
     }
@@ -601,6 +649,7 @@ fn pool_of(group: &str, rollouts: &BTreeMap<String, RolloutRead>) -> Pool {
 struct GroupLock {
     id: String,
     rollout: Option<String>,
+    deadline: SystemTime,
 }
 
 impl GroupLock {

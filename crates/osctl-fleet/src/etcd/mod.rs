@@ -36,7 +36,7 @@ pub use client::{DEFAULT_REQUEST_TIMEOUT, Etcd, Listing, TxnOutcome, Versioned, 
 pub use election::{CONTROLLER_ELECTION, Fence, Leadership};
 pub use error::EtcdError;
 pub use lease::KeptLease;
-pub use slots::{FLEETLOCK_ROOT, Grant, Holder, MAX_BATCH, SLOTS_ROOT, Slots};
+pub use slots::{FLEETLOCK_ROOT, Grant, Holder, MAX_BATCH, PoolRead, SLOTS_ROOT, Slots};
 pub use watch::{PrefixWatch, WatchEvent};
 
 /// The etcd-client types a caller needs to build its own transactions.

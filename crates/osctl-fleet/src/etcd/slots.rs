@@ -21,6 +21,17 @@
 //! transaction (one read, their leases, one write), as the controller does
 //! when a batch of nodes may reboot.
 //!
+//! One limit can span pools: a FleetLock group's locks may sit in the
+//! group's own pool and in the pools of the rollouts that govern (or
+//! governed) it, and both the FleetLock server and the controller count them
+//! all. A grant that counted other pools is given their reads
+//! ([`PoolRead`]) and compares *and bumps* each of their guards in its
+//! transaction, so of two grants that counted each other's pools only one
+//! commits; the other is told the count moved ([`Grant::Moved`]) and its
+//! caller reads and decides again — with governance re-read too, which a
+//! retry inside this module could not do. A single grant and a batch are
+//! one transaction body.
+//!
 //! Whether an expired slot frees capacity is the controller's decision, not
 //! this module's: docs/fleet.md counts such a node as failed and unavailable.
 //!
@@ -48,8 +59,11 @@ pub const SLOTS_ROOT: &str = "slots/";
 pub const FLEETLOCK_ROOT: &str = "fleetlock/";
 /// Version of the holder record this code writes and reads.
 const RECORD_VERSION: u32 = 1;
-/// At most this many holders are granted in one transaction: etcd refuses
-/// more than 128 operations per transaction by default.
+/// etcd refuses more operations than this in one transaction (its default
+/// `--max-txn-ops`).
+const MAX_TXN_OPS: usize = 128;
+/// At most this many holders are granted in one transaction (below
+/// [`MAX_TXN_OPS`], with room for the guards it bumps).
 pub const MAX_BATCH: usize = 100;
 /// Compare-and-swap attempts before a grant or release gives up.
 const MAX_CAS_ATTEMPTS: u32 = 100;
@@ -80,6 +94,8 @@ struct SlotRecord {
 #[serde(rename_all = "camelCase")]
 struct GuardRecord<'a> {
     version: u32,
+    /// Which grant last bumped it (a grant in another pool bumps the
+    /// guards of the pools it counted).
     last_change: &'a str,
 }
 
@@ -114,6 +130,96 @@ pub enum Grant {
     AlreadyHeld { deadline: SystemTime },
     /// `limit` slots are taken, by these holders.
     Full { holders: Vec<Holder> },
+    /// A pool the caller counted changed since it read it
+    /// ([`Slots::grant_durable_within`]): nothing was granted; read again
+    /// and decide again.
+    Moved,
+}
+
+/// A pool's holders as read at one revision, with its guard's mod
+/// revision. A grant in one pool whose limit also counted the holders of
+/// other pools (the FleetLock server and the controller both count a
+/// FleetLock group's locks wherever they are) is given their reads: it
+/// compares each of their guards against the revision read and bumps it, so
+/// two grants that counted each other's pools cannot both commit, and a
+/// grant whose counted pool changed since is told [`Grant::Moved`].
+#[derive(Debug, Clone)]
+pub struct PoolRead {
+    pub holders: Vec<Holder>,
+    guard_rel: String,
+    guard_revision: i64,
+}
+
+/// What a grant asks for (one holder or a batch), see [`Slots::grant_batch`].
+struct Ask<'a> {
+    pool: &'a str,
+    /// Holders in the order they get slots, each with the boot it is
+    /// granted in (recorded in its slot) when the granter knows it.
+    requests: &'a [(String, Option<String>)],
+    /// The limit, computed from the holders the grant compares against.
+    limit: &'a (dyn Fn(&[Holder]) -> usize + Sync),
+    deadline: Duration,
+    /// A lease per slot (ends by itself) or a durable record.
+    leased: bool,
+    /// Pools whose holders the caller counted (possibly this one).
+    counted: &'a [PoolRead],
+}
+
+impl<'a> Ask<'a> {
+    fn new(
+        pool: &'a str,
+        requests: &'a [(String, Option<String>)],
+        limit: &'a (dyn Fn(&[Holder]) -> usize + Sync),
+        deadline: Duration,
+    ) -> Ask<'a> {
+        Ask {
+            pool,
+            requests,
+            limit,
+            deadline,
+            leased: false,
+            counted: &[],
+        }
+    }
+
+    fn leased(mut self, leased: bool) -> Self {
+        self.leased = leased;
+        self
+    }
+
+    fn counting(mut self, counted: &'a [PoolRead]) -> Self {
+        self.counted = counted;
+        self
+    }
+}
+
+/// How one grant transaction ended.
+enum Attempt {
+    /// The pool as last read (before the write), and the holders granted
+    /// now with their deadlines (none when the pool was full).
+    Done {
+        before: Vec<Holder>,
+        granted: Vec<(String, SystemTime)>,
+        /// The revision of the write (0 if nothing was written): every
+        /// guard it bumped has this mod revision now.
+        revision: i64,
+    },
+    /// A counted pool changed: nothing was written.
+    Moved,
+}
+
+/// The requested holders that hold a slot after a grant, in request order.
+fn held_after(
+    requests: &[(String, Option<String>)],
+    before: &[Holder],
+    granted: &[(String, SystemTime)],
+) -> Vec<String> {
+    requests
+        .iter()
+        .map(|(h, _)| h)
+        .filter(|h| before.iter().any(|b| &b.name == *h) || granted.iter().any(|(g, _)| g == *h))
+        .cloned()
+        .collect()
 }
 
 /// The slots (or FleetLock holders) under one root; see the module docs.
@@ -157,7 +263,9 @@ impl Slots {
         deadline: Duration,
         fence: Option<&Fence>,
     ) -> Result<Grant> {
-        self.grant_with(pool, holder, &|_| limit, deadline, fence, true)
+        let one = [(holder.to_string(), None)];
+        let limit = |_: &[Holder]| limit;
+        self.grant_one(Ask::new(pool, &one, &limit, deadline).leased(true), fence)
             .await
     }
 
@@ -172,13 +280,17 @@ impl Slots {
         deadline: Duration,
         fence: Option<&Fence>,
     ) -> Result<Grant> {
-        self.grant_with(pool, holder, &|_| limit, deadline, fence, false)
+        let one = [(holder.to_string(), None)];
+        let limit = |_: &[Holder]| limit;
+        self.grant_one(Ask::new(pool, &one, &limit, deadline), fence)
             .await
     }
 
     /// Like [`Self::grant_durable`], with the limit computed by `limit`
     /// from the very holders the grant then compares against (the same
-    /// read, every attempt). A limit that depends on who holds — the
+    /// read, every attempt), and under the guards of the pools in
+    /// `counted` (see [`PoolRead`]): [`Grant::Moved`] if one of them
+    /// changed since it was read. A limit that depends on who holds — the
     /// FleetLock server's, which subtracts the pool's nodes that are down
     /// *without* a slot — must not be computed from an earlier read: a
     /// holder whose slot expired in between would be counted neither as a
@@ -189,100 +301,11 @@ impl Slots {
         holder: &str,
         limit: &(dyn Fn(&[Holder]) -> usize + Sync),
         deadline: Duration,
-        fence: Option<&Fence>,
+        counted: &[PoolRead],
     ) -> Result<Grant> {
-        self.grant_with(pool, holder, limit, deadline, fence, false)
-            .await
-    }
-
-    async fn grant_with(
-        &self,
-        pool: &str,
-        holder: &str,
-        limit: &(dyn Fn(&[Holder]) -> usize + Sync),
-        deadline: Duration,
-        fence: Option<&Fence>,
-        leased: bool,
-    ) -> Result<Grant> {
-        check_name("pool", pool)?;
-        check_name("holder", holder)?;
-        let guard_rel = self.guard_rel(pool);
-        let holder_rel = self.holder_rel(pool, holder);
-        let mut backoff = CAS_BACKOFF;
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (guard_rev, holders) = self.read(pool).await?;
-            if let Some(h) = holders.iter().find(|h| h.name == holder) {
-                return Ok(Grant::AlreadyHeld {
-                    deadline: h.deadline,
-                });
-            }
-            if holders.len() >= limit(&holders) {
-                return Ok(Grant::Full { holders });
-            }
-            let (lease, ttl) = if leased {
-                lease::grant(&self.etcd, deadline, &holder_rel).await?
-            } else {
-                // Whole seconds like a lease's TTL, so both kinds of slot
-                // read the same.
-                let secs = deadline.as_secs() + u64::from(deadline.subsec_nanos() > 0);
-                (0, Duration::from_secs(secs.max(1)))
-            };
-            let granted_at = SystemTime::now();
-            let deadline_at = granted_at + ttl;
-            let record = SlotRecord {
-                version: RECORD_VERSION,
-                holder: holder.to_string(),
-                granted_at: unix_ms(granted_at),
-                deadline: unix_ms(deadline_at),
-                boot_id: None,
-            };
-            let guard = GuardRecord {
-                version: RECORD_VERSION,
-                last_change: "grant",
-            };
-            let compares = vec![
-                Compare::mod_revision(self.etcd.key(&guard_rel), CompareOp::Equal, guard_rev),
-                Compare::create_revision(self.etcd.key(&holder_rel), CompareOp::Equal, 0),
-            ];
-            let ops = vec![
-                TxnOp::put(
-                    self.etcd.key(&holder_rel),
-                    encode_json(&holder_rel, &record)?,
-                    (lease != 0).then(|| PutOptions::new().with_lease(lease)),
-                ),
-                TxnOp::put(
-                    self.etcd.key(&guard_rel),
-                    encode_json(&guard_rel, &guard)?,
-                    None,
-                ),
-            ];
-            let outcome = self
-                .etcd
-                .txn_op("slot grant", &holder_rel, compares, ops, fence)
-                .await;
-            match outcome {
-                Ok(o) if o.succeeded => {
-                    return Ok(Grant::Granted {
-                        deadline: deadline_at,
-                    });
-                }
-                Ok(_) => {
-                    self.drop_lease(lease, &holder_rel).await;
-                    tokio::time::sleep(jittered(backoff)).await;
-                    backoff = (backoff * 2).min(CAS_BACKOFF_MAX);
-                }
-                Err(e) => {
-                    // Unknown whether the grant applied (see EtcdError::Request):
-                    // keep the lease, whose key may exist; it ends by its TTL.
-                    return Err(e);
-                }
-            }
-        }
-        Err(EtcdError::Contention {
-            op: "slot grant",
-            key: holder_rel,
-            attempts: MAX_CAS_ATTEMPTS,
-        })
+        let one = [(holder.to_string(), None)];
+        let ask = Ask::new(pool, &one, limit, deadline).counting(counted);
+        self.grant_one(ask, None).await
     }
 
     /// Grants slots in `pool` to as many of `holders` as fit under `limit`,
@@ -301,63 +324,150 @@ impl Slots {
     ) -> Result<Vec<String>> {
         let untagged: Vec<(String, Option<String>)> =
             holders.iter().map(|h| (h.clone(), None)).collect();
-        self.grant_many_in_boots(pool, &untagged, limit, deadline, fence)
-            .await
+        let limit = |_: &[Holder]| limit;
+        let ask = Ask::new(pool, &untagged, &limit, deadline).leased(true);
+        match self.grant_batch(&ask, fence).await? {
+            Attempt::Done {
+                before, granted, ..
+            } => Ok(held_after(&untagged, &before, &granted)),
+            // Nothing counted, so nothing can have moved; the caller reads
+            // again, as after a full pool.
+            Attempt::Moved => Ok(Vec::new()),
+        }
     }
 
     /// [`Self::grant_many`] for holders given with the boot each is granted
-    /// in (recorded in its slot, [`Holder::boot_id`]).
+    /// in (recorded in its slot, [`Holder::boot_id`]), under the guards of
+    /// the pools in `counted`: `None` if one of them changed since it was
+    /// read (count again). After a write, `counted` is advanced past it
+    /// (its guards were bumped by this grant, not moved by another), so the
+    /// caller's next batch compares what it wrote.
     pub async fn grant_many_in_boots(
         &self,
         pool: &str,
         requests: &[(String, Option<String>)],
         limit: usize,
         deadline: Duration,
+        counted: &mut [PoolRead],
         fence: Option<&Fence>,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Option<Vec<String>>> {
+        let limit = |_: &[Holder]| limit;
+        let ask = Ask::new(pool, requests, &limit, deadline)
+            .leased(true)
+            .counting(counted);
+        let attempt = self.grant_batch(&ask, fence).await?;
+        Ok(match attempt {
+            Attempt::Done {
+                before,
+                granted,
+                revision,
+            } => {
+                if revision != 0 {
+                    for c in counted.iter_mut() {
+                        c.guard_revision = revision;
+                    }
+                }
+                Some(held_after(requests, &before, &granted))
+            }
+            Attempt::Moved => None,
+        })
+    }
+
+    /// A grant for one holder: [`Self::grant_batch`] with a batch of one.
+    async fn grant_one(&self, ask: Ask<'_>, fence: Option<&Fence>) -> Result<Grant> {
+        let holder = ask.requests[0].0.clone();
+        match self.grant_batch(&ask, fence).await? {
+            Attempt::Moved => Ok(Grant::Moved),
+            Attempt::Done {
+                before, granted, ..
+            } => {
+                if let Some(h) = before.iter().find(|h| h.name == holder) {
+                    Ok(Grant::AlreadyHeld {
+                        deadline: h.deadline,
+                    })
+                } else if let Some((_, deadline)) = granted.into_iter().next() {
+                    Ok(Grant::Granted { deadline })
+                } else {
+                    Ok(Grant::Full { holders: before })
+                }
+            }
+        }
+    }
+
+    /// The one grant transaction (see the module docs): read the pool and
+    /// its guard at one revision, decide who fits, write the new holders,
+    /// bump the guard of this pool and of every counted one, all compared
+    /// against what was read. A lost race on this pool alone is retried
+    /// here after a jittered backoff; a counted pool that changed ends the
+    /// attempt with [`Attempt::Moved`].
+    async fn grant_batch(&self, ask: &Ask<'_>, fence: Option<&Fence>) -> Result<Attempt> {
+        let pool = ask.pool;
         check_name("pool", pool)?;
-        for (h, _) in requests {
+        for (h, _) in ask.requests {
             check_name("holder", h)?;
         }
-        let holders: Vec<String> = requests.iter().map(|(h, _)| h.clone()).collect();
-        let boot_of = |h: &str| {
-            requests
-                .iter()
-                .find(|(name, _)| name == h)
-                .and_then(|(_, b)| b.clone())
-        };
         let guard_rel = self.guard_rel(pool);
+        // The caller's own read of this pool, if it counted it too: then
+        // even this pool's change means deciding again, out there.
+        let own_read = ask.counted.iter().find(|c| c.guard_rel == guard_rel);
+        let others: Vec<&PoolRead> = ask
+            .counted
+            .iter()
+            .filter(|c| c.guard_rel != guard_rel)
+            .collect();
+        let room = MAX_TXN_OPS.saturating_sub(1 + others.len()).min(MAX_BATCH);
         let mut backoff = CAS_BACKOFF;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let (guard_rev, current) = self.read(pool).await?;
-            let held = |h: &String| current.iter().any(|c| &c.name == h);
-            let mut granted: Vec<String> = holders.iter().filter(|h| held(h)).cloned().collect();
-            let free = limit.saturating_sub(current.len()).min(MAX_BATCH);
-            let new: Vec<&String> = holders.iter().filter(|h| !held(h)).take(free).collect();
-            if new.is_empty() {
-                return Ok(granted);
+            if own_read.is_some_and(|r| r.guard_revision != guard_rev) {
+                return Ok(Attempt::Moved);
             }
-            let rels: Vec<String> = new.iter().map(|h| self.holder_rel(pool, h)).collect();
-            let leases = futures_util::future::try_join_all(
-                rels.iter()
-                    .map(|rel| lease::grant(&self.etcd, deadline, rel)),
-            )
-            .await?;
+            let held = |h: &str| current.iter().any(|c| c.name == h);
+            let free = (ask.limit)(&current)
+                .saturating_sub(current.len())
+                .min(room);
+            let new: Vec<&(String, Option<String>)> = ask
+                .requests
+                .iter()
+                .filter(|(h, _)| !held(h))
+                .take(free)
+                .collect();
+            if new.is_empty() {
+                return Ok(Attempt::Done {
+                    before: current,
+                    granted: Vec::new(),
+                    revision: 0,
+                });
+            }
+            let rels: Vec<String> = new.iter().map(|(h, _)| self.holder_rel(pool, h)).collect();
+            let leases = if ask.leased {
+                futures_util::future::try_join_all(
+                    rels.iter()
+                        .map(|rel| lease::grant(&self.etcd, ask.deadline, rel)),
+                )
+                .await?
+            } else {
+                // Whole seconds like a lease's TTL, so both kinds of slot
+                // read the same.
+                let d = ask.deadline;
+                let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+                vec![(0, Duration::from_secs(secs.max(1))); new.len()]
+            };
             let granted_at = SystemTime::now();
             let mut compares = vec![Compare::mod_revision(
                 self.etcd.key(&guard_rel),
                 CompareOp::Equal,
                 guard_rev,
             )];
-            let mut ops = Vec::with_capacity(new.len() + 1);
-            for (holder, (lease, ttl)) in new.iter().zip(&leases) {
-                let rel = self.holder_rel(pool, holder);
+            let mut ops = Vec::with_capacity(new.len() + 1 + others.len());
+            let mut granted = Vec::with_capacity(new.len());
+            for (((holder, boot_id), rel), (lease, ttl)) in new.iter().zip(rels).zip(&leases) {
                 let record = SlotRecord {
                     version: RECORD_VERSION,
-                    holder: holder.to_string(),
+                    holder: holder.clone(),
                     granted_at: unix_ms(granted_at),
                     deadline: unix_ms(granted_at + *ttl),
-                    boot_id: boot_of(holder),
+                    boot_id: boot_id.clone(),
                 };
                 compares.push(Compare::create_revision(
                     self.etcd.key(&rel),
@@ -367,35 +477,55 @@ impl Slots {
                 ops.push(TxnOp::put(
                     self.etcd.key(&rel),
                     encode_json(&rel, &record)?,
-                    Some(PutOptions::new().with_lease(*lease)),
+                    (*lease != 0).then(|| PutOptions::new().with_lease(*lease)),
                 ));
+                granted.push((holder.clone(), granted_at + *ttl));
             }
-            let guard = GuardRecord {
+            let bump = GuardRecord {
                 version: RECORD_VERSION,
-                last_change: "grant",
+                last_change: &format!("grant in {guard_rel}"),
             };
             ops.push(TxnOp::put(
                 self.etcd.key(&guard_rel),
-                encode_json(&guard_rel, &guard)?,
+                encode_json(&guard_rel, &bump)?,
                 None,
             ));
+            for other in &others {
+                compares.push(Compare::mod_revision(
+                    self.etcd.key(&other.guard_rel),
+                    CompareOp::Equal,
+                    other.guard_revision,
+                ));
+                ops.push(TxnOp::put(
+                    self.etcd.key(&other.guard_rel),
+                    encode_json(&other.guard_rel, &bump)?,
+                    None,
+                ));
+            }
             match self
                 .etcd
                 .txn_op("slot grant", &guard_rel, compares, ops, fence)
                 .await
             {
                 Ok(o) if o.succeeded => {
-                    granted.extend(new.into_iter().cloned());
-                    return Ok(granted);
+                    return Ok(Attempt::Done {
+                        before: current,
+                        granted,
+                        revision: o.revision,
+                    });
                 }
                 Ok(_) => {
                     for (lease, _) in leases {
                         self.drop_lease(lease, &guard_rel).await;
                     }
+                    if own_read.is_some() || self.moved(&others).await? {
+                        return Ok(Attempt::Moved);
+                    }
                     tokio::time::sleep(jittered(backoff)).await;
                     backoff = (backoff * 2).min(CAS_BACKOFF_MAX);
                 }
-                // Unknown whether it applied: the leases end by their TTL.
+                // Unknown whether it applied (see EtcdError::Request): keep
+                // the leases, whose keys may exist; they end by their TTL.
                 Err(e) => return Err(e),
             }
         }
@@ -404,6 +534,40 @@ impl Slots {
             key: guard_rel,
             attempts: MAX_CAS_ATTEMPTS,
         })
+    }
+
+    /// Whether a counted pool's guard changed since it was read.
+    async fn moved(&self, counted: &[&PoolRead]) -> Result<bool> {
+        if counted.is_empty() {
+            return Ok(false);
+        }
+        let ops = counted
+            .iter()
+            .map(|c| TxnOp::get(self.etcd.key(&c.guard_rel), None))
+            .collect();
+        let outcome = self
+            .etcd
+            .txn_op(
+                "slot guard read",
+                &counted[0].guard_rel,
+                Vec::new(),
+                ops,
+                None,
+            )
+            .await?;
+        for (c, resp) in counted.iter().zip(&outcome.responses) {
+            let TxnOpResponse::Get(get) = resp else {
+                return Err(EtcdError::Protocol {
+                    op: "slot guard read",
+                    key: c.guard_rel.clone(),
+                    detail: "a get answered by something else".into(),
+                });
+            };
+            if get.kvs().first().map_or(0, |kv| kv.mod_revision()) != c.guard_revision {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Releases `holder`'s slot in `pool`; [`EtcdError::NotHeld`] if it has
@@ -461,6 +625,18 @@ impl Slots {
     pub async fn holders(&self, pool: &str) -> Result<Vec<Holder>> {
         check_name("pool", pool)?;
         Ok(self.read(pool).await?.1)
+    }
+
+    /// The holders of `pool` with its guard's revision, for a grant in
+    /// another pool that counts them ([`PoolRead`]).
+    pub async fn read_pool(&self, pool: &str) -> Result<PoolRead> {
+        check_name("pool", pool)?;
+        let (guard_revision, holders) = self.read(pool).await?;
+        Ok(PoolRead {
+            holders,
+            guard_rel: self.guard_rel(pool),
+            guard_revision,
+        })
     }
 
     /// Every pool under this root that has a guard key, with its holders,

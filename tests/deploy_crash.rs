@@ -249,6 +249,29 @@ fn scenarios() -> Vec<Scenario> {
             finished_by_gc: &[],
         },
         Scenario {
+            // The rollback's image under another reference: the deployment
+            // is staged again in place with a new record (the pull of the
+            // new reference), written before the origin.
+            name: "switch to the rollback deployment's image under another reference",
+            setup: |i| {
+                retag(i, "os:v1", "os:v1-again");
+                let m = booted_v2(i);
+                let again = i.registry.image_ref("os:v1-again");
+                (
+                    m,
+                    words(&["switch", "--retain", "--progress", "none", &again]),
+                )
+            },
+            points: &[
+                "stage:after-pull",
+                "stage:after-kernel",
+                "stage:after-origin",
+                "stage:after-entry",
+                "stage:after-marker",
+            ],
+            finished_by_gc: &[],
+        },
+        Scenario {
             name: "finalize on trial",
             setup: |i| {
                 let m = booted_v1(i);

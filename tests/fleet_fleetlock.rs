@@ -298,3 +298,102 @@ fn a_fleetlock_lock_in_an_earlier_rollouts_pool_holds_the_next_rollout() {
     assert_eq!(checker.finish(), 1);
     controller.kill().unwrap();
 }
+
+/// `fleet locks` shows a lock that failed (its machine not back by its
+/// deadline), and `fleet unlock` — the admin's way once that machine is
+/// gone — frees its slot for the next machine; an id that holds nothing is
+/// refused by name.
+#[test]
+fn fleet_locks_shows_a_failed_lock_and_fleet_unlock_frees_it() {
+    let etcd = EtcdCluster::start(1).unwrap();
+    let endpoints = etcd.endpoints().join(",");
+    let osctl = Osctl::new();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _fleetlock = start(
+        &osctl,
+        &[
+            "fleetlock",
+            "--etcd",
+            &endpoints,
+            "--prefix",
+            "/t/",
+            "--listen",
+            &listen,
+            "--reboot-deadline",
+            "1s",
+        ],
+        port,
+    );
+    let fleet = |args: &[&str]| {
+        let mut cmd = osctl.cmd();
+        cmd.args(["fleet"])
+            .args(args)
+            .args(["--etcd", &endpoints, "--prefix", "/t/"]);
+        cmd.output().unwrap()
+    };
+    let a = r#"{"client_params":{"id":"a","group":"web"}}"#;
+    let b = r#"{"client_params":{"id":"b","group":"web"}}"#;
+    assert_eq!(post(port, "/v1/pre-reboot", a), (200, String::new()));
+
+    // a never comes back: once its deadline passed, it is FAILED and still
+    // holds the group's one slot.
+    let started = Instant::now();
+    let listed = loop {
+        let out = fleet(&["locks", "--format", "json"]);
+        assert!(out.status.success(), "{out:?}");
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if listed[0]["failed"] == true {
+            break listed;
+        }
+        assert!(
+            started.elapsed() < START_LIMIT,
+            "a never failed: {listed:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let locks = listed.as_array().unwrap();
+    assert_eq!(locks.len(), 1, "{listed:#}");
+    assert_eq!(
+        (&locks[0]["group"], &locks[0]["id"], &locks[0]["rollout"]),
+        (
+            &serde_json::json!("web"),
+            &serde_json::json!("a"),
+            &serde_json::Value::Null
+        ),
+        "{listed:#}"
+    );
+    let human = fleet(&["locks", "--format", "human"]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    let row = human.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with("web    a   own ")
+            && row.ends_with("FAILED: not back by its deadline (fleet unlock once it is gone)"),
+        "{human}"
+    );
+    let (code, body) = post(port, "/v1/pre-reboot", b);
+    assert!(code == 409 && body.contains("a FAILED"), "{code} {body}");
+
+    // The admin clears it: b may reboot now.
+    let out = fleet(&["unlock", "web", "a"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "lock of a in group web released\n"
+    );
+    assert_eq!(post(port, "/v1/pre-reboot", b), (200, String::new()));
+
+    // Nothing to clear, or not an id: refused, naming what is wrong.
+    for (args, want) in [
+        (
+            ["unlock", "web", "a"],
+            "group web holds no lock of id a (see `osctl fleet locks`)",
+        ),
+        (["unlock", "web", "a b"], "id_invalid: id \"a b\" has ' '"),
+    ] {
+        let out = fleet(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}

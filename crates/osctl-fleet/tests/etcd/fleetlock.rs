@@ -665,6 +665,27 @@ async fn a_lock_held_across_a_governance_change_still_counts() {
         ],
     );
     assert_eq!(lock(addr, "web", "b").await, ok(), "recursive across pools");
-    assert_eq!(unlock(addr, "web", "b").await, ok());
+    // The admin's view names the pool each lock is in.
+    let listed: Vec<(String, String, Option<String>, bool)> =
+        fleetlock::locks(&etcd, std::time::SystemTime::now())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.group, l.id, l.rollout, l.failed))
+            .collect();
+    assert_eq!(
+        listed,
+        [(
+            "web".to_string(),
+            "b".to_string(),
+            Some("web-2026-12".to_string()),
+            false
+        )]
+    );
+    // An admin's unlock frees it wherever it is, as b's steady-state would.
+    assert!(fleetlock::unlock(&etcd, "web", "b").await.unwrap());
+    assert!(!fleetlock::unlock(&etcd, "web", "b").await.unwrap());
     assert_eq!(lock(addr, "web", "c").await, ok());
+    assert_eq!(unlock(addr, "web", "c").await, ok());
+    assert_eq!(lock(addr, "web", "b").await, ok());
 }

@@ -6,9 +6,11 @@ pub mod apply;
 pub mod control;
 pub mod controller;
 pub mod fleetlock;
+pub mod locks;
 pub mod nodes;
 pub mod render;
 pub mod status;
+pub mod unlock;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -50,6 +52,11 @@ pub enum FleetCommand {
     Status(status::StatusArgs),
     /// Show the fleet's nodes.
     Nodes(nodes::NodesArgs),
+    /// Show FleetLock locks: group, id, the pool holding them, failed or not.
+    Locks(locks::LocksArgs),
+    /// Release a FleetLock lock whose machine will not (a failed lock of a
+    /// machine that is gone).
+    Unlock(unlock::UnlockArgs),
     /// Pause a rollout: no new reboots until `resume`.
     Pause(control::ControlArgs),
     /// Resume a paused or halted rollout.
@@ -75,6 +82,8 @@ pub async fn run(
         FleetCommand::Apply(a) => apply::run(a).await,
         FleetCommand::Status(a) => status::run(a).await,
         FleetCommand::Nodes(a) => nodes::run(a).await,
+        FleetCommand::Locks(a) => locks::run(a).await,
+        FleetCommand::Unlock(a) => unlock::run(a).await,
         FleetCommand::Pause(a) => control::run(a, ControlAction::Pause).await,
         FleetCommand::Resume(a) => control::run(a, ControlAction::Resume).await,
         FleetCommand::Promote(a) => control::run(a, ControlAction::Promote).await,

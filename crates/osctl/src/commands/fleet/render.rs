@@ -1,10 +1,11 @@
-//! How `fleet status` and `fleet nodes` print: tables for a person, the
+//! How `fleet status`, `fleet nodes` and `fleet locks` print: tables for a person, the
 //! records themselves as JSON or YAML for programs. Pure functions.
 
 use std::fmt::Write;
 
 use clap::ValueEnum;
 use osctl_fleet::admin::{NodeView, RolloutView};
+use osctl_fleet::fleetlock::LockView;
 use osctl_fleet::model::{HealthState, NodeState, RolloutPhase};
 use osctl_fleet::spec::Step;
 
@@ -39,6 +40,56 @@ pub fn nodes(nodes: &[NodeView], format: Format) -> anyhow::Result<String> {
         Format::Yaml => Ok(yaml_serde::to_string(nodes)?),
         Format::Human => Ok(nodes_human(nodes)),
     }
+}
+
+pub fn locks(locks: &[LockView], format: Format) -> anyhow::Result<String> {
+    match format {
+        Format::Json => Ok(serde_json::to_string_pretty(locks)? + "\n"),
+        Format::Yaml => Ok(yaml_serde::to_string(locks)?),
+        Format::Human => Ok(locks_human(locks)),
+    }
+}
+
+fn locks_human(locks: &[LockView]) -> String {
+    let mut out = String::new();
+    if locks.is_empty() {
+        out.push_str("No FleetLock locks.\n");
+        return out;
+    }
+    let group_w = locks
+        .iter()
+        .map(|l| l.group.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let id_w = locks.iter().map(|l| l.id.len()).max().unwrap_or(2).max(2);
+    writeln!(
+        out,
+        "{:group_w$}  {:id_w$}  {:24}  {:20}  {:20}  STATE",
+        "GROUP", "ID", "POOL", "GRANTED", "DEADLINE"
+    )
+    .unwrap();
+    for l in locks {
+        let pool = match &l.rollout {
+            Some(r) => format!("rollout {r}"),
+            None => "own".to_string(),
+        };
+        let state = if l.failed {
+            "FAILED: not back by its deadline (fleet unlock once it is gone)"
+        } else {
+            "held"
+        };
+        writeln!(
+            out,
+            "{:group_w$}  {:id_w$}  {pool:24}  {:20}  {:20}  {state}",
+            l.group,
+            l.id,
+            l.granted_at.strftime("%Y-%m-%d %H:%M:%SZ").to_string(),
+            l.deadline.strftime("%Y-%m-%d %H:%M:%SZ").to_string(),
+        )
+        .unwrap();
+    }
+    out
 }
 
 fn phase_name(p: RolloutPhase) -> &'static str {

@@ -572,26 +572,26 @@ impl Drop for Checker {
     }
 }
 
-/// Whether `node` holds a slot in `pool`, read linearizably (a majority of
-/// etcd agrees; the client requires a leader, so a member cut off from the
-/// majority answers with an error, never with what it last knew).
+/// Whether `node` holds a slot in `pool`, as its agent asks: by consensus
+/// (`Etcd::exists_by_consensus`), which a member cut off from the majority
+/// cannot answer — not even once, as a linearizable read of etcd 3.4.23
+/// could.
 pub fn holds_slot(
     env: &FleetEnv,
     etcd: &Etcd,
     pool: &str,
     node: &str,
 ) -> Result<bool, osctl_fleet::etcd::EtcdError> {
-    Ok(env
-        .block_on(osctl_fleet::etcd::Slots::new(etcd).holders(pool))?
-        .iter()
-        .any(|h| h.name == node))
+    env.block_on(
+        etcd.exists_by_consensus(&format!("{}{pool}/{node}", osctl_fleet::etcd::SLOTS_ROOT)),
+    )
 }
 
 /// Drives a fleet until `done(status)` holds or `timeout` passes: plays
 /// every reboot an agent asks for (after checking its slot), restarts
 /// nothing else, leaves powered-off nodes alone. While etcd cannot confirm
 /// a slot (no majority), the machine waits: its reboot is played only once
-/// a linearizable read says it holds one. Returns the last status.
+/// the majority confirms it holds one. Returns the last status.
 pub fn drive(
     env: &FleetEnv,
     osctl: &super::Osctl,

@@ -561,16 +561,14 @@ impl<H: Host> Agent<H> {
         Ok(())
     }
 
-    /// Whether the controller granted this node its reboot slot. A plain
-    /// (linearizable) read: a slot only counts when a majority of etcd
-    /// confirms it, never on the word of a partitioned member.
+    /// Whether the controller granted this node its reboot slot. A slot
+    /// only counts when a majority of etcd confirms it, never on the word
+    /// of a partitioned member — and a linearizable read is not enough for
+    /// that on the etcd versions in use (see
+    /// [`crate::etcd::Etcd::exists_by_consensus`]).
     async fn slot_granted(&self, assignment: &Assignment) -> Result<bool, AgentError> {
         let key = format!("{SLOTS_ROOT}{}/{}", assignment.rollout, self.options.node);
-        Ok(self
-            .etcd
-            .get_json::<serde_json::Value>(&key)
-            .await?
-            .is_some())
+        Ok(self.etcd.exists_by_consensus(&key).await?)
     }
 
     /// Writes the report when it changed (compare-and-swap on the last one

@@ -492,6 +492,35 @@ impl Etcd {
             .succeeded)
     }
 
+    /// Whether `rel` exists, decided by the cluster's consensus rather than
+    /// by a read. A linearizable read is meant to need the majority, but
+    /// etcd before 3.4.42, 3.5.28 and 3.6.9 (Debian ships 3.4.23) can
+    /// answer one from a read index obtained before a pause or a leader
+    /// change (etcd-io/etcd#20418 and #21375): a member just cut off from
+    /// the majority was seen answering a slot read here. A transaction with
+    /// a write in it is a raft proposal like any write, which such a member
+    /// cannot commit: this one compares the key's existence, gets it if it
+    /// exists, and otherwise deletes it — which deletes nothing (it does
+    /// not exist at that revision), so nothing is written and no revision
+    /// is used. Not retried: the caller decides again.
+    pub async fn exists_by_consensus(&self, rel: &str) -> Result<bool> {
+        let key = self.key(rel);
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(
+                key.clone(),
+                CompareOp::Greater,
+                0,
+            )])
+            .and_then(vec![TxnOp::get(key.clone(), None)])
+            .or_else(vec![TxnOp::delete(key, None)]);
+        let resp = self
+            .call("existence check by consensus", rel, |mut c| async move {
+                c.txn(txn).await
+            })
+            .await?;
+        Ok(resp.succeeded())
+    }
+
     /// A general transaction: `ops` run if every compare (absolute keys, see
     /// [`Self::key`]) holds. With a `fence`, its compare is added, and a
     /// failure because the fence no longer holds is [`EtcdError::Fenced`]

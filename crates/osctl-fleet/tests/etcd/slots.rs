@@ -506,3 +506,60 @@ async fn a_grant_is_moved_when_a_pool_it_counted_changed_since() {
     }
     assert_eq!(rollout.holders("r1").await.unwrap().len(), 5);
 }
+
+/// What an agent asks before it reboots: does its slot exist, by consensus.
+/// It writes nothing either way (the revision does not move), and a member
+/// cut off from the majority cannot answer it — from the first ask on,
+/// unlike a linearizable read, which etcd 3.4.23 was seen answering once
+/// right after such a cut (see `Etcd::exists_by_consensus`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_confirmed_by_consensus_needs_the_majority_and_writes_nothing() {
+    let mut c = cluster(3);
+    let timeout = Duration::from_secs(2);
+    let etcd = Etcd::connect_with_timeout(&c.endpoints(), PREFIX, timeout)
+        .await
+        .unwrap();
+    let slots = Slots::new(&etcd);
+    assert!(matches!(
+        slots
+            .grant("web", "n1", 1, Duration::from_secs(60), None)
+            .await
+            .unwrap(),
+        Grant::Granted { .. }
+    ));
+    let revision = || async { etcd.list_raw("slots/").await.unwrap().revision };
+    let before = revision().await;
+    assert!(etcd.exists_by_consensus("slots/web/n1").await.unwrap());
+    assert!(!etcd.exists_by_consensus("slots/web/n2").await.unwrap());
+    assert_eq!(revision().await, before, "a check wrote something");
+    assert!(slots.holders("web").await.unwrap().len() == 1);
+
+    // Two members stop; the third, alone, cannot confirm anything.
+    let leader = blocking(|| c.leader());
+    let paused = [leader, (leader + 1) % 3];
+    let alone = (leader + 2) % 3;
+    for &i in &paused {
+        blocking(|| c.pause(i));
+    }
+    let minority = Etcd::connect_with_timeout(&[c.endpoints()[alone].clone()], PREFIX, timeout)
+        .await
+        .unwrap();
+    for attempt in 0..3 {
+        let answer = within(
+            "a check without a majority",
+            Duration::from_secs(15),
+            minority.exists_by_consensus("slots/web/n1"),
+        )
+        .await;
+        assert!(
+            matches!(
+                answer,
+                Err(EtcdError::Request { .. } | EtcdError::Timeout { .. })
+            ),
+            "attempt {attempt}: answered without a majority: {answer:?}"
+        );
+    }
+    for &i in &paused {
+        blocking(|| c.resume(i));
+    }
+}

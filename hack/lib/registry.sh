@@ -7,6 +7,8 @@
 #   registry_push SRC REF   skopeo copy SRC (e.g. oci:DIR:TAG) to docker://$REGISTRY_ADDR/REF
 #   registry_log_mark       print the access log's current size (a mark for registry_blob_gets)
 #   registry_blob_gets MARK print "COUNT BYTES": blob GETs served since MARK and their body bytes
+#   registry_requests MARK  print "ALL MANIFESTS": requests served since MARK, and how many of
+#                           them asked for a manifest (GET or HEAD)
 #
 # Plain HTTP: clients need --tls-verify=false (skopeo) or their own insecure-registry switch.
 # Requires lib/common.sh, docker-registry, curl, skopeo (for registry_push).
@@ -88,6 +90,19 @@ registry_push() {
 
 registry_log_mark() {
   stat -c %s "$REGISTRY_LOG"
+}
+
+registry_requests() {
+  local mark=$1
+  sleep 0.05
+  tail -c "+$((mark + 1))" "$REGISTRY_LOG" | awk '
+    { q = index($0, "\"GET /v2/"); if (q == 0) q = index($0, "\"HEAD /v2/") }
+    q > 0 {
+      n++
+      rest = substr($0, q + 1); split(rest, req, "\""); split(req[1], parts, " ")
+      if (parts[2] ~ /\/manifests\//) m++
+    }
+    END { printf "%d %d\n", n, m }'
 }
 
 registry_blob_gets() {

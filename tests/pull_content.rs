@@ -8,55 +8,10 @@ use osctl_testutil::{
     assert_trees_equal, expected_tree, snapshot, write_layout,
 };
 
-fn edge_case_layers() -> Vec<Layer> {
-    vec![
-        Layer::new(vec![
-            Entry::dir("etc"),
-            Entry::dir_with("srv", 0o750, 10, 20),
-            Entry::file("etc/hostname", "base\n"),
-            Entry::file_with("etc/shadow", 0o640, 0, 42, "root:*:1::::::\n"),
-            Entry::file("etc/gone", "whited out later\n"),
-            Entry::dir("opt/old"),
-            Entry::file("opt/old/a", "hidden by an opaque dir\n"),
-            Entry::file("usr/bin/tool", "#!/bin/sh\necho tool\n"),
-            Entry::hardlink("usr/bin/tool-link", "usr/bin/tool"),
-            Entry::symlink("usr/bin/abs-link", "/usr/bin/tool"),
-            Entry::symlink("usr/bin/rel-link", "../bin/tool"),
-            Entry::symlink("dangling", "nowhere/at/all"),
-            Entry::char_dev("dev/null-ish", 1, 3),
-            Entry::block_dev("dev/blk", 7, 0),
-            Entry::fifo("var/lib/fifo"),
-            Entry::file("usr/lib/cap", "capability holder").with_xattr(
-                "security.capability",
-                vec![
-                    1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                ],
-            ),
-            Entry::file("usr/lib/tagged", "user xattrs").with_xattr("user.osctl.test", "value-1"),
-        ]),
-        // An empty layer: a tar with only the end-of-archive blocks.
-        Layer::new(vec![]),
-        Layer::new(vec![
-            Entry::whiteout("etc/gone"),
-            Entry::opaque("opt/old"),
-            Entry::file("opt/old/b", "new in the opaque dir\n"),
-            Entry::file("etc/hostname", "top\n"),
-            Entry::large_file("usr/share/big.bin", 48 * 1024 * 1024 + 123, 7),
-            Entry::file_with("usr/bin/setuid", 0o4755, 0, 0, "suid\n"),
-        ])
-        .with_compression(Compression::Zstd),
-        Layer::new(vec![
-            Entry::file("usr/share/plain.txt", "uncompressed layer\n"),
-            Entry::hardlink("usr/share/plain-link", "usr/share/plain.txt"),
-        ])
-        .with_compression(Compression::None),
-    ]
-}
-
 #[test]
 fn every_layer_edge_case_survives_pull_and_mount() {
     let registry = Registry::start(RegistryOptions::default()).unwrap();
-    let layers = edge_case_layers();
+    let layers = osctl_testutil::images::edge_case_layers();
     let (reference, built) = push_spec(&registry, "edge/os:v1", &ImageSpec::new(layers.clone()));
     let osctl = Osctl::new();
     let out = osctl.pull(&reference);

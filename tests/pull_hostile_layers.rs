@@ -12,12 +12,6 @@ fn l(entries: Vec<Entry>) -> Layer {
     Layer::new(entries)
 }
 
-fn cap_v2() -> Vec<u8> {
-    let mut v = 0x0200_0000u32.to_le_bytes().to_vec();
-    v.resize(20, 0);
-    v
-}
-
 #[test]
 fn hostile_layers_that_are_refused() {
     let huge_name = format!("user.{}", "n".repeat(300));
@@ -138,122 +132,7 @@ fn hostile_layers_that_are_refused() {
 
 #[test]
 fn hostile_layers_that_pull_into_the_tree_the_spec_gives() {
-    let many_xattrs = (0..2000).fold(Entry::file("usr/x", "x"), |e, i| {
-        e.with_xattr(&format!("user.n{i}"), "v")
-    });
-    let cases: Vec<(&str, Vec<Layer>)> = vec![
-        (
-            "hardlink-to-a-lower-layer",
-            vec![
-                l(vec![Entry::file("usr/t", "t")]),
-                l(vec![Entry::hardlink("usr/l", "usr/t")]),
-            ],
-        ),
-        (
-            "duplicate-entries",
-            vec![l(vec![
-                Entry::file("etc/x", "one"),
-                Entry::file("etc/x", "two"),
-            ])],
-        ),
-        (
-            "dir-then-file-in-one-layer",
-            vec![l(vec![
-                Entry::dir("etc/x"),
-                Entry::file("etc/x/in", "in"),
-                Entry::file("etc/x", "f"),
-            ])],
-        ),
-        (
-            "file-then-dir-in-one-layer",
-            vec![l(vec![
-                Entry::file("etc/x", "f"),
-                Entry::dir("etc/x"),
-                Entry::file("etc/x/in", "in"),
-            ])],
-        ),
-        (
-            "file-replaced-by-a-dir",
-            vec![
-                l(vec![Entry::file("etc/x", "f")]),
-                l(vec![Entry::dir("etc/x"), Entry::file("etc/x/in", "in")]),
-            ],
-        ),
-        (
-            "dir-replaced-by-a-file",
-            vec![
-                l(vec![Entry::dir("etc/x"), Entry::file("etc/x/in", "in")]),
-                l(vec![Entry::file("etc/x", "f")]),
-            ],
-        ),
-        (
-            "whiteouts-of-nothing",
-            vec![
-                l(vec![
-                    Entry::file("etc/a", "a"),
-                    Entry::file("etc/passwd", "p"),
-                ]),
-                l(vec![
-                    Entry::whiteout("etc/nothing"),
-                    Entry::whiteout("nowhere/deep/x"),
-                    Entry::whiteout("etc/passwd/under-a-file"),
-                    Entry::opaque("opt/none"),
-                    Entry::opaque("etc/a"),
-                ]),
-            ],
-        ),
-        (
-            // OCI: whiteouts hide lower layers only, wherever they are in
-            // the tar. Applied in tar order, these deleted the layer's own
-            // files.
-            "whiteouts-after-their-own-layers-entries",
-            vec![
-                l(vec![
-                    Entry::file("etc/a", "lower"),
-                    Entry::file("opt/d/lower", "l"),
-                ]),
-                l(vec![
-                    Entry::file("etc/a", "upper"),
-                    Entry::whiteout("etc/a"),
-                    Entry::file("opt/d/upper", "u"),
-                    Entry::opaque("opt/d"),
-                ]),
-            ],
-        ),
-        (
-            "opaque-root",
-            vec![
-                l(vec![Entry::file("etc/a", "a")]),
-                l(vec![
-                    Entry::raw(b".wh..wh..opq".to_vec(), ""),
-                    Entry::file("usr/b", "b"),
-                ]),
-            ],
-        ),
-        (
-            "odd-names",
-            vec![l(vec![
-                Entry::file("usr/a\nb", "newline"),
-                Entry::dir("usr/d\nir"),
-                Entry::symlink("usr/s\n", "a\nb"),
-                Entry::raw(b"usr/\xff\xfe".to_vec(), "not utf-8"),
-                Entry::raw(b"usr//double".to_vec(), "x"),
-                Entry::raw(b"./usr/./dotted".to_vec(), "y"),
-            ])],
-        ),
-        ("two-thousand-xattrs", vec![l(vec![many_xattrs])]),
-        (
-            "largest-xattr-and-a-capability",
-            vec![l(vec![
-                Entry::file("usr/x", "x").with_xattr("user.big", vec![b'v'; 65_535]),
-                Entry::file("usr/cap", "c").with_xattr("security.capability", cap_v2()),
-            ])],
-        ),
-        (
-            "a-large-compressible-file",
-            vec![l(vec![Entry::file("usr/zero", vec![0u8; 64 << 20])])],
-        ),
-    ];
+    let cases = osctl_testutil::images::layers_that_pull_into_the_spec();
     let dir = tempfile::tempdir().unwrap();
     for (name, layers) in cases {
         let osctl = Osctl::new();

@@ -1,13 +1,19 @@
 //! Importing one layer: blob → decompress → split into the store, verified.
 //!
 //! ```text
-//!  blob reader ──▶ progress ──▶ inflate ──▶ sha256 (diff_id) ──▶ split_async
+//!  blob reader ──▶ progress ──▶ inflate ──▶ sha256 (diff_id) ═▶ split_layer
 //!  (size/digest                 (gzip,      (checked after the     (objects +
 //!   checked at EOF)              zstd)       tar is drained)        splitstream)
 //! ```
 //!
-//! The layer's splitstream is *registered* under its diff_id only after
-//! three checks pass: the blob's digest and size, the uncompressed stream's
+//! `═▶` is the only hand-off between threads: 256 KiB chunks of tar over a
+//! bounded channel to the blocking thread of [`crate::split`], so one layer
+//! uses two cores (this task inflates and hashes, the splitter hashes
+//! objects and writes them).
+//!
+//! The layer's splitstream is *registered* under its diff_id (by
+//! [`register_layers`], after one sync for all the layers of a pull) only
+//! after three checks pass: the blob's digest and size, the uncompressed stream's
 //! sha256 against the config's `rootfs.diff_ids` entry (composefs-oci does not
 //! check it), and every entry path staying inside the root. Until then the
 //! objects it wrote are unreferenced and `gc` removes them; no image, record
@@ -23,17 +29,25 @@ use composefs_oci::LAYER_CONTENT_TYPE;
 use oci_spec::image::MediaType;
 use osctl_image::verify::DigestReader;
 use osctl_image::{BlobReader, Compression};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt as _, ReadBuf};
 
-use crate::{BoxError, StoreError, error, limits};
+use crate::{BoxError, StoreError, error, limits, split};
+
+/// Bytes of uncompressed tar handed to the splitter at a time.
+const CHUNK_SIZE: usize = 256 * 1024;
+
+/// Chunks queued between the inflater and the splitter: enough to ride out
+/// a slow object write, little enough to keep the memory per layer at 1 MiB.
+const CHUNKS_IN_FLIGHT: usize = 4;
 
 pub(crate) type Repo = Repository<Sha256HashValue>;
 
 /// Receives the count of compressed bytes read so far for one layer.
 pub(crate) type ByteCallback = Box<dyn Fn(u64) + Send + Sync>;
 
-/// Streams one layer into the store and registers it under `diff_id`.
-/// `what` names the layer in errors.
+/// Streams one layer into the store and checks it; returns its splitstream,
+/// which [`register_layers`] then registers under `diff_id`. `what` names
+/// the layer in errors.
 pub(crate) async fn import_layer(
     repo: Arc<Repo>,
     store_path: &Path,
@@ -58,7 +72,19 @@ pub(crate) async fn import_layer(
         Compression::Gzip => MediaType::ImageLayerGzip,
         Compression::Zstd => MediaType::ImageLayerZstd,
     };
-    let split = async {
+    // The tar bytes go to a blocking thread in chunks (one hand-off per
+    // chunk, not per file): this task inflates and hashes the diff_id, the
+    // splitter parses, hashes objects and writes them, so a layer keeps
+    // both cores busy.
+    let (chunks, mut received) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+    let split_repo = repo.clone();
+    let splitter = tokio::task::spawn_blocking(move || {
+        split::split_layer(&split_repo, || received.blocking_recv())
+    });
+    let produced = async {
+        // Dropped at the end of this block, whatever the outcome: the
+        // splitter then sees the end of the stream.
+        let chunks = chunks;
         let inflated =
             composefs_oci::layer::decompress_async(&mut counted, &media).map_err(|e| {
                 StoreError::Unparsable {
@@ -66,28 +92,44 @@ pub(crate) async fn import_layer(
                     source: e.into(),
                 }
             })?;
+        // The diff_id covers every byte, including what follows the tar's
+        // end marker: the splitter keeps reading to the end, and so does
+        // this loop.
         let mut hashing = DigestReader::new(inflated);
-        let (verity, _stats) =
-            composefs_oci::tar::split_async(&mut hashing, repo.clone(), LAYER_CONTENT_TYPE)
-                .await
-                .map_err(|e| io_or_store(store_path, what, e))?;
-        // The tar parser stops at the end-of-archive marker; the diff_id covers
-        // every byte, including trailing padding, so drain the rest.
-        tokio::io::copy(&mut hashing, &mut tokio::io::sink())
-            .await
-            .map_err(io_err)?;
-        Ok::<_, StoreError>((verity, hashing.finish().0))
+        loop {
+            let mut chunk = Vec::with_capacity(CHUNK_SIZE);
+            while chunk.len() < CHUNK_SIZE {
+                if hashing.read_buf(&mut chunk).await.map_err(io_err)? == 0 {
+                    break;
+                }
+            }
+            let last = chunk.len() < CHUNK_SIZE;
+            if !chunk.is_empty() && chunks.send(chunk).await.is_err() {
+                // The splitter stopped: its error says why.
+                break;
+            }
+            if last {
+                break;
+            }
+        }
+        Ok::<_, StoreError>(hashing.finish().0)
     }
     .await;
+    let split = splitter.await.map_err(|e| StoreError::Task {
+        step: "splitting a layer into the store",
+        source: e,
+    })?;
     // Read the compressed blob to its end so its size/digest check runs even
     // when the decompressor stopped early (bytes after the last gzip member)
     // or failed: a corrupt blob is reported as the digest mismatch it is,
     // not as whatever the decompressor or tar parser tripped over first.
     let drained = tokio::io::copy(&mut counted, &mut tokio::io::sink()).await;
-    let (verity, actual_diff_id) = match (split, drained) {
-        (Ok(done), Ok(_)) => done,
-        (_, Err(blob_error)) => return Err(io_err(blob_error)),
-        (Err(e), Ok(_)) => return Err(e),
+    // The blob's own error first, then the inflater's, then the splitter's.
+    let (verity, actual_diff_id) = match (drained, produced, split) {
+        (Err(blob_error), _, _) => return Err(io_err(blob_error)),
+        (Ok(_), Err(e), _) => return Err(e),
+        (Ok(_), Ok(_), Err(e)) => return Err(split_error(store_path, what, e)),
+        (Ok(_), Ok(diff), Ok(verity)) => (verity, diff),
     };
     if actual_diff_id != diff_id {
         return Err(StoreError::DiffIdMismatch {
@@ -107,35 +149,51 @@ pub(crate) async fn import_layer(
         step: "checking the paths of a layer",
         source: e,
     })??;
-    let parsed = diff_id.parse().map_err(|e| StoreError::Unparsable {
-        what: format!("{what}: invalid diff_id {diff_id}"),
-        source: Box::new(e),
-    })?;
-    repo.register_stream(&verity, &composefs_oci::layer_content_id(&parsed), None)
-        .await
-        .map_err(|e| error::repo_write_error(store_path, &format!("registering {what}"), e))?;
-    tracing::debug!(%what, "layer registered");
     Ok(verity)
 }
 
-/// Errors from `split_async` are anyhow chains; an I/O error inside (a
-/// broken transfer, a digest mismatch at EOF, a full store) is the
-/// user-relevant part.
-fn io_or_store(store_path: &Path, what: &str, e: anyhow::Error) -> StoreError {
-    if let Some(io) = error::write_errno(&e) {
-        return error::write_error(store_path, what, io);
+/// Makes verified layers visible under their diff_ids: one sync of the store
+/// for all of them (each layer's objects and splitstream must be on disk
+/// before anything names them), then one stream link each. `layers` holds
+/// (diff_id, splitstream, what) as [`import_layer`] returned them.
+pub(crate) async fn register_layers(
+    repo: &Arc<Repo>,
+    store_path: &Path,
+    layers: &[(String, Sha256HashValue, String)],
+) -> Result<(), StoreError> {
+    if layers.is_empty() {
+        return Ok(());
     }
-    if e.chain().any(|c| c.is::<std::io::Error>()) {
-        // The reader's error (a broken transfer, a digest mismatch), with
-        // whatever the tar splitter said around it.
-        return StoreError::Fetch {
-            what: what.to_string(),
-            source: e.into(),
-        };
+    repo.sync_async()
+        .await
+        .map_err(|e| error::repo_write_error(store_path, "syncing the imported layers", e))?;
+    for (diff_id, verity, what) in layers {
+        let parsed = diff_id.parse().map_err(|e| StoreError::Unparsable {
+            what: format!("{what}: invalid diff_id {diff_id}"),
+            source: Box::new(e),
+        })?;
+        // register_stream syncs again: with the data synced just above there
+        // is nothing left to write back, so that costs a syscall, not I/O.
+        repo.register_stream(verity, &composefs_oci::layer_content_id(&parsed), None)
+            .await
+            .map_err(|e| error::repo_write_error(store_path, &format!("registering {what}"), e))?;
+        tracing::debug!(%what, "layer registered");
     }
-    StoreError::Unparsable {
-        what: format!("{what}: not a valid tar stream"),
-        source: e.into(),
+    Ok(())
+}
+
+/// A splitter error as the user sees it: a full or read-only store is a
+/// write error (the errno stays the source), a bad tar names the layer.
+fn split_error(store_path: &Path, what: &str, e: split::SplitError) -> StoreError {
+    match e {
+        split::SplitError::Write { source, .. } => error::write_error(store_path, what, source),
+        split::SplitError::Repo { step, source } => {
+            error::repo_write_error(store_path, &format!("{what}: {step}"), source)
+        }
+        tar @ split::SplitError::Tar(_) => StoreError::Unparsable {
+            what: format!("{what}: not a valid tar stream"),
+            source: tar.into(),
+        },
     }
 }
 

@@ -46,6 +46,7 @@ pub mod record;
 mod records;
 mod repair;
 mod roots;
+mod split;
 pub mod test_hooks;
 pub mod tree;
 

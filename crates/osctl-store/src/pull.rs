@@ -18,7 +18,7 @@ use oci_spec::image::{Descriptor, ImageConfiguration};
 use osctl_image::manifest::layer_compression;
 use osctl_image::{FetchOptions, ImageRef, Source};
 
-use crate::import::import_layer;
+use crate::import::{import_layer, register_layers};
 use crate::record::{ImageRecord, LayerRecord, RECORD_VERSION, gc_ref_name, record_key};
 use crate::{REPO_PATH, Store, StoreError, check, error};
 
@@ -352,24 +352,34 @@ impl Store {
                 )
                 .await?;
                 observer.layer_finished(i, false);
-                Ok::<_, StoreError>((diff_id, verity))
+                Ok::<_, StoreError>((diff_id, verity, what))
             });
         }
+        // Verified layers are registered together after one sync, also when
+        // another layer failed: a retried pull then resumes from them.
+        let mut verified = Vec::new();
+        let mut failed = None;
         while let Some(joined) = tasks.join_next().await {
             let joined = joined.map_err(|e| StoreError::Task {
                 step: "importing a layer",
                 source: e,
-            })?;
-            match joined {
-                Ok((diff_id, verity)) => {
-                    verities.insert(diff_id.into(), verity);
-                }
+            });
+            match joined.and_then(|j| j) {
+                Ok(layer) => verified.push(layer),
                 Err(e) => {
                     // The first failure decides; the others are cancelled.
                     tasks.abort_all();
-                    return Err(e);
+                    failed = Some(e);
+                    break;
                 }
             }
+        }
+        register_layers(repo, &self.sysroot().join(REPO_PATH), &verified).await?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        for (diff_id, verity, _) in verified {
+            verities.insert(diff_id.into(), verity);
         }
         Ok((verities, fetched))
     }

@@ -52,6 +52,7 @@
 pub mod api;
 pub mod etcd;
 pub mod generated_doc;
+pub mod images;
 pub mod layout;
 pub mod proxy;
 pub mod registry;

@@ -31,7 +31,7 @@ use std::path::{Component, Path};
 use anyhow::{Context, ensure};
 use composefs::fsverity::Sha256HashValue;
 use composefs::generic_tree::{ImageError, LeafContent, Stat};
-use composefs::tree::{FileSystem, Inode, RegularFile};
+use composefs::tree::RegularFile;
 use composefs_oci::tar::{TarEntry, TarItem};
 use hashbrown::HashTable;
 
@@ -470,7 +470,9 @@ impl CompactTree {
 
     /// The same tree as `fs` (the equivalence tests).
     #[cfg(test)]
-    pub(crate) fn from_filesystem(fs: &FileSystem<Sha256HashValue>) -> anyhow::Result<Self> {
+    pub(crate) fn from_filesystem(
+        fs: &composefs::tree::FileSystem<Sha256HashValue>,
+    ) -> anyhow::Result<Self> {
         let mut tree = CompactTree::new(keep_all);
         tree.set_meta(ROOT, &fs.root.stat);
         let mut leaves = vec![NONE; fs.leaves.len()];
@@ -478,12 +480,12 @@ impl CompactTree {
         while let Some((dir, node)) = todo.pop() {
             for (name, inode) in dir.sorted_entries() {
                 let child = match inode {
-                    Inode::Directory(sub) => {
+                    composefs::tree::Inode::Directory(sub) => {
                         let child = tree.node(&sub.stat, Kind::Dir, NONE, 0);
                         todo.push((sub, child));
                         child
                     }
-                    Inode::Leaf(id, _) => {
+                    composefs::tree::Inode::Leaf(id, _) => {
                         if leaves[id.0] == NONE {
                             let leaf = &fs.leaves[id.0];
                             leaves[id.0] = tree.leaf(&leaf.stat, &leaf.content)?;
@@ -533,6 +535,13 @@ impl CompactTree {
     pub(crate) fn freeze(&mut self) {
         self.lookup = HashTable::new();
         self.xattr_ids = HashMap::new();
+        // Growth by doubling left up to half of each table unused; the
+        // writer's own tables come next, so give that back first.
+        self.nodes.shrink_to_fit();
+        self.entries.shrink_to_fit();
+        self.arena.shrink_to_fit();
+        self.objects.shrink_to_fit();
+        self.sorted.reserve_exact(self.entries.len());
         let mut todo = vec![ROOT];
         let mut list = Vec::new();
         while let Some(dir) = todo.pop() {

@@ -35,6 +35,7 @@ mod pull_credentials_and_redirects;
 mod pull_faults;
 mod pull_hostile_layers;
 mod pull_hostile_registry;
+mod pull_memory;
 mod pull_no_ca;
 mod pull_retry;
 mod pull_sources;

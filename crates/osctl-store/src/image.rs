@@ -27,6 +27,10 @@ use composefs::tree::{FileSystem, Stat};
 use composefs_oci::LAYER_CONTENT_TYPE;
 use composefs_oci::tar::{TarEntry, TarItem};
 
+use composefs::fsverity::FsVerityHasher;
+
+use crate::compact::{CompactTree, ROOT};
+use crate::erofs_write;
 use crate::import::Repo;
 use crate::{BoxError, StoreError, error, limits};
 
@@ -45,20 +49,12 @@ pub(crate) fn build_image(
     ref_name: &str,
 ) -> Result<Sha256HashValue, StoreError> {
     let write_err = |step: &str, e: anyhow::Error| error::repo_write_error(store_path, step, e);
-    let fs = build_tree(repo, diff_ids, shown, &layers)?;
-    let fs = ValidatedFileSystem::new(fs).map_err(|e| StoreError::Unparsable {
-        what: "building the image filesystem".into(),
-        source: e.into(),
-    })?;
-    let (bytes, image_id) = fs.compute_image_bytes(repo.format_config().default);
-    // composefs-rs does not rewrite an object whose name already exists; a
-    // damaged copy of this very image would stay.
-    remove_if_damaged(repo, &image_id, &bytes)
-        .map_err(|e| error::write_error(store_path, "replacing a damaged EROFS image", e))?;
-    let written = repo
-        .write_image(Some(ref_name), &bytes)
-        .map_err(|e| write_err("writing the EROFS image", e))?;
-    debug_assert_eq!(written, image_id);
+    let image_id = if erofs_write::supported(repo.format_config().default) {
+        let tree = build_compact(repo, diff_ids, shown, &layers)?;
+        commit_compact(repo, store_path, tree, ref_name)?
+    } else {
+        commit_with_composefs(repo, store_path, diff_ids, shown, &layers, ref_name)?
+    };
     // The config stream names its layers and the image, so GC walking from
     // the config (rooted by the record's ref) keeps all of them.
     let (config_digest, _) = composefs_oci::write_config_raw(
@@ -75,6 +71,143 @@ pub(crate) fn build_image(
     tracing::debug!("image committed; syncing the store");
     repo.sync().map_err(|e| write_err("syncing the store", e))?;
     Ok(image_id)
+}
+
+/// The image of `tree`, streamed into a new store object by our own
+/// writer ([`erofs_write`]) and named `ref_name`: memory does not grow with
+/// the image's size.
+fn commit_compact(
+    repo: &Repo,
+    store_path: &Path,
+    mut tree: CompactTree,
+    ref_name: &str,
+) -> Result<Sha256HashValue, StoreError> {
+    let write_err = |step: &str, e: anyhow::Error| error::repo_write_error(store_path, step, e);
+    let tmp = repo
+        .create_object_tmpfile()
+        .map_err(|e| write_err("creating the EROFS image file", e))?;
+    let mut file = std::fs::File::from(tmp);
+    let mut hasher = FsVerityHasher::<Sha256HashValue>::new();
+    let size = {
+        let tee = Tee {
+            file: &mut file,
+            hasher: &mut hasher,
+        };
+        let out = std::io::BufWriter::with_capacity(IMAGE_WRITE_BUFFER, tee);
+        erofs_write::write_image(&mut tree, out).map_err(|e| match e {
+            erofs_write::Failure::Invalid(e) => StoreError::Unparsable {
+                what: "building the image filesystem".into(),
+                source: e.into(),
+            },
+            erofs_write::Failure::Write(e) => write_err("writing the EROFS image", e),
+        })?
+    };
+    drop(tree);
+    let image_id = hasher.digest();
+    // composefs-rs does not rewrite an object whose name already exists; a
+    // damaged copy of this very image would stay.
+    remove_if_damaged_object(repo, &image_id)
+        .map_err(|e| error::write_error(store_path, "replacing a damaged EROFS image", e))?;
+    let (written, _) = repo
+        .finalize_object_tmpfile(file, size)
+        .map_err(|e| write_err("storing the EROFS image", e))?;
+    if written != image_id {
+        return Err(write_err(
+            "storing the EROFS image",
+            anyhow::anyhow!(
+                "stored as {} but written as {}",
+                written.to_hex(),
+                image_id.to_hex()
+            ),
+        ));
+    }
+    let image_path = format!("images/{}", image_id.to_hex());
+    repo.symlink(
+        &image_path,
+        format!("objects/{}", image_id.to_object_pathname()),
+    )
+    .map_err(|e| write_err("linking the EROFS image", e))?;
+    repo.symlink(format!("images/refs/{ref_name}"), &image_path)
+        .map_err(|e| write_err("naming the EROFS image", e))?;
+    Ok(image_id)
+}
+
+/// Write buffer of the streamed EROFS image.
+const IMAGE_WRITE_BUFFER: usize = 256 * 1024;
+
+/// Writes to the image file and its fs-verity hasher at once.
+struct Tee<'a> {
+    file: &'a mut std::fs::File,
+    hasher: &'a mut FsVerityHasher<Sha256HashValue>,
+}
+
+impl std::io::Write for Tee<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write_all(buf)?;
+        self.hasher.write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// composefs-rs's path, for store formats our writer does not make: the
+/// whole tree, cloned by the writer, and the image in memory.
+fn commit_with_composefs(
+    repo: &Repo,
+    store_path: &Path,
+    diff_ids: &[String],
+    shown: &[String],
+    layers: &HashMap<Box<str>, Sha256HashValue>,
+    ref_name: &str,
+) -> Result<Sha256HashValue, StoreError> {
+    let (bytes, image_id) = image_bytes_with_composefs(repo, diff_ids, shown, layers)?;
+    remove_if_damaged(repo, &image_id, &bytes)
+        .map_err(|e| error::write_error(store_path, "replacing a damaged EROFS image", e))?;
+    let written = repo
+        .write_image(Some(ref_name), &bytes)
+        .map_err(|e| error::repo_write_error(store_path, "writing the EROFS image", e))?;
+    debug_assert_eq!(written, image_id);
+    Ok(image_id)
+}
+
+/// The EROFS image composefs-rs makes of the layers, and its id.
+pub(crate) fn image_bytes_with_composefs(
+    repo: &Repo,
+    diff_ids: &[String],
+    shown: &[String],
+    layers: &HashMap<Box<str>, Sha256HashValue>,
+) -> Result<(Box<[u8]>, Sha256HashValue), StoreError> {
+    let fs = build_tree(repo, diff_ids, shown, layers)?;
+    let fs = ValidatedFileSystem::new(fs).map_err(|e| StoreError::Unparsable {
+        what: "building the image filesystem".into(),
+        source: e.into(),
+    })?;
+    Ok(fs.compute_image_bytes(repo.format_config().default))
+}
+
+/// Removes the object `id` if it exists with content whose fs-verity
+/// digest is not `id` (read in blocks, not into memory).
+fn remove_if_damaged_object(repo: &Repo, id: &Sha256HashValue) -> std::io::Result<()> {
+    let objects = repo.objects_dir()?;
+    let fd = match rustix::fs::openat(
+        objects,
+        id.to_object_pathname().as_str(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut hasher = FsVerityHasher::<Sha256HashValue>::new();
+    std::io::copy(&mut std::fs::File::from(fd), &mut hasher)?;
+    if hasher.digest() != *id {
+        tracing::warn!("replacing a damaged copy of EROFS image {}", id.to_hex());
+        remove_object(repo, id)?;
+    }
+    Ok(())
 }
 
 /// Removes the object `id`; a missing object is not an error.
@@ -182,6 +315,139 @@ pub(crate) fn build_tree(
         source: e.into(),
     })?;
     Ok(fs)
+}
+
+/// [`build_tree`] into a [`CompactTree`]: the same layers, the same
+/// rules, the same tree, in a fraction of the memory (see
+/// [`crate::compact`]). The two are kept equal by the equivalence tests of
+/// [`crate::erofs_write`].
+pub(crate) fn build_compact(
+    repo: &Repo,
+    diff_ids: &[String],
+    shown: &[String],
+    layers: &HashMap<Box<str>, Sha256HashValue>,
+) -> Result<CompactTree, StoreError> {
+    let mut tree = CompactTree::new(kept_xattr);
+    for (i, diff_id) in diff_ids.iter().enumerate() {
+        let bad = |source: BoxError| StoreError::Unparsable {
+            what: shown[i].clone(),
+            source,
+        };
+        let verity = layers
+            .get(diff_id.as_str())
+            .ok_or_else(|| StoreError::Malformed {
+                what: shown[i].clone(),
+                why: "not in the store".into(),
+            })?;
+        for whiteouts in [true, false] {
+            let mut stream = repo
+                .open_stream("", Some(verity), Some(LAYER_CONTENT_TYPE))
+                .map_err(|e| bad(e.into()))?;
+            while let Some(entry) =
+                composefs_oci::tar::get_entry(&mut stream).map_err(|e| bad(e.into()))?
+            {
+                match (whiteout(&entry), whiteouts) {
+                    (Some(w), true) => apply_whiteout_compact(&mut tree, &entry, w),
+                    (None, false) => {
+                        check_limits(&entry).map_err(|why| StoreError::Malformed {
+                            what: shown[i].clone(),
+                            why,
+                        })?;
+                        ensure_parents_compact(&mut tree, &entry)
+                            .and_then(|()| tree.process_entry(&entry))
+                            .map_err(|e| StoreError::Unparsable {
+                                what: format!("{}: {}", shown[i], describe(&entry)),
+                                source: e.into(),
+                            })?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    canonicalize_compact(&mut tree).map_err(|e| StoreError::Unparsable {
+        what: "building the image filesystem".into(),
+        source: e.into(),
+    })?;
+    Ok(tree)
+}
+
+/// The xattrs [`canonicalize`] keeps.
+fn kept_xattr(name: &[u8]) -> bool {
+    is_allowed_container_xattr(OsStr::from_bytes(name)) || name.starts_with(b"user.")
+}
+
+/// [`apply_whiteout`] on a [`CompactTree`].
+fn apply_whiteout_compact(tree: &mut CompactTree, entry: &TarEntry<Sha256HashValue>, w: Whiteout) {
+    let Some(parent) = entry.path.parent() else {
+        return;
+    };
+    let Ok(Some(dir)) = tree.dir_opt(parent) else {
+        return;
+    };
+    match w {
+        Whiteout::Opaque => tree.clear(dir),
+        Whiteout::Name(name) if !name.is_empty() => tree.remove(dir, name.as_bytes()),
+        Whiteout::Name(_) => {}
+    }
+}
+
+/// [`ensure_parents`] on a [`CompactTree`].
+fn ensure_parents_compact(
+    tree: &mut CompactTree,
+    entry: &TarEntry<Sha256HashValue>,
+) -> anyhow::Result<()> {
+    let Some(parent) = entry.path.parent() else {
+        return Ok(());
+    };
+    if tree.dir_opt(parent)?.is_some() {
+        return Ok(());
+    }
+    let mut missing: Vec<&Path> = parent
+        .ancestors()
+        .take_while(|a| a.file_name().is_some())
+        .collect();
+    missing.reverse();
+    for dir in missing {
+        if tree.dir_opt(dir)?.is_none() {
+            tree.process_entry(&implied_dir(dir))?;
+        }
+    }
+    Ok(())
+}
+
+/// [`canonicalize`] on a [`CompactTree`] (its xattrs were filtered as
+/// they were added).
+fn canonicalize_compact(tree: &mut CompactTree) -> Result<(), ImageError> {
+    if let Some(usr) = tree.dir_opt(Path::new("usr"))? {
+        // composefs's transform_for_oci: the root takes /usr's metadata, and
+        // /run is emptied and takes /usr's mtime.
+        let usr = tree.nodes[usr as usize];
+        let root = &mut tree.nodes[ROOT as usize];
+        root.mode = usr.mode;
+        root.uid = usr.uid;
+        root.gid = usr.gid;
+        root.mtime_sec = usr.mtime_sec;
+        root.mtime_nsec = usr.mtime_nsec;
+        root.xattrs = usr.xattrs;
+        if let Some(run) = tree.dir_opt(Path::new("run"))? {
+            let node = &mut tree.nodes[run as usize];
+            node.mtime_sec = usr.mtime_sec;
+            node.mtime_nsec = usr.mtime_nsec;
+            tree.clear(run);
+        }
+        return Ok(());
+    }
+    let root = &mut tree.nodes[ROOT as usize];
+    if root.mode == 0 {
+        root.mode = IMPLICIT_DIR_MODE;
+    }
+    if let Some(run) = tree.dir_opt(Path::new("run"))?
+        && tree.has_entries(run)
+    {
+        tree.clear(run);
+    }
+    Ok(())
 }
 
 /// What a whiteout entry removes.
@@ -302,20 +568,24 @@ fn ensure_parents(
     missing.reverse();
     for dir in missing {
         if fs.root.get_directory_opt(dir.as_os_str())?.is_none() {
-            let implied = TarEntry {
-                path: dir.to_path_buf(),
-                stat: Stat {
-                    st_mode: IMPLICIT_DIR_MODE,
-                    st_uid: 0,
-                    st_gid: 0,
-                    st_mtim_sec: 0,
-                    st_mtim_nsec: 0,
-                    xattrs: Default::default(),
-                },
-                item: TarItem::Directory,
-            };
-            composefs_oci::image::process_entry(fs, implied)?;
+            composefs_oci::image::process_entry(fs, implied_dir(dir))?;
         }
     }
     Ok(())
+}
+
+/// The entry of a directory a layer implies but does not list.
+fn implied_dir(dir: &Path) -> TarEntry<Sha256HashValue> {
+    TarEntry {
+        path: dir.to_path_buf(),
+        stat: Stat {
+            st_mode: IMPLICIT_DIR_MODE,
+            st_uid: 0,
+            st_gid: 0,
+            st_mtim_sec: 0,
+            st_mtim_nsec: 0,
+            xattrs: Default::default(),
+        },
+        item: TarItem::Directory,
+    }
 }

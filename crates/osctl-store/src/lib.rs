@@ -32,7 +32,9 @@
 
 pub mod atomic;
 mod check;
+mod compact;
 mod erofs_check;
+mod erofs_write;
 mod error;
 pub mod failpoint;
 mod fsck;

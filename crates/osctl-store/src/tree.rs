@@ -91,6 +91,18 @@ pub struct ImageTree {
 impl Store {
     /// The filesystem tree of a pulled image.
     pub fn image_tree(&self, record: &ImageRecord) -> Result<ImageTree, StoreError> {
+        let (diff_ids, shown, layers) = self.layer_inputs(record)?;
+        let fs = crate::image::build_tree(self.repo(), &diff_ids, &shown, &layers)?;
+        Ok(ImageTree {
+            fs,
+            repo: self.repo().clone(),
+            reference: record.reference().to_string(),
+        })
+    }
+
+    /// What building `record`'s tree needs: its diff_ids in order, the
+    /// names of its layers for errors, and each layer's stored stream.
+    pub(crate) fn layer_inputs(&self, record: &ImageRecord) -> Result<LayerInputs, StoreError> {
         let mut layers = HashMap::new();
         for (i, l) in record.layers().iter().enumerate() {
             let missing = || StoreError::Damaged {
@@ -118,14 +130,12 @@ impl Store {
             .enumerate()
             .map(|(i, l)| format!("layer {} ({}) of {}", i + 1, l.digest, record.reference()))
             .collect();
-        let fs = crate::image::build_tree(self.repo(), &diff_ids, &shown, &layers)?;
-        Ok(ImageTree {
-            fs,
-            repo: self.repo().clone(),
-            reference: record.reference().to_string(),
-        })
+        Ok((diff_ids, shown, layers))
     }
 }
+
+/// diff_ids, layer names and layer streams (see [`Store::layer_inputs`]).
+pub(crate) type LayerInputs = (Vec<String>, Vec<String>, HashMap<Box<str>, Sha256HashValue>);
 
 impl ImageTree {
     /// `path` in this image is refused: `why` in words.

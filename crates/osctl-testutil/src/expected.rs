@@ -229,6 +229,20 @@ impl State {
                     vec![],
                 )
             }
+            Entry::Zeros { size, .. } => {
+                let mut hasher = Sha256::new();
+                io::copy(&mut io::Read::take(io::repeat(0), *size), &mut hasher)?;
+                (
+                    NodeKind::File {
+                        size: *size,
+                        sha256: hasher.hex(),
+                    },
+                    0o644,
+                    0,
+                    0,
+                    vec![],
+                )
+            }
             Entry::Symlink { target, .. } => (
                 NodeKind::Symlink {
                     target: target.into(),

@@ -49,6 +49,12 @@ pub enum Entry {
         size: u64,
         seed: u64,
     },
+    /// `size` zero bytes, generated while the tar is written: a file of any
+    /// size whose layer compresses to almost nothing.
+    Zeros {
+        path: String,
+        size: u64,
+    },
     Symlink {
         path: String,
         target: String,
@@ -132,6 +138,12 @@ impl Entry {
             seed,
         }
     }
+    pub fn zeros(path: &str, size: u64) -> Entry {
+        Entry::Zeros {
+            path: path.into(),
+            size,
+        }
+    }
     pub fn symlink(path: &str, target: &str) -> Entry {
         Entry::Symlink {
             path: path.into(),
@@ -193,6 +205,7 @@ impl Entry {
             Entry::Dir { path, .. } => format!("{path}/").into_bytes(),
             Entry::File { path, .. }
             | Entry::LargeFile { path, .. }
+            | Entry::Zeros { path, .. }
             | Entry::Symlink { path, .. }
             | Entry::Hardlink { path, .. }
             | Entry::CharDev { path, .. }
@@ -346,6 +359,10 @@ pub fn write_layer_tar<W: Write>(entries: &[Entry], out: W) -> io::Result<W> {
             } => {
                 (h.mode, h.size) = (*mode, *size);
                 data = Box::new(generated_content(*size, *seed));
+            }
+            Entry::Zeros { size, .. } => {
+                (h.mode, h.size) = (0o644, *size);
+                data = Box::new(io::repeat(0).take(*size));
             }
             Entry::Symlink { target, .. } => {
                 (h.kind, h.mode, h.link) = (EntryType::Symlink, 0o777, Some(target.as_bytes()));

@@ -1,0 +1,554 @@
+//! Equivalence: our writer's bytes are composefs-rs's bytes, for generated
+//! trees with every kind of entry the format treats specially and for the
+//! project's edge-case images pulled into a real store.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+
+use composefs::erofs::format::FormatVersion;
+use composefs::fsverity::{FsVerityHashValue, FsVerityHasher, Sha256HashValue};
+use composefs::generic_tree::LeafId;
+use composefs::tree::{Directory, FileSystem, Inode, LeafContent, RegularFile, Stat};
+use osctl_image::{FetchOptions, ImageRef};
+use osctl_testutil::{Entry, ImageSpec, Layer};
+
+use super::{Failure, write_image};
+use crate::compact::CompactTree;
+use crate::{Silent, Store};
+
+/// The EROFS bytes of `fs` from both writers must be the same.
+fn assert_same_image(name: &str, fs: &FileSystem<Sha256HashValue>) {
+    let (want, want_id) = fs.compute_image_bytes(FormatVersion::V1);
+    let mut tree = CompactTree::from_filesystem(fs).unwrap();
+    let mut got = Vec::new();
+    let size = write_image(&mut tree, &mut got).unwrap();
+    assert_eq!(size, got.len() as u64, "{name}: the size returned");
+    if got[..] != want[..] {
+        let at = got.iter().zip(want.iter()).position(|(a, b)| a != b);
+        panic!(
+            "{name}: our image has {} bytes, composefs-rs's {}; first difference at byte {:?}",
+            got.len(),
+            want.len(),
+            at.unwrap_or(got.len().min(want.len()))
+        );
+    }
+    assert_eq!(
+        FsVerityHasher::<Sha256HashValue>::hash(&got),
+        want_id,
+        "{name}"
+    );
+}
+
+fn stat(mode: u32, uid: u32, mtime: i64) -> Stat {
+    Stat {
+        st_mode: mode,
+        st_uid: uid,
+        st_gid: uid,
+        st_mtim_sec: mtime,
+        st_mtim_nsec: 0,
+        xattrs: BTreeMap::new(),
+    }
+}
+
+fn with_xattrs(mut st: Stat, xattrs: &[(&str, &[u8])]) -> Stat {
+    for (name, value) in xattrs {
+        st.xattrs
+            .insert(Box::from(OsStr::new(name)), Box::from(*value));
+    }
+    st
+}
+
+fn object(seed: u64) -> Sha256HashValue {
+    FsVerityHasher::<Sha256HashValue>::hash(&seed.to_le_bytes())
+}
+
+/// Builds a composefs tree by path.
+struct Gen(FileSystem<Sha256HashValue>);
+
+impl Gen {
+    fn new(root: Stat) -> Self {
+        Gen(FileSystem::new(root))
+    }
+
+    fn insert(&mut self, path: &str, inode: Inode<Sha256HashValue>) {
+        let path = Path::new(path);
+        let parent = path.parent().map_or(OsStr::new(""), |p| p.as_os_str());
+        let dir = self.0.root.get_directory_mut(parent).unwrap();
+        dir.insert(path.file_name().unwrap(), inode);
+    }
+
+    fn dir(&mut self, path: &str, st: Stat) {
+        self.insert(path, Inode::Directory(Box::new(Directory::new(st))));
+    }
+
+    fn leaf(&mut self, path: &str, st: Stat, content: LeafContent<Sha256HashValue>) -> LeafId {
+        let id = self.0.push_leaf(st, content);
+        self.insert(path, Inode::leaf(id));
+        id
+    }
+
+    fn file(&mut self, path: &str, st: Stat, data: &[u8]) -> LeafId {
+        self.leaf(
+            path,
+            st,
+            LeafContent::Regular(RegularFile::Inline(data.into())),
+        )
+    }
+
+    fn external(&mut self, path: &str, st: Stat, seed: u64, size: u64) -> LeafId {
+        let content = LeafContent::Regular(RegularFile::External(object(seed), size));
+        self.leaf(path, st, content)
+    }
+
+    fn link(&mut self, path: &str, id: LeafId) {
+        self.insert(path, Inode::leaf(id));
+    }
+}
+
+/// Every construct the V1 layout treats specially.
+fn edge_tree() -> FileSystem<Sha256HashValue> {
+    let root = with_xattrs(
+        stat(0o755, 0, 1000),
+        &[
+            ("security.selinux", b"system_u:object_r:root_t"),
+            ("user.root", b"r"),
+        ],
+    );
+    let mut g = Gen::new(root);
+    let plain = || stat(0o644, 0, 1000);
+    // Names that sort before "." and "..".
+    g.file("-dash", plain(), b"d");
+    g.file(" space", plain(), b"s");
+    g.file("!bang", plain(), b"");
+    for d in [
+        "etc", "usr", "usr/bin", "a", "a/b", "a/b/c", "z", "many", "tail", "run",
+    ] {
+        g.dir(d, stat(0o755, 0, 1000));
+    }
+    g.dir("srv", stat(0o4750, 70_000, 2000));
+    g.dir(
+        "opaque",
+        with_xattrs(stat(0o755, 0, 1000), &[("trusted.overlay.opaque", b"x")]),
+    );
+    // Inline files of sizes around the block and half-block limits.
+    for size in [
+        0usize, 1, 63, 64, 100, 2047, 2048, 2049, 4095, 4096, 4097, 6143, 6145, 9000,
+    ] {
+        g.file(&format!("usr/inline-{size}"), plain(), &vec![b'i'; size]);
+    }
+    // External files: sizes around the chunk limits, shared contents, a
+    // size past 4 GiB (an extended inode).
+    for (i, size) in [1u64, 65, 4096, 4097, 1 << 20, (1 << 20) + 1, 5 << 30]
+        .iter()
+        .enumerate()
+    {
+        g.external(&format!("usr/ext-{i}"), plain(), i as u64, *size);
+    }
+    g.external("usr/same-1", plain(), 100, 500);
+    g.external("etc/same-2", plain(), 100, 500);
+    g.external("a/same-3", plain(), 100, 500);
+    g.external("usr/pair-1", plain(), 101, 700);
+    g.external(
+        "z/pair-2",
+        with_xattrs(plain(), &[("user.k", b"v")]),
+        101,
+        700,
+    );
+    g.external("usr/empty-object", plain(), 102, 0);
+    // Symlinks: short, long, and long enough to move to a block.
+    for len in [1usize, 100, 2000, 4000, 4030, 4031, 4064, 4065, 4095] {
+        let target = "t".repeat(len);
+        g.leaf(
+            &format!("usr/bin/link-{len}"),
+            stat(0o777, 0, 1000),
+            LeafContent::Symlink(OsStr::new(&target).into()),
+        );
+    }
+    g.leaf(
+        "usr/bin/link-xattr-4000",
+        with_xattrs(stat(0o777, 0, 1000), &[("user.big", &[b'v'; 60])]),
+        LeafContent::Symlink(OsStr::new(&"u".repeat(4000)).into()),
+    );
+    g.leaf("etc/null", plain(), LeafContent::CharacterDevice(0x103));
+    g.leaf("etc/loop0", plain(), LeafContent::BlockDevice(0x700));
+    g.leaf("etc/fifo", plain(), LeafContent::Fifo);
+    g.leaf("etc/socket", plain(), LeafContent::Socket);
+    // Whiteouts (character devices 0/0): escaped in a directory; at the
+    // root, one that passes for a stub (not escaped) and one that does not.
+    g.leaf("etc/gone", plain(), LeafContent::CharacterDevice(0));
+    g.leaf("opaque/gone", plain(), LeafContent::CharacterDevice(0));
+    let stub_like = with_xattrs(
+        stat(0o644, 0, 1000),
+        &[("security.selinux", b"system_u:object_r:root_t")],
+    );
+    g.leaf("0a", stub_like, LeafContent::CharacterDevice(0));
+    g.leaf("0b", stat(0o600, 0, 1000), LeafContent::CharacterDevice(0));
+    g.file("ff", plain(), b"a file where a stub would be");
+    // Hard links: first path (depth-first) deep, another at the root that
+    // breadth-first order meets first; two links in one directory; three.
+    let deep = g.file("a/b/c/deep", plain(), b"deep content");
+    g.link("zz-link", deep);
+    let twins = g.external("usr/twin-1", plain(), 200, 9999);
+    g.link("usr/twin-2", twins);
+    let three = g.file("etc/three", stat(0o600, 1000, 1000), b"3");
+    g.link("a/three", three);
+    g.link("z/three", three);
+    // Xattrs: shared, unique, escaped, ACLs, lustre (no prefix in V1),
+    // values that sort differently by length and by bytes.
+    for i in 0..20 {
+        let st = with_xattrs(
+            plain(),
+            &[
+                ("user.shared", b"same"),
+                ("user.unique", format!("u{i}").as_bytes()),
+                ("trusted.overlay.custom", b"esc"),
+                ("security.capability", &[1, 0, 0, 2, 0, 0, 0, 0]),
+            ],
+        );
+        g.file(&format!("etc/x{i:02}"), st, b"x");
+    }
+    g.file(
+        "etc/acl",
+        with_xattrs(
+            plain(),
+            &[
+                ("system.posix_acl_access", &[2, 0, 0, 0]),
+                ("system.posix_acl_default", &[2, 0, 0, 0]),
+                ("lustre.thing", b"l"),
+                ("trusted.a", b"\x00\x00"),
+                ("trusted.b", b"\xee"),
+            ],
+        ),
+        b"acl",
+    );
+    g.file(
+        "etc/ord-1",
+        with_xattrs(plain(), &[("trusted.a", b"\xee")]),
+        b"1",
+    );
+    g.file(
+        "etc/ord-2",
+        with_xattrs(plain(), &[("trusted.a", b"\xee")]),
+        b"2",
+    );
+    g.file(
+        "etc/ord-3",
+        with_xattrs(plain(), &[("trusted.a", b"\x00\x00")]),
+        b"3",
+    );
+    g.file(
+        "etc/ord-4",
+        with_xattrs(plain(), &[("trusted.a", b"\x00\x00")]),
+        b"4",
+    );
+    // Metadata: other mtimes (not the minimum: extended inodes), a
+    // negative one, nanoseconds, a large uid, a mode with type bits.
+    let mut ns = plain();
+    ns.st_mtim_nsec = 5;
+    g.file("usr/nsec", ns, b"n");
+    g.file("usr/old", stat(0o644, 0, -5), b"o");
+    g.file("usr/newer", stat(0o644, 0, 5000), b"n");
+    g.file("usr/big-uid", stat(0o644, 100_000, 1000), b"u");
+    g.file("usr/typed-mode", stat(0o100_755, 0, 1000), b"t");
+    // A directory whose entries take blocks and an inline tail, and one
+    // whose tail is too long to stay inline.
+    for i in 0..400 {
+        g.file(
+            &format!("many/entry-with-a-longer-name-{i:04}"),
+            plain(),
+            b"",
+        );
+    }
+    for i in 0..150 {
+        g.file(&format!("tail/e-{i:05}"), plain(), b"");
+    }
+    g.0
+}
+
+/// Many entries in many directories, with the same kinds mixed in.
+fn large_tree(dirs: usize, per_dir: usize) -> FileSystem<Sha256HashValue> {
+    let mut g = Gen::new(stat(0o755, 0, 1_700_000_000));
+    g.dir("usr", stat(0o755, 0, 1_700_000_000));
+    let mut first = None;
+    for d in 0..dirs {
+        let dir = format!("usr/d{d:03}");
+        g.dir(&dir, stat(0o755, 0, 1_700_000_000 + (d % 3) as i64));
+        for f in 0..per_dir {
+            let i = (d * per_dir + f) as u64;
+            let path = format!("{dir}/f{f:05}");
+            let mut st = stat(0o644, (i % 3) as u32, 1_700_000_000 + (i % 5) as i64);
+            if i % 10 == 0 {
+                st = with_xattrs(st, &[("user.tag", format!("{}", i % 4).as_bytes())]);
+            }
+            match i % 9 {
+                0 => {
+                    g.file(&path, st, format!("small {i}").as_bytes());
+                }
+                1 => {
+                    g.leaf(
+                        &path,
+                        st,
+                        LeafContent::Symlink(OsStr::new("../target").into()),
+                    );
+                }
+                // Every seventh content repeats: shared overlay xattrs.
+                _ => {
+                    let id = g.external(&path, st, if i % 7 == 0 { 7 } else { i }, 100 + i);
+                    if i % 500 == 3 {
+                        match first {
+                            None => first = Some(id),
+                            Some(_) => g.link(&format!("{dir}/link{f:05}"), id),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(id) = first {
+        g.link("usr/first-link", id);
+    }
+    g.0
+}
+
+#[test]
+fn generated_trees_give_composefs_bytes() {
+    let cases: Vec<(&str, FileSystem<Sha256HashValue>)> = vec![
+        ("empty root", FileSystem::new(stat(0o755, 0, 0))),
+        ("edge cases", edge_tree()),
+        ("30k entries", large_tree(30, 1000)),
+        ("one directory of 20k entries", large_tree(1, 20_000)),
+    ];
+    for (name, fs) in &cases {
+        assert_same_image(name, fs);
+    }
+}
+
+#[test]
+fn a_hard_linked_whiteout_is_refused_as_composefs_refuses_it() {
+    let mut g = Gen::new(stat(0o755, 0, 0));
+    let id = g.leaf("w", stat(0o644, 0, 0), LeafContent::CharacterDevice(0));
+    g.link("w2", id);
+    let theirs = composefs::erofs::writer::ValidatedFileSystem::new(g.0.clone())
+        .unwrap_err()
+        .to_string();
+    let mut tree = CompactTree::from_filesystem(&g.0).unwrap();
+    let ours = match write_image(&mut tree, Vec::new()) {
+        Err(Failure::Invalid(e)) => e.to_string(),
+        other => panic!("not refused as invalid: {other:?}"),
+    };
+    assert_eq!(
+        ours,
+        "invalid composefs filesystem: whiteout inode has nlink > 1"
+    );
+    assert_eq!(ours, theirs);
+}
+
+fn cap_v2() -> Vec<u8> {
+    let mut v = 0x0200_0000u32.to_le_bytes().to_vec();
+    v.resize(20, 0);
+    v
+}
+
+/// The images of the project's pull tests (tests/pull_content.rs,
+/// tests/pull_hostile_layers.rs, the harness's own layers) and a few more.
+fn test_images() -> Vec<(&'static str, Vec<Layer>)> {
+    let l = Layer::new;
+    let many_xattrs = (0..2000).fold(Entry::file("usr/x", "x"), |e, i| {
+        e.with_xattr(&format!("user.n{i}"), "v")
+    });
+    vec![
+        (
+            "edge cases",
+            vec![
+                l(vec![
+                    Entry::dir("etc"),
+                    Entry::dir_with("srv", 0o750, 10, 20),
+                    Entry::file("etc/hostname", "base\n"),
+                    Entry::file_with("etc/shadow", 0o640, 0, 42, "root:*:1::::::\n"),
+                    Entry::file("etc/gone", "whited out later\n"),
+                    Entry::dir("opt/old"),
+                    Entry::file("opt/old/a", "hidden by an opaque dir\n"),
+                    Entry::file("usr/bin/tool", "#!/bin/sh\necho tool\n"),
+                    Entry::hardlink("usr/bin/tool-link", "usr/bin/tool"),
+                    Entry::symlink("usr/bin/abs-link", "/usr/bin/tool"),
+                    Entry::symlink("usr/bin/rel-link", "../bin/tool"),
+                    Entry::symlink("dangling", "nowhere/at/all"),
+                    Entry::char_dev("dev/null-ish", 1, 3),
+                    Entry::block_dev("dev/blk", 7, 0),
+                    Entry::fifo("var/lib/fifo"),
+                    Entry::file("usr/lib/cap", "capability holder")
+                        .with_xattr("security.capability", cap_v2()),
+                    Entry::file("usr/lib/tagged", "user xattrs")
+                        .with_xattr("user.osctl.test", "value-1"),
+                    Entry::file("usr/lib/dropped", "dropped xattrs")
+                        .with_xattr("trusted.example", "t")
+                        .with_xattr("security.selinux", "system_u:object_r:bin_t:s0"),
+                ]),
+                l(vec![]),
+                l(vec![
+                    Entry::whiteout("etc/gone"),
+                    Entry::opaque("opt/old"),
+                    Entry::file("opt/old/b", "new in the opaque dir\n"),
+                    Entry::file("etc/hostname", "top\n"),
+                    Entry::large_file("usr/share/big.bin", (1 << 20) + 123, 7),
+                    Entry::file_with("usr/bin/setuid", 0o4755, 0, 0, "suid\n"),
+                    Entry::char_dev("etc/overlay-whiteout", 0, 0),
+                    Entry::char_dev("0c", 0, 0),
+                    Entry::file("run/stale.pid", "1"),
+                    Entry::file("deep/er/file", "parents not listed"),
+                ]),
+                l(vec![
+                    Entry::file("usr/share/plain.txt", "uncompressed layer\n"),
+                    Entry::hardlink("usr/share/plain-link", "usr/share/plain.txt"),
+                    Entry::hardlink("a-root-link", "usr/share/plain.txt"),
+                ]),
+            ],
+        ),
+        (
+            "harness base and upper",
+            vec![
+                l(vec![
+                    Entry::dir("etc"),
+                    Entry::file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+                    Entry::dir("usr/bin"),
+                    Entry::file_with("usr/bin/tool", 0o4755, 0, 0, "#!/bin/sh\necho tool\n")
+                        .with_xattr("user.osctl.test", "hello"),
+                    Entry::hardlink("usr/bin/tool-link", "usr/bin/tool"),
+                    Entry::symlink("usr/bin/sh", "tool"),
+                    Entry::dir("opt/old"),
+                    Entry::file("opt/old/a", "a"),
+                    Entry::file("removed.txt", "soon gone"),
+                    Entry::dir_with("home/user", 0o700, 1000, 1000),
+                    Entry::file_with("home/user/.profile", 0o600, 1000, 1000, "export X=1\n"),
+                    Entry::file("empty", ""),
+                ]),
+                l(vec![
+                    Entry::whiteout("removed.txt"),
+                    Entry::whiteout("usr/bin/sh"),
+                    Entry::dir("opt/old"),
+                    Entry::opaque("opt/old"),
+                    Entry::file("opt/old/c", "c"),
+                    Entry::file("etc/passwd", "root:x:0:0:root:/root:/bin/bash\n"),
+                    Entry::file_with("var/state", 0o600, 1000, 100, "state"),
+                ]),
+            ],
+        ),
+        (
+            "replacements",
+            vec![
+                l(vec![
+                    Entry::dir("etc/x"),
+                    Entry::file("etc/x/in", "in"),
+                    Entry::file("etc/y", "f"),
+                    Entry::file("etc/dup", "one"),
+                    Entry::file("etc/dup", "two"),
+                    Entry::file("usr/t", "t"),
+                ]),
+                l(vec![
+                    Entry::file("etc/x", "f"),
+                    Entry::dir("etc/y"),
+                    Entry::file("etc/y/in", "in"),
+                    Entry::hardlink("usr/l", "usr/t"),
+                    Entry::dir_with("etc", 0o700, 0, 0),
+                ]),
+            ],
+        ),
+        (
+            "whiteouts of nothing and after their own layer's entries",
+            vec![
+                l(vec![
+                    Entry::file("etc/a", "a"),
+                    Entry::file("etc/passwd", "p"),
+                    Entry::file("opt/d/lower", "l"),
+                ]),
+                l(vec![
+                    Entry::whiteout("etc/nothing"),
+                    Entry::whiteout("nowhere/deep/x"),
+                    Entry::whiteout("etc/passwd/under-a-file"),
+                    Entry::opaque("opt/none"),
+                    Entry::opaque("etc/a"),
+                    Entry::file("etc/a", "upper"),
+                    Entry::whiteout("etc/a"),
+                    Entry::file("opt/d/upper", "u"),
+                    Entry::opaque("opt/d"),
+                ]),
+            ],
+        ),
+        (
+            "opaque root",
+            vec![
+                l(vec![Entry::file("etc/a", "a")]),
+                l(vec![
+                    Entry::raw(b".wh..wh..opq".to_vec(), ""),
+                    Entry::file("usr/b", "b"),
+                ]),
+            ],
+        ),
+        (
+            "odd and long names",
+            vec![l(vec![
+                Entry::file("usr/a\nb", "newline"),
+                Entry::dir("usr/d\nir"),
+                Entry::symlink("usr/s\n", "a\nb"),
+                Entry::raw(b"usr/\xff\xfe".to_vec(), "not utf-8"),
+                Entry::raw(b"usr//double".to_vec(), "x"),
+                Entry::raw(b"./usr/./dotted".to_vec(), "y"),
+                Entry::file(&format!("usr/{}", "n".repeat(255)), "long name"),
+                Entry::symlink("usr/long-target", &"t".repeat(4000)),
+                Entry::file(&format!("usr/{}/f", ["deep"; 40].join("/")), "deep"),
+            ])],
+        ),
+        ("two thousand xattrs", vec![l(vec![many_xattrs])]),
+        (
+            "largest xattr and a capability",
+            vec![l(vec![
+                Entry::file("usr/x", "x").with_xattr("user.big", vec![b'v'; 65_535]),
+                Entry::file("usr/cap", "c").with_xattr("security.capability", cap_v2()),
+            ])],
+        ),
+        (
+            "no /usr",
+            vec![l(vec![
+                Entry::file("etc/a", "a"),
+                Entry::file("run/x", "x"),
+            ])],
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_images_give_composefs_bytes() {
+    for (name, layers) in test_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        osctl_testutil::write_layout(&layout, "v1", &ImageSpec::new(layers)).unwrap();
+        let sysroot = dir.path().join("root");
+        std::fs::create_dir(&sysroot).unwrap();
+        let store = Store::open_or_create(&sysroot).unwrap();
+        let imgref = ImageRef::parse(&format!("oci:{}:v1", layout.display())).unwrap();
+        let outcome = store
+            .pull(&imgref, &FetchOptions::default(), Arc::new(Silent))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let record = outcome.record().clone();
+        let (diff_ids, shown, layers) = store.layer_inputs(&record).unwrap();
+        let repo = store.repo();
+        let (want, want_id) =
+            crate::image::image_bytes_with_composefs(repo, &diff_ids, &shown, &layers).unwrap();
+        let mut tree = crate::image::build_compact(repo, &diff_ids, &shown, &layers).unwrap();
+        let mut got = Vec::new();
+        write_image(&mut tree, &mut got).unwrap();
+        if got[..] != want[..] {
+            let at = got.iter().zip(want.iter()).position(|(a, b)| a != b);
+            panic!(
+                "{name}: our image has {} bytes, composefs-rs's {}; first difference at {at:?}",
+                got.len(),
+                want.len()
+            );
+        }
+        // The pull committed the image with our writer: composefs-rs's id.
+        assert_eq!(record.image_id(), want_id.to_hex(), "{name}");
+    }
+}

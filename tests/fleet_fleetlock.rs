@@ -101,28 +101,30 @@ fn start_cmd(mut cmd: Command, args: &[&str], port: u16) -> Server {
     child
 }
 
+/// `osctl fleet fleetlock` on `port` for the fleet `/t/` of `endpoints`,
+/// with `extra` options.
+fn start_fleetlock(osctl: &Osctl, endpoints: &str, port: u16, extra: &[&str]) -> Server {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "fleetlock",
+        "--etcd",
+        endpoints,
+        "--prefix",
+        "/t/",
+        "--listen",
+        &listen,
+    ];
+    args.extend_from_slice(extra);
+    start(osctl, &args, port)
+}
+
 #[test]
 fn fleet_fleetlock_and_controller_metrics_over_http() {
     let etcd = EtcdCluster::start(1).unwrap();
     let endpoints = etcd.endpoints().join(",");
     let osctl = Osctl::new();
     let lock_port = free_port();
-    let listen = format!("127.0.0.1:{lock_port}");
-    let _fleetlock = start(
-        &osctl,
-        &[
-            "fleetlock",
-            "--etcd",
-            &endpoints,
-            "--prefix",
-            "/t/",
-            "--listen",
-            &listen,
-            "--default-slots",
-            "1",
-        ],
-        lock_port,
-    );
+    let _fleetlock = start_fleetlock(&osctl, &endpoints, lock_port, &["--default-slots", "1"]);
 
     let a = r#"{"client_params":{"id":"a","group":"web"}}"#;
     let b = r#"{"client_params":{"id":"b","group":"web"}}"#;
@@ -309,22 +311,7 @@ fn fleet_locks_shows_a_failed_lock_and_fleet_unlock_frees_it() {
     let endpoints = etcd.endpoints().join(",");
     let osctl = Osctl::new();
     let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let _fleetlock = start(
-        &osctl,
-        &[
-            "fleetlock",
-            "--etcd",
-            &endpoints,
-            "--prefix",
-            "/t/",
-            "--listen",
-            &listen,
-            "--reboot-deadline",
-            "1s",
-        ],
-        port,
-    );
+    let _fleetlock = start_fleetlock(&osctl, &endpoints, port, &["--reboot-deadline", "1s"]);
     let fleet = |args: &[&str]| {
         let mut cmd = osctl.cmd();
         cmd.args(["fleet"])

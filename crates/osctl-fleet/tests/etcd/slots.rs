@@ -198,13 +198,22 @@ async fn release_and_names_are_checked() {
     assert_eq!(err.to_string(), "etcd value at slots/web/n5 cannot be read");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slot_grant_needs_a_quorum() {
-    let mut c = cluster(3);
-    let timeout = Duration::from_secs(2);
-    let etcd = Etcd::connect_with_timeout(&c.endpoints(), PREFIX, timeout)
+/// How long a request may wait for a majority in the quorum tests: short,
+/// so that one without it fails fast.
+const QUORUM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A three-member cluster and a client of all three with [`QUORUM_TIMEOUT`].
+async fn three_members() -> (osctl_testutil::EtcdCluster, Etcd) {
+    let c = cluster(3);
+    let etcd = Etcd::connect_with_timeout(&c.endpoints(), PREFIX, QUORUM_TIMEOUT)
         .await
         .unwrap();
+    (c, etcd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_grant_needs_a_quorum() {
+    let (mut c, etcd) = three_members().await;
     let slots = Slots::new(&etcd);
     let leader = blocking(|| c.leader());
     let paused: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
@@ -514,11 +523,7 @@ async fn a_grant_is_moved_when_a_pool_it_counted_changed_since() {
 /// right after such a cut (see `Etcd::exists_by_consensus`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_confirmed_by_consensus_needs_the_majority_and_writes_nothing() {
-    let mut c = cluster(3);
-    let timeout = Duration::from_secs(2);
-    let etcd = Etcd::connect_with_timeout(&c.endpoints(), PREFIX, timeout)
-        .await
-        .unwrap();
+    let (mut c, etcd) = three_members().await;
     let slots = Slots::new(&etcd);
     assert!(matches!(
         slots
@@ -541,9 +546,10 @@ async fn a_slot_confirmed_by_consensus_needs_the_majority_and_writes_nothing() {
     for &i in &paused {
         blocking(|| c.pause(i));
     }
-    let minority = Etcd::connect_with_timeout(&[c.endpoints()[alone].clone()], PREFIX, timeout)
-        .await
-        .unwrap();
+    let minority =
+        Etcd::connect_with_timeout(&[c.endpoints()[alone].clone()], PREFIX, QUORUM_TIMEOUT)
+            .await
+            .unwrap();
     for attempt in 0..3 {
         let answer = within(
             "a check without a majority",

@@ -301,6 +301,8 @@ impl CompactTree {
     fn drop_entry(&mut self, idx: u32) {
         let e = self.entries[idx as usize];
         let hash = Self::hash(&self.hasher, e.parent, self.name(idx));
+        // Every live entry is in the table (added with it, dropped here
+        // once: callers skip removed entries), so it is always found.
         if let Ok(found) = self.lookup.find_entry(hash, |&x| x == idx) {
             found.remove();
         }

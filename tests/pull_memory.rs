@@ -5,9 +5,9 @@
 //! The per-entry bound is on a pull whose layers are already in the store
 //! (the same image under a second tag): the image build alone. A cold
 //! pull's growth is the layer importer's as well (composefs-oci's
-//! `split_async` holds a layer's split stream until the layer ends: ~11 MiB
-//! per 10k entries, docs/performance.md), which the importer of issue 14's
-//! other half replaces; the cold numbers are printed, not bounded, here.
+//! `split_async`: ~13 MiB per 10k entries, docs/performance.md), which the
+//! importer of issue 14's other half replaces; the cold numbers are
+//! printed, not bounded, here.
 //!
 //! Bounds, not timings: each pull runs in its own process under
 //! `/usr/bin/time`, whose maximum resident set size is the kernel's

@@ -120,6 +120,11 @@ pub(crate) struct CompactTree {
 
 /// The arena is addressed with u32 offsets.
 const ARENA_MAX: usize = u32::MAX as usize;
+/// Room [`CompactTree::reserve`] adds for implied parent directories: one
+/// per this many entries, and at least this many, of about this length.
+const IMPLIED_SHARE: usize = 100;
+const IMPLIED_MIN: usize = 64;
+const IMPLIED_NAME_BYTES: usize = 16;
 
 /// Keeps every xattr (a tree made from another, already filtered).
 #[cfg(test)]
@@ -301,6 +306,8 @@ impl CompactTree {
     fn drop_entry(&mut self, idx: u32) {
         let e = self.entries[idx as usize];
         let hash = Self::hash(&self.hasher, e.parent, self.name(idx));
+        // Every live entry is in the table (added with it, dropped here
+        // once: callers skip removed entries), so it is always found.
         if let Ok(found) = self.lookup.find_entry(hash, |&x| x == idx) {
             found.remove();
         }
@@ -527,6 +534,34 @@ impl CompactTree {
                 self.add_entry(ROOT, name.as_bytes(), node)?;
             }
         }
+        Ok(())
+    }
+
+    /// Makes room, once, for `entries` more entries (and nodes), `objects`
+    /// more object ids and `bytes` more arena bytes, plus a little for the
+    /// parent directories a layer implies without listing them.
+    pub(crate) fn reserve(
+        &mut self,
+        entries: usize,
+        objects: usize,
+        bytes: usize,
+    ) -> anyhow::Result<()> {
+        let implied = entries / IMPLIED_SHARE + IMPLIED_MIN;
+        ensure!(
+            self.arena.len() + bytes <= ARENA_MAX,
+            "the image's names and inline contents exceed {ARENA_MAX} bytes"
+        );
+        self.nodes.reserve_exact(entries + implied);
+        self.entries.reserve_exact(entries + implied);
+        self.objects.reserve_exact(objects);
+        self.arena
+            .reserve_exact(bytes + implied * IMPLIED_NAME_BYTES);
+        let (list, arena, hasher) = (&self.entries, &self.arena, &self.hasher);
+        self.lookup.reserve(entries + implied, |&e| {
+            let e = &list[e as usize];
+            let name = &arena[e.name_off as usize..e.name_off as usize + usize::from(e.name_len)];
+            Self::hash(hasher, e.parent, name)
+        });
         Ok(())
     }
 

@@ -35,7 +35,7 @@ use composefs::erofs::format::{self, DataLayout, FileType, FormatVersion};
 use composefs::fsverity::FsVerityHashValue;
 use zerocopy::IntoBytes;
 
-use crate::compact::{CompactTree, Kind, NONE, ROOT};
+use crate::compact::{CompactTree, Kind, NONE, ROOT, XattrSet};
 use parts::{
     BLOCK, COMPACT_HEADER, DIRENT, ESCAPED_WHITEOUT, EXTENDED_HEADER, HAS_WHITEOUTS, MAX_DIR_TAIL,
     SLOT, Sink, XATTR_HEADER, Xattr, chunk_bits, chunk_count,
@@ -68,6 +68,9 @@ struct Plan {
     tail: u64,
     /// Directory only: (entries in blocks, entries inline), as index ranges.
     dir_blocks: Vec<std::ops::Range<usize>>,
+    /// Where its data blocks start (known in the second pass; the first
+    /// pass's placeholder changes no size).
+    block_start: u64,
 }
 
 /// Layout facts of the whole image.
@@ -242,7 +245,7 @@ impl<'t> Image<'t> {
         let leaf = &self.tree.nodes[node as usize];
         let root_x = &self.tree.xattr_sets[root.xattrs as usize];
         let leaf_x = &self.tree.xattr_sets[leaf.xattrs as usize];
-        let selinux = |set: &[(Box<[u8]>, Box<[u8]>)]| {
+        let selinux = |set: &XattrSet| {
             set.iter()
                 .find(|(n, _)| &**n == format::XATTR_SECURITY_SELINUX)
                 .map(|(_, v)| v.clone())
@@ -473,6 +476,7 @@ impl<'t> Image<'t> {
             data_blocks: 0,
             tail: 0,
             dir_blocks: Vec::new(),
+            block_start: 0,
         };
         match node.kind {
             Kind::Dir => {
@@ -543,10 +547,10 @@ impl<'t> Image<'t> {
     }
 
     /// The `i_u` field: a block address, a device number or a chunk format.
-    fn i_u(&self, inode: u32, plan: &Plan, block_start: u64) -> anyhow::Result<u32> {
+    fn i_u(&self, inode: u32, plan: &Plan) -> anyhow::Result<u32> {
         let node = &self.tree.nodes[self.inode_node[inode as usize] as usize];
         let blkaddr =
-            u32::try_from(block_start / BLOCK).context("the image has too many blocks")?;
+            u32::try_from(plan.block_start / BLOCK).context("the image has too many blocks")?;
         Ok(match node.kind {
             Kind::Dir => match plan.layout {
                 DataLayout::FlatInline if plan.dir_blocks.is_empty() => 0,

@@ -23,7 +23,7 @@ use composefs::generic_tree::LeafContent;
 use composefs::generic_tree::{
     ImageError, OciTransformOptions, XattrFiltering, is_allowed_container_xattr,
 };
-use composefs::tree::{FileSystem, Stat};
+use composefs::tree::{FileSystem, RegularFile, Stat};
 use composefs_oci::LAYER_CONTENT_TYPE;
 use composefs_oci::tar::{TarEntry, TarItem};
 
@@ -339,7 +339,12 @@ pub(crate) fn build_compact(
                 what: shown[i].clone(),
                 why: "not in the store".into(),
             })?;
+        let mut wanted = Wanted::default();
         for whiteouts in [true, false] {
+            if !whiteouts {
+                tree.reserve(wanted.entries, wanted.objects, wanted.bytes)
+                    .map_err(|e| bad(e.into()))?;
+            }
             let mut stream = repo
                 .open_stream("", Some(verity), Some(LAYER_CONTENT_TYPE))
                 .map_err(|e| bad(e.into()))?;
@@ -348,6 +353,7 @@ pub(crate) fn build_compact(
             {
                 match (whiteout(&entry), whiteouts) {
                     (Some(w), true) => apply_whiteout_compact(&mut tree, &entry, w),
+                    (None, true) => wanted.count(&entry),
                     (None, false) => {
                         check_limits(&entry).map_err(|why| StoreError::Malformed {
                             what: shown[i].clone(),
@@ -370,6 +376,32 @@ pub(crate) fn build_compact(
         source: e.into(),
     })?;
     Ok(tree)
+}
+
+/// What a layer's entries will add to a [`CompactTree`] at most, counted
+/// in the whiteout pass so the tree's tables grow once per layer by what
+/// they need instead of doubling (which leaves up to half of them unused at
+/// the build's peak).
+#[derive(Default)]
+struct Wanted {
+    entries: usize,
+    objects: usize,
+    bytes: usize,
+}
+
+impl Wanted {
+    fn count(&mut self, entry: &TarEntry<Sha256HashValue>) {
+        self.entries += 1;
+        self.bytes += entry.path.file_name().map_or(0, |n| n.len());
+        match &entry.item {
+            TarItem::Leaf(LeafContent::Regular(RegularFile::External(..))) => self.objects += 1,
+            TarItem::Leaf(LeafContent::Regular(RegularFile::Inline(data))) => {
+                self.bytes += data.len()
+            }
+            TarItem::Leaf(LeafContent::Symlink(target)) => self.bytes += target.len(),
+            _ => {}
+        }
+    }
 }
 
 /// The xattrs [`canonicalize`] keeps.

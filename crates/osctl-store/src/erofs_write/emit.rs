@@ -15,6 +15,7 @@ use super::{Dirent, Image, Layout, Plan};
 use crate::compact::Kind;
 
 impl Image<'_> {
+    /// Writes one inode; returns its nid.
     fn emit_inode(
         &self,
         out: &mut impl Out,
@@ -22,10 +23,8 @@ impl Image<'_> {
         plan: &Plan,
         xattrs: &[Xattr],
         list: &[Dirent],
-        block_start: u64,
         layout: Option<&Layout>,
-        nids: &mut Vec<u32>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<u32> {
         let header = if plan.compact {
             COMPACT_HEADER
         } else {
@@ -65,17 +64,14 @@ impl Image<'_> {
             }
             _ => {}
         }
-        if layout.is_none() {
-            let nid = u32::try_from(out.pos() / SLOT).context("the image is too large")?;
-            nids.push(nid);
-        }
+        let nid = u32::try_from(out.pos() / SLOT).context("the image is too large")?;
         let node = &self.tree.nodes[self.inode_node[inode as usize] as usize];
         let xattr_icount: u16 = match plan.xattr_size {
             0 => 0,
             n => (1 + (n - XATTR_HEADER) / 4) as u16,
         };
         let mode = plan.file_type | node.mode;
-        let u = self.i_u(inode, plan, block_start)?;
+        let u = self.i_u(inode, plan)?;
         if plan.compact {
             out.put(
                 CompactInodeHeader {
@@ -136,7 +132,7 @@ impl Image<'_> {
             _ => {}
         }
         out.pad(SLOT)?;
-        Ok(())
+        Ok(nid)
     }
 
     fn emit_xattrs(
@@ -293,8 +289,12 @@ impl Image<'_> {
             } else {
                 Vec::new()
             };
-            let plan = self.plan(inode, &xattrs, &list);
-            self.emit_inode(out, inode, &plan, &xattrs, &list, block_start, layout, nids)?;
+            let mut plan = self.plan(inode, &xattrs, &list);
+            plan.block_start = block_start;
+            let nid = self.emit_inode(out, inode, &plan, &xattrs, &list, layout)?;
+            if layout.is_none() {
+                nids.push(nid);
+            }
             block_start += plan.data_blocks * BLOCK;
         }
         out.pad(SLOT)?;
@@ -350,8 +350,9 @@ impl Image<'_> {
     }
 
     pub(super) fn emit(&self, out: &mut impl Out, layout: &Layout) -> anyhow::Result<()> {
-        let mut unused = Vec::new();
-        let inodes_end = self.emit_inodes(out, Some(layout), &mut unused)?;
+        // The nids are the first pass's; this pass records none.
+        let mut no_nids = Vec::new();
+        let inodes_end = self.emit_inodes(out, Some(layout), &mut no_nids)?;
         if inodes_end != layout.inodes_end {
             bail!(
                 "the inode table ended at {inodes_end}, the first pass at {}",

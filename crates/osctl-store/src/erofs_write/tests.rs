@@ -279,7 +279,7 @@ fn large_tree(dirs: usize, per_dir: usize) -> FileSystem<Sha256HashValue> {
             let i = (d * per_dir + f) as u64;
             let path = format!("{dir}/f{f:05}");
             let mut st = stat(0o644, (i % 3) as u32, 1_700_000_000 + (i % 5) as i64);
-            if i % 10 == 0 {
+            if i.is_multiple_of(10) {
                 st = with_xattrs(st, &[("user.tag", format!("{}", i % 4).as_bytes())]);
             }
             match i % 9 {
@@ -295,7 +295,8 @@ fn large_tree(dirs: usize, per_dir: usize) -> FileSystem<Sha256HashValue> {
                 }
                 // Every seventh content repeats: shared overlay xattrs.
                 _ => {
-                    let id = g.external(&path, st, if i % 7 == 0 { 7 } else { i }, 100 + i);
+                    let id =
+                        g.external(&path, st, if i.is_multiple_of(7) { 7 } else { i }, 100 + i);
                     if i % 500 == 3 {
                         match first {
                             None => first = Some(id),

@@ -38,11 +38,11 @@
 //! (`Repository::register_stream`, which syncs first) only after its
 //! checks pass.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::Write as _;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use composefs::INLINE_CONTENT_MAX_V0;
 use composefs::fsverity::{FsVerityHashValue, FsVerityHasher, Sha256HashValue};
@@ -312,7 +312,7 @@ struct ObjectWriter<'r> {
     insecure: bool,
     /// `linkat(fd, "", AT_EMPTY_PATH)` needs CAP_DAC_READ_SEARCH on older
     /// kernels; once refused, objects are linked through `/proc/self/fd`.
-    empty_path_refused: AtomicBool,
+    empty_path_refused: Cell<bool>,
 }
 
 impl<'r> ObjectWriter<'r> {
@@ -324,7 +324,7 @@ impl<'r> ObjectWriter<'r> {
             repo,
             objects: objects.as_fd(),
             insecure: repo.is_insecure(),
-            empty_path_refused: AtomicBool::new(false),
+            empty_path_refused: Cell::new(false),
         })
     }
 
@@ -395,7 +395,7 @@ impl<'r> ObjectWriter<'r> {
         let path = id.to_object_pathname();
         let mut created_dir = false;
         loop {
-            let by_fd = !self.empty_path_refused.load(Ordering::Relaxed);
+            let by_fd = !self.empty_path_refused.get();
             let linked = if by_fd {
                 rustix::fs::linkat(file, "", self.objects, &path, AtFlags::EMPTY_PATH)
             } else {
@@ -424,7 +424,7 @@ impl<'r> ObjectWriter<'r> {
                     ) {
                         Ok(()) => {}
                         Err(Errno::EXIST) if by_fd => {
-                            self.empty_path_refused.store(true, Ordering::Relaxed);
+                            self.empty_path_refused.set(true);
                         }
                         Err(e) => {
                             return Err(SplitError::write("creating an object directory")(
@@ -434,7 +434,7 @@ impl<'r> ObjectWriter<'r> {
                     }
                 }
                 Err(Errno::NOENT | Errno::PERM) if by_fd => {
-                    self.empty_path_refused.store(true, Ordering::Relaxed);
+                    self.empty_path_refused.set(true);
                 }
                 Err(e) => return Err(SplitError::write("linking an object")(e.into())),
             }

@@ -277,3 +277,28 @@ fn broken_tars_are_refused_and_leave_no_object_behind() {
         assert_eq!(stored, expected, "{what}: objects left behind");
     }
 }
+
+#[test]
+fn objects_link_through_proc_when_a_link_by_fd_is_refused() {
+    // Kernels before 6.10 refuse linkat(AT_EMPTY_PATH) without
+    // CAP_DAC_READ_SEARCH; the writer then links through /proc/self/fd.
+    // Both ways must give the object its name, in a fan-out directory that
+    // does not exist yet.
+    let content = vec![5u8; 10_000];
+    let want: Sha256HashValue = compute_verity(&content);
+    for refused in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = store(dir.path());
+        let writer = super::ObjectWriter::new(&repo).unwrap();
+        writer.empty_path_refused.set(refused);
+        let mut input = super::Input::new(chunks(&content, 3000));
+        let id = writer.store(&mut input, content.len()).unwrap();
+        assert_eq!(id.to_hex(), want.to_hex(), "refused={refused}");
+        let stored = objects(&repo, true);
+        assert_eq!(
+            stored.get(&want.to_object_pathname()),
+            Some(&(content.len() as u64)),
+            "refused={refused}: {stored:?}"
+        );
+    }
+}

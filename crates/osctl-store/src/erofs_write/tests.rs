@@ -12,7 +12,7 @@ use composefs::fsverity::{FsVerityHashValue, FsVerityHasher, Sha256HashValue};
 use composefs::generic_tree::LeafId;
 use composefs::tree::{Directory, FileSystem, Inode, LeafContent, RegularFile, Stat};
 use osctl_image::{FetchOptions, ImageRef};
-use osctl_testutil::{Entry, ImageSpec, Layer};
+use osctl_testutil::{Entry, ImageSpec, Layer, images};
 
 use super::{Failure, write_image};
 use crate::compact::CompactTree;
@@ -346,64 +346,31 @@ fn a_hard_linked_whiteout_is_refused_as_composefs_refuses_it() {
     assert_eq!(ours, theirs);
 }
 
-fn cap_v2() -> Vec<u8> {
-    let mut v = 0x0200_0000u32.to_le_bytes().to_vec();
-    v.resize(20, 0);
-    v
-}
-
-/// The images of the project's pull tests (tests/pull_content.rs,
-/// tests/pull_hostile_layers.rs, the harness's own layers) and a few more.
+/// The images of the project's pull tests (the edge-case image and the odd
+/// layers of tests/pull_content.rs and tests/pull_hostile_layers.rs, shared
+/// through `osctl_testutil::images`), and the cases only the image build
+/// needs on top: entries the build drops or keeps by name, long names and
+/// deep paths, the harness's own base and upper layers, a tree without /usr.
 fn test_images() -> Vec<(&'static str, Vec<Layer>)> {
     let l = Layer::new;
-    let many_xattrs = (0..2000).fold(Entry::file("usr/x", "x"), |e, i| {
-        e.with_xattr(&format!("user.n{i}"), "v")
-    });
-    vec![
+    let mut images = vec![("edge cases", images::edge_case_layers())];
+    images.extend(images::layers_that_pull_into_the_spec());
+    images.extend([
         (
-            "edge cases",
+            "entries the build drops or keeps by name",
             vec![
                 l(vec![
-                    Entry::dir("etc"),
-                    Entry::dir_with("srv", 0o750, 10, 20),
-                    Entry::file("etc/hostname", "base\n"),
-                    Entry::file_with("etc/shadow", 0o640, 0, 42, "root:*:1::::::\n"),
-                    Entry::file("etc/gone", "whited out later\n"),
-                    Entry::dir("opt/old"),
-                    Entry::file("opt/old/a", "hidden by an opaque dir\n"),
-                    Entry::file("usr/bin/tool", "#!/bin/sh\necho tool\n"),
-                    Entry::hardlink("usr/bin/tool-link", "usr/bin/tool"),
-                    Entry::symlink("usr/bin/abs-link", "/usr/bin/tool"),
-                    Entry::symlink("usr/bin/rel-link", "../bin/tool"),
-                    Entry::symlink("dangling", "nowhere/at/all"),
-                    Entry::char_dev("dev/null-ish", 1, 3),
-                    Entry::block_dev("dev/blk", 7, 0),
-                    Entry::fifo("var/lib/fifo"),
-                    Entry::file("usr/lib/cap", "capability holder")
-                        .with_xattr("security.capability", cap_v2()),
-                    Entry::file("usr/lib/tagged", "user xattrs")
-                        .with_xattr("user.osctl.test", "value-1"),
                     Entry::file("usr/lib/dropped", "dropped xattrs")
                         .with_xattr("trusted.example", "t")
                         .with_xattr("security.selinux", "system_u:object_r:bin_t:s0"),
+                    Entry::file("usr/share/plain.txt", "plain\n"),
+                    Entry::hardlink("a-root-link", "usr/share/plain.txt"),
                 ]),
-                l(vec![]),
                 l(vec![
-                    Entry::whiteout("etc/gone"),
-                    Entry::opaque("opt/old"),
-                    Entry::file("opt/old/b", "new in the opaque dir\n"),
-                    Entry::file("etc/hostname", "top\n"),
-                    Entry::large_file("usr/share/big.bin", (1 << 20) + 123, 7),
-                    Entry::file_with("usr/bin/setuid", 0o4755, 0, 0, "suid\n"),
                     Entry::char_dev("etc/overlay-whiteout", 0, 0),
                     Entry::char_dev("0c", 0, 0),
                     Entry::file("run/stale.pid", "1"),
                     Entry::file("deep/er/file", "parents not listed"),
-                ]),
-                l(vec![
-                    Entry::file("usr/share/plain.txt", "uncompressed layer\n"),
-                    Entry::hardlink("usr/share/plain-link", "usr/share/plain.txt"),
-                    Entry::hardlink("a-root-link", "usr/share/plain.txt"),
                 ]),
             ],
         ),
@@ -437,76 +404,11 @@ fn test_images() -> Vec<(&'static str, Vec<Layer>)> {
             ],
         ),
         (
-            "replacements",
-            vec![
-                l(vec![
-                    Entry::dir("etc/x"),
-                    Entry::file("etc/x/in", "in"),
-                    Entry::file("etc/y", "f"),
-                    Entry::file("etc/dup", "one"),
-                    Entry::file("etc/dup", "two"),
-                    Entry::file("usr/t", "t"),
-                ]),
-                l(vec![
-                    Entry::file("etc/x", "f"),
-                    Entry::dir("etc/y"),
-                    Entry::file("etc/y/in", "in"),
-                    Entry::hardlink("usr/l", "usr/t"),
-                    Entry::dir_with("etc", 0o700, 0, 0),
-                ]),
-            ],
-        ),
-        (
-            "whiteouts of nothing and after their own layer's entries",
-            vec![
-                l(vec![
-                    Entry::file("etc/a", "a"),
-                    Entry::file("etc/passwd", "p"),
-                    Entry::file("opt/d/lower", "l"),
-                ]),
-                l(vec![
-                    Entry::whiteout("etc/nothing"),
-                    Entry::whiteout("nowhere/deep/x"),
-                    Entry::whiteout("etc/passwd/under-a-file"),
-                    Entry::opaque("opt/none"),
-                    Entry::opaque("etc/a"),
-                    Entry::file("etc/a", "upper"),
-                    Entry::whiteout("etc/a"),
-                    Entry::file("opt/d/upper", "u"),
-                    Entry::opaque("opt/d"),
-                ]),
-            ],
-        ),
-        (
-            "opaque root",
-            vec![
-                l(vec![Entry::file("etc/a", "a")]),
-                l(vec![
-                    Entry::raw(b".wh..wh..opq".to_vec(), ""),
-                    Entry::file("usr/b", "b"),
-                ]),
-            ],
-        ),
-        (
-            "odd and long names",
+            "long names and deep paths",
             vec![l(vec![
-                Entry::file("usr/a\nb", "newline"),
-                Entry::dir("usr/d\nir"),
-                Entry::symlink("usr/s\n", "a\nb"),
-                Entry::raw(b"usr/\xff\xfe".to_vec(), "not utf-8"),
-                Entry::raw(b"usr//double".to_vec(), "x"),
-                Entry::raw(b"./usr/./dotted".to_vec(), "y"),
                 Entry::file(&format!("usr/{}", "n".repeat(255)), "long name"),
                 Entry::symlink("usr/long-target", &"t".repeat(4000)),
                 Entry::file(&format!("usr/{}/f", ["deep"; 40].join("/")), "deep"),
-            ])],
-        ),
-        ("two thousand xattrs", vec![l(vec![many_xattrs])]),
-        (
-            "largest xattr and a capability",
-            vec![l(vec![
-                Entry::file("usr/x", "x").with_xattr("user.big", vec![b'v'; 65_535]),
-                Entry::file("usr/cap", "c").with_xattr("security.capability", cap_v2()),
             ])],
         ),
         (
@@ -516,7 +418,8 @@ fn test_images() -> Vec<(&'static str, Vec<Layer>)> {
                 Entry::file("run/x", "x"),
             ])],
         ),
-    ]
+    ]);
+    images
 }
 
 #[tokio::test(flavor = "multi_thread")]

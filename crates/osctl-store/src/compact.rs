@@ -357,9 +357,9 @@ impl CompactTree {
         }
     }
 
-    /// The directory at `path`, `None` if a component is missing; composefs's
-    /// `get_directory_opt`.
-    pub(crate) fn dir_opt(&self, path: &Path) -> Result<Option<u32>, ImageError> {
+    /// The directory at `path`, or the first missing component's name.
+    /// The lookups below differ only in what a missing component means.
+    fn walk_dir<'p>(&self, path: &'p Path) -> Result<Result<u32, &'p OsStr>, ImageError> {
         let mut dir = ROOT;
         for component in path.components() {
             match component {
@@ -370,11 +370,17 @@ impl CompactTree {
                 Component::Normal(name) => match self.child(dir, name.as_bytes()) {
                     Some(node) if self.is_dir(node) => dir = node,
                     Some(_) => return Err(ImageError::NotADirectory(name.into())),
-                    None => return Ok(None),
+                    None => return Ok(Err(name)),
                 },
             }
         }
-        Ok(Some(dir))
+        Ok(Ok(dir))
+    }
+
+    /// The directory at `path`, `None` if a component is missing; composefs's
+    /// `get_directory_opt`.
+    pub(crate) fn dir_opt(&self, path: &Path) -> Result<Option<u32>, ImageError> {
+        Ok(self.walk_dir(path)?.ok())
     }
 
     /// composefs's `get_directory` (a missing directory names the whole path).
@@ -386,21 +392,8 @@ impl CompactTree {
     /// composefs's `get_directory_mut` (a missing directory names the
     /// missing component).
     fn dir_mut(&self, path: &Path) -> Result<u32, ImageError> {
-        let mut dir = ROOT;
-        for component in path.components() {
-            match component {
-                Component::RootDir => {}
-                Component::Prefix(..) | Component::CurDir | Component::ParentDir => {
-                    return Err(ImageError::InvalidFilename(path.as_os_str().into()));
-                }
-                Component::Normal(name) => match self.child(dir, name.as_bytes()) {
-                    Some(node) if self.is_dir(node) => dir = node,
-                    Some(_) => return Err(ImageError::NotADirectory(name.into())),
-                    None => return Err(ImageError::NotFound(name.into())),
-                },
-            }
-        }
-        Ok(dir)
+        self.walk_dir(path)?
+            .map_err(|missing| ImageError::NotFound(missing.into()))
     }
 
     /// composefs's `split`/`split_mut`: the directory holding `path`, and

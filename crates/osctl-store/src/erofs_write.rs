@@ -115,6 +115,23 @@ pub(crate) fn write_image(tree: &mut CompactTree, out: impl Write) -> Result<u64
     Ok(sink.pos)
 }
 
+/// Calls `visit(dir, child)` for every entry of the tree, depth first in
+/// each directory's (sorted) entry order — the order inodes are placed in.
+fn walk_in_name_order(tree: &CompactTree, mut visit: impl FnMut(u32, u32)) {
+    let mut stack: Vec<(u32, usize)> = vec![(ROOT, 0)];
+    while let Some((dir, i)) = stack.pop() {
+        let Some(&e) = tree.dir_entries(dir).get(i) else {
+            continue;
+        };
+        stack.push((dir, i + 1));
+        let child = tree.entries[e as usize].child;
+        visit(dir, child);
+        if tree.nodes[child as usize].kind == Kind::Dir {
+            stack.push((child, 0));
+        }
+    }
+}
+
 /// Offsets the second pass needs from the first.
 struct Layout {
     nids: Vec<u32>,
@@ -131,38 +148,25 @@ impl<'t> Image<'t> {
         // Link counts, and the directory of each multiply-linked leaf's
         // first path in depth-first name order (where its inode goes).
         let mut canonical: HashMap<u32, u32> = HashMap::new();
-        let mut stack: Vec<(u32, usize)> = vec![(ROOT, 0)];
         let mut multi: Vec<(u32, u32)> = Vec::new();
-        while let Some((dir, i)) = stack.pop() {
-            let entries = tree.dir_entries(dir);
-            let Some(&e) = entries.get(i) else { continue };
-            stack.push((dir, i + 1));
-            let child = tree.entries[e as usize].child;
+        walk_in_name_order(tree, |dir, child| {
             if tree.nodes[child as usize].kind == Kind::Dir {
                 parent[child as usize] = dir;
-                stack.push((child, 0));
             } else {
                 nlink[child as usize] += 1;
                 if nlink[child as usize] == 2 {
                     multi.push((child, dir));
                 }
             }
-        }
+        });
         // The first-seen directory of each multi-link leaf: a second walk
         // only when there are hard links (the first does not know yet).
         if !multi.is_empty() {
-            let mut stack: Vec<(u32, usize)> = vec![(ROOT, 0)];
-            while let Some((dir, i)) = stack.pop() {
-                let entries = tree.dir_entries(dir);
-                let Some(&e) = entries.get(i) else { continue };
-                stack.push((dir, i + 1));
-                let child = tree.entries[e as usize].child;
-                if tree.nodes[child as usize].kind == Kind::Dir {
-                    stack.push((child, 0));
-                } else if nlink[child as usize] > 1 {
+            walk_in_name_order(tree, |dir, child| {
+                if tree.nodes[child as usize].kind != Kind::Dir && nlink[child as usize] > 1 {
                     canonical.entry(child).or_insert(dir);
                 }
-            }
+            });
         }
         for (leaf, _) in &multi {
             let node = &tree.nodes[*leaf as usize];

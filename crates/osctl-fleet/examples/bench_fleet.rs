@@ -46,6 +46,8 @@ const ROLLOUT: &str = "bench";
 /// When each step of one node's hand-over was seen.
 #[derive(Debug, Default, Clone, Copy)]
 struct Times {
+    assigned: Option<Instant>,
+    staged: Option<Instant>,
     granted: Option<Instant>,
     reboot_asked: Option<Instant>,
     back: Option<Instant>,
@@ -329,7 +331,17 @@ async fn main() -> Result<()> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .context("starting the controller")?;
-    let reconciles = read_reconciles(controller.stderr.take().context("controller stderr")?);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let reconciles = read_reconciles(
+        controller.stderr.take().context("controller stderr")?,
+        ready_tx,
+    );
+    // A rollout is applied to a controller that runs already: wait until it
+    // leads and has listed the fleet (its first reconcile), so the rollout's
+    // time does not include the controller's start.
+    tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(60)))
+        .await?
+        .context("the controller did not lead and reconcile within 60 s")?;
     let watch = PrefixWatch::start(&etcd, "", None).await?;
     tokio::spawn(follow(watch, timeline.clone()));
     let before = etcd_metrics(&endpoints[0])?;
@@ -410,6 +422,31 @@ async fn main() -> Result<()> {
             .collect();
         mean_p90(spans)
     };
+    // The rollout's start: how long until the first batch could reboot.
+    let nth = |at: fn(&Times) -> Option<Instant>, n: usize| {
+        let mut all: Vec<Instant> = times.iter().filter_map(at).collect();
+        all.sort();
+        all.get(n.saturating_sub(1)).map_or("-".to_string(), |t| {
+            format!("{:.0}", t.duration_since(applied_at).as_secs_f64() * 1000.0)
+        })
+    };
+    let batch = a.max_unavailable;
+    println!("start (ms after apply):");
+    println!(
+        "  first / last assignment  {} / {}",
+        nth(|t| t.assigned, 1),
+        nth(|t| t.assigned, a.nodes)
+    );
+    println!(
+        "  first / {batch}th staged     {} / {}",
+        nth(|t| t.staged, 1),
+        nth(|t| t.staged, batch)
+    );
+    println!(
+        "  first / {batch}th grant      {} / {}",
+        nth(|t| t.granted, 1),
+        nth(|t| t.granted, batch)
+    );
     println!("per node (mean / p90, ms):");
     println!(
         "  slot granted → reboot    {}",
@@ -518,11 +555,25 @@ async fn follow(mut watch: PrefixWatch, timeline: Timeline) {
                     if prev.is_none() {
                         timeline.entry(node.to_string()).or_default().granted = Some(now);
                     }
-                } else if let Some((node, NodeKey::Report)) = keys::parse_node_key(&kv.key)
-                    && NodeReport::from_json(&kv.value).is_ok_and(|r| r.phase == NodePhase::Updated)
-                {
+                } else if let Some((node, key)) = keys::parse_node_key(&kv.key) {
                     let t = timeline.entry(node.to_string()).or_default();
-                    t.updated.get_or_insert(now);
+                    match key {
+                        NodeKey::Assignment => {
+                            t.assigned.get_or_insert(now);
+                        }
+                        NodeKey::Report => {
+                            match NodeReport::from_json(&kv.value).map(|r| r.phase) {
+                                Ok(NodePhase::Updated) => {
+                                    t.updated.get_or_insert(now);
+                                }
+                                Ok(NodePhase::Staged | NodePhase::WaitingSlot) => {
+                                    t.staged.get_or_insert(now);
+                                }
+                                _ => {}
+                            }
+                        }
+                        _ => {}
+                    }
                 }
             }
             WatchEvent::Delete { key, .. } => {
@@ -546,11 +597,20 @@ struct Reconciled {
 /// Reads the controller's log (its stderr) on a thread of its own and
 /// returns, when the log ends, each reconcile's times; other lines are
 /// passed through to our stderr.
-fn read_reconciles(stderr: std::process::ChildStderr) -> std::thread::JoinHandle<Vec<Reconciled>> {
+fn read_reconciles(
+    stderr: std::process::ChildStderr,
+    first: std::sync::mpsc::Sender<()>,
+) -> std::thread::JoinHandle<Vec<Reconciled>> {
+    let mut copy = std::env::var_os("OSCTL_BENCH_CONTROLLER_LOG")
+        .map(|path| std::fs::File::create(&path).expect("OSCTL_BENCH_CONTROLLER_LOG"));
     std::thread::spawn(move || {
         let mut out = Vec::new();
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
+            if let Some(f) = &mut copy {
+                use std::io::Write;
+                writeln!(f, "{line}").expect("OSCTL_BENCH_CONTROLLER_LOG");
+            }
             let field = |name: &str| -> Option<u64> {
                 let rest = line.split_once(&format!(" {name}="))?.1;
                 rest.split(|c: char| !c.is_ascii_digit())
@@ -563,11 +623,17 @@ fn read_reconciles(stderr: std::process::ChildStderr) -> std::thread::JoinHandle
                 field("read_us"),
                 field("total_us"),
             ) {
-                (true, Some(read), Some(total)) => out.push(Reconciled {
-                    read,
-                    plan: field("plan_us"),
-                    total,
-                }),
+                (true, Some(read), Some(total)) => {
+                    if out.is_empty() {
+                        // Nobody may be waiting any more (a failed run).
+                        first.send(()).ok();
+                    }
+                    out.push(Reconciled {
+                        read,
+                        plan: field("plan_us"),
+                        total,
+                    })
+                }
                 _ => eprintln!("controller: {line}"),
             }
         }

@@ -139,7 +139,11 @@ pub async fn run(etcd: Etcd, options: ControllerOptions) -> Result<(), Controlle
             )
             .await
             {
-                Ok(()) => {}
+                // Assignments left over and written cleanly: the next plan
+                // at once, not after a wake-up (a conflict relists first
+                // and waits, so this is never a loop without writes).
+                Ok(true) => continue,
+                Ok(false) => {}
                 Err(ControllerError::Etcd(e @ EtcdError::Fenced { .. })) => {
                     tracing::warn!(id = %options.id, error = %e, "deposed");
                     break;
@@ -183,10 +187,14 @@ struct Written {
     conflict: bool,
     /// Time spent planning (for the debug log: the rest is I/O).
     planning: Duration,
+    /// A plan left assignments for the next (plan::MAX_ASSIGNMENTS_PER_PLAN).
+    more: bool,
 }
 
 /// One reconcile of every rollout at `now`, on `view` brought up to date
 /// (at least to `written`, the leader's last write, which it moves on).
+/// True when a plan left assignments for the next one and nothing
+/// conflicted.
 async fn reconcile(
     etcd: &Etcd,
     fence: &Fence,
@@ -194,7 +202,7 @@ async fn reconcile(
     view: &mut View,
     written: &mut i64,
     now: Timestamp,
-) -> Result<(), ControllerError> {
+) -> Result<bool, ControllerError> {
     let started = std::time::Instant::now();
     view.refresh(etcd, *written).await?;
     let read = started.elapsed();
@@ -268,7 +276,7 @@ async fn reconcile(
         total_us = started.elapsed().as_micros(),
         "reconciled"
     );
-    Ok(())
+    Ok(outcome.more && !outcome.conflict)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -405,6 +413,7 @@ async fn reconcile_rollout(
     let planning = std::time::Instant::now();
     let decided = plan(&input, now);
     outcome.planning += planning.elapsed();
+    outcome.more |= decided.more;
     // The semaphore's cap, from the same pool the plan counts: the nodes
     // this rollout governs (a percent of nodes other rollouts govern would
     // raise it past what the plan allows).

@@ -63,6 +63,14 @@ pub const DEFAULT_REBOOT_DEADLINE: Duration = Duration::from_secs(15 * 60);
 
 pub const REASON_NO_RETURN: &str = "did not come back before the reboot deadline";
 
+/// At most this many new assignments per plan; the controller plans again
+/// at once while more are due ([`Plan::more`]). A plan that assigned a
+/// whole pool of a thousand nodes wrote for 0.7 s before the next plan
+/// could see the first of them staged and grant their slots (hack/bench-fleet):
+/// in chunks, the first nodes stage while the rest are still being
+/// assigned. It is also one transaction's worth of writes.
+pub const MAX_ASSIGNMENTS_PER_PLAN: usize = 100;
+
 /// Everything the controller read for one rollout.
 #[derive(Debug, Clone)]
 pub struct PlanInput {
@@ -130,6 +138,9 @@ pub struct Slot {
 pub struct Plan {
     pub status: RolloutStatus,
     pub actions: Vec<Action>,
+    /// More assignments were due than [`MAX_ASSIGNMENTS_PER_PLAN`]: plan
+    /// again without waiting.
+    pub more: bool,
 }
 
 /// One write the controller makes.
@@ -276,6 +287,8 @@ struct Planner<'a> {
     waiting: bool,
     /// Held by a pause step.
     pause_step: bool,
+    /// Assignments were left for the next plan.
+    more: bool,
 }
 
 impl<'a> Planner<'a> {
@@ -328,6 +341,7 @@ impl<'a> Planner<'a> {
             blocked: None,
             waiting: false,
             pause_step: false,
+            more: false,
         }
     }
 
@@ -774,6 +788,7 @@ impl<'a> Planner<'a> {
         };
         let touched = self.count_states(|s| !matches!(s, NodeState::Pending));
         let mut room = target.saturating_sub(touched);
+        let mut assigned = 0;
         let names: Vec<&'a NodeInput> = self.pool.values().copied().collect();
         for n in names {
             if room == 0 {
@@ -783,12 +798,18 @@ impl<'a> Planner<'a> {
                 continue;
             }
             let Some(r) = &n.report else { continue };
-            room -= 1;
             if r.booted.is(&self.input.digest) {
+                room -= 1;
                 self.set(&n.name, NodeState::Updated);
                 self.st.last_progress_at = self.now;
                 continue;
             }
+            if assigned == MAX_ASSIGNMENTS_PER_PLAN {
+                self.more = true;
+                break;
+            }
+            room -= 1;
+            assigned += 1;
             self.st
                 .previous
                 .entry(n.name.clone())
@@ -924,6 +945,7 @@ impl<'a> Planner<'a> {
         Plan {
             status: self.st,
             actions: self.actions,
+            more: self.more,
         }
     }
 

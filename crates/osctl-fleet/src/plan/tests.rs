@@ -1092,3 +1092,50 @@ fn a_lost_status_write_is_recovered_with_the_boot_the_slot_was_granted_in() {
         }]
     );
 }
+
+#[test]
+fn a_large_pool_is_assigned_in_chunks_and_the_first_chunk_gets_slots_first() {
+    let mut sim = Sim::new("  maxUnavailable: 5\n", 250);
+    let names: Vec<String> = sim.nodes.keys().cloned().collect();
+    let assigned = |plan: &Plan| -> Vec<String> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Assign { node, .. } => Some(node.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let granted = |plan: &Plan| -> Vec<String> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::GrantSlot { node, .. } => Some(node.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let plan = sim.round();
+    assert_eq!(assigned(&plan), names[..MAX_ASSIGNMENTS_PER_PLAN]);
+    assert!(plan.more, "150 nodes left to assign");
+    assert_eq!(plan.status.blocked, None);
+    assert_eq!(
+        states(&plan.status, |s| *s == NodeState::Assigned),
+        names[..MAX_ASSIGNMENTS_PER_PLAN]
+    );
+    // The first chunk stages while the controller assigns the next: their
+    // slots come in the same plan.
+    sim.tick(Duration::from_secs(1));
+    let plan = sim.round();
+    assert_eq!(assigned(&plan), names[100..200]);
+    assert_eq!(granted(&plan), names[..5]);
+    assert!(plan.more);
+    let plan = sim.round();
+    assert_eq!(assigned(&plan), names[200..]);
+    assert!(!plan.more, "everything assigned");
+    let plan = sim.round();
+    assert_eq!(assigned(&plan), Vec::<String>::new());
+    assert!(!plan.more);
+    sim.run_until(|s| s.phase == RolloutPhase::Completed, 500);
+    assert_eq!(sim.reboots, 250);
+}

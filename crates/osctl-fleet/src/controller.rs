@@ -447,7 +447,12 @@ async fn reconcile_rollout(
         ));
         released_leases.push(held.holder.lease);
     }
-    write_chunked(etcd, fence, name, releases, outcome).await?;
+    // The plan gave the released slots' capacity to its grants: a release
+    // that failed its compare (the slot changed: expired, say) leaves
+    // that capacity taken, so no grant goes out before the next plan.
+    if !write_chunked(etcd, fence, name, releases, outcome).await? {
+        return Ok(());
+    }
     // 2. Grants, a batch per transaction: every one must hold before the
     // status may say so.
     let wanted: Vec<(String, Option<String>)> = decided
@@ -564,20 +569,21 @@ fn in_flight(state: &NodeState) -> bool {
 /// One fenced transaction; a failed compare is logged and marks the view
 /// stale (the next reconcile lists again), a lost fence is an error.
 /// `writes` (each a compare and its operation) in transactions of at most
-/// [`MAX_TXN_OPS`] operations, in order.
+/// [`MAX_TXN_OPS`] operations, in order; true when every one went through.
 async fn write_chunked(
     etcd: &Etcd,
     fence: &Fence,
     rollout: &str,
     writes: Vec<(Compare, TxnOp)>,
     written: &mut Written,
-) -> Result<(), ControllerError> {
+) -> Result<bool, ControllerError> {
     let mut writes = writes.into_iter().peekable();
+    let mut all = true;
     while writes.peek().is_some() {
         let (compares, ops): (Vec<Compare>, Vec<TxnOp>) = writes.by_ref().take(MAX_TXN_OPS).unzip();
-        write(etcd, fence, rollout, compares, ops, written).await?;
+        all &= write(etcd, fence, rollout, compares, ops, written).await?;
     }
-    Ok(())
+    Ok(all)
 }
 
 async fn write(
@@ -587,7 +593,7 @@ async fn write(
     compares: Vec<Compare>,
     ops: Vec<TxnOp>,
     written: &mut Written,
-) -> Result<(), ControllerError> {
+) -> Result<bool, ControllerError> {
     let what = format!("rollout {rollout}");
     let outcome = etcd.txn(&what, compares, ops, Some(fence)).await?;
     if outcome.succeeded {
@@ -597,7 +603,7 @@ async fn write(
         tracing::info!(%rollout, "records changed since read; reconciling again");
         written.conflict = true;
     }
-    Ok(())
+    Ok(outcome.succeeded)
 }
 
 /// Which rollout governs each node: a node mid-reboot stays with the

@@ -1139,3 +1139,36 @@ fn a_large_pool_is_assigned_in_chunks_and_the_first_chunk_gets_slots_first() {
     sim.run_until(|s| s.phase == RolloutPhase::Completed, 500);
     assert_eq!(sim.reboots, 250);
 }
+
+#[test]
+fn a_released_slot_goes_to_the_next_node_in_the_same_plan() {
+    let mut sim = Sim::new("  maxUnavailable: 1\n", 2);
+    let acts = |plan: &Plan, want: fn(&Action) -> Option<&String>| -> Vec<String> {
+        plan.actions.iter().filter_map(want).cloned().collect()
+    };
+    fn released(a: &Action) -> Option<&String> {
+        match a {
+            Action::ReleaseSlot { node } => Some(node),
+            _ => None,
+        }
+    }
+    fn granted(a: &Action) -> Option<&String> {
+        match a {
+            Action::GrantSlot { node, .. } => Some(node),
+            _ => None,
+        }
+    }
+    let mut rounds = 0;
+    let plan = loop {
+        let plan = sim.round();
+        if !acts(&plan, released).is_empty() {
+            break plan;
+        }
+        rounds += 1;
+        assert!(rounds < 50, "node-00 never released: {:?}", sim.status);
+        sim.tick(MINUTE);
+    };
+    assert_eq!(acts(&plan, released), ["node-00"]);
+    assert_eq!(sim.nodes["node-00"].booted, NEW);
+    assert_eq!(acts(&plan, granted), ["node-01"], "{:?}", plan.status);
+}

@@ -666,3 +666,29 @@ fn minority_partition_reboots_nothing_unconfirmed_and_progress_resumes() {
     assert_eq!(checker.finish(), MAX_UNAVAILABLE);
     controller.kill().unwrap();
 }
+
+#[test]
+fn an_agent_started_while_etcd_is_down_waits_for_it_and_registers() {
+    let Setup {
+        mut env,
+        mut nodes,
+        v1,
+        ..
+    } = setup(1, 1);
+    env.etcd.kill(0).unwrap();
+    nodes[0].start_agent(&env);
+    // The refusal is the rule under test (no endpoint answers), not another
+    // error: the agent says so, and keeps running.
+    const WAITING: &str = "etcd unreachable; waiting for it";
+    let node = &mut nodes[0];
+    wait_for("the agent waiting for etcd, or exiting", || {
+        node.agent_log().contains(WAITING) || node.agent_exited().is_some()
+    });
+    assert_eq!(node.agent_exited(), None, "{}", node.agent_log());
+    assert!(node.agent_log().contains(WAITING), "{}", node.agent_log());
+    env.etcd.start_member(0).unwrap();
+    env.etcd.wait_healthy().unwrap();
+    let report = env.wait_for_node("web-00", TIMEOUT);
+    assert_eq!(report.booted.digest, v1, "{report:?}");
+    assert_eq!(nodes[0].agent_exited(), None, "{}", nodes[0].agent_log());
+}

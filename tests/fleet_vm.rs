@@ -11,7 +11,8 @@
 //! the environment:
 //! - `OSCTL_VM_FLEET_DIR`: where this test writes `etcd-port` (the port the
 //!   guest's forward connects to, once etcd is up) and, on success,
-//!   `summary` (one line for the VM test's result);
+//!   `summary` (one line for the VM test's result), after which it keeps
+//!   etcd up until the VM test writes `release` (the guest is done);
 //! - `OSCTL_VM_FLEET_BASE`: the image the simulated machines start on;
 //! - `OSCTL_VM_FLEET_IMAGE` and `OSCTL_VM_FLEET_DIGEST`: the image the
 //!   rollout sends out (in the host's registry, signed) and its manifest
@@ -44,6 +45,9 @@ const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(900);
 /// A TCG guest's reboot (shutdown with finalize, firmware, boot, health
 /// checks) takes a minute or two; a slot not back by then is a failure.
 const REBOOT_DEADLINE: &str = "600s";
+/// How long etcd stays up after the rollout for the guest's last checks
+/// when the VM test never says it is done (it stops this test anyway).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(900);
 
 fn var(name: &str) -> String {
     std::env::var(name)
@@ -174,6 +178,16 @@ fn fleet_rollout_with_a_real_guest() {
             short(&guest.boot_ids[1]),
         ),
     );
+    // The guest checks, after the boot the rollout gave it, that its agent
+    // runs and that the fleet says the rollout completed: both need this
+    // etcd. Ending here would stop it under the guest's feet (its agent
+    // then exits for lack of etcd — seen as "the agent runs again" failing
+    // when the rollout finished before the guest's checks).
+    let release = dir.join("release");
+    let waiting = Instant::now();
+    while !release.exists() && waiting.elapsed() < RELEASE_TIMEOUT {
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The first 8 characters of a boot id.

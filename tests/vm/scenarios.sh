@@ -387,6 +387,8 @@ registry_vm() {
   [ "$ok" -eq 0 ] || vm_wait_exit 120 || ok=0
   vm_stop
   if [ "$ok" -eq 1 ]; then
+    # The guest is done with etcd: the driver may stop it and end.
+    touch "$fleet/release"
     fleet_driver_result "$fleet" || ok=0
   else
     fleet_driver_stop

@@ -53,7 +53,7 @@ pub async fn run(args: AgentArgs, sysroot: &Path, boot: Option<&Path>) -> anyhow
             .into_owned(),
     };
     let labels: BTreeMap<String, String> = args.labels.into_iter().collect();
-    let etcd = args.etcd.connect().await?;
+    let etcd = args.etcd.connect_waiting().await?;
     let metrics = match &args.metrics {
         Some(addr) => Some(osctl_fleet::http::bind(addr).await?),
         None => None,

@@ -31,7 +31,7 @@ pub struct ControllerArgs {
 }
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
-    let etcd = args.etcd.connect().await?;
+    let etcd = args.etcd.connect_waiting().await?;
     let id = args.id.unwrap_or_else(|| {
         format!(
             "{}:{}",

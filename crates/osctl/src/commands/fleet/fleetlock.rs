@@ -27,7 +27,7 @@ pub struct FleetLockArgs {
 }
 
 pub async fn run(args: FleetLockArgs) -> anyhow::Result<ExitCode> {
-    let etcd = args.etcd.connect().await?;
+    let etcd = args.etcd.connect_waiting().await?;
     let listener = osctl_fleet::http::bind(&args.listen).await?;
     let local = listener
         .local_addr()

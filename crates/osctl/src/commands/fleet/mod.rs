@@ -14,9 +14,10 @@ pub mod unlock;
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use osctl_fleet::etcd::Etcd;
+use osctl_fleet::etcd::{Etcd, EtcdError};
 
 /// Where a fleet keeps its state when `--prefix` does not say.
 pub const DEFAULT_PREFIX: &str = "/osctl/fleet/";
@@ -32,9 +33,36 @@ pub struct EtcdArgs {
     pub prefix: String,
 }
 
+/// First and longest wait between connection attempts of a service while
+/// no etcd endpoint answers.
+const CONNECT_RETRY_FIRST: Duration = Duration::from_secs(1);
+const CONNECT_RETRY_MAX: Duration = Duration::from_secs(30);
+
 impl EtcdArgs {
+    /// Connects once: a command an admin runs fails at once when etcd does
+    /// not answer.
     pub async fn connect(&self) -> anyhow::Result<Etcd> {
         Ok(Etcd::connect(&self.etcd, &self.prefix).await?)
+    }
+
+    /// Connects, waiting for etcd while no endpoint answers: for the
+    /// services (agent, controller, FleetLock server). At boot the network
+    /// may come up after them, and an etcd that is down for a while is no
+    /// reason for a service to exit and be restarted blind. A bad endpoint
+    /// or prefix is an error at once.
+    pub async fn connect_waiting(&self) -> anyhow::Result<Etcd> {
+        let mut wait = CONNECT_RETRY_FIRST;
+        loop {
+            match Etcd::connect(&self.etcd, &self.prefix).await {
+                Ok(etcd) => return Ok(etcd),
+                Err(e @ EtcdError::Unreachable { .. }) => {
+                    tracing::warn!(error = %e, retry_in = ?wait, "etcd unreachable; waiting for it");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(CONNECT_RETRY_MAX);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 

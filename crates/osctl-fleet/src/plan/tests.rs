@@ -1093,30 +1093,38 @@ fn a_lost_status_write_is_recovered_with_the_boot_the_slot_was_granted_in() {
     );
 }
 
+/// The nodes of `plan`'s actions of one kind, in order.
+fn acted_on(plan: &Plan, kind: fn(&Action) -> Option<&String>) -> Vec<String> {
+    plan.actions.iter().filter_map(kind).cloned().collect()
+}
+
+fn assigned(a: &Action) -> Option<&String> {
+    match a {
+        Action::Assign { node, .. } => Some(node),
+        _ => None,
+    }
+}
+
+fn granted(a: &Action) -> Option<&String> {
+    match a {
+        Action::GrantSlot { node, .. } => Some(node),
+        _ => None,
+    }
+}
+
+fn released(a: &Action) -> Option<&String> {
+    match a {
+        Action::ReleaseSlot { node } => Some(node),
+        _ => None,
+    }
+}
+
 #[test]
 fn a_large_pool_is_assigned_in_chunks_and_the_first_chunk_gets_slots_first() {
     let mut sim = Sim::new("  maxUnavailable: 5\n", 250);
     let names: Vec<String> = sim.nodes.keys().cloned().collect();
-    let assigned = |plan: &Plan| -> Vec<String> {
-        plan.actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Assign { node, .. } => Some(node.clone()),
-                _ => None,
-            })
-            .collect()
-    };
-    let granted = |plan: &Plan| -> Vec<String> {
-        plan.actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::GrantSlot { node, .. } => Some(node.clone()),
-                _ => None,
-            })
-            .collect()
-    };
     let plan = sim.round();
-    assert_eq!(assigned(&plan), names[..MAX_ASSIGNMENTS_PER_PLAN]);
+    assert_eq!(acted_on(&plan, assigned), names[..MAX_ASSIGNMENTS_PER_PLAN]);
     assert!(plan.more, "150 nodes left to assign");
     assert_eq!(plan.status.blocked, None);
     assert_eq!(
@@ -1127,14 +1135,14 @@ fn a_large_pool_is_assigned_in_chunks_and_the_first_chunk_gets_slots_first() {
     // slots come in the same plan.
     sim.tick(Duration::from_secs(1));
     let plan = sim.round();
-    assert_eq!(assigned(&plan), names[100..200]);
-    assert_eq!(granted(&plan), names[..5]);
+    assert_eq!(acted_on(&plan, assigned), names[100..200]);
+    assert_eq!(acted_on(&plan, granted), names[..5]);
     assert!(plan.more);
     let plan = sim.round();
-    assert_eq!(assigned(&plan), names[200..]);
+    assert_eq!(acted_on(&plan, assigned), names[200..]);
     assert!(!plan.more, "everything assigned");
     let plan = sim.round();
-    assert_eq!(assigned(&plan), Vec::<String>::new());
+    assert_eq!(acted_on(&plan, assigned), Vec::<String>::new());
     assert!(!plan.more);
     sim.run_until(|s| s.phase == RolloutPhase::Completed, 500);
     assert_eq!(sim.reboots, 250);
@@ -1143,32 +1151,17 @@ fn a_large_pool_is_assigned_in_chunks_and_the_first_chunk_gets_slots_first() {
 #[test]
 fn a_released_slot_goes_to_the_next_node_in_the_same_plan() {
     let mut sim = Sim::new("  maxUnavailable: 1\n", 2);
-    let acts = |plan: &Plan, want: fn(&Action) -> Option<&String>| -> Vec<String> {
-        plan.actions.iter().filter_map(want).cloned().collect()
-    };
-    fn released(a: &Action) -> Option<&String> {
-        match a {
-            Action::ReleaseSlot { node } => Some(node),
-            _ => None,
-        }
-    }
-    fn granted(a: &Action) -> Option<&String> {
-        match a {
-            Action::GrantSlot { node, .. } => Some(node),
-            _ => None,
-        }
-    }
     let mut rounds = 0;
     let plan = loop {
         let plan = sim.round();
-        if !acts(&plan, released).is_empty() {
+        if !acted_on(&plan, released).is_empty() {
             break plan;
         }
         rounds += 1;
         assert!(rounds < 50, "node-00 never released: {:?}", sim.status);
         sim.tick(MINUTE);
     };
-    assert_eq!(acts(&plan, released), ["node-00"]);
+    assert_eq!(acted_on(&plan, released), ["node-00"]);
     assert_eq!(sim.nodes["node-00"].booted, NEW);
-    assert_eq!(acts(&plan, granted), ["node-01"], "{:?}", plan.status);
+    assert_eq!(acted_on(&plan, granted), ["node-01"], "{:?}", plan.status);
 }

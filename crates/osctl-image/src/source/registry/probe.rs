@@ -1,11 +1,14 @@
-//! Asking a registry whether it speaks plain HTTP.
+//! Asking a registry whether it speaks plain HTTP, to explain a failed TLS
+//! handshake: a server that hangs up on a ClientHello may be an HTTP one.
+//! (Which scheme to use is decided by the first request itself, in
+//! `scheme.rs`; this probe is sent only on that error path.)
 
 use std::time::Duration;
 
-/// Time allowed for the plain-HTTP probe of a loopback/insecure registry.
+/// Time allowed for the plain-HTTP probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether a registry that may be spoken to in plain HTTP actually speaks it.
+/// Whether a registry actually speaks plain HTTP.
 ///
 /// The probe is one unauthenticated `GET /v2/` over plain HTTP/1.0 on a bare
 /// TCP connection, so no secret ever travels unencrypted and no HTTP client

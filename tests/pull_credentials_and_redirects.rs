@@ -192,7 +192,7 @@ fn a_host_the_registry_redirects_to_cannot_name_a_token_service() {
         (
             "the first request",
             "/v2/secure/os/manifests/v1".to_string(),
-            "manifest of",
+            "secure/os:v1",
         ),
         ("a blob download", blob_path, layer.as_str()),
     ] {
@@ -221,7 +221,7 @@ fn a_host_the_registry_redirects_to_cannot_name_a_token_service() {
                 "401 unauthorized",
                 names,
                 &format!("registry {}", front.addr()),
-                &format!("from http://{}", elsewhere.addr()),
+                &format!("from http://{}{path}", elsewhere.addr()),
             ],
         );
         let log = elsewhere.log();

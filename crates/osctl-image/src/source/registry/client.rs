@@ -24,7 +24,7 @@ use reqwest::{Response, StatusCode};
 use super::authorize::AuthState;
 use super::redirect::follow_redirect;
 use super::response::{ReadError, header_text, read_capped};
-use super::scheme::Scheme;
+use super::scheme::{FirstTry, Scheme};
 use super::tls;
 use crate::FetchError;
 use crate::auth::AuthLookup;
@@ -133,14 +133,16 @@ impl RegistryClient {
         loop {
             let (auth, generation) = self.authorization().await;
             let sent = match self.scheme.get() {
-                Some(&scheme) => self.send_authorized(scheme, path, headers, &auth).await,
+                Some(&scheme) => self.send_authorized(scheme, path, headers, &auth, 1).await,
                 // Only the first request gets here: it decides the scheme,
                 // and its answer is used when it came over plain HTTP.
                 None => match self.decide_scheme(path, headers).await {
-                    Some(answer) => Ok(answer),
-                    None => {
+                    FirstTry::Answered(resp) => Ok((resp, 1)),
+                    FirstTry::Failed(e) => Err((e, 1)),
+                    FirstTry::SendAgain { attempt } => {
                         let scheme = *self.scheme.get().expect("deciding sets the scheme");
-                        self.send_authorized(scheme, path, headers, &auth).await
+                        self.send_authorized(scheme, path, headers, &auth, attempt)
+                            .await
                     }
                 },
             };
@@ -172,16 +174,17 @@ impl RegistryClient {
     }
 
     /// `GET <scheme>://<registry><path>` with `headers` and `auth`,
-    /// retried ([`Self::send_retrying`]).
+    /// retried from attempt `attempt` on ([`Self::send_retrying_from`]).
     async fn send_authorized(
         &self,
         scheme: Scheme,
         path: &str,
         headers: &HeaderMap,
         auth: &Option<reqwest::header::HeaderValue>,
+        attempt: u32,
     ) -> Result<(Response, u32), (reqwest::Error, u32)> {
         let url = format!("{}://{}{path}", scheme.name(), self.registry);
-        self.send_retrying(|| {
+        self.send_retrying_from(attempt, || {
             let req = self.http.get(&url).headers(headers.clone());
             match auth {
                 Some(a) => req.header(AUTHORIZATION, a.clone()),

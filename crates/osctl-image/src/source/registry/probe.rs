@@ -1,7 +1,7 @@
-//! Asking a registry whether it speaks plain HTTP, to explain a failed TLS
-//! handshake: a server that hangs up on a ClientHello may be an HTTP one.
-//! (Which scheme to use is decided by the first request itself, in
-//! `scheme.rs`; this probe is sent only on that error path.)
+//! Asking a registry whether it speaks plain HTTP, when a request got no
+//! answer that says: the first request of a registry that may speak HTTP
+//! got none (`scheme.rs`), or a TLS handshake failed and the server may be
+//! an HTTP one that hung up on the ClientHello.
 
 use std::time::Duration;
 

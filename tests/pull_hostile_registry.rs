@@ -295,12 +295,13 @@ fn indexes_that_point_at_indexes_or_at_themselves() {
         .pull_fails(&[&looped], &["digest mismatch", &claimed]);
 }
 
-/// A registry front whose `/v2/` asks for a bearer token from the proxy's
-/// own `/token`, which then answers with `token`.
+/// A registry front whose manifest asks for a bearer token from the proxy's
+/// own `/token`, which then answers with `token`. (osctl learns the
+/// challenge from the `401` of its first request, the manifest.)
 fn token_service_answering(s: &Setup, token: Canned) {
     let realm = format!("http://{}/token", s.proxy.addr());
     s.proxy.serve(
-        "/v2/",
+        "/v2/hostile/os/manifests/v1",
         Canned {
             status: 401,
             headers: vec![(

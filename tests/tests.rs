@@ -37,6 +37,7 @@ mod pull_hostile_layers;
 mod pull_hostile_registry;
 mod pull_memory;
 mod pull_no_ca;
+mod pull_noop;
 mod pull_retry;
 mod pull_sources;
 mod root_setup;

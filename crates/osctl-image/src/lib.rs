@@ -20,6 +20,7 @@ mod error;
 pub mod limits;
 pub mod manifest;
 pub mod reference;
+mod reference_grammar;
 pub mod registries;
 pub mod signature;
 pub mod source;

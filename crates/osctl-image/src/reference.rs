@@ -273,7 +273,7 @@ fn parse_registry(s: &str) -> Result<ImageRef, String> {
     if s.is_empty() {
         return Err("the reference names no repository".into());
     }
-    let reference: Reference = s.parse().map_err(|e| format!("{e}"))?;
+    let reference = crate::reference_grammar::parse(s).map_err(|e| format!("{e}"))?;
     check_port(reference.registry())?;
     Ok(ImageRef::Registry(reference))
 }
@@ -314,7 +314,7 @@ fn parse_storage(s: &str) -> Result<(Option<StorageSpec>, String), String> {
     // The name is handed to containers-storage as written; it must still be
     // an image name (docker grammar, lower case, no spaces), not a path or
     // an option.
-    if let Err(e) = image.parse::<Reference>() {
+    if let Err(e) = crate::reference_grammar::parse(image) {
         return Err(format!("'{image}' is not an image name: {e}"));
     }
     Ok((store, image.to_string()))

@@ -9,6 +9,8 @@
 //! stages anything.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use composefs::fsverity::{FsVerityHashValue, Sha256HashValue};
 use composefs::generic_tree::LeafContent;
@@ -143,34 +145,57 @@ impl Store {
 
     /// Existence-and-size check of everything `record` needs: its EROFS
     /// image and every layer with every object the layers name. The error
-    /// names the image and the first thing found missing or damaged.
+    /// names the image and the first thing found missing or damaged, in
+    /// the order the EROFS image, then the layers, are listed.
+    ///
+    /// The EROFS image and each layer are checked in parallel, on up to as
+    /// many threads as there are cores: the checks share nothing, and the
+    /// work (parsing streams, one `stat` per object, ~13k for a Debian
+    /// system) is most of a no-op re-pull's time. Every check still runs;
+    /// only the wall time changes.
     pub(crate) fn verify_image(&self, record: &ImageRecord) -> Result<(), StoreError> {
         let damaged = |damage: Damage| StoreError::Damaged {
             image: record.reference().to_string(),
             damage,
         };
-        if let Err(e) = self.repo().objects_for_image(record.image_id()) {
-            return Err(damaged(Damage::ImageUnreadable {
-                id: record.image_id().to_string(),
-                source: e,
-            }));
-        }
-        for (i, l) in record.layers().iter().enumerate() {
-            let layer = format!("layer {} ({})", i + 1, l.digest);
-            let Some(verity) = self.layer_stream(record, i)? else {
-                return Err(damaged(Damage::LayerMissing { layer }));
+        // The stream of each layer, looked up (cheaply) before the work is
+        // shared out; its errors are reported in order with the rest.
+        let streams: Vec<Result<Option<Sha256HashValue>, StoreError>> = (0..record.layers().len())
+            .map(|i| self.layer_stream(record, i))
+            .collect();
+        let repo = self.repo();
+        // Task 0 is the EROFS image, task i + 1 layer i.
+        let results = in_parallel(streams.len() + 1, |task| -> Result<(), StoreError> {
+            let Some(i) = task.checked_sub(1) else {
+                return match repo.objects_for_image(record.image_id()) {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(damaged(Damage::ImageUnreadable {
+                        id: record.image_id().to_string(),
+                        source: e,
+                    })),
+                };
             };
-            match verify_layer(self.repo(), &verity) {
-                Err(source) => return Err(damaged(Damage::LayerUnreadable { layer, source })),
-                Ok(bad) if !bad.is_empty() => {
-                    return Err(damaged(Damage::BadObjects {
-                        layer,
-                        first: bad[0].to_string(),
-                        more: bad.len() - 1,
-                    }));
-                }
-                Ok(_) => {}
+            let layer = format!("layer {} ({})", i + 1, record.layers()[i].digest);
+            let verity = match &streams[i] {
+                Ok(Some(verity)) => verity,
+                Ok(None) => return Err(damaged(Damage::LayerMissing { layer })),
+                Err(_) => return Ok(()), // reported from `streams` below
+            };
+            match verify_layer(repo, verity) {
+                Err(source) => Err(damaged(Damage::LayerUnreadable { layer, source })),
+                Ok(bad) if !bad.is_empty() => Err(damaged(Damage::BadObjects {
+                    layer,
+                    first: bad[0].to_string(),
+                    more: bad.len() - 1,
+                })),
+                Ok(_) => Ok(()),
             }
+        });
+        let mut results = results.into_iter();
+        results.next().expect("task 0 ran")?;
+        for (stream, result) in streams.into_iter().zip(results) {
+            stream?;
+            result?;
         }
         Ok(())
     }
@@ -188,4 +213,44 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Runs `work(0)` … `work(n - 1)` on up to as many threads as there are
+/// cores (the calling one included) and returns the results in task order.
+/// For blocking work that shares nothing; a panic in a task is a panic here.
+fn in_parallel<T: Send>(n: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(n);
+    if workers <= 1 {
+        return (0..n).map(work).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<T>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let run = || {
+        loop {
+            let task = next.fetch_add(1, Ordering::Relaxed);
+            if task >= n {
+                break;
+            }
+            let result = work(task);
+            *slots[task]
+                .lock()
+                .expect("a slot is locked by its one task only") = Some(result);
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..workers {
+            scope.spawn(run);
+        }
+        run();
+    });
+    slots
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .expect("a slot is locked by its one task only")
+                .expect("every task ran: the workers stop only when none is left")
+        })
+        .collect()
 }

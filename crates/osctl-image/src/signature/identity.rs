@@ -26,7 +26,7 @@ impl DockerRef {
     /// Parses `text`, keeping whether it named a tag or digest (a bare
     /// repository stays bare). `Err` is the reason in words.
     pub(crate) fn parse(text: &str) -> Result<DockerRef, String> {
-        let parsed = Reference::try_from(text).map_err(|e| format!("{e}"))?;
+        let parsed = crate::reference_grammar::parse(text).map_err(|e| format!("{e}"))?;
         let (before_digest, has_digest) = match text.split_once('@') {
             Some((name, _)) => (name, true),
             None => (text, false),

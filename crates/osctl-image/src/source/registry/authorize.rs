@@ -1,21 +1,26 @@
-//! Authorization: one `GET /v2/` whose challenge says whether to send
-//! Basic credentials or trade them for a bearer token (as docker and podman
-//! do), and authorizing again after a `401`.
+//! Authorization, learned from the registry's own `401`.
+//!
+//! Model: a request goes out with whatever authorization is known (at first
+//! none). A registry that wants credentials answers `401` with a
+//! `WWW-Authenticate` challenge, the same one `GET /v2/` would give; its
+//! answer (Basic credentials, or a bearer token traded for them) is kept
+//! and the request sent again ([`RegistryClient::get`]). osctl does not ask
+//! `GET /v2/` first, as docker and podman do: for an anonymous registry that
+//! check is a round trip for nothing (a no-op re-pull is then one request,
+//! the manifest), and for one that wants credentials the `401` to the first
+//! real request costs the same single round trip the check did.
 
 use base64::Engine;
-use reqwest::StatusCode;
-use reqwest::header::{HeaderValue, WWW_AUTHENTICATE};
+use reqwest::header::HeaderValue;
 
 use super::challenge::{Challenge, parse_challenge, parse_token};
 use super::client::RegistryClient;
-use super::response::{ReadError, header_text, read_capped};
+use super::response::{ReadError, read_capped};
 use crate::FetchError;
 use crate::limits::MAX_TOKEN_RESPONSE_BYTES;
 
 #[derive(Default)]
 pub(super) struct AuthState {
-    /// `GET /v2/` was asked and answered.
-    pinged: bool,
     header: Option<HeaderValue>,
     /// Bumped whenever `header` changes, so that concurrent requests failing
     /// with the same stale token authorize again only once.
@@ -23,33 +28,11 @@ pub(super) struct AuthState {
 }
 
 impl RegistryClient {
-    /// The header to send now, asking `GET /v2/` first if nobody has yet.
-    pub(super) async fn authorization(
-        &self,
-        what: &str,
-    ) -> Result<(Option<HeaderValue>, u64), FetchError> {
-        let mut state = self.auth.lock().await;
-        if !state.pinged {
-            let url = format!("{}/v2/", self.base);
-            let (resp, _) = match self.send_retrying(|| self.http.get(&url)).await {
-                Ok(answer) => answer,
-                Err((e, attempts)) => return Err(self.transport_error(e, attempts, what).await),
-            };
-            // 200: no auth needed. Anything but 401 is left for the real
-            // request to report; its body is not needed. A 401 from a host
-            // the check was redirected to is not the registry's challenge
-            // (see `get`); the real request then meets the registry's own.
-            if resp.status() == StatusCode::UNAUTHORIZED
-                && self.is_registry(resp.url())
-                && let Some(challenge) = header_text(resp.headers(), WWW_AUTHENTICATE)
-                && let Some(challenge) = parse_challenge(&challenge)
-            {
-                state.header = self.answer(&challenge).await?;
-                state.generation += 1;
-            }
-            state.pinged = true;
-        }
-        Ok((state.header.clone(), state.generation))
+    /// The header to send now (none until a `401` asked for one), and its
+    /// generation for [`Self::authorize_again`].
+    pub(super) async fn authorization(&self) -> (Option<HeaderValue>, u64) {
+        let state = self.auth.lock().await;
+        (state.header.clone(), state.generation)
     }
 
     /// After a `401`: authorizes again from its challenge. `Ok(true)` if

@@ -73,7 +73,7 @@ enum Stopped {
 
 struct Download {
     client: Arc<RegistryClient>,
-    url: String,
+    path: String,
     what: String,
     size: u64,
     /// Bytes handed on so far.
@@ -86,17 +86,17 @@ struct Download {
 }
 
 /// The blob's bytes, starting with the body of `first` (a `200` to the
-/// plain `GET url`). `what` names the blob in errors.
+/// plain `GET path`). `what` names the blob in errors.
 pub(super) fn resumable(
     client: Arc<RegistryClient>,
-    url: String,
+    path: String,
     what: String,
     first: reqwest::Response,
     size: u64,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send + Unpin + 'static {
     let state = Download {
         client,
-        url,
+        path,
         what,
         size,
         offset: 0,
@@ -156,7 +156,7 @@ async fn next(mut d: Download) -> Option<(io::Result<Bytes>, Download)> {
         }
         tracing::debug!(what = %d.what, offset = d.offset, "resuming after: {}", error_chain(&cause));
         tokio::time::sleep(retry_delay(d.interruptions, None)).await;
-        match resume(&d.client, &d.url, &d.what, d.offset, d.size).await {
+        match resume(&d.client, &d.path, &d.what, d.offset, d.size).await {
             Ok((body, skip)) => {
                 d.body = Some(body);
                 d.skip = skip;
@@ -178,7 +178,7 @@ async fn next(mut d: Download) -> Option<(io::Result<Bytes>, Download)> {
 /// its leading bytes to skip.
 async fn resume(
     client: &RegistryClient,
-    url: &str,
+    path: &str,
     what: &str,
     offset: u64,
     size: u64,
@@ -189,7 +189,7 @@ async fn resume(
         RANGE,
         HeaderValue::from_str(&range).expect("a numeric range is a valid header value"),
     );
-    let resp = client.get(url, &headers, what).await?;
+    let resp = client.get(path, &headers, what).await?;
     match resp.status() {
         StatusCode::PARTIAL_CONTENT => {
             let answered = resp

@@ -10,6 +10,11 @@
 //!
 //! Whatever is read whole goes through [`read_capped`], so no answer can make
 //! osctl buffer more than the caps in [`crate::limits`].
+//!
+//! The scheme is fixed for a registry that must be verified (HTTPS); for
+//! one that may be spoken to in plain HTTP it is decided by the first
+//! request ([`super::scheme`]), so requests take paths and the base URL is
+//! known only once that request is answered.
 
 use std::time::Duration;
 
@@ -19,6 +24,7 @@ use reqwest::{Response, StatusCode};
 use super::authorize::AuthState;
 use super::redirect::follow_redirect;
 use super::response::{ReadError, header_text, read_capped};
+use super::scheme::{FirstTry, Scheme};
 use super::tls;
 use crate::FetchError;
 use crate::auth::AuthLookup;
@@ -35,11 +41,14 @@ const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub(super) struct RegistryClient {
     pub(super) http: reqwest::Client,
-    /// `https://host:port` or `http://host:port`.
-    pub(super) base: String,
     pub(super) registry: String,
     pub(super) repository: String,
-    pub(super) use_http: bool,
+    /// HTTP or HTTPS: set from the start for a registry that must be
+    /// verified, by the first answer for one that may speak plain HTTP.
+    pub(super) scheme: std::sync::OnceLock<Scheme>,
+    /// Held while the first request decides [`Self::scheme`], so that
+    /// only one request is sent before it is known.
+    pub(super) deciding: tokio::sync::Mutex<()>,
     /// Verified TLS is required: no redirect to plain HTTP, no plain-HTTP
     /// token service (the registry is neither insecure nor on loopback).
     pub(super) https_only: bool,
@@ -53,7 +62,6 @@ impl RegistryClient {
     pub(super) fn new(
         registry: &str,
         repository: &str,
-        use_http: bool,
         policy: &TlsPolicy,
         lookup: AuthLookup,
     ) -> Result<Self, FetchError> {
@@ -72,13 +80,16 @@ impl RegistryClient {
                 what: format!("the HTTP client for registry {registry}"),
                 source: Box::new(e),
             })?;
-        let scheme = if use_http { "http" } else { "https" };
+        let scheme = std::sync::OnceLock::new();
+        if https_only {
+            scheme.set(Scheme::Https).expect("a new OnceLock is empty");
+        }
         Ok(RegistryClient {
             http,
-            base: format!("{scheme}://{registry}"),
             registry: registry.to_string(),
             repository: repository.to_string(),
-            use_http,
+            scheme,
+            deciding: Default::default(),
             https_only,
             lookup,
             system_store: tls.system_store,
@@ -90,37 +101,51 @@ impl RegistryClient {
         &self.registry
     }
 
+    /// `scheme://host:port` once the scheme is known.
+    fn base(&self) -> Option<String> {
+        let scheme = self.scheme.get()?;
+        Some(format!("{}://{}", scheme.name(), self.registry))
+    }
+
     /// Whether `url` is on the registry itself (same scheme, host and
-    /// port), not on a host a redirect led to.
+    /// port), not on a host a redirect led to. Nothing is, before the
+    /// scheme is known.
     pub(super) fn is_registry(&self, url: &reqwest::Url) -> bool {
-        reqwest::Url::parse(&self.base).is_ok_and(|base| base.origin() == url.origin())
+        self.base()
+            .and_then(|base| reqwest::Url::parse(&base).ok())
+            .is_some_and(|base| base.origin() == url.origin())
     }
 
-    /// `<base>/v2/<repository>/<kind>/<reference>`.
-    pub(super) fn url(&self, kind: &str, reference: &str) -> String {
-        format!("{}/v2/{}/{kind}/{reference}", self.base, self.repository)
+    /// `/v2/<repository>/<kind>/<reference>`: what [`Self::get`] asks for.
+    pub(super) fn path(&self, kind: &str, reference: &str) -> String {
+        format!("/v2/{}/{kind}/{reference}", self.repository)
     }
 
-    /// Sends `GET url` with `headers`, authorized and retried; returns the
+    /// Sends `GET path` with `headers`, authorized and retried; returns the
     /// first successful (2xx) answer. `what` names the thing in errors.
     pub(super) async fn get(
         &self,
-        url: &str,
+        path: &str,
         headers: &HeaderMap,
         what: &str,
     ) -> Result<Response, FetchError> {
         let mut authorized_again = false;
         loop {
-            let (auth, generation) = self.authorization(what).await?;
-            let sent = self
-                .send_retrying(|| {
-                    let req = self.http.get(url).headers(headers.clone());
-                    match &auth {
-                        Some(a) => req.header(AUTHORIZATION, a.clone()),
-                        None => req,
+            let (auth, generation) = self.authorization().await;
+            let sent = match self.scheme.get() {
+                Some(&scheme) => self.send_authorized(scheme, path, headers, &auth, 1).await,
+                // Only the first request gets here: it decides the scheme,
+                // and its answer is used when it came over plain HTTP.
+                None => match self.decide_scheme(path, headers).await {
+                    FirstTry::Answered(resp) => Ok((resp, 1)),
+                    FirstTry::Failed(e) => Err((e, 1)),
+                    FirstTry::SendAgain { attempt } => {
+                        let scheme = *self.scheme.get().expect("deciding sets the scheme");
+                        self.send_authorized(scheme, path, headers, &auth, attempt)
+                            .await
                     }
-                })
-                .await;
+                },
+            };
             let (resp, attempts) = match sent {
                 Ok(answer) => answer,
                 Err((e, attempts)) => return Err(self.transport_error(e, attempts, what).await),
@@ -148,19 +173,40 @@ impl RegistryClient {
         }
     }
 
+    /// `GET <scheme>://<registry><path>` with `headers` and `auth`,
+    /// retried from attempt `attempt` on ([`Self::send_retrying_from`]).
+    async fn send_authorized(
+        &self,
+        scheme: Scheme,
+        path: &str,
+        headers: &HeaderMap,
+        auth: &Option<reqwest::header::HeaderValue>,
+        attempt: u32,
+    ) -> Result<(Response, u32), (reqwest::Error, u32)> {
+        let url = format!("{}://{}{path}", scheme.name(), self.registry);
+        self.send_retrying_from(attempt, || {
+            let req = self.http.get(&url).headers(headers.clone());
+            match auth {
+                Some(a) => req.header(AUTHORIZATION, a.clone()),
+                None => req,
+            }
+        })
+        .await
+    }
+
     /// [`Self::get`] and the whole body, at most `limit` bytes; a transfer
     /// that breaks mid-body is retried like a failed request. `what` names
     /// the thing in errors, `body_what` its body in the over-the-limit one.
     pub(super) async fn get_whole(
         &self,
-        url: &str,
+        path: &str,
         headers: &HeaderMap,
         (what, body_what): (&str, &str),
         limit: u64,
     ) -> Result<(HeaderMap, Vec<u8>), FetchError> {
         let mut attempt = 1;
         loop {
-            let resp = self.get(url, headers, what).await?;
+            let resp = self.get(path, headers, what).await?;
             let headers = resp.headers().clone();
             match read_capped(resp, limit).await {
                 Ok(body) => return Ok((headers, body)),

@@ -1,7 +1,7 @@
 //! Pulling from an OCI distribution registry.
 //!
-//! osctl speaks the few distribution calls a pull needs itself (`GET /v2/`,
-//! manifests, blobs, the token service) on `reqwest` with a rustls set-up
+//! osctl speaks the few distribution calls a pull needs itself (manifests,
+//! blobs, the token service) on `reqwest` with a rustls set-up
 //! of its own, rather than through a registry client library, because a pull
 //! must hold against a registry that misbehaves:
 //! - everything read whole is capped ([`crate::limits`]), so an endless
@@ -23,6 +23,7 @@ mod probe;
 mod redirect;
 mod response;
 mod retry;
+mod scheme;
 mod tls;
 
 use std::sync::Arc;
@@ -57,10 +58,8 @@ impl RegistrySource {
         }
         let policy = registries::policy_for(&registry, opts.tls_verify, opts.cert_dir.as_deref())?;
         let lookup = auth::lookup(opts.authfile.as_deref(), &registry, reference.repository())?;
-        let use_http = policy.allow_http && probe::speaks_plain_http(&registry).await;
-        tracing::debug!(%registry, use_http, insecure = policy.insecure, ca_files = ?policy.ca_files, "registry transport");
-        let client =
-            RegistryClient::new(&registry, reference.repository(), use_http, &policy, lookup)?;
+        tracing::debug!(%registry, allow_http = policy.allow_http, insecure = policy.insecure, ca_files = ?policy.ca_files, "registry policy");
+        let client = RegistryClient::new(&registry, reference.repository(), &policy, lookup)?;
         Ok(RegistrySource {
             client: Arc::new(client),
             reference,
@@ -88,11 +87,11 @@ impl RegistrySource {
             HeaderValue::from_str(&ACCEPTED_MANIFEST_TYPES.join(", "))
                 .expect("media types are header-safe"),
         );
-        let url = self.client.url("manifests", tag_or_digest);
+        let path = self.client.path("manifests", tag_or_digest);
         let (answer_headers, raw) = self
             .client
             .get_whole(
-                &url,
+                &path,
                 &headers,
                 (&name, &format!("manifest of {name}")),
                 MAX_MANIFEST_BYTES,
@@ -177,10 +176,10 @@ impl RegistrySource {
             HeaderValue::from_str(&ACCEPTED_MANIFEST_TYPES.join(", "))
                 .expect("media types are header-safe"),
         );
-        let url = self.client.url("manifests", tag);
+        let path = self.client.path("manifests", tag);
         match self
             .client
-            .get_whole(&url, &headers, (&what, &what), limit)
+            .get_whole(&path, &headers, (&what, &what), limit)
             .await
         {
             Ok((headers, raw)) => {
@@ -206,8 +205,8 @@ impl RegistrySource {
 
     pub async fn open_blob(&self, desc: &Descriptor) -> Result<BlobReader, FetchError> {
         let what = format!("blob {} of {}", desc.digest(), self.reference.whole());
-        let url = self.client.url("blobs", desc.digest().as_ref());
-        let first = self.client.get(&url, &HeaderMap::new(), &what).await?;
+        let path = self.client.path("blobs", desc.digest().as_ref());
+        let first = self.client.get(&path, &HeaderMap::new(), &what).await?;
         if let Some(declared) = first.content_length()
             && declared != desc.size()
         {
@@ -221,7 +220,7 @@ impl RegistrySource {
                 ),
             });
         }
-        let stream = blob::resumable(self.client.clone(), url, what, first, desc.size());
+        let stream = blob::resumable(self.client.clone(), path, what, first, desc.size());
         let reader = tokio_util::io::StreamReader::new(stream);
         Ok(Box::new(DigestReader::verifying(
             reader,

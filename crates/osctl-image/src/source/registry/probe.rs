@@ -1,11 +1,14 @@
-//! Asking a registry whether it speaks plain HTTP.
+//! Asking a registry whether it speaks plain HTTP, when a request got no
+//! answer that says: the first request of a registry that may speak HTTP
+//! got none (`scheme.rs`), or a TLS handshake failed and the server may be
+//! an HTTP one that hung up on the ClientHello.
 
 use std::time::Duration;
 
-/// Time allowed for the plain-HTTP probe of a loopback/insecure registry.
+/// Time allowed for the plain-HTTP probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether a registry that may be spoken to in plain HTTP actually speaks it.
+/// Whether a registry actually speaks plain HTTP.
 ///
 /// The probe is one unauthenticated `GET /v2/` over plain HTTP/1.0 on a bare
 /// TCP connection, so no secret ever travels unencrypted and no HTTP client

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::client::RegistryClient;
 use super::probe::speaks_plain_http;
+use super::scheme::Scheme;
 use super::tls::{self, TlsFailure};
 use crate::error::gave_up;
 use crate::limits::{MAX_ERROR_BODY_BYTES, human_size};
@@ -128,7 +129,7 @@ impl RegistryClient {
             Some(TlsFailure::Handshake(why)) => {
                 // A server that is not TLS may also just hang up on a
                 // ClientHello; ask it in plain HTTP before blaming TLS.
-                if !self.use_http && speaks_plain_http(&registry).await {
+                if self.scheme.get() == Some(&Scheme::Https) && speaks_plain_http(&registry).await {
                     return FetchError::PlainHttp { registry };
                 }
                 return FetchError::Tls {

@@ -19,7 +19,17 @@ impl RegistryClient {
         &self,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<(Response, u32), (reqwest::Error, u32)> {
-        let mut attempt = 1;
+        self.send_retrying_from(1, build).await
+    }
+
+    /// [`Self::send_retrying`] for a request already tried `attempt - 1`
+    /// times (the first request of a registry, sent apart to decide its
+    /// scheme: `super::scheme`), so the total stays at the limit.
+    pub(super) async fn send_retrying_from(
+        &self,
+        mut attempt: u32,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<(Response, u32), (reqwest::Error, u32)> {
         loop {
             let delay = match build().send().await {
                 Ok(resp) if retryable_status(resp.status()) && attempt < RETRY_ATTEMPTS => {

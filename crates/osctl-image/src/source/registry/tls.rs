@@ -17,9 +17,15 @@
 //!
 //! System roots come from `rustls-native-certs`, which reads `SSL_CERT_FILE`
 //! and `SSL_CERT_DIR` when set and OpenSSL's usual locations otherwise.
+//! They are loaded by the first certificate check, not when the client is
+//! built ([`SystemRoots`]): reading and parsing the ~150 certificates of a
+//! distribution's bundle is wasted on a pull that never makes a verified
+//! TLS connection (a plain-HTTP or insecure registry). The `--cert-dir` /
+//! `certs.d` files are still read up front, so a bad one is reported by
+//! name before any request.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -60,26 +66,11 @@ pub(super) fn setup(policy: &TlsPolicy) -> Result<TlsSetup, FetchError> {
         for file in &policy.ca_files {
             add_ca_file(&mut roots, file)?;
         }
-        let native = rustls_native_certs::load_native_certs();
-        for e in &native.errors {
-            // Not fatal: --cert-dir CAs may be all this registry needs, and
-            // with no CA at all the verifier below says so.
-            tracing::debug!("system CA store: {e}");
-        }
-        roots.add_parsable_certificates(native.certs);
-        if roots.is_empty() {
-            Arc::new(WithoutChain {
-                verdict: Verdict::NoCa,
-                algorithms: provider.signature_verification_algorithms,
-            })
-        } else {
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| FetchError::Setup {
-                    what: "TLS verification".into(),
-                    source: Box::new(e),
-                })?
-        }
+        Arc::new(SystemRoots {
+            extra: roots,
+            provider: provider.clone(),
+            verifier: OnceLock::new(),
+        })
     };
     let config = builder
         .dangerous()
@@ -89,6 +80,102 @@ pub(super) fn setup(policy: &TlsPolicy) -> Result<TlsSetup, FetchError> {
         config,
         system_store,
     })
+}
+
+/// The verifier of a registry that needs verification: the `--cert-dir`
+/// CAs (`extra`) and the system store, which is loaded the first time a
+/// certificate is to be checked, then kept for the client's life.
+#[derive(Debug)]
+struct SystemRoots {
+    extra: RootCertStore,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    verifier: OnceLock<Result<Arc<dyn ServerCertVerifier>, rustls::Error>>,
+}
+
+impl SystemRoots {
+    fn verifier(&self) -> Result<&Arc<dyn ServerCertVerifier>, rustls::Error> {
+        self.verifier
+            .get_or_init(|| {
+                let mut roots = self.extra.clone();
+                let native = rustls_native_certs::load_native_certs();
+                for e in &native.errors {
+                    // Not fatal: --cert-dir CAs may be all this registry
+                    // needs, and with no CA at all the verifier says so.
+                    tracing::debug!("system CA store: {e}");
+                }
+                roots.add_parsable_certificates(native.certs);
+                if roots.is_empty() {
+                    return Ok(Arc::new(WithoutChain {
+                        verdict: Verdict::NoCa,
+                        algorithms: self.provider.signature_verification_algorithms,
+                    }) as Arc<dyn ServerCertVerifier>);
+                }
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                    .build()
+                    .map(|v| v as Arc<dyn ServerCertVerifier>)
+                    // Refused in the handshake, with the reason in words;
+                    // the roots are non-empty, so only a rustls change
+                    // could bring this about.
+                    .map_err(|e| rustls::Error::General(format!("TLS verification set-up: {e}")))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl ServerCertVerifier for SystemRoots {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verifier()?.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    // The handshake signatures are checked with the provider's algorithms,
+    // as the WebPKI verifier does; they need no roots, so no loading.
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 fn add_ca_file(roots: &mut RootCertStore, file: &Path) -> Result<(), FetchError> {

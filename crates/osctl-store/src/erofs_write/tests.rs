@@ -14,7 +14,7 @@ use composefs::tree::{Directory, FileSystem, Inode, LeafContent, RegularFile, St
 use osctl_image::{FetchOptions, ImageRef};
 use osctl_testutil::{Entry, ImageSpec, Layer, images};
 
-use super::{Failure, write_image};
+use super::{Failure, redirect_path, write_image};
 use crate::compact::CompactTree;
 use crate::{Silent, Store};
 
@@ -62,6 +62,19 @@ fn with_xattrs(mut st: Stat, xattrs: &[(&str, &[u8])]) -> Stat {
 
 fn object(seed: u64) -> Sha256HashValue {
     FsVerityHasher::<Sha256HashValue>::hash(&seed.to_le_bytes())
+}
+
+#[test]
+fn redirects_are_composefs_object_paths() {
+    for seed in [0, 1, 0xdead_beef, u64::MAX] {
+        let id = object(seed);
+        let want = format!("/{}", id.to_object_pathname());
+        assert_eq!(
+            std::str::from_utf8(&redirect_path(&id)).unwrap(),
+            want,
+            "seed {seed}"
+        );
+    }
 }
 
 /// Builds a composefs tree by path.
@@ -441,7 +454,7 @@ async fn test_images_give_composefs_bytes() {
         let repo = store.repo();
         let (want, want_id) =
             crate::image::image_bytes_with_composefs(repo, &diff_ids, &shown, &layers).unwrap();
-        let mut tree = crate::image::build_compact(repo, &diff_ids, &shown, &layers).unwrap();
+        let mut tree = crate::image::build_compact(repo, None, &diff_ids, &shown, &layers).unwrap();
         let mut got = Vec::new();
         write_image(&mut tree, &mut got).unwrap();
         if got[..] != want[..] {

@@ -222,10 +222,12 @@ impl Store {
             .map(|(i, l)| format!("layer {} ({}) of {reference}", i + 1, l.digest()))
             .collect();
         let store_path = self.sysroot().join(REPO_PATH);
+        let index_dir = self.sysroot().join(crate::layer_index::LAYER_INDEX_PATH);
         let image_id = tokio::task::spawn_blocking(move || {
             crate::image::build_image(
                 &repo,
                 &store_path,
+                &index_dir,
                 &cfg,
                 &ids,
                 &shown,
@@ -397,7 +399,8 @@ impl Store {
             crate::image::remove_object(self.repo(), id)
                 .map_err(|e| error::write_error(&store_path, &format!("repairing {what}"), e))
         };
-        match check::verify_layer(self.repo(), verity) {
+        let index_dir = self.sysroot().join(crate::layer_index::LAYER_INDEX_PATH);
+        match check::verify_layer(self.repo(), Some(&index_dir), verity) {
             Ok(bad) if bad.is_empty() => Ok(true),
             Ok(bad) => {
                 tracing::warn!(

@@ -469,3 +469,59 @@ async fn test_images_give_composefs_bytes() {
         assert_eq!(record.image_id(), want_id.to_hex(), "{name}");
     }
 }
+
+/// The image each way: from the layers' splitstreams (the reference path)
+/// and from their indexes ([`crate::layer_index`]), which the pull wrote.
+fn images_both_ways(store: &Store, record: &crate::ImageRecord) -> (Vec<u8>, Vec<u8>) {
+    let (diff_ids, shown, layers) = store.layer_inputs(record).unwrap();
+    let index_dir = store.sysroot().join(crate::layer_index::LAYER_INDEX_PATH);
+    for verity in layers.values() {
+        let path = crate::layer_index::index_path(&index_dir, verity);
+        assert!(
+            path.exists(),
+            "the pull indexed its layer: {}",
+            path.display()
+        );
+    }
+    let mut built = Vec::new();
+    for dir in [None, Some(index_dir.as_path())] {
+        let mut tree =
+            crate::image::build_compact(store.repo(), dir, &diff_ids, &shown, &layers).unwrap();
+        let mut bytes = Vec::new();
+        write_image(&mut tree, &mut bytes).unwrap();
+        built.push(bytes);
+    }
+    let from_indexes = built.pop().unwrap();
+    (built.pop().unwrap(), from_indexes)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_built_from_layer_indexes_are_the_splitstreams_images() {
+    for (name, layers) in test_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        osctl_testutil::write_layout(&layout, "v1", &ImageSpec::new(layers)).unwrap();
+        let sysroot = dir.path().join("root");
+        std::fs::create_dir(&sysroot).unwrap();
+        let store = Store::open_or_create(&sysroot).unwrap();
+        let imgref = ImageRef::parse(&format!("oci:{}:v1", layout.display())).unwrap();
+        let outcome = store
+            .pull(&imgref, &FetchOptions::default(), Arc::new(Silent))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (from_streams, from_indexes) = images_both_ways(&store, outcome.record());
+        assert!(
+            from_indexes == from_streams,
+            "{name}: the image from the indexes ({} bytes) is not the one from the splitstreams ({} bytes)",
+            from_indexes.len(),
+            from_streams.len()
+        );
+        // The pull (which wrote the indexes in its whiteout pass and read
+        // them in its second) committed the splitstreams' image.
+        assert_eq!(
+            outcome.record().image_id(),
+            FsVerityHasher::<Sha256HashValue>::hash(&from_streams).to_hex(),
+            "{name}"
+        );
+    }
+}

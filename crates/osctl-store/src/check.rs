@@ -113,30 +113,26 @@ fn verify_indexed(
     verity: &Sha256HashValue,
     mut index: IndexReader,
 ) -> Result<Result<Vec<BadObject>, BoxError>, IndexError> {
-    match layer_index::stream_size(objects, verity) {
-        Ok(size) if size == index.stream_size() => {}
-        Ok(size) => {
-            return Ok(Err(format!(
-                "splitstream {} has {size} bytes, its index says {}",
-                verity.to_hex(),
-                index.stream_size()
-            )
-            .into()));
-        }
-        Err(e) => {
-            return Ok(Err(Box::new(ObjectUnreadable {
-                id: verity.to_hex(),
-                source: e.into(),
-            })));
-        }
-    }
     let mut bad = Vec::new();
     while let Some(entry) = index.next_entry()? {
         if let Err(e) = check_entry(objects, &entry, &mut bad) {
             return Ok(Err(e));
         }
     }
-    Ok(Ok(bad))
+    // The whole index checked out: its splitstream size can be trusted.
+    match layer_index::stream_size(objects, verity) {
+        Ok(size) if size == index.stream_size() => Ok(Ok(bad)),
+        Ok(size) => Ok(Err(format!(
+            "splitstream {} has {size} bytes, its index says {}",
+            verity.to_hex(),
+            index.stream_size()
+        )
+        .into())),
+        Err(e) => Ok(Err(Box::new(ObjectUnreadable {
+            id: verity.to_hex(),
+            source: e.into(),
+        }))),
+    }
 }
 
 /// Notes in `bad` the object `entry` names if it is missing or of the

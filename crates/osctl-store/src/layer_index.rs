@@ -21,8 +21,8 @@
 //! splitstream anyway, and never changed afterwards.
 //!
 //! The file is a header and a body. The header: magic, format version, the
-//! splitstream id and size, the entry count, the body's length and its
-//! sha256. The body: one length-prefixed record per entry. The
+//! splitstream id and size, the entry count, the body's length, and a
+//! sha256 over those fields and the body's sha256. The body: one length-prefixed record per entry. The
 //! reader refuses a file whose header or digest does not match (a torn or
 //! damaged write, another version, another layer) and the build then makes
 //! the index again from the splitstream, with a warning naming the file: an
@@ -287,12 +287,25 @@ fn put_bytes(b: &mut Vec<u8>, bytes: &[u8]) -> Result<(), IndexError> {
     Ok(())
 }
 
+/// Where the header's digest starts: it covers the header before it and
+/// the body (sha256 of those header bytes and the body's sha256).
+const DIGEST_AT: usize = HEADER_LEN - 32;
+
+/// The digest of an index: its header up to [`DIGEST_AT`] and its body's
+/// sha256, so that a damaged header field is caught like a damaged entry.
+fn digest(head: &[u8], body_digest: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(&head[..DIGEST_AT]);
+    h.update(body_digest);
+    h.finalize().into()
+}
+
 fn header(
     verity: &Sha256HashValue,
     stream_size: u64,
     entries: u64,
     body: u64,
-    digest: &[u8; 32],
+    body_digest: &[u8; 32],
 ) -> Vec<u8> {
     let mut h = Vec::with_capacity(HEADER_LEN);
     h.extend_from_slice(MAGIC);
@@ -302,13 +315,15 @@ fn header(
     h.extend_from_slice(&stream_size.to_le_bytes());
     h.extend_from_slice(&entries.to_le_bytes());
     h.extend_from_slice(&body.to_le_bytes());
-    h.extend_from_slice(digest);
+    let digest = digest(&h, body_digest);
+    h.extend_from_slice(&digest);
     debug_assert_eq!(h.len(), HEADER_LEN);
     h
 }
 
 /// What an index's header says about its body.
 struct Header {
+    raw: [u8; HEADER_LEN],
     stream_size: u64,
     entries: u64,
     body: u64,
@@ -337,10 +352,11 @@ fn parse_header(raw: &[u8; HEADER_LEN], verity: &Sha256HashValue) -> Result<Head
         ));
     }
     Ok(Header {
+        raw: *raw,
         stream_size: u64_at(48),
         entries: u64_at(56),
         body: u64_at(64),
-        digest: raw[72..104].try_into().expect("32 bytes"),
+        digest: raw[DIGEST_AT..].try_into().expect("32 bytes"),
     })
 }
 
@@ -401,7 +417,8 @@ impl IndexReader {
         })
     }
 
-    /// The size of the splitstream the index was made from.
+    /// The size of the splitstream the index was made from; to be trusted
+    /// only once the last entry has been read (the digest is checked then).
     pub(crate) fn stream_size(&self) -> u64 {
         self.header.stream_size
     }
@@ -470,8 +487,8 @@ impl IndexReader {
                 self.entries, self.header.entries
             )));
         }
-        let digest: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
-        if digest != self.header.digest {
+        let body: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        if digest(&self.header.raw, &body) != self.header.digest {
             return Err(self.invalid("its content does not match its digest"));
         }
         Ok(())

@@ -63,8 +63,13 @@ const FIRST_PATH_BYTE: usize = HEADER_LEN + 4 + 1 + 4;
 
 type Damage = (&'static str, fn(&mut Vec<u8>), &'static str);
 
-const DAMAGES: [Damage; 6] = [
+const DAMAGES: [Damage; 7] = [
     ("empty", |b| b.clear(), "cannot read its header"),
+    (
+        "another splitstream size in the header",
+        |b| b[48] ^= 1,
+        "its content does not match its digest",
+    ),
     (
         "bad magic",
         |b| b[0] ^= 0xff,

@@ -41,18 +41,28 @@ use crate::{BoxError, StoreError, error, limits};
 /// Mode of a directory a layer implies but does not list (`tar -x` as root).
 const IMPLICIT_DIR_MODE: u32 = 0o755;
 
+/// Where [`build_image`] works: the store (for errors) and the layer
+/// indexes ([`crate::layer_index`]).
+pub(crate) struct BuildPaths<'a> {
+    pub store: &'a Path,
+    pub index_dir: &'a Path,
+}
+
 /// Applies the layers (in `diff_ids` order) to an empty tree, then commits it
 /// and records it in the config stream. Blocking: run off the async threads.
 pub(crate) fn build_image(
     repo: &Arc<Repo>,
-    store_path: &Path,
-    index_dir: &Path,
+    paths: BuildPaths<'_>,
     config_raw: &[u8],
     diff_ids: &[String],
     shown: &[String],
     layers: HashMap<Box<str>, Sha256HashValue>,
     ref_name: &str,
 ) -> Result<Sha256HashValue, StoreError> {
+    let BuildPaths {
+        store: store_path,
+        index_dir,
+    } = paths;
     let write_err = |step: &str, e: anyhow::Error| error::repo_write_error(store_path, step, e);
     let image_id = if erofs_write::supported(repo.format_config().default) {
         let tree = build_compact(repo, Some(index_dir), diff_ids, shown, &layers)?;
@@ -351,8 +361,7 @@ pub(crate) fn build_compact(
                 what: shown[i].clone(),
                 why: "not in the store".into(),
             })?;
-        let (wanted, indexed) =
-            whiteout_pass(repo, index_dir, verity, &mut tree).map_err(|e| bad(e))?;
+        let (wanted, indexed) = whiteout_pass(repo, index_dir, verity, &mut tree).map_err(&bad)?;
         tree.reserve(wanted.entries, wanted.objects, wanted.bytes)
             .map_err(|e| bad(e.into()))?;
         let mut source = match (index_dir, indexed) {
@@ -367,9 +376,9 @@ pub(crate) fn build_compact(
                 }
                 Err(e) => return Err(bad(e.into())),
             },
-            _ => Source::Stream(open_layer(repo, verity).map_err(|e| bad(e))?),
+            _ => Source::Stream(open_layer(repo, verity).map_err(&bad)?),
         };
-        while let Some(entry) = source.next().map_err(|e| bad(e))? {
+        while let Some(entry) = source.next().map_err(&bad)? {
             if whiteout(&entry).is_some() {
                 continue;
             }

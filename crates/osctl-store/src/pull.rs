@@ -226,8 +226,10 @@ impl Store {
         let image_id = tokio::task::spawn_blocking(move || {
             crate::image::build_image(
                 &repo,
-                &store_path,
-                &index_dir,
+                crate::image::BuildPaths {
+                    store: &store_path,
+                    index_dir: &index_dir,
+                },
                 &cfg,
                 &ids,
                 &shown,

@@ -2,12 +2,14 @@
 //!
 //! `fsck` re-hashes every object; this only looks at what exists and how big
 //! it is, which is what a deletion or a truncation changes: each layer's
-//! splitstream opens and parses, each object it names exists as a regular
-//! file of the size its tar header gives, and the EROFS image opens and
-//! parses. A re-pull runs it before saying "up to date" and on every layer it
+//! splitstream opens and parses (or, for a layer with a valid index,
+//! [`crate::layer_index`], exists with the size the index recorded), each
+//! object it names exists as a regular file of the size its tar header
+//! gives, and the EROFS image opens and parses. A re-pull runs it before saying "up to date" and on every layer it
 //! would reuse; `switch` runs it (through [`Store::check_image`]) before it
 //! stages anything.
 
+use std::os::fd::{AsFd as _, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,10 +18,11 @@ use composefs::fsverity::{FsVerityHashValue, Sha256HashValue};
 use composefs::generic_tree::LeafContent;
 use composefs::tree::RegularFile;
 use composefs_oci::LAYER_CONTENT_TYPE;
-use composefs_oci::tar::TarItem;
+use composefs_oci::tar::{TarEntry, TarItem};
 use rustix::fs::{AtFlags, FileType};
 
 use crate::import::Repo;
+use crate::layer_index::{self, IndexError, IndexReader, LAYER_INDEX_PATH};
 use crate::{BoxError, Damage, ImageRecord, Store, StoreError};
 
 /// Directories whose contents staging copies onto the machine.
@@ -73,48 +76,107 @@ pub(crate) struct ObjectUnreadable {
 
 /// Checks one stored layer. `Err` when its splitstream cannot be read;
 /// otherwise the objects it names that are missing or of the wrong size.
+///
+/// With `index_dir`, a layer with a valid index ([`crate::layer_index`])
+/// is checked from it: the splitstream must exist with the size the index
+/// recorded (what the check asks of every object too), and the objects
+/// are the index's. That spares the splitstream's decompression and tar
+/// parse; an index that does not check out is passed over (the next image
+/// build makes it again) and the splitstream is read instead.
 pub(crate) fn verify_layer(
     repo: &Repo,
+    index_dir: Option<&Path>,
     verity: &Sha256HashValue,
 ) -> Result<Vec<BadObject>, BoxError> {
-    let mut stream = repo.open_stream("", Some(verity), Some(LAYER_CONTENT_TYPE))?;
     let objects = repo.objects_dir()?;
-    let mut bad = Vec::new();
-    while let Some(entry) = composefs_oci::tar::get_entry(&mut stream)? {
-        let TarItem::Leaf(LeafContent::Regular(
-            RegularFile::External(id, want) | RegularFile::ExternalNoVerity(id, want),
-        )) = &entry.item
-        else {
-            continue;
-        };
-        let fault =
-            match rustix::fs::statat(objects, id.to_object_pathname().as_str(), AtFlags::empty()) {
-                Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile => {
-                    Some(Fault::NotAFile)
-                }
-                Ok(st) if st.st_size as u64 != *want => Some(Fault::WrongSize {
-                    have: st.st_size as u64,
-                    want: *want,
-                }),
-                Ok(_) => None,
-                Err(rustix::io::Errno::NOENT) => Some(Fault::Missing),
-                Err(e) => {
-                    return Err(ObjectUnreadable {
-                        id: id.to_hex(),
-                        source: e.into(),
-                    }
-                    .into());
-                }
-            };
-        if let Some(fault) = fault {
-            bad.push(BadObject {
-                id: id.clone(),
-                path: entry.path.clone(),
-                fault,
-            });
+    if let Some(dir) = index_dir {
+        match IndexReader::open(dir, verity) {
+            Ok(Some(index)) => match verify_indexed(objects.as_fd(), verity, index) {
+                Ok(checked) => return checked,
+                Err(e) => tracing::warn!("{e}; checking the layer from its splitstream"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!("{e}; checking the layer from its splitstream"),
         }
     }
+    let mut stream = repo.open_stream("", Some(verity), Some(LAYER_CONTENT_TYPE))?;
+    let mut bad = Vec::new();
+    while let Some(entry) = composefs_oci::tar::get_entry(&mut stream)? {
+        check_entry(objects.as_fd(), &entry, &mut bad)?;
+    }
     Ok(bad)
+}
+
+/// [`verify_layer`] from the layer's index. The outer `Err`: the index
+/// does not check out; the inner one is [`verify_layer`]'s.
+#[allow(clippy::type_complexity)]
+fn verify_indexed(
+    objects: BorrowedFd<'_>,
+    verity: &Sha256HashValue,
+    mut index: IndexReader,
+) -> Result<Result<Vec<BadObject>, BoxError>, IndexError> {
+    let mut bad = Vec::new();
+    while let Some(entry) = index.next_entry()? {
+        if let Err(e) = check_entry(objects, &entry, &mut bad) {
+            return Ok(Err(e));
+        }
+    }
+    // The whole index checked out: its splitstream size can be trusted.
+    match layer_index::stream_size(objects, verity) {
+        Ok(size) if size == index.stream_size() => Ok(Ok(bad)),
+        Ok(size) => Ok(Err(format!(
+            "splitstream {} has {size} bytes, its index says {}",
+            verity.to_hex(),
+            index.stream_size()
+        )
+        .into())),
+        Err(e) => Ok(Err(Box::new(ObjectUnreadable {
+            id: verity.to_hex(),
+            source: e.into(),
+        }))),
+    }
+}
+
+/// Notes in `bad` the object `entry` names if it is missing or of the
+/// wrong size.
+fn check_entry(
+    objects: BorrowedFd<'_>,
+    entry: &TarEntry<Sha256HashValue>,
+    bad: &mut Vec<BadObject>,
+) -> Result<(), BoxError> {
+    let TarItem::Leaf(LeafContent::Regular(
+        RegularFile::External(id, want) | RegularFile::ExternalNoVerity(id, want),
+    )) = &entry.item
+    else {
+        return Ok(());
+    };
+    let fault =
+        match rustix::fs::statat(objects, id.to_object_pathname().as_str(), AtFlags::empty()) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile => {
+                Some(Fault::NotAFile)
+            }
+            Ok(st) if st.st_size as u64 != *want => Some(Fault::WrongSize {
+                have: st.st_size as u64,
+                want: *want,
+            }),
+            Ok(_) => None,
+            Err(rustix::io::Errno::NOENT) => Some(Fault::Missing),
+            Err(e) => {
+                return Err(ObjectUnreadable {
+                    id: id.to_hex(),
+                    source: e.into(),
+                }
+                .into());
+            }
+        };
+    if let Some(fault) = fault {
+        bad.push(BadObject {
+            id: id.clone(),
+            path: entry.path.clone(),
+            fault,
+        });
+    }
+    Ok(())
 }
 
 impl Store {
@@ -164,6 +226,7 @@ impl Store {
             .map(|i| self.layer_stream(record, i))
             .collect();
         let repo = self.repo();
+        let index_dir = self.sysroot().join(LAYER_INDEX_PATH);
         // Task 0 is the EROFS image, task i + 1 layer i.
         let results = in_parallel(streams.len() + 1, |task| -> Result<(), StoreError> {
             let Some(i) = task.checked_sub(1) else {
@@ -181,7 +244,7 @@ impl Store {
                 Ok(None) => return Err(damaged(Damage::LayerMissing { layer })),
                 Err(_) => return Ok(()), // reported from `streams` below
             };
-            match verify_layer(repo, verity) {
+            match verify_layer(repo, Some(&index_dir), verity) {
                 Err(source) => Err(damaged(Damage::LayerUnreadable { layer, source })),
                 Ok(bad) if !bad.is_empty() => Err(damaged(Damage::BadObjects {
                     layer,

@@ -32,7 +32,7 @@ use std::io::Write;
 use anyhow::{Context, bail};
 use composefs::erofs::composefs::OverlayMetacopy;
 use composefs::erofs::format::{self, DataLayout, FileType, FormatVersion};
-use composefs::fsverity::FsVerityHashValue;
+use composefs::fsverity::Sha256HashValue;
 use zerocopy::IntoBytes;
 
 use crate::compact::{CompactTree, Kind, NONE, ROOT, XattrSet};
@@ -299,7 +299,7 @@ impl<'t> Image<'t> {
             ));
             out.push(Xattr::new(
                 format::XATTR_OVERLAY_REDIRECT,
-                format!("/{}", id.to_object_pathname()).as_bytes(),
+                &redirect_path(id),
             ));
         }
         for (name, value) in self.tree.xattr_sets[node.xattrs as usize].iter() {
@@ -580,3 +580,27 @@ mod emit;
 mod parts;
 #[cfg(test)]
 mod tests;
+
+/// Length of an object's redirect: `/ab/` and the other 62 hex digits.
+const REDIRECT_LEN: usize = 66;
+
+/// `/` and the object's path (`ab/cdef…`), as composefs-rs writes the
+/// redirect xattr. Without `hex` or `format!`: every stored file's xattrs
+/// are computed three times per image, and the string formatting was a
+/// tenth of an update pull's CPU (docs/performance.md).
+fn redirect_path(id: &Sha256HashValue) -> [u8; REDIRECT_LEN] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; REDIRECT_LEN];
+    out[0] = b'/';
+    out[3] = b'/';
+    let mut at = 1;
+    for &byte in id.as_bytes() {
+        if at == 3 {
+            at = 4;
+        }
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0xf)];
+        at += 2;
+    }
+    out
+}

@@ -9,11 +9,13 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::path::Path;
+use std::os::fd::AsFd as _;
+use std::path::{Path, PathBuf};
 
 use composefs::fsverity::{FsVerityHashValue, Sha256HashValue};
 use composefs::repository::FsckError;
 
+use crate::layer_index::{self, LAYER_INDEX_PATH};
 use crate::reach::{DEPLOY_REFS, OSCTL_REFS, Reach};
 use crate::record::{gc_ref_name, is_hex_id};
 use crate::{Store, StoreError};
@@ -40,6 +42,8 @@ pub(crate) struct Damage {
     pub objects: BTreeSet<String>,
     /// Streams that cannot be read or name missing objects.
     pub streams: BTreeSet<String>,
+    /// Layer indexes that cannot be used ([`crate::layer_index`]).
+    pub indexes: BTreeSet<PathBuf>,
 }
 
 impl Store {
@@ -71,6 +75,22 @@ impl Store {
                 .map(|e| attribute(e, &reach, &mut damage))
                 .collect(),
         };
+        let index_dir = self.sysroot().join(LAYER_INDEX_PATH);
+        let objects = self.repo().objects_dir().map_err(|e| StoreError::Io {
+            step: "opening",
+            path: self.sysroot().join(crate::REPO_PATH).join("objects"),
+            source: e.into(),
+        })?;
+        let indexes =
+            layer_index::problems(&index_dir, objects.as_fd()).map_err(|e| StoreError::Io {
+                step: "checking the layer indexes in",
+                path: index_dir.clone(),
+                source: e,
+            })?;
+        for (path, problem) in indexes {
+            report.problems.push(problem);
+            damage.indexes.insert(path);
+        }
         report.problems.extend(
             scan.broken.iter().map(|b| {
                 format!("{b} (`osctl image rm` or a re-pull of its reference replaces it)")

@@ -17,11 +17,13 @@
 //! objects: which objects a damaged root needs is unknown, and guessing
 //! could delete what a deployment boots from.
 
+use std::os::fd::AsFd as _;
 use std::path::Path;
 
 use cap_std::fs::Dir;
 use osctl_image::ImageRef;
 
+use crate::layer_index::{self, LAYER_INDEX_PATH};
 use crate::record::record_key;
 use crate::records::record_file;
 use crate::{RECORDS_PATH, REPO_PATH, Store, StoreError, atomic};
@@ -118,6 +120,26 @@ impl Store {
         Ok(())
     }
 
+    /// Removes the layer indexes whose splitstream the GC removed
+    /// ([`crate::layer_index`]), under the naming lock: a pull writes
+    /// indexes while it holds it (shared), in its image build.
+    fn prune_layer_indexes(&self) -> Result<(), StoreError> {
+        let _naming = self.naming_lock(true)?;
+        let dir = self.sysroot().join(LAYER_INDEX_PATH);
+        let objects = self.repo().objects_dir().map_err(|e| StoreError::Io {
+            step: "opening",
+            path: self.sysroot().join(REPO_PATH).join("objects"),
+            source: e.into(),
+        })?;
+        let removed = layer_index::prune(&dir, objects.as_fd()).map_err(|e| StoreError::Io {
+            step: "removing the layer indexes of removed layers in",
+            path: dir.clone(),
+            source: e,
+        })?;
+        tracing::debug!(removed, "layer indexes pruned");
+        Ok(())
+    }
+
     /// Prunes osctl refs without a record, then removes every object,
     /// stream and image no ref reaches (unless a root is damaged: see the
     /// module docs).
@@ -155,12 +177,15 @@ impl Store {
         // to finish: holding both would deadlock against a pull waiting here.
         drop(naming);
         match self.repo().gc(&[]) {
-            Ok(r) => Ok(GcReport {
-                objects_removed: r.objects_removed,
-                bytes_removed: r.objects_bytes,
-                refs_pruned,
-                damaged: Vec::new(),
-            }),
+            Ok(r) => {
+                self.prune_layer_indexes()?;
+                Ok(GcReport {
+                    objects_removed: r.objects_removed,
+                    bytes_removed: r.objects_bytes,
+                    refs_pruned,
+                    damaged: Vec::new(),
+                })
+            }
             Err(e) => {
                 // composefs-rs leaves its exclusive lock held when its GC
                 // fails; step back to the shared lock every open handle has.

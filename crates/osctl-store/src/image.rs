@@ -10,6 +10,7 @@
 //! nothing; a layer's whiteouts apply to the layers below it only.
 
 use std::collections::HashMap;
+use std::os::fd::AsFd as _;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -29,28 +30,42 @@ use composefs_oci::tar::{TarEntry, TarItem};
 
 use composefs::fsverity::FsVerityHasher;
 
+use composefs::splitstream::SplitStreamReader;
+
 use crate::compact::{CompactTree, ROOT};
 use crate::erofs_write;
 use crate::import::Repo;
+use crate::layer_index::{self, IndexReader, IndexWriter};
 use crate::{BoxError, StoreError, error, limits};
 
 /// Mode of a directory a layer implies but does not list (`tar -x` as root).
 const IMPLICIT_DIR_MODE: u32 = 0o755;
 
+/// Where [`build_image`] works: the store (for errors) and the layer
+/// indexes ([`crate::layer_index`]).
+pub(crate) struct BuildPaths<'a> {
+    pub store: &'a Path,
+    pub index_dir: &'a Path,
+}
+
 /// Applies the layers (in `diff_ids` order) to an empty tree, then commits it
 /// and records it in the config stream. Blocking: run off the async threads.
 pub(crate) fn build_image(
     repo: &Arc<Repo>,
-    store_path: &Path,
+    paths: BuildPaths<'_>,
     config_raw: &[u8],
     diff_ids: &[String],
     shown: &[String],
     layers: HashMap<Box<str>, Sha256HashValue>,
     ref_name: &str,
 ) -> Result<Sha256HashValue, StoreError> {
+    let BuildPaths {
+        store: store_path,
+        index_dir,
+    } = paths;
     let write_err = |step: &str, e: anyhow::Error| error::repo_write_error(store_path, step, e);
     let image_id = if erofs_write::supported(repo.format_config().default) {
-        let tree = build_compact(repo, diff_ids, shown, &layers)?;
+        let tree = build_compact(repo, Some(index_dir), diff_ids, shown, &layers)?;
         commit_compact(repo, store_path, tree, ref_name)?
     } else {
         commit_with_composefs(repo, store_path, diff_ids, shown, &layers, ref_name)?
@@ -321,8 +336,15 @@ pub(crate) fn build_tree(
 /// rules, the same tree, in a fraction of the memory (see
 /// [`crate::compact`]). The two are kept equal by the equivalence tests of
 /// [`crate::erofs_write`].
+///
+/// With `index_dir`, each layer's entries come from its index
+/// ([`crate::layer_index`]) when it has a valid one; otherwise from its
+/// splitstream, and the whiteout pass writes the index on the way, which
+/// the second pass then reads. Without, from the splitstreams only (the
+/// equivalence tests' reference path).
 pub(crate) fn build_compact(
     repo: &Repo,
+    index_dir: Option<&Path>,
     diff_ids: &[String],
     shown: &[String],
     layers: &HashMap<Box<str>, Sha256HashValue>,
@@ -339,36 +361,37 @@ pub(crate) fn build_compact(
                 what: shown[i].clone(),
                 why: "not in the store".into(),
             })?;
-        let mut wanted = Wanted::default();
-        for whiteouts in [true, false] {
-            if !whiteouts {
-                tree.reserve(wanted.entries, wanted.objects, wanted.bytes)
-                    .map_err(|e| bad(e.into()))?;
-            }
-            let mut stream = repo
-                .open_stream("", Some(verity), Some(LAYER_CONTENT_TYPE))
-                .map_err(|e| bad(e.into()))?;
-            while let Some(entry) =
-                composefs_oci::tar::get_entry(&mut stream).map_err(|e| bad(e.into()))?
-            {
-                match (whiteout(&entry), whiteouts) {
-                    (Some(w), true) => apply_whiteout_compact(&mut tree, &entry, w),
-                    (None, true) => wanted.count(&entry),
-                    (None, false) => {
-                        check_limits(&entry).map_err(|why| StoreError::Malformed {
-                            what: shown[i].clone(),
-                            why,
-                        })?;
-                        ensure_parents_compact(&mut tree, &entry)
-                            .and_then(|()| tree.process_entry(&entry))
-                            .map_err(|e| StoreError::Unparsable {
-                                what: format!("{}: {}", shown[i], describe(&entry)),
-                                source: e.into(),
-                            })?;
-                    }
-                    _ => {}
+        let (wanted, indexed) = whiteout_pass(repo, index_dir, verity, &mut tree).map_err(&bad)?;
+        tree.reserve(wanted.entries, wanted.objects, wanted.bytes)
+            .map_err(|e| bad(e.into()))?;
+        let mut source = match (index_dir, indexed) {
+            (Some(dir), true) => match IndexReader::open(dir, verity) {
+                Ok(Some(reader)) => Source::Index(reader),
+                Ok(None) => {
+                    return Err(bad(format!(
+                        "its index {} disappeared during the build",
+                        layer_index::index_path(dir, verity).display()
+                    )
+                    .into()));
                 }
+                Err(e) => return Err(bad(e.into())),
+            },
+            _ => Source::Stream(open_layer(repo, verity).map_err(&bad)?),
+        };
+        while let Some(entry) = source.next().map_err(&bad)? {
+            if whiteout(&entry).is_some() {
+                continue;
             }
+            check_limits(&entry).map_err(|why| StoreError::Malformed {
+                what: shown[i].clone(),
+                why,
+            })?;
+            ensure_parents_compact(&mut tree, &entry)
+                .and_then(|()| tree.process_entry(&entry))
+                .map_err(|e| StoreError::Unparsable {
+                    what: format!("{}: {}", shown[i], describe(&entry)),
+                    source: e.into(),
+                })?;
         }
     }
     canonicalize_compact(&mut tree).map_err(|e| StoreError::Unparsable {
@@ -376,6 +399,140 @@ pub(crate) fn build_compact(
         source: e.into(),
     })?;
     Ok(tree)
+}
+
+/// A layer's entries, from its splitstream or its index.
+enum Source {
+    Stream(SplitStreamReader<Sha256HashValue>),
+    Index(IndexReader),
+}
+
+impl Source {
+    fn next(&mut self) -> Result<Option<TarEntry<Sha256HashValue>>, BoxError> {
+        match self {
+            Source::Stream(stream) => Ok(composefs_oci::tar::get_entry(stream)?),
+            Source::Index(index) => Ok(index.next_entry()?),
+        }
+    }
+}
+
+fn open_layer(
+    repo: &Repo,
+    verity: &Sha256HashValue,
+) -> Result<SplitStreamReader<Sha256HashValue>, BoxError> {
+    Ok(repo.open_stream("", Some(verity), Some(LAYER_CONTENT_TYPE))?)
+}
+
+/// The first pass over a layer: applies its whiteouts to the tree and
+/// counts what its other entries need. Reads the layer's index if it has
+/// a valid one (the whiteouts are applied only once the whole index has
+/// checked out); else its splitstream, writing the index on the way when
+/// `index_dir` is given. Returns the counts and whether the layer now has
+/// a valid index.
+fn whiteout_pass(
+    repo: &Repo,
+    index_dir: Option<&Path>,
+    verity: &Sha256HashValue,
+    tree: &mut CompactTree,
+) -> Result<(Wanted, bool), BoxError> {
+    let Some(dir) = index_dir else {
+        return stream_whiteout_pass(repo, verity, tree, None);
+    };
+    match IndexReader::open(dir, verity) {
+        Ok(Some(mut reader)) => {
+            let mut wanted = Wanted::default();
+            let mut whiteouts = Vec::new();
+            let read = loop {
+                match reader.next_entry() {
+                    Ok(Some(entry)) if whiteout(&entry).is_some() => whiteouts.push(entry),
+                    Ok(Some(entry)) => wanted.count(&entry),
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            };
+            match read {
+                Ok(()) => {
+                    for entry in &whiteouts {
+                        if let Some(w) = whiteout(entry) {
+                            apply_whiteout_compact(tree, entry, w);
+                        }
+                    }
+                    return Ok((wanted, true));
+                }
+                Err(e) => tracing::warn!("{e}; making it again from the layer's splitstream"),
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("{e}; making it again from the layer's splitstream"),
+    }
+    let size = repo
+        .objects_dir()
+        .and_then(|objects| layer_index::stream_size(objects.as_fd(), verity));
+    let writer = match size
+        .map_err(std::io::Error::from)
+        .map_err(|source| layer_index::IndexError::Io {
+            path: layer_index::index_path(dir, verity),
+            step: "sizing its splitstream",
+            source,
+        })
+        .and_then(|size| IndexWriter::create(dir, verity, size))
+    {
+        Ok(w) => Some(w),
+        Err(e) => {
+            // The index only saves time: the layer is read from its
+            // splitstream, as before there were indexes.
+            tracing::warn!("{e}; reading the layer from its splitstream");
+            None
+        }
+    };
+    stream_whiteout_pass(repo, verity, tree, writer)
+}
+
+/// [`whiteout_pass`] over the splitstream, handing every entry to `writer`.
+fn stream_whiteout_pass(
+    repo: &Repo,
+    verity: &Sha256HashValue,
+    tree: &mut CompactTree,
+    mut writer: Option<IndexWriter>,
+) -> Result<(Wanted, bool), BoxError> {
+    let mut wanted = Wanted::default();
+    let mut stream = open_layer(repo, verity)?;
+    loop {
+        let entry = match composefs_oci::tar::get_entry(&mut stream) {
+            Ok(Some(entry)) => entry,
+            Ok(None) => break,
+            Err(e) => {
+                if let Some(w) = writer {
+                    w.abandon();
+                }
+                return Err(e.into());
+            }
+        };
+        if let Some(w) = &mut writer
+            && let Err(e) = w.push(&entry)
+        {
+            // An entry the index cannot hold (the build refuses it below)
+            // or a failed write: no index for this layer.
+            tracing::warn!("{e}; not indexing this layer");
+            if let Some(w) = writer.take() {
+                w.abandon();
+            }
+        }
+        match whiteout(&entry) {
+            Some(w) => apply_whiteout_compact(tree, &entry, w),
+            None => wanted.count(&entry),
+        }
+    }
+    let Some(w) = writer else {
+        return Ok((wanted, false));
+    };
+    match w.commit() {
+        Ok(()) => Ok((wanted, true)),
+        Err(e) => {
+            tracing::warn!("{e}; reading the layer from its splitstream");
+            Ok((wanted, false))
+        }
+    }
 }
 
 /// What a layer's entries will add to a [`CompactTree`] at most, counted

@@ -15,10 +15,15 @@
 //! │   ├── streams/refs/osctl/<key>    GC root: → the image's config stream
 //! │   ├── images/<image id>           EROFS image (object), mounted by its id
 //! │   └── images/refs/osctl/<key>     GC root: → the EROFS image
-//! └── osctl/images/<key>.json         image record (reference, digests, raw manifest+config)
+//! └── osctl/
+//!     ├── images/<key>.json           image record (reference, digests, raw manifest+config)
+//!     └── layers/<verity>.idx         a layer's entries, parsed once, for image builds:
+//!                                     named by its splitstream's id (see [`layer_index`])
 //! ```
 //!
-//! `<key>` is the sha256 of the canonical reference (see [`record`]).
+//! `<key>` is the sha256 of the canonical reference (see [`record`]). A layer
+//! index is a cache of its splitstream: checked when read, made again when it
+//! does not check out, removed by `gc` with its layer.
 //!
 //! Model: composefs owns content and reachability; osctl owns naming. A
 //! record is written only after the objects, streams and refs it needs are
@@ -41,6 +46,7 @@ mod fsck;
 mod gc;
 mod image;
 mod import;
+mod layer_index;
 pub mod limits;
 pub mod pull;
 mod reach;

@@ -222,10 +222,14 @@ impl Store {
             .map(|(i, l)| format!("layer {} ({}) of {reference}", i + 1, l.digest()))
             .collect();
         let store_path = self.sysroot().join(REPO_PATH);
+        let index_dir = self.sysroot().join(crate::layer_index::LAYER_INDEX_PATH);
         let image_id = tokio::task::spawn_blocking(move || {
             crate::image::build_image(
                 &repo,
-                &store_path,
+                crate::image::BuildPaths {
+                    store: &store_path,
+                    index_dir: &index_dir,
+                },
                 &cfg,
                 &ids,
                 &shown,
@@ -309,16 +313,12 @@ impl Store {
         let mut tasks = tokio::task::JoinSet::new();
         let mut queued = std::collections::HashSet::new();
         let mut fetched = 0;
+        let reusable = self.reusable_layers(layers, diff_ids, reference)?;
         for (i, (desc, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
             observer.layer_started(i, desc.digest().as_ref(), desc.size());
-            let content_id = diff_id_content(diff_id, i, reference)?;
             let what = format!("layer {} ({}) of {reference}", i + 1, desc.digest());
-            if let Some(v) = repo.has_stream(&content_id).map_err(|e| StoreError::Repo {
-                step: format!("looking up {what}"),
-                path: self.sysroot().join(REPO_PATH),
-                source: e,
-            })? && self.reusable(&v, &what)?
-            {
+            if let Some(v) = &reusable[i] {
+                let v = v.clone();
                 verities.insert(diff_id.as_str().into(), v);
                 observer.layer_finished(i, true);
                 continue;
@@ -386,6 +386,64 @@ impl Store {
 }
 
 impl Store {
+    /// The splitstream of each layer already in the store that can be used
+    /// as it is ([`Self::reusable`]); `None` for the others. The layers
+    /// are checked [`LAYER_CONCURRENCY`] at a time: each check is a stat
+    /// of every object the layer names, most of an update pull's work
+    /// before its new layers arrive.
+    fn reusable_layers(
+        &self,
+        layers: &[Descriptor],
+        diff_ids: &[String],
+        reference: &str,
+    ) -> Result<Vec<Option<Sha256HashValue>>, StoreError> {
+        let mut present = Vec::new();
+        for (i, (desc, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
+            let content_id = diff_id_content(diff_id, i, reference)?;
+            let what = format!("layer {} ({}) of {reference}", i + 1, desc.digest());
+            if let Some(v) = self
+                .repo()
+                .has_stream(&content_id)
+                .map_err(|e| StoreError::Repo {
+                    step: format!("looking up {what}"),
+                    path: self.sysroot().join(REPO_PATH),
+                    source: e,
+                })?
+            {
+                present.push((i, v, what));
+            }
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let checked = std::sync::Mutex::new(Vec::with_capacity(present.len()));
+        std::thread::scope(|scope| {
+            for _ in 0..LAYER_CONCURRENCY.min(present.len()) {
+                scope.spawn(|| {
+                    loop {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((i, v, what)) = present.get(n) else {
+                            break;
+                        };
+                        let verdict = self.reusable(v, what).map(|ok| ok.then(|| v.clone()));
+                        checked
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push((*i, verdict));
+                    }
+                });
+            }
+        });
+        let mut out = vec![None; layers.len()];
+        let mut checked = checked
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The first failing layer's error, as the sequential loop gave it.
+        checked.sort_by_key(|(i, _)| *i);
+        for (i, verdict) in checked {
+            out[i] = verdict?;
+        }
+        Ok(out)
+    }
+
     /// Whether a layer already in the store can be used as it is: its
     /// splitstream reads and every object it names exists with the right
     /// size. If not, the damaged pieces are removed (composefs-rs keeps an
@@ -397,7 +455,8 @@ impl Store {
             crate::image::remove_object(self.repo(), id)
                 .map_err(|e| error::write_error(&store_path, &format!("repairing {what}"), e))
         };
-        match check::verify_layer(self.repo(), verity) {
+        let index_dir = self.sysroot().join(crate::layer_index::LAYER_INDEX_PATH);
+        match check::verify_layer(self.repo(), Some(&index_dir), verity) {
             Ok(bad) if bad.is_empty() => Ok(true),
             Ok(bad) => {
                 tracing::warn!(

@@ -12,7 +12,10 @@
 //!    deployment boots from, and a re-pull need not give the same bytes;
 //! 2. every stream (`streams/<name>`) whose splitstream is gone or
 //!    unreadable, or that names an object no longer present — so the layer
-//!    counts as absent and the next pull fetches it again.
+//!    counts as absent and the next pull fetches it again;
+//! 3. every layer index ([`crate::layer_index`]) that does not check out
+//!    or whose splitstream is gone — the next image build makes it again
+//!    from the splitstream.
 //!
 //! Records, refs and good objects are left alone: a re-pull of each image
 //! the report names fetches exactly the damaged layers and rebuilds a
@@ -33,6 +36,8 @@ pub struct RepairReport {
     pub objects_removed: Vec<String>,
     /// Streams removed (`oci-layer-sha256:…`).
     pub streams_removed: Vec<String>,
+    /// Layer indexes removed (the next image build makes them again).
+    pub indexes_removed: Vec<String>,
     /// Images to pull again (references), and deployments whose image is
     /// incomplete until then.
     pub to_repull: Vec<String>,
@@ -86,6 +91,13 @@ impl Store {
                 Ok(()) => done.streams_removed.push(name),
                 Err(rustix::io::Errno::NOENT) => {}
                 Err(e) => return Err(fail(path, e.into())),
+            }
+        }
+        for path in damage.indexes {
+            match std::fs::remove_file(&path) {
+                Ok(()) => done.indexes_removed.push(path.display().to_string()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(fail(path.display().to_string(), e)),
             }
         }
         self.repo().sync().map_err(|e| StoreError::Repo {

@@ -14,7 +14,7 @@ use composefs::tree::{Directory, FileSystem, Inode, LeafContent, RegularFile, St
 use osctl_image::{FetchOptions, ImageRef};
 use osctl_testutil::{Entry, ImageSpec, Layer, images};
 
-use super::{Failure, write_image};
+use super::{Failure, redirect_path, write_image};
 use crate::compact::CompactTree;
 use crate::{Silent, Store};
 
@@ -62,6 +62,19 @@ fn with_xattrs(mut st: Stat, xattrs: &[(&str, &[u8])]) -> Stat {
 
 fn object(seed: u64) -> Sha256HashValue {
     FsVerityHasher::<Sha256HashValue>::hash(&seed.to_le_bytes())
+}
+
+#[test]
+fn redirects_are_composefs_object_paths() {
+    for seed in [0, 1, 0xdead_beef, u64::MAX] {
+        let id = object(seed);
+        let want = format!("/{}", id.to_object_pathname());
+        assert_eq!(
+            std::str::from_utf8(&redirect_path(&id)).unwrap(),
+            want,
+            "seed {seed}"
+        );
+    }
 }
 
 /// Builds a composefs tree by path.
@@ -441,7 +454,7 @@ async fn test_images_give_composefs_bytes() {
         let repo = store.repo();
         let (want, want_id) =
             crate::image::image_bytes_with_composefs(repo, &diff_ids, &shown, &layers).unwrap();
-        let mut tree = crate::image::build_compact(repo, &diff_ids, &shown, &layers).unwrap();
+        let mut tree = crate::image::build_compact(repo, None, &diff_ids, &shown, &layers).unwrap();
         let mut got = Vec::new();
         write_image(&mut tree, &mut got).unwrap();
         if got[..] != want[..] {
@@ -454,5 +467,61 @@ async fn test_images_give_composefs_bytes() {
         }
         // The pull committed the image with our writer: composefs-rs's id.
         assert_eq!(record.image_id(), want_id.to_hex(), "{name}");
+    }
+}
+
+/// The image each way: from the layers' splitstreams (the reference path)
+/// and from their indexes ([`crate::layer_index`]), which the pull wrote.
+fn images_both_ways(store: &Store, record: &crate::ImageRecord) -> (Vec<u8>, Vec<u8>) {
+    let (diff_ids, shown, layers) = store.layer_inputs(record).unwrap();
+    let index_dir = store.sysroot().join(crate::layer_index::LAYER_INDEX_PATH);
+    for verity in layers.values() {
+        let path = crate::layer_index::index_path(&index_dir, verity);
+        assert!(
+            path.exists(),
+            "the pull indexed its layer: {}",
+            path.display()
+        );
+    }
+    let mut built = Vec::new();
+    for dir in [None, Some(index_dir.as_path())] {
+        let mut tree =
+            crate::image::build_compact(store.repo(), dir, &diff_ids, &shown, &layers).unwrap();
+        let mut bytes = Vec::new();
+        write_image(&mut tree, &mut bytes).unwrap();
+        built.push(bytes);
+    }
+    let from_indexes = built.pop().unwrap();
+    (built.pop().unwrap(), from_indexes)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_built_from_layer_indexes_are_the_splitstreams_images() {
+    for (name, layers) in test_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        osctl_testutil::write_layout(&layout, "v1", &ImageSpec::new(layers)).unwrap();
+        let sysroot = dir.path().join("root");
+        std::fs::create_dir(&sysroot).unwrap();
+        let store = Store::open_or_create(&sysroot).unwrap();
+        let imgref = ImageRef::parse(&format!("oci:{}:v1", layout.display())).unwrap();
+        let outcome = store
+            .pull(&imgref, &FetchOptions::default(), Arc::new(Silent))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (from_streams, from_indexes) = images_both_ways(&store, outcome.record());
+        assert!(
+            from_indexes == from_streams,
+            "{name}: the image from the indexes ({} bytes) is not the one from the splitstreams ({} bytes)",
+            from_indexes.len(),
+            from_streams.len()
+        );
+        // The pull (which wrote the indexes in its whiteout pass and read
+        // them in its second) committed the splitstreams' image.
+        assert_eq!(
+            outcome.record().image_id(),
+            FsVerityHasher::<Sha256HashValue>::hash(&from_streams).to_hex(),
+            "{name}"
+        );
     }
 }

@@ -72,6 +72,9 @@ pub async fn run(args: FsckArgs, sysroot: &Path, boot: Option<&Path>) -> anyhow:
     for s in &repair.streams_removed {
         println!("removed stream {s}");
     }
+    for i in &repair.indexes_removed {
+        println!("removed layer index {i}");
+    }
     for r in &repair.to_repull {
         println!("pull again: {r}");
     }

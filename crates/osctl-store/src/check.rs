@@ -228,32 +228,36 @@ impl Store {
         let repo = self.repo();
         let index_dir = self.sysroot().join(LAYER_INDEX_PATH);
         // Task 0 is the EROFS image, task i + 1 layer i.
-        let results = in_parallel(streams.len() + 1, |task| -> Result<(), StoreError> {
-            let Some(i) = task.checked_sub(1) else {
-                return match repo.objects_for_image(record.image_id()) {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(damaged(Damage::ImageUnreadable {
-                        id: record.image_id().to_string(),
-                        source: e,
-                    })),
+        let results = in_parallel(
+            streams.len() + 1,
+            usize::MAX,
+            |task| -> Result<(), StoreError> {
+                let Some(i) = task.checked_sub(1) else {
+                    return match repo.objects_for_image(record.image_id()) {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(damaged(Damage::ImageUnreadable {
+                            id: record.image_id().to_string(),
+                            source: e,
+                        })),
+                    };
                 };
-            };
-            let layer = format!("layer {} ({})", i + 1, record.layers()[i].digest);
-            let verity = match &streams[i] {
-                Ok(Some(verity)) => verity,
-                Ok(None) => return Err(damaged(Damage::LayerMissing { layer })),
-                Err(_) => return Ok(()), // reported from `streams` below
-            };
-            match verify_layer(repo, Some(&index_dir), verity) {
-                Err(source) => Err(damaged(Damage::LayerUnreadable { layer, source })),
-                Ok(bad) if !bad.is_empty() => Err(damaged(Damage::BadObjects {
-                    layer,
-                    first: bad[0].to_string(),
-                    more: bad.len() - 1,
-                })),
-                Ok(_) => Ok(()),
-            }
-        });
+                let layer = format!("layer {} ({})", i + 1, record.layers()[i].digest);
+                let verity = match &streams[i] {
+                    Ok(Some(verity)) => verity,
+                    Ok(None) => return Err(damaged(Damage::LayerMissing { layer })),
+                    Err(_) => return Ok(()), // reported from `streams` below
+                };
+                match verify_layer(repo, Some(&index_dir), verity) {
+                    Err(source) => Err(damaged(Damage::LayerUnreadable { layer, source })),
+                    Ok(bad) if !bad.is_empty() => Err(damaged(Damage::BadObjects {
+                        layer,
+                        first: bad[0].to_string(),
+                        more: bad.len() - 1,
+                    })),
+                    Ok(_) => Ok(()),
+                }
+            },
+        );
         let mut results = results.into_iter();
         results.next().expect("task 0 ran")?;
         for (stream, result) in streams.into_iter().zip(results) {
@@ -279,11 +283,17 @@ impl Store {
 }
 
 /// Runs `work(0)` … `work(n - 1)` on up to as many threads as there are
-/// cores (the calling one included) and returns the results in task order.
-/// For blocking work that shares nothing; a panic in a task is a panic here.
-fn in_parallel<T: Send>(n: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
+/// cores and at most `at_most` (the calling one included), and returns the
+/// results in task order. For blocking work that shares nothing; a panic
+/// in a task is a panic here.
+pub(crate) fn in_parallel<T: Send>(
+    n: usize,
+    at_most: usize,
+    work: impl Fn(usize) -> T + Sync,
+) -> Vec<T> {
     let workers = std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
+        .min(at_most)
         .min(n);
     if workers <= 1 {
         return (0..n).map(work).collect();

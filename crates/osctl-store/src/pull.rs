@@ -413,33 +413,15 @@ impl Store {
                 present.push((i, v, what));
             }
         }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let checked = std::sync::Mutex::new(Vec::with_capacity(present.len()));
-        std::thread::scope(|scope| {
-            for _ in 0..LAYER_CONCURRENCY.min(present.len()) {
-                scope.spawn(|| {
-                    loop {
-                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((i, v, what)) = present.get(n) else {
-                            break;
-                        };
-                        let verdict = self.reusable(v, what).map(|ok| ok.then(|| v.clone()));
-                        checked
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .push((*i, verdict));
-                    }
-                });
-            }
+        let verdicts = crate::check::in_parallel(present.len(), LAYER_CONCURRENCY, |n| {
+            let (_, v, what) = &present[n];
+            self.reusable(v, what).map(|ok| ok.then(|| v.clone()))
         });
         let mut out = vec![None; layers.len()];
-        let mut checked = checked
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // The first failing layer's error, as the sequential loop gave it.
-        checked.sort_by_key(|(i, _)| *i);
-        for (i, verdict) in checked {
-            out[i] = verdict?;
+        // In layer order: the first failing layer's error, as the
+        // sequential loop gave it.
+        for ((i, _, _), verdict) in present.iter().zip(verdicts) {
+            out[*i] = verdict?;
         }
         Ok(out)
     }

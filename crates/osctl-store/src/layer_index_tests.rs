@@ -2,31 +2,18 @@
 //! from the splitstream; fsck reports them, `--repair` and gc remove them.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use composefs::fsverity::{FsVerityHashValue, Sha256HashValue};
-use osctl_image::{FetchOptions, ImageRef};
-use osctl_testutil::{ImageSpec, images};
+use osctl_image::ImageRef;
+use osctl_testutil::images;
 
 use super::{HEADER_LEN, LAYER_INDEX_PATH, check, index_path};
-use crate::{ImageRecord, Silent, Store};
+use crate::{ImageRecord, Store};
 
 /// A store with the edge-case image pulled (which indexes its layers).
 async fn pulled() -> (tempfile::TempDir, Store, ImageRef, ImageRecord) {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dir.path().join("layout");
-    let spec = ImageSpec::new(images::edge_case_layers());
-    osctl_testutil::write_layout(&layout, "v1", &spec).unwrap();
-    let sysroot = dir.path().join("root");
-    std::fs::create_dir(&sysroot).unwrap();
-    let store = Store::open_or_create(&sysroot).unwrap();
-    let imgref = ImageRef::parse(&format!("oci:{}:v1", layout.display())).unwrap();
-    let outcome = store
-        .pull(&imgref, &FetchOptions::default(), Arc::new(Silent))
-        .await
-        .unwrap();
-    let record = outcome.record().clone();
-    (dir, store, imgref, record)
+    let p = crate::test_pull::pull_layers("the edge-case image", images::edge_case_layers()).await;
+    (p.dir, p.store, p.imgref, p.record)
 }
 
 /// The image built from the indexes (`Some`) or the splitstreams.

@@ -56,6 +56,8 @@ mod repair;
 mod roots;
 mod split;
 pub mod test_hooks;
+#[cfg(test)]
+mod test_pull;
 pub mod tree;
 
 use std::path::{Path, PathBuf};

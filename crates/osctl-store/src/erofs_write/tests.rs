@@ -5,18 +5,16 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::Arc;
 
 use composefs::erofs::format::FormatVersion;
 use composefs::fsverity::{FsVerityHashValue, FsVerityHasher, Sha256HashValue};
 use composefs::generic_tree::LeafId;
 use composefs::tree::{Directory, FileSystem, Inode, LeafContent, RegularFile, Stat};
-use osctl_image::{FetchOptions, ImageRef};
-use osctl_testutil::{Entry, ImageSpec, Layer, images};
+use osctl_testutil::{Entry, Layer, images};
 
 use super::{Failure, redirect_path, write_image};
+use crate::Store;
 use crate::compact::CompactTree;
-use crate::{Silent, Store};
 
 /// The EROFS bytes of `fs` from both writers must be the same.
 fn assert_same_image(name: &str, fs: &FileSystem<Sha256HashValue>) {
@@ -438,19 +436,10 @@ fn test_images() -> Vec<(&'static str, Vec<Layer>)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn test_images_give_composefs_bytes() {
     for (name, layers) in test_images() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = dir.path().join("layout");
-        osctl_testutil::write_layout(&layout, "v1", &ImageSpec::new(layers)).unwrap();
-        let sysroot = dir.path().join("root");
-        std::fs::create_dir(&sysroot).unwrap();
-        let store = Store::open_or_create(&sysroot).unwrap();
-        let imgref = ImageRef::parse(&format!("oci:{}:v1", layout.display())).unwrap();
-        let outcome = store
-            .pull(&imgref, &FetchOptions::default(), Arc::new(Silent))
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let record = outcome.record().clone();
-        let (diff_ids, shown, layers) = store.layer_inputs(&record).unwrap();
+        // Kept whole: its directory goes with it.
+        let pulled = crate::test_pull::pull_layers(name, layers).await;
+        let (store, record) = (&pulled.store, &pulled.record);
+        let (diff_ids, shown, layers) = store.layer_inputs(record).unwrap();
         let repo = store.repo();
         let (want, want_id) =
             crate::image::image_bytes_with_composefs(repo, &diff_ids, &shown, &layers).unwrap();
@@ -498,18 +487,8 @@ fn images_both_ways(store: &Store, record: &crate::ImageRecord) -> (Vec<u8>, Vec
 #[tokio::test(flavor = "multi_thread")]
 async fn images_built_from_layer_indexes_are_the_splitstreams_images() {
     for (name, layers) in test_images() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = dir.path().join("layout");
-        osctl_testutil::write_layout(&layout, "v1", &ImageSpec::new(layers)).unwrap();
-        let sysroot = dir.path().join("root");
-        std::fs::create_dir(&sysroot).unwrap();
-        let store = Store::open_or_create(&sysroot).unwrap();
-        let imgref = ImageRef::parse(&format!("oci:{}:v1", layout.display())).unwrap();
-        let outcome = store
-            .pull(&imgref, &FetchOptions::default(), Arc::new(Silent))
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let (from_streams, from_indexes) = images_both_ways(&store, outcome.record());
+        let pulled = crate::test_pull::pull_layers(name, layers).await;
+        let (from_streams, from_indexes) = images_both_ways(&pulled.store, &pulled.record);
         assert!(
             from_indexes == from_streams,
             "{name}: the image from the indexes ({} bytes) is not the one from the splitstreams ({} bytes)",
@@ -519,7 +498,7 @@ async fn images_built_from_layer_indexes_are_the_splitstreams_images() {
         // The pull (which wrote the indexes in its whiteout pass and read
         // them in its second) committed the splitstreams' image.
         assert_eq!(
-            outcome.record().image_id(),
+            pulled.record.image_id(),
             FsVerityHasher::<Sha256HashValue>::hash(&from_streams).to_hex(),
             "{name}"
         );

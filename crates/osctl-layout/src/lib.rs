@@ -22,6 +22,7 @@
 //! └── images/refs/{osctl,deploy}/…        GC roots of the images
 //! osctl/
 //! ├── images/<key>.json                   one record per pulled reference (osctl-store)
+//! ├── layers/<splitstream id>.idx         a layer's entries, parsed: what image builds read
 //! └── seal-at-boot                        written by install: seal the store at first boot
 //! state/
 //! ├── deploy/<id>/                        one deployment; <id> = its image id (DeploymentId)
@@ -99,6 +100,9 @@ root_partition_paths! {
     STORE_IMAGES = "composefs/images";
     /// Image records, one per pulled reference.
     RECORDS = "osctl/images";
+    /// Layer entry indexes, one per layer splitstream (a cache the image
+    /// build reads instead of the splitstream; osctl-store's layer_index).
+    LAYER_INDEXES = "osctl/layers";
     /// Written by `osctl install` on a store built without fs-verity whose
     /// target filesystem has it: the first boot seals the store, and entries
     /// demand verity meanwhile.

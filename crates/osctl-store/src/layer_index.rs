@@ -51,7 +51,7 @@ use sha2::{Digest, Sha256};
 use zerocopy::{FromBytes, IntoBytes};
 
 /// Where the indexes live, relative to the sysroot.
-pub const LAYER_INDEX_PATH: &str = "sysroot/osctl/layers";
+pub const LAYER_INDEX_PATH: &str = osctl_layout::sysroot::LAYER_INDEXES;
 
 /// File name suffix of an index.
 pub(crate) const INDEX_SUFFIX: &str = ".idx";

@@ -267,6 +267,19 @@ pub(crate) fn remove_if_damaged(
     Ok(())
 }
 
+/// The splitstream of the layer with `diff_id`; `shown` names the layer
+/// when it is not in the store.
+fn stored_layer<'a>(
+    layers: &'a HashMap<Box<str>, Sha256HashValue>,
+    diff_id: &str,
+    shown: &str,
+) -> Result<&'a Sha256HashValue, StoreError> {
+    layers.get(diff_id).ok_or_else(|| StoreError::Malformed {
+        what: shown.to_string(),
+        why: "not in the store".into(),
+    })
+}
+
 /// The image's filesystem tree: the layers applied in order, made
 /// canonical. Reads only the layers' splitstreams, never file contents.
 /// `shown[i]` names layer `i` in errors ("layer 2 (sha256:…) of REF").
@@ -289,12 +302,7 @@ pub(crate) fn build_tree(
             what: shown[i].clone(),
             source,
         };
-        let verity = layers
-            .get(diff_id.as_str())
-            .ok_or_else(|| StoreError::Malformed {
-                what: shown[i].clone(),
-                why: "not in the store".into(),
-            })?;
+        let verity = stored_layer(layers, diff_id, &shown[i])?;
         for whiteouts in [true, false] {
             let mut stream = repo
                 .open_stream("", Some(verity), Some(LAYER_CONTENT_TYPE))
@@ -355,12 +363,7 @@ pub(crate) fn build_compact(
             what: shown[i].clone(),
             source,
         };
-        let verity = layers
-            .get(diff_id.as_str())
-            .ok_or_else(|| StoreError::Malformed {
-                what: shown[i].clone(),
-                why: "not in the store".into(),
-            })?;
+        let verity = stored_layer(layers, diff_id, &shown[i])?;
         let (wanted, indexed) = whiteout_pass(repo, index_dir, verity, &mut tree).map_err(&bad)?;
         tree.reserve(wanted.entries, wanted.objects, wanted.bytes)
             .map_err(|e| bad(e.into()))?;
@@ -586,23 +589,12 @@ fn ensure_parents_compact(
     tree: &mut CompactTree,
     entry: &TarEntry<Sha256HashValue>,
 ) -> anyhow::Result<()> {
-    let Some(parent) = entry.path.parent() else {
-        return Ok(());
-    };
-    if tree.dir_opt(parent)?.is_some() {
-        return Ok(());
-    }
-    let mut missing: Vec<&Path> = parent
-        .ancestors()
-        .take_while(|a| a.file_name().is_some())
-        .collect();
-    missing.reverse();
-    for dir in missing {
-        if tree.dir_opt(dir)?.is_none() {
-            tree.process_entry(&implied_dir(dir))?;
-        }
-    }
-    Ok(())
+    create_missing_parents(
+        tree,
+        entry,
+        |tree, dir| Ok(tree.dir_opt(dir)?.is_some()),
+        |tree, dir| tree.process_entry(&implied_dir(dir)),
+    )
 }
 
 /// [`canonicalize`] on a [`CompactTree`] (its xattrs were filtered as
@@ -744,10 +736,26 @@ fn ensure_parents(
     fs: &mut FileSystem<Sha256HashValue>,
     entry: &TarEntry<Sha256HashValue>,
 ) -> anyhow::Result<()> {
+    create_missing_parents(
+        fs,
+        entry,
+        |fs, dir| Ok(fs.root.get_directory_opt(dir.as_os_str())?.is_some()),
+        |fs, dir| composefs_oci::image::process_entry(fs, implied_dir(dir)),
+    )
+}
+
+/// The walk both trees share: `entry`'s parent and each missing ancestor,
+/// top down, made with `make` where `is_dir` says there is none.
+fn create_missing_parents<T>(
+    tree: &mut T,
+    entry: &TarEntry<Sha256HashValue>,
+    is_dir: impl Fn(&T, &Path) -> anyhow::Result<bool>,
+    mut make: impl FnMut(&mut T, &Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let Some(parent) = entry.path.parent() else {
         return Ok(());
     };
-    if fs.root.get_directory_opt(parent.as_os_str())?.is_some() {
+    if is_dir(tree, parent)? {
         return Ok(());
     }
     let mut missing: Vec<&Path> = parent
@@ -756,8 +764,8 @@ fn ensure_parents(
         .collect();
     missing.reverse();
     for dir in missing {
-        if fs.root.get_directory_opt(dir.as_os_str())?.is_none() {
-            composefs_oci::image::process_entry(fs, implied_dir(dir))?;
+        if !is_dir(tree, dir)? {
+            make(tree, dir)?;
         }
     }
     Ok(())

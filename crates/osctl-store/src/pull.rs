@@ -298,6 +298,12 @@ impl Store {
 
     /// Imports the layers not yet in the store, concurrently. Returns the
     /// diff_id → splitstream verity map and how many layers were fetched.
+    ///
+    /// The layers the store holds are checked ([`reusable`]) while the
+    /// ones it lacks already download: an update's check of its reused
+    /// layers (a `stat` of every object they name) takes about as long as
+    /// fetching its one new layer, and neither needs the other. A stored
+    /// layer that fails its check is fetched after the check.
     async fn import_layers(
         &self,
         source: &Arc<Source>,
@@ -308,73 +314,109 @@ impl Store {
         observer: &Arc<dyn PullObserver>,
     ) -> Result<(HashMap<Box<str>, Sha256HashValue>, usize), StoreError> {
         let repo = self.repo();
-        let mut verities: HashMap<Box<str>, Sha256HashValue> = HashMap::new();
-        let semaphore = Arc::new(tokio::sync::Semaphore::new(LAYER_CONCURRENCY));
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut queued = std::collections::HashSet::new();
-        let mut fetched = 0;
-        let reusable = self.reusable_layers(layers, diff_ids, reference)?;
+        let store_path = self.sysroot().join(REPO_PATH);
+        let shown: Vec<String> = layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("layer {} ({}) of {reference}", i + 1, l.digest()))
+            .collect();
+        let mut stored = Vec::with_capacity(layers.len());
         for (i, (desc, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
             observer.layer_started(i, desc.digest().as_ref(), desc.size());
-            let what = format!("layer {} ({}) of {reference}", i + 1, desc.digest());
-            if let Some(v) = &reusable[i] {
-                let v = v.clone();
-                verities.insert(diff_id.as_str().into(), v);
-                observer.layer_finished(i, true);
-                continue;
-            }
-            // Two layers with one diff_id (e.g. two empty layers) import once.
-            if !queued.insert(diff_id.clone()) {
-                observer.layer_finished(i, true);
-                continue;
-            }
-            fetched += 1;
-            let (source, repo, observer, sem) = (
-                source.clone(),
-                repo.clone(),
-                observer.clone(),
-                semaphore.clone(),
-            );
-            let (desc, diff_id, compression) = (desc.clone(), diff_id.clone(), compressions[i]);
-            let store_path = self.sysroot().join(REPO_PATH);
-            tasks.spawn(async move {
-                let _permit = sem.acquire_owned().await;
-                let blob = source.open_blob(&desc).await?;
-                let obs = observer.clone();
-                let verity = import_layer(
-                    repo,
-                    &store_path,
-                    blob,
-                    compression,
-                    &diff_id,
-                    &what,
-                    Box::new(move |n| obs.layer_progress(i, n)),
-                )
-                .await?;
-                observer.layer_finished(i, false);
-                Ok::<_, StoreError>((diff_id, verity, what))
-            });
+            let content_id = diff_id_content(diff_id, i, reference)?;
+            stored.push(repo.has_stream(&content_id).map_err(|e| StoreError::Repo {
+                step: format!("looking up {}", shown[i]),
+                path: store_path.clone(),
+                source: e,
+            })?);
         }
+
+        let mut imports = LayerImports {
+            source: source.clone(),
+            repo: repo.clone(),
+            store_path: store_path.clone(),
+            observer: observer.clone(),
+            semaphore: Arc::new(tokio::sync::Semaphore::new(LAYER_CONCURRENCY)),
+            tasks: tokio::task::JoinSet::new(),
+            queued: std::collections::HashSet::new(),
+            fetched: 0,
+        };
+        for (i, diff_id) in diff_ids.iter().enumerate() {
+            if stored[i].is_none() {
+                imports.spawn(i, &layers[i], compressions[i], diff_id, &shown[i]);
+            }
+        }
+
+        let present: Vec<(usize, Sha256HashValue)> = stored
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.clone().map(|v| (i, v)))
+            .collect();
+        let check = {
+            let (repo, sysroot, shown) =
+                (repo.clone(), self.sysroot().to_path_buf(), shown.clone());
+            let present = present.clone();
+            tokio::task::spawn_blocking(move || {
+                check::in_parallel(present.len(), LAYER_CONCURRENCY, |n| {
+                    let (i, v) = &present[n];
+                    reusable(&repo, &sysroot, v, &shown[*i])
+                })
+            })
+        };
+        let verdicts = check.await.map_err(|e| StoreError::Task {
+            step: "checking the stored layers",
+            source: e,
+        });
+        let mut verities: HashMap<Box<str>, Sha256HashValue> = HashMap::new();
+        // In layer order: the first failing layer's error decides.
+        let mut failed = None;
+        match verdicts {
+            Ok(verdicts) => {
+                for ((i, v), verdict) in present.into_iter().zip(verdicts) {
+                    match verdict {
+                        Ok(true) => {
+                            verities.insert(diff_ids[i].as_str().into(), v);
+                            observer.layer_finished(i, true);
+                        }
+                        Ok(false) => {
+                            imports.spawn(i, &layers[i], compressions[i], &diff_ids[i], &shown[i]);
+                        }
+                        Err(e) => {
+                            failed.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+            Err(e) => failed = Some(e),
+        }
+        if failed.is_some() {
+            imports.tasks.abort_all();
+        }
+        let fetched = imports.fetched;
+
         // Verified layers are registered together after one sync, also when
         // another layer failed: a retried pull then resumes from them.
         let mut verified = Vec::new();
-        let mut failed = None;
-        while let Some(joined) = tasks.join_next().await {
-            let joined = joined.map_err(|e| StoreError::Task {
-                step: "importing a layer",
-                source: e,
-            });
+        while let Some(joined) = imports.tasks.join_next().await {
+            let joined = match joined {
+                Err(e) if e.is_cancelled() && failed.is_some() => continue,
+                joined => joined.map_err(|e| StoreError::Task {
+                    step: "importing a layer",
+                    source: e,
+                }),
+            };
             match joined.and_then(|j| j) {
                 Ok(layer) => verified.push(layer),
                 Err(e) => {
-                    // The first failure decides; the others are cancelled.
-                    tasks.abort_all();
-                    failed = Some(e);
-                    break;
+                    if failed.is_none() {
+                        // The first failure decides; the others are cancelled.
+                        imports.tasks.abort_all();
+                        failed = Some(e);
+                    }
                 }
             }
         }
-        register_layers(repo, &self.sysroot().join(REPO_PATH), &verified).await?;
+        register_layers(repo, &store_path, &verified).await?;
         if let Some(e) = failed {
             return Err(e);
         }
@@ -385,86 +427,107 @@ impl Store {
     }
 }
 
-impl Store {
-    /// The splitstream of each layer already in the store that can be used
-    /// as it is ([`Self::reusable`]); `None` for the others. The layers
-    /// are checked [`LAYER_CONCURRENCY`] at a time: each check is a stat
-    /// of every object the layer names, most of an update pull's work
-    /// before its new layers arrive.
-    fn reusable_layers(
-        &self,
-        layers: &[Descriptor],
-        diff_ids: &[String],
-        reference: &str,
-    ) -> Result<Vec<Option<Sha256HashValue>>, StoreError> {
-        let mut present = Vec::new();
-        for (i, (desc, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
-            let content_id = diff_id_content(diff_id, i, reference)?;
-            let what = format!("layer {} ({}) of {reference}", i + 1, desc.digest());
-            if let Some(v) = self
-                .repo()
-                .has_stream(&content_id)
-                .map_err(|e| StoreError::Repo {
-                    step: format!("looking up {what}"),
-                    path: self.sysroot().join(REPO_PATH),
-                    source: e,
-                })?
-            {
-                present.push((i, v, what));
-            }
-        }
-        let verdicts = crate::check::in_parallel(present.len(), LAYER_CONCURRENCY, |n| {
-            let (_, v, what) = &present[n];
-            self.reusable(v, what).map(|ok| ok.then(|| v.clone()))
-        });
-        let mut out = vec![None; layers.len()];
-        // In layer order: the first failing layer's error, as the
-        // sequential loop gave it.
-        for ((i, _, _), verdict) in present.iter().zip(verdicts) {
-            out[*i] = verdict?;
-        }
-        Ok(out)
-    }
+/// The imports of one pull's layers: at most [`LAYER_CONCURRENCY`] at
+/// once, and one per diff_id (two layers with one diff_id, e.g. two empty
+/// layers, import once).
+struct LayerImports {
+    source: Arc<Source>,
+    repo: Arc<crate::import::Repo>,
+    store_path: std::path::PathBuf,
+    observer: Arc<dyn PullObserver>,
+    semaphore: Arc<tokio::sync::Semaphore>,
+    tasks: tokio::task::JoinSet<Result<(String, Sha256HashValue, String), StoreError>>,
+    queued: std::collections::HashSet<String>,
+    fetched: usize,
+}
 
-    /// Whether a layer already in the store can be used as it is: its
-    /// splitstream reads and every object it names exists with the right
-    /// size. If not, the damaged pieces are removed (composefs-rs keeps an
-    /// existing object rather than rewrite it, so a truncated one would
-    /// survive a re-import) and the caller imports the layer again.
-    fn reusable(&self, verity: &Sha256HashValue, what: &str) -> Result<bool, StoreError> {
-        let store_path = self.sysroot().join(REPO_PATH);
-        let remove = |id: &Sha256HashValue| {
-            crate::image::remove_object(self.repo(), id)
-                .map_err(|e| error::write_error(&store_path, &format!("repairing {what}"), e))
-        };
-        let index_dir = self.sysroot().join(crate::layer_index::LAYER_INDEX_PATH);
-        match check::verify_layer(self.repo(), Some(&index_dir), verity) {
-            Ok(bad) if bad.is_empty() => Ok(true),
-            Ok(bad) => {
-                tracing::warn!(
-                    "{what} is damaged in the store ({}{}); fetching it again",
-                    bad[0],
-                    if bad.len() > 1 {
-                        format!(" and {} more", bad.len() - 1)
-                    } else {
-                        String::new()
-                    }
-                );
-                for b in &bad {
-                    if !matches!(b.fault, check::Fault::Missing) {
-                        remove(&b.id)?;
-                    }
+impl LayerImports {
+    /// Starts importing layer `i`, or reports it done when a layer with
+    /// its diff_id is already on its way.
+    fn spawn(
+        &mut self,
+        i: usize,
+        desc: &Descriptor,
+        compression: osctl_image::Compression,
+        diff_id: &str,
+        what: &str,
+    ) {
+        if !self.queued.insert(diff_id.to_string()) {
+            self.observer.layer_finished(i, true);
+            return;
+        }
+        self.fetched += 1;
+        let (source, repo, observer, sem) = (
+            self.source.clone(),
+            self.repo.clone(),
+            self.observer.clone(),
+            self.semaphore.clone(),
+        );
+        let (desc, diff_id, what) = (desc.clone(), diff_id.to_string(), what.to_string());
+        let store_path = self.store_path.clone();
+        self.tasks.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let blob = source.open_blob(&desc).await?;
+            let obs = observer.clone();
+            let verity = import_layer(
+                repo,
+                &store_path,
+                blob,
+                compression,
+                &diff_id,
+                &what,
+                Box::new(move |n| obs.layer_progress(i, n)),
+            )
+            .await?;
+            observer.layer_finished(i, false);
+            Ok::<_, StoreError>((diff_id, verity, what))
+        });
+    }
+}
+
+/// Whether a layer already in the store can be used as it is: its
+/// splitstream reads and every object it names exists with the right
+/// size. If not, the damaged pieces are removed (composefs-rs keeps an
+/// existing object rather than rewrite it, so a truncated one would
+/// survive a re-import) and the caller imports the layer again.
+fn reusable(
+    repo: &crate::import::Repo,
+    sysroot: &std::path::Path,
+    verity: &Sha256HashValue,
+    what: &str,
+) -> Result<bool, StoreError> {
+    let store_path = sysroot.join(REPO_PATH);
+    let remove = |id: &Sha256HashValue| {
+        crate::image::remove_object(repo, id)
+            .map_err(|e| error::write_error(&store_path, &format!("repairing {what}"), e))
+    };
+    let index_dir = sysroot.join(crate::layer_index::LAYER_INDEX_PATH);
+    match check::verify_layer(repo, Some(&index_dir), verity) {
+        Ok(bad) if bad.is_empty() => Ok(true),
+        Ok(bad) => {
+            tracing::warn!(
+                "{what} is damaged in the store ({}{}); fetching it again",
+                bad[0],
+                if bad.len() > 1 {
+                    format!(" and {} more", bad.len() - 1)
+                } else {
+                    String::new()
                 }
-                Ok(false)
+            );
+            for b in &bad {
+                if !matches!(b.fault, check::Fault::Missing) {
+                    remove(&b.id)?;
+                }
             }
-            Err(why) => {
-                tracing::warn!(
-                    "{what} cannot be read from the store ({}); fetching it again",
-                    error::one_line(&*why)
-                );
-                remove(verity)?;
-                Ok(false)
-            }
+            Ok(false)
+        }
+        Err(why) => {
+            tracing::warn!(
+                "{what} cannot be read from the store ({}); fetching it again",
+                error::one_line(&*why)
+            );
+            remove(verity)?;
+            Ok(false)
         }
     }
 }

@@ -48,6 +48,7 @@ mod image;
 mod import;
 mod layer_index;
 pub mod limits;
+mod object;
 pub mod pull;
 mod reach;
 pub mod record;

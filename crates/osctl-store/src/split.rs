@@ -45,25 +45,19 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 use composefs::INLINE_CONTENT_MAX_V0;
-use composefs::fsverity::{FsVerityHashValue, FsVerityHasher, Sha256HashValue};
+use composefs::fsverity::{FsVerityHashValue, Sha256HashValue};
 use composefs::splitstream::SplitStreamWriter;
 use composefs_oci::LAYER_CONTENT_TYPE;
-use rustix::fs::{AtFlags, Mode, OFlags};
-use rustix::io::Errno;
+use rustix::fs::{Mode, OFlags};
 use tar_core::HEADER_SIZE;
 use tar_core::parse::{ParseEvent, Parser};
 
 use crate::BoxError;
 use crate::import::Repo;
-
-/// The fs-verity block size composefs uses (`LG_BLKSZ` 12).
-const VERITY_BLOCK: usize = 4096;
+use crate::object::{self, VerityStream};
 
 /// Mode of a stored object (composefs-rs creates its objects 0644 too).
 const OBJECT_MODE: u32 = 0o644;
-
-/// Mode of an object fan-out directory (`objects/ab/`).
-const FANOUT_DIR_MODE: u32 = 0o755;
 
 /// Why a layer could not be split into the store.
 #[derive(Debug, thiserror::Error)]
@@ -260,49 +254,6 @@ impl<F: FnMut() -> Option<Vec<u8>>> Input<F> {
     }
 }
 
-/// fs-verity digest of a byte stream, fed in runs of any length. Whole
-/// blocks are hashed straight from the caller's buffer; only a block that
-/// straddles two runs is assembled in `carry` (composefs's `Write` impl
-/// copies every block into a fresh buffer instead).
-struct VerityStream {
-    hasher: FsVerityHasher<Sha256HashValue>,
-    carry: Vec<u8>,
-}
-
-impl VerityStream {
-    fn new() -> Self {
-        VerityStream {
-            hasher: FsVerityHasher::new(),
-            carry: Vec::with_capacity(VERITY_BLOCK),
-        }
-    }
-
-    fn update(&mut self, mut data: &[u8]) {
-        if !self.carry.is_empty() {
-            let n = (VERITY_BLOCK - self.carry.len()).min(data.len());
-            self.carry.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if self.carry.len() < VERITY_BLOCK {
-                return;
-            }
-            self.hasher.add_block(&self.carry);
-            self.carry.clear();
-        }
-        let mut blocks = data.chunks_exact(VERITY_BLOCK);
-        for block in &mut blocks {
-            self.hasher.add_block(block);
-        }
-        self.carry.extend_from_slice(blocks.remainder());
-    }
-
-    fn finish(mut self) -> Sha256HashValue {
-        if !self.carry.is_empty() {
-            self.hasher.add_block(&self.carry);
-        }
-        self.hasher.digest()
-    }
-}
-
 /// Writes objects into the store's `objects/` directory.
 struct ObjectWriter<'r> {
     repo: &'r Arc<Repo>,
@@ -389,56 +340,10 @@ impl<'r> ObjectWriter<'r> {
         Ok(id)
     }
 
-    /// Gives the tmpfile `file` its object name. An object of that name
-    /// already there is the same content (the name is its digest).
+    /// Gives the tmpfile `file` its object name.
     fn link(&self, file: &File, id: &Sha256HashValue) -> Result<(), SplitError> {
-        let path = id.to_object_pathname();
-        let mut created_dir = false;
-        loop {
-            let by_fd = !self.empty_path_refused.get();
-            let linked = if by_fd {
-                rustix::fs::linkat(file, "", self.objects, &path, AtFlags::EMPTY_PATH)
-            } else {
-                let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(file));
-                rustix::fs::linkat(
-                    rustix::fs::CWD,
-                    &proc_path,
-                    self.objects,
-                    &path,
-                    AtFlags::SYMLINK_FOLLOW,
-                )
-            };
-            match linked {
-                Ok(()) | Err(Errno::EXIST) => return Ok(()),
-                // ENOENT: the fan-out directory is missing, or (with
-                // AT_EMPTY_PATH, on a kernel that wants CAP_DAC_READ_SEARCH
-                // for it) the link by fd was refused. Create the directory
-                // once; if it was there already, or the link by fd still
-                // fails after, it was the refusal.
-                Err(Errno::NOENT) if !created_dir => {
-                    created_dir = true;
-                    match rustix::fs::mkdirat(
-                        self.objects,
-                        id.to_object_dir().as_str(),
-                        Mode::from_raw_mode(FANOUT_DIR_MODE),
-                    ) {
-                        Ok(()) => {}
-                        Err(Errno::EXIST) if by_fd => {
-                            self.empty_path_refused.set(true);
-                        }
-                        Err(e) => {
-                            return Err(SplitError::write("creating an object directory")(
-                                e.into(),
-                            ));
-                        }
-                    }
-                }
-                Err(Errno::NOENT | Errno::PERM) if by_fd => {
-                    self.empty_path_refused.set(true);
-                }
-                Err(e) => return Err(SplitError::write("linking an object")(e.into())),
-            }
-        }
+        object::link_tmpfile(self.objects, file, id, &self.empty_path_refused)
+            .map_err(|(step, e)| SplitError::write(step)(e.into()))
     }
 }
 

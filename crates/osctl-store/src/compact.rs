@@ -22,7 +22,8 @@
 //! implied parents, canonicalisation): the equivalence tests in
 //! [`crate::erofs_write`] compare the EROFS images both paths produce.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
+use foldhash::HashMapExt as _;
 use std::ffi::OsStr;
 use std::hash::BuildHasher;
 use std::os::unix::ffi::OsStrExt;
@@ -113,7 +114,7 @@ pub(crate) struct CompactTree {
     filter: XattrFilter,
     /// Entry indices, found by (parent, name). Emptied by [`Self::freeze`].
     lookup: HashTable<u32>,
-    hasher: std::hash::RandomState,
+    hasher: foldhash::fast::RandomState,
     /// Frozen: each directory's entry indices, sorted by name.
     pub sorted: Vec<u32>,
 }
@@ -142,10 +143,10 @@ impl CompactTree {
             arena: Vec::new(),
             objects: Vec::new(),
             xattr_sets: vec![Box::default()],
-            xattr_ids: HashMap::from([(XattrSet::default(), NO_XATTRS)]),
+            xattr_ids: HashMap::from_iter([(XattrSet::default(), NO_XATTRS)]),
             filter,
             lookup: HashTable::new(),
-            hasher: std::hash::RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             sorted: Vec::new(),
         };
         let root = tree.node(&Stat::uninitialized(), Kind::Dir, NONE, 0);
@@ -254,7 +255,7 @@ impl CompactTree {
         Ok(self.node(stat, kind, a, b))
     }
 
-    fn hash(hasher: &std::hash::RandomState, parent: u32, name: &[u8]) -> u64 {
+    fn hash(hasher: &foldhash::fast::RandomState, parent: u32, name: &[u8]) -> u64 {
         hasher.hash_one((parent, name))
     }
 

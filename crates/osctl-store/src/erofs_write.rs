@@ -26,7 +26,10 @@
 //! them, in inode order. Two passes: the first computes every inode's
 //! offset (its nid), the second writes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
+use foldhash::HashMapExt as _;
 use std::io::Write;
 
 use anyhow::{Context, bail};

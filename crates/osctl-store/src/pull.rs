@@ -320,15 +320,19 @@ impl Store {
             .enumerate()
             .map(|(i, l)| format!("layer {} ({}) of {reference}", i + 1, l.digest()))
             .collect();
+        // Looked up before the observer hears of any layer: a bad diff_id
+        // or an unreadable store ends the pull before it starts.
         let mut stored = Vec::with_capacity(layers.len());
-        for (i, (desc, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
-            observer.layer_started(i, desc.digest().as_ref(), desc.size());
+        for (i, diff_id) in diff_ids.iter().enumerate() {
             let content_id = diff_id_content(diff_id, i, reference)?;
             stored.push(repo.has_stream(&content_id).map_err(|e| StoreError::Repo {
                 step: format!("looking up {}", shown[i]),
                 path: store_path.clone(),
                 source: e,
             })?);
+        }
+        for (i, desc) in layers.iter().enumerate() {
+            observer.layer_started(i, desc.digest().as_ref(), desc.size());
         }
 
         let mut imports = LayerImports {

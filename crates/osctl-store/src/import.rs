@@ -31,6 +31,7 @@ use osctl_image::verify::DigestReader;
 use osctl_image::{BlobReader, Compression};
 use tokio::io::{AsyncRead, AsyncReadExt as _, ReadBuf};
 
+use crate::writeback::Writeback;
 use crate::{BoxError, StoreError, error, limits, split};
 
 /// Bytes of uncompressed tar handed to the splitter at a time.
@@ -47,9 +48,12 @@ pub(crate) type ByteCallback = Box<dyn Fn(u64) + Send + Sync>;
 
 /// Streams one layer into the store and checks it; returns its splitstream,
 /// which [`register_layers`] then registers under `diff_id`. `what` names
-/// the layer in errors.
+/// the layer in errors; `writeback` hears of every object written.
+// Eight different things; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn import_layer(
     repo: Arc<Repo>,
+    writeback: Arc<Writeback>,
     store_path: &Path,
     blob: BlobReader,
     compression: Compression,
@@ -79,7 +83,7 @@ pub(crate) async fn import_layer(
     let (chunks, mut received) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
     let split_repo = repo.clone();
     let splitter = tokio::task::spawn_blocking(move || {
-        split::split_layer(&split_repo, || received.blocking_recv())
+        split::split_layer(&split_repo, Some(&writeback), || received.blocking_recv())
     });
     let produced = async {
         // Dropped at the end of this block, whatever the outcome: the

@@ -60,6 +60,7 @@ pub mod test_hooks;
 #[cfg(test)]
 mod test_pull;
 pub mod tree;
+mod writeback;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -11,6 +11,7 @@
 //! layers uses both cores; [`LAYER_CONCURRENCY`] bounds how many are in flight.
 
 use std::collections::HashMap;
+use std::os::fd::AsFd as _;
 use std::sync::Arc;
 
 use composefs::fsverity::{FsVerityHashValue, Sha256HashValue};
@@ -20,6 +21,7 @@ use osctl_image::{FetchOptions, ImageRef, Source};
 
 use crate::import::{import_layer, register_layers};
 use crate::record::{ImageRecord, LayerRecord, RECORD_VERSION, gc_ref_name, record_key};
+use crate::writeback::{WRITEBACK_STEP, Writeback};
 use crate::{REPO_PATH, Store, StoreError, check, error};
 
 /// Layers imported at once. Two keeps both cores of the reference machine
@@ -335,9 +337,17 @@ impl Store {
             observer.layer_started(i, desc.digest().as_ref(), desc.size());
         }
 
+        let objects = repo.objects_dir().map_err(|e| StoreError::Repo {
+            step: "opening the objects directory".into(),
+            path: store_path.clone(),
+            source: e.into(),
+        })?;
+        let writeback = Writeback::new(objects.as_fd(), WRITEBACK_STEP)
+            .map_err(|e| error::write_error(&store_path, "opening the objects directory", e))?;
         let mut imports = LayerImports {
             source: source.clone(),
             repo: repo.clone(),
+            writeback: Arc::new(writeback),
             store_path: store_path.clone(),
             observer: observer.clone(),
             semaphore: Arc::new(tokio::sync::Semaphore::new(LAYER_CONCURRENCY)),
@@ -420,6 +430,13 @@ impl Store {
                 }
             }
         }
+        // The early writeback ends here; the sync in register_layers is
+        // the one that counts. (A splitter of an aborted import may still
+        // hold it: then its thread ends when that splitter does.)
+        if let Ok(writeback) = Arc::try_unwrap(imports.writeback) {
+            let early_syncs = writeback.finish();
+            tracing::debug!(early_syncs, "early writeback stopped");
+        }
         register_layers(repo, &store_path, &verified).await?;
         if let Some(e) = failed {
             return Err(e);
@@ -437,6 +454,7 @@ impl Store {
 struct LayerImports {
     source: Arc<Source>,
     repo: Arc<crate::import::Repo>,
+    writeback: Arc<Writeback>,
     store_path: std::path::PathBuf,
     observer: Arc<dyn PullObserver>,
     semaphore: Arc<tokio::sync::Semaphore>,
@@ -461,9 +479,10 @@ impl LayerImports {
             return;
         }
         self.fetched += 1;
-        let (source, repo, observer, sem) = (
+        let (source, repo, writeback, observer, sem) = (
             self.source.clone(),
             self.repo.clone(),
+            self.writeback.clone(),
             self.observer.clone(),
             self.semaphore.clone(),
         );
@@ -475,6 +494,7 @@ impl LayerImports {
             let obs = observer.clone();
             let verity = import_layer(
                 repo,
+                writeback,
                 &store_path,
                 blob,
                 compression,

@@ -55,6 +55,7 @@ use tar_core::parse::{ParseEvent, Parser};
 use crate::BoxError;
 use crate::import::Repo;
 use crate::object::{self, VerityStream};
+use crate::writeback::Writeback;
 
 /// Mode of a stored object (composefs-rs creates its objects 0644 too).
 const OBJECT_MODE: u32 = 0o644;
@@ -99,9 +100,10 @@ impl SplitError {
 /// Blocking.
 pub(crate) fn split_layer(
     repo: &Arc<Repo>,
+    writeback: Option<&Writeback>,
     next_chunk: impl FnMut() -> Option<Vec<u8>>,
 ) -> Result<Sha256HashValue, SplitError> {
-    let objects = ObjectWriter::new(repo)?;
+    let objects = ObjectWriter::new(repo, writeback)?;
     let mut stream = repo
         .create_stream(LAYER_CONTENT_TYPE)
         .map_err(|source| SplitError::Repo {
@@ -261,13 +263,15 @@ struct ObjectWriter<'r> {
     /// An insecure store never gets verity enabled on its objects (the
     /// filesystem cannot), so the ioctl is not even tried.
     insecure: bool,
+    /// Told about every object's bytes, to start their writeback early.
+    writeback: Option<&'r Writeback>,
     /// `linkat(fd, "", AT_EMPTY_PATH)` needs CAP_DAC_READ_SEARCH on older
     /// kernels; once refused, objects are linked through `/proc/self/fd`.
     empty_path_refused: Cell<bool>,
 }
 
 impl<'r> ObjectWriter<'r> {
-    fn new(repo: &'r Arc<Repo>) -> Result<Self, SplitError> {
+    fn new(repo: &'r Arc<Repo>, writeback: Option<&'r Writeback>) -> Result<Self, SplitError> {
         let objects = repo
             .objects_dir()
             .map_err(|e| SplitError::write("opening the objects directory")(e.into()))?;
@@ -275,6 +279,7 @@ impl<'r> ObjectWriter<'r> {
             repo,
             objects: objects.as_fd(),
             insecure: repo.is_insecure(),
+            writeback,
             empty_path_refused: Cell::new(false),
         })
     }
@@ -316,6 +321,9 @@ impl<'r> ObjectWriter<'r> {
             left -= n;
         }
         let id = verity.finish();
+        if let Some(writeback) = self.writeback {
+            writeback.wrote(size as u64);
+        }
         if self.insecure {
             self.link(&file, &id)?;
         } else {

@@ -120,7 +120,7 @@ fn assert_equivalent(name: &str, tars: &[Vec<u8>]) {
             if size == 1 && tar.len() > BYTEWISE_MAX {
                 continue;
             }
-            let new_id = split_layer(&new, chunks(tar, size)).unwrap();
+            let new_id = split_layer(&new, None, chunks(tar, size)).unwrap();
             assert_eq!(
                 new_id.to_hex(),
                 old_id.to_hex(),
@@ -128,7 +128,7 @@ fn assert_equivalent(name: &str, tars: &[Vec<u8>]) {
             );
         }
         old_ids.push(old_id);
-        new_ids.push(split_layer(&new, chunks(tar, CHUNK_SIZES[0])).unwrap());
+        new_ids.push(split_layer(&new, None, chunks(tar, CHUNK_SIZES[0])).unwrap());
     }
     assert_eq!(
         objects(&new, true),
@@ -265,7 +265,7 @@ fn broken_tars_are_refused_and_leave_no_object_behind() {
     for (what, bytes, needle) in cases {
         let dir = tempfile::tempdir().unwrap();
         let repo = store(dir.path());
-        let err = split_layer(&repo, chunks(bytes, 4096)).unwrap_err();
+        let err = split_layer(&repo, None, chunks(bytes, 4096)).unwrap_err();
         assert!(matches!(err, SplitError::Tar(_)), "{what}: {err:?}");
         let shown = format!("{:#}", anyhow::Error::from(err));
         assert!(
@@ -289,7 +289,7 @@ fn objects_link_through_proc_when_a_link_by_fd_is_refused() {
     for refused in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let repo = store(dir.path());
-        let writer = super::ObjectWriter::new(&repo).unwrap();
+        let writer = super::ObjectWriter::new(&repo, None).unwrap();
         writer.empty_path_refused.set(refused);
         let mut input = super::Input::new(chunks(&content, 3000));
         let id = writer.store(&mut input, content.len()).unwrap();

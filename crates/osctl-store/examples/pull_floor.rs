@@ -12,7 +12,7 @@
 //! a thread calls `syncfs` after every [`WRITEBACK_STEP`] written, so the
 //! disk works while the cores inflate (on this machine that takes the
 //! final sync from 0.4 s to 0.01 s and the floor from ~1.35 s to ~1.1 s;
-//! osctl's importer gained nothing measurable from it, docs/performance.md).
+//! osctl's importer does the same, `src/writeback.rs`).
 //! What it leaves out, and osctl does: splitting the tar into one file per
 //! object, their fs-verity digests, the splitstreams, the EROFS image.
 //! `--verity` adds the fs-verity digest of each tar, to price that step.

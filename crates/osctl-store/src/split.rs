@@ -34,9 +34,10 @@
 //!   to a tmpfile the kernel discards — cheaper than probing every object of
 //!   a cold pull.
 //!
-//! Durability is the caller's: nothing here syncs. The layer is registered
-//! (`Repository::register_stream`, which syncs first) only after its
-//! checks pass.
+//! Durability is the caller's: nothing here syncs (the objects' sizes go to
+//! the pull's [`crate::writeback`], which only starts their writeback
+//! early). The layer is registered (`Repository::register_stream`, which
+//! syncs first) only after its checks pass.
 
 use std::cell::Cell;
 use std::fs::File;

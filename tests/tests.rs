@@ -40,6 +40,7 @@ mod pull_no_ca;
 mod pull_noop;
 mod pull_retry;
 mod pull_sources;
+mod pull_writeback;
 mod root_setup;
 mod signatures;
 mod store_damage;

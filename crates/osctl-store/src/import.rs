@@ -53,7 +53,7 @@ pub(crate) type ByteCallback = Box<dyn Fn(u64) + Send + Sync>;
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn import_layer(
     repo: Arc<Repo>,
-    writeback: Arc<Writeback>,
+    writeback: Option<Arc<Writeback>>,
     store_path: &Path,
     blob: BlobReader,
     compression: Compression,
@@ -83,7 +83,9 @@ pub(crate) async fn import_layer(
     let (chunks, mut received) = tokio::sync::mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
     let split_repo = repo.clone();
     let splitter = tokio::task::spawn_blocking(move || {
-        split::split_layer(&split_repo, Some(&writeback), || received.blocking_recv())
+        split::split_layer(&split_repo, writeback.as_deref(), || {
+            received.blocking_recv()
+        })
     });
     let produced = async {
         // Dropped at the end of this block, whatever the outcome: the

@@ -337,17 +337,21 @@ impl Store {
             observer.layer_started(i, desc.digest().as_ref(), desc.size());
         }
 
-        let objects = repo.objects_dir().map_err(|e| StoreError::Repo {
-            step: "opening the objects directory".into(),
-            path: store_path.clone(),
-            source: e.into(),
-        })?;
-        let writeback = Writeback::new(objects.as_fd(), WRITEBACK_STEP)
-            .map_err(|e| error::write_error(&store_path, "opening the objects directory", e))?;
+        // Only an optimisation: without it the final sync does all the work.
+        let writeback = repo
+            .objects_dir()
+            .and_then(|objects| Writeback::new(objects.as_fd(), WRITEBACK_STEP));
+        let writeback = match writeback {
+            Ok(w) => Some(Arc::new(w)),
+            Err(e) => {
+                tracing::warn!("no early writeback of the store: {e}");
+                None
+            }
+        };
         let mut imports = LayerImports {
             source: source.clone(),
             repo: repo.clone(),
-            writeback: Arc::new(writeback),
+            writeback,
             store_path: store_path.clone(),
             observer: observer.clone(),
             semaphore: Arc::new(tokio::sync::Semaphore::new(LAYER_CONCURRENCY)),
@@ -432,10 +436,30 @@ impl Store {
         }
         // The early writeback ends here; the sync in register_layers is
         // the one that counts. (A splitter of an aborted import may still
-        // hold it: then its thread ends when that splitter does.)
-        if let Ok(writeback) = Arc::try_unwrap(imports.writeback) {
-            let early_syncs = writeback.finish();
-            tracing::debug!(early_syncs, "early writeback stopped");
+        // hold it: then its thread ends when that splitter does.) A failed
+        // early sync fails the pull: the kernel may not report that error
+        // again to the final sync.
+        if let Some(writeback) = imports.writeback.take() {
+            if let Some(e) = writeback.failed() {
+                // Nothing is registered; an import's own failure still
+                // says why the pull failed first.
+                return Err(failed.unwrap_or_else(|| {
+                    error::write_error(
+                        &store_path,
+                        "writing the imported layers back to disk",
+                        e.into(),
+                    )
+                }));
+            }
+            if let Ok(writeback) = Arc::try_unwrap(writeback) {
+                let early_syncs = tokio::task::spawn_blocking(move || writeback.finish())
+                    .await
+                    .map_err(|e| StoreError::Task {
+                        step: "stopping the early writeback",
+                        source: e,
+                    })?;
+                tracing::debug!(early_syncs, "early writeback stopped");
+            }
         }
         register_layers(repo, &store_path, &verified).await?;
         if let Some(e) = failed {
@@ -454,7 +478,7 @@ impl Store {
 struct LayerImports {
     source: Arc<Source>,
     repo: Arc<crate::import::Repo>,
-    writeback: Arc<Writeback>,
+    writeback: Option<Arc<Writeback>>,
     store_path: std::path::PathBuf,
     observer: Arc<dyn PullObserver>,
     semaphore: Arc<tokio::sync::Semaphore>,

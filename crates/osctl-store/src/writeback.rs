@@ -7,13 +7,16 @@
 //! (0.4–0.55 s of a 1.9 s cold pull of the benchmark image). Here a thread
 //! calls `syncfs` each time another [`WRITEBACK_STEP`] has been written, so
 //! the disk works while the cores inflate and hash, and the final sync finds
-//! little left (docs/performance.md: 1.86–1.94 s → 1.60–1.66 s).
+//! little left (docs/performance.md, "osctl's early writeback").
 //!
 //! It changes no promise: the sync before registration still decides what
-//! is durable, and it reports a writeback error again even if an early
-//! `syncfs` saw it first (the kernel tracks writeback errors per open file,
-//! and that sync uses the store's own descriptor). An early sync that fails
-//! is logged and ends the early writeback; the pull goes on.
+//! is durable. An early `syncfs` that fails ends the early writeback and
+//! its error is kept: the pull fails with it rather than register layers
+//! (the kernel reports some writeback errors only once, to whichever sync
+//! asks first, so the final sync might not see it again). `syncfs` writes
+//! and waits for the whole filesystem, and flushes the device's cache: on
+//! a root filesystem busy with other work, a cold pull of ~460 MiB adds
+//! about seven such syncs.
 
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
 
 /// Bytes written between two early syncs. On the reference machine 32 and
 /// 64 MiB did equally well (16 MiB was slower); fewer syncs cost less.
@@ -34,8 +38,15 @@ pub(crate) struct Writeback {
     dir: OwnedFd,
     step: u64,
     written: AtomicU64,
-    syncs: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
     thread: Mutex<Thread>,
+}
+
+/// What the syncing thread and the pull both see.
+#[derive(Default)]
+struct Shared {
+    syncs: AtomicUsize,
+    failed: Mutex<Option<Errno>>,
 }
 
 /// The syncing thread: started at the first step, at most once.
@@ -46,8 +57,9 @@ enum Thread {
 }
 
 impl Writeback {
-    /// Early writeback for the filesystem of `objects`, every `step` bytes.
-    pub(crate) fn new(objects: BorrowedFd<'_>, step: u64) -> std::io::Result<Self> {
+    /// Early writeback for the filesystem of `objects` (any descriptor of
+    /// the directory, `O_PATH` too), every `step` bytes.
+    pub(crate) fn new(objects: BorrowedFd<'_>, step: u64) -> Result<Self, Errno> {
         let dir = rustix::fs::openat(
             objects,
             ".",
@@ -58,7 +70,7 @@ impl Writeback {
             dir,
             step: step.max(1),
             written: AtomicU64::new(0),
-            syncs: Arc::new(AtomicUsize::new(0)),
+            shared: Arc::default(),
             thread: Mutex::new(Thread::NotStarted),
         })
     }
@@ -74,6 +86,7 @@ impl Writeback {
             *thread = match self.start() {
                 Ok((kick, handle)) => Thread::Running(kick, handle),
                 Err(e) => {
+                    // Only the early start is lost; the final sync remains.
                     tracing::warn!("cannot start the early writeback of the store: {e}");
                     Thread::CouldNotStart
                 }
@@ -81,7 +94,8 @@ impl Writeback {
         }
         if let Thread::Running(kick, _) = &*thread {
             // Full: a sync is pending already and covers these bytes too.
-            // Closed: the thread stopped after a failed sync (logged there).
+            // Closed: the thread stopped after a failed sync (kept in
+            // `failed`).
             let _ = kick.try_send(());
         }
     }
@@ -89,26 +103,30 @@ impl Writeback {
     fn start(&self) -> std::io::Result<(SyncSender<()>, JoinHandle<()>)> {
         let (kick, kicked) = sync_channel::<()>(1);
         let dir = self.dir.try_clone()?;
-        let syncs = self.syncs.clone();
+        let shared = self.shared.clone();
         let handle = std::thread::Builder::new()
             .name("osctl-writeback".into())
             .spawn(move || {
                 while kicked.recv().is_ok() {
                     if let Err(e) = rustix::fs::syncfs(&dir) {
-                        tracing::warn!(
-                            "early writeback of the store failed: {e}; the sync before the \
-                             layers are registered decides"
-                        );
+                        *shared.failed.lock().expect("writeback lock") = Some(e);
                         break;
                     }
-                    syncs.fetch_add(1, Ordering::Relaxed);
+                    shared.syncs.fetch_add(1, Ordering::Relaxed);
                 }
             })?;
         Ok((kick, handle))
     }
 
-    /// Stops the thread after the sync it may be running; returns how many
-    /// early syncs completed.
+    /// The error of a failed early sync, if one failed.
+    pub(crate) fn failed(&self) -> Option<Errno> {
+        *self.shared.failed.lock().expect("writeback lock")
+    }
+
+    /// Stops the thread after the syncs asked for so far, at most two: the
+    /// one running and one waiting (blocking: it waits for them; what they
+    /// write back, the final sync need not). Returns how many early syncs
+    /// completed.
     pub(crate) fn finish(self) -> usize {
         if let Thread::Running(kick, handle) = self.thread.into_inner().expect("writeback lock") {
             drop(kick);
@@ -116,7 +134,7 @@ impl Writeback {
                 tracing::warn!("the early writeback thread panicked");
             }
         }
-        self.syncs.load(Ordering::Relaxed)
+        self.shared.syncs.load(Ordering::Relaxed)
     }
 }
 
@@ -126,9 +144,17 @@ mod tests {
 
     use super::*;
 
+    /// An `O_PATH` descriptor of a fresh directory, as composefs-rs keeps
+    /// its objects directory (`syncfs` on it fails with EBADF).
+    fn o_path_dir(dir: &std::path::Path) -> OwnedFd {
+        rustix::fs::open(dir, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap()
+    }
+
     /// (bytes per write, writes, step) → the steps crossed: at most that many
-    /// syncs (a kick while one runs is merged), at least one when any step
-    /// was crossed, none when none was.
+    /// syncs (kicks while one runs and one waits are merged), at least one
+    /// when any step was crossed (`finish` waits for the syncs asked for),
+    /// none when none was. The directory is given as `O_PATH`, as
+    /// composefs-rs keeps it.
     #[test]
     fn a_sync_starts_each_time_a_step_is_crossed() {
         let cases: [(u64, u64, u64, usize); 4] = [
@@ -139,12 +165,15 @@ mod tests {
         ];
         for (size, writes, step, crossed) in cases {
             let dir = tempfile::tempdir().unwrap();
-            let handle = std::fs::File::open(dir.path()).unwrap();
-            let wb = Writeback::new(handle.as_fd(), step).unwrap();
+            let objects = o_path_dir(dir.path());
+            let wb = Writeback::new(objects.as_fd(), step).unwrap();
             for _ in 0..writes {
                 wb.wrote(size);
             }
+            let shared = wb.shared.clone();
             let syncs = wb.finish();
+            let failed = *shared.failed.lock().unwrap();
+            assert_eq!(failed, None, "{size}×{writes}/{step}");
             assert!(syncs <= crossed, "{size}×{writes}/{step}: {syncs} syncs");
             assert_eq!(
                 syncs > 0,

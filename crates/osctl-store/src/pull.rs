@@ -440,7 +440,21 @@ impl Store {
         // early sync fails the pull: the kernel may not report that error
         // again to the final sync.
         if let Some(writeback) = imports.writeback.take() {
-            if let Some(e) = writeback.failed() {
+            let early_failure = match Arc::try_unwrap(writeback) {
+                Ok(writeback) => {
+                    let (early_syncs, failure) =
+                        tokio::task::spawn_blocking(move || writeback.finish())
+                            .await
+                            .map_err(|e| StoreError::Task {
+                                step: "stopping the early writeback",
+                                source: e,
+                            })?;
+                    tracing::debug!(early_syncs, "early writeback stopped");
+                    failure
+                }
+                Err(still_held) => still_held.failed(),
+            };
+            if let Some(e) = early_failure {
                 // Nothing is registered; an import's own failure still
                 // says why the pull failed first.
                 return Err(failed.unwrap_or_else(|| {
@@ -450,15 +464,6 @@ impl Store {
                         e.into(),
                     )
                 }));
-            }
-            if let Ok(writeback) = Arc::try_unwrap(writeback) {
-                let early_syncs = tokio::task::spawn_blocking(move || writeback.finish())
-                    .await
-                    .map_err(|e| StoreError::Task {
-                        step: "stopping the early writeback",
-                        source: e,
-                    })?;
-                tracing::debug!(early_syncs, "early writeback stopped");
             }
         }
         register_layers(repo, &store_path, &verified).await?;

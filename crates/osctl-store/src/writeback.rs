@@ -126,15 +126,16 @@ impl Writeback {
     /// Stops the thread after the syncs asked for so far, at most two: the
     /// one running and one waiting (blocking: it waits for them; what they
     /// write back, the final sync need not). Returns how many early syncs
-    /// completed.
-    pub(crate) fn finish(self) -> usize {
+    /// completed, and the error of the one that failed.
+    pub(crate) fn finish(self) -> (usize, Option<Errno>) {
         if let Thread::Running(kick, handle) = self.thread.into_inner().expect("writeback lock") {
             drop(kick);
             if handle.join().is_err() {
                 tracing::warn!("the early writeback thread panicked");
             }
         }
-        self.shared.syncs.load(Ordering::Relaxed)
+        let failed = *self.shared.failed.lock().expect("writeback lock");
+        (self.shared.syncs.load(Ordering::Relaxed), failed)
     }
 }
 
@@ -170,9 +171,7 @@ mod tests {
             for _ in 0..writes {
                 wb.wrote(size);
             }
-            let shared = wb.shared.clone();
-            let syncs = wb.finish();
-            let failed = *shared.failed.lock().unwrap();
+            let (syncs, failed) = wb.finish();
             assert_eq!(failed, None, "{size}×{writes}/{step}");
             assert!(syncs <= crossed, "{size}×{writes}/{step}: {syncs} syncs");
             assert_eq!(

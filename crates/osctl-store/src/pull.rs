@@ -125,12 +125,13 @@ impl Store {
         let layers = manifest.layers();
         observer.resolved(&reference, resolved.digest(), layers.len());
 
+        let shown = layer_names(layers, &reference);
         // Refuse what cannot be imported before downloading anything.
         let mut compressions = Vec::with_capacity(layers.len());
         for (i, l) in layers.iter().enumerate() {
             let c = layer_compression(l.media_type()).ok_or_else(|| {
                 StoreError::from(osctl_image::FetchError::UnsupportedMediaType {
-                    what: format!("layer {} ({}) of {reference}", i + 1, l.digest()),
+                    what: shown[i].clone(),
                     media_type: l.media_type().to_string(),
                 })
             })?;
@@ -218,11 +219,6 @@ impl Store {
         let cfg = config_raw.clone();
         let ref_name = gc_ref_name(&key);
         let ids = diff_ids.clone();
-        let shown: Vec<String> = layers
-            .iter()
-            .enumerate()
-            .map(|(i, l)| format!("layer {} ({}) of {reference}", i + 1, l.digest()))
-            .collect();
         let store_path = self.sysroot().join(REPO_PATH);
         let index_dir = self.sysroot().join(crate::layer_index::LAYER_INDEX_PATH);
         let image_id = tokio::task::spawn_blocking(move || {
@@ -317,11 +313,7 @@ impl Store {
     ) -> Result<(HashMap<Box<str>, Sha256HashValue>, usize), StoreError> {
         let repo = self.repo();
         let store_path = self.sysroot().join(REPO_PATH);
-        let shown: Vec<String> = layers
-            .iter()
-            .enumerate()
-            .map(|(i, l)| format!("layer {} ({}) of {reference}", i + 1, l.digest()))
-            .collect();
+        let shown = layer_names(layers, reference);
         // Looked up before the observer hears of any layer: a bad diff_id
         // or an unreadable store ends the pull before it starts.
         let mut stored = Vec::with_capacity(layers.len());
@@ -583,6 +575,15 @@ fn reusable(
             Ok(false)
         }
     }
+}
+
+/// Each layer as errors and logs name it: "layer N (digest) of REFERENCE".
+fn layer_names(layers: &[Descriptor], reference: &str) -> Vec<String> {
+    layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| format!("layer {} ({}) of {reference}", i + 1, l.digest()))
+        .collect()
 }
 
 fn diff_id_content(diff_id: &str, i: usize, reference: &str) -> Result<String, StoreError> {

@@ -59,13 +59,7 @@ fn basic_auth_from_authfile_and_default_locations() {
     // --authfile with the right password.
     let good = osctl.sysroot().join("good-auth.json");
     auth_json(&good, &addr, "alice", "s3cret");
-    osctl.ok(&[
-        "image",
-        "pull",
-        "--authfile",
-        good.to_str().unwrap(),
-        &reference,
-    ]);
+    osctl.pull_with_authfile(&good, &reference);
 
     // --authfile with a wrong password: the error names the file consulted.
     let other = Osctl::new();

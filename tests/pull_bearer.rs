@@ -33,15 +33,7 @@ fn pull_trades_auth_file_credentials_for_a_bearer_token() {
     let authfile = osctl.sysroot().join("auth.json");
     write_auth_json(&authfile, &addr, "osctl", "s3cret").unwrap();
     let before = server.issued().len();
-    osctl.ok(&[
-        "image",
-        "pull",
-        "--progress",
-        "plain",
-        "--authfile",
-        authfile.to_str().unwrap(),
-        &reference,
-    ]);
+    osctl.pull_with_authfile(&authfile, &reference);
 
     // osctl went through the token server, as the user from the file,
     // once: the manifest request gets the token, the blobs reuse it.

@@ -74,17 +74,7 @@ fn a_no_op_re_pull_from_a_bearer_registry_asks_after_its_401() {
     let osctl = Osctl::new();
     let authfile = osctl.sysroot().join("auth.json");
     write_auth_json(&authfile, &proxy.addr(), "osctl", "s3cret").unwrap();
-    let pull = |osctl: &Osctl| {
-        osctl.ok(&[
-            "image",
-            "pull",
-            "--progress",
-            "plain",
-            "--authfile",
-            authfile.to_str().unwrap(),
-            &reference,
-        ])
-    };
+    let pull = |osctl: &Osctl| osctl.pull_with_authfile(&authfile, &reference);
     pull(&osctl);
     assert!(!osctl.list().is_empty());
 

@@ -187,6 +187,21 @@ impl Osctl {
         self.ok(&["image", "pull", "--progress", "plain", reference])
     }
 
+    /// `osctl image pull --authfile AUTHFILE REFERENCE`; returns stdout.
+    #[track_caller]
+    pub fn pull_with_authfile(&self, authfile: &Path, reference: &str) -> String {
+        let authfile = authfile.to_str().expect("a UTF-8 auth file path");
+        self.ok(&[
+            "image",
+            "pull",
+            "--progress",
+            "plain",
+            "--authfile",
+            authfile,
+            reference,
+        ])
+    }
+
     pub fn list(&self) -> Vec<Value> {
         let out = self.ok(&["image", "list", "--format", "json"]);
         serde_json::from_str::<Value>(&out)

@@ -150,11 +150,11 @@ fn the_fleet_agent_unit_verifies_and_reads_its_settings_from_the_environment_fil
     assert!(unit.contains("EnvironmentFile=/etc/osctl/fleet-agent.env"));
 }
 
-/// The ordering-cycle lines of `systemd-analyze verify multi-user.target`
+/// The ordering cycles `systemd-analyze verify multi-user.target` reports
 /// with `units` (name, text) installed in a scratch unit directory and
 /// enabled the way their `[Install]` sections say (`WantedBy=` and
 /// `RequiredBy=` links), the way `systemctl enable` leaves a machine.
-fn boot_cycles(units: &[(String, String)]) -> Vec<String> {
+fn boot_cycles(units: &[(String, String)]) -> Vec<Vec<String>> {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in units {
         std::fs::write(dir.path().join(name), text).unwrap();
@@ -179,11 +179,86 @@ fn boot_cycles(units: &[(String, String)]) -> Vec<String> {
         .output()
         .expect("systemd-analyze (systemd) must be installed for this test");
     assert!(out.status.success(), "systemd-analyze verify: {out:?}");
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| l.contains("ordering cycle"))
-        .map(str::to_owned)
-        .collect()
+    ordering_cycles(&String::from_utf8_lossy(&out.stderr))
+}
+
+/// Each ordering cycle systemd reports, as the units on it in the order
+/// it walked them. systemd reports a cycle as one "Found ordering cycle on
+/// U/start" line, a "Found dependency on U/start" line per further unit,
+/// then the job it deleted. Where the walk starts, and so which unit the
+/// first line and the deleted job name, differs from run to run: a test
+/// must ask which units are on the cycle, not which one was named first.
+fn ordering_cycles(stderr: &str) -> Vec<Vec<String>> {
+    const FIRST: &str = "Found ordering cycle on ";
+    const NEXT: &str = "Found dependency on ";
+    let mut cycles: Vec<Vec<String>> = Vec::new();
+    for line in stderr.lines() {
+        let (starts, rest) = if let Some((_, r)) = line.split_once(FIRST) {
+            (true, r)
+        } else if let Some((_, r)) = line.split_once(NEXT) {
+            (false, r)
+        } else {
+            continue;
+        };
+        let unit = rest.split_once('/').map_or(rest, |(u, _)| u).to_owned();
+        match cycles.last_mut() {
+            Some(cycle) if !starts => cycle.push(unit),
+            _ if !starts => panic!("a dependency line outside a cycle: {stderr}"),
+            _ => cycles.push(vec![unit]),
+        }
+    }
+    cycles
+}
+
+/// The reports seen on this machine and in CI for the agent's old cycle:
+/// the same cycle, walked from different units.
+#[test]
+fn ordering_cycles_are_read_whichever_unit_the_walk_starts_at() {
+    let cases: [(&str, Vec<Vec<&str>>); 4] = [
+        ("", vec![]),
+        (
+            "multi-user.target: Found ordering cycle on osctl-fleet-agent.service/start\n\
+             multi-user.target: Found dependency on boot-complete.target/start\n\
+             multi-user.target: Found dependency on osctl-health-check.service/start\n\
+             multi-user.target: Found dependency on multi-user.target/start\n\
+             multi-user.target: Job osctl-fleet-agent.service/start deleted to break ordering \
+             cycle starting with multi-user.target/start\n",
+            vec![vec![
+                "osctl-fleet-agent.service",
+                "boot-complete.target",
+                "osctl-health-check.service",
+                "multi-user.target",
+            ]],
+        ),
+        (
+            "boot-complete.target: Found ordering cycle on osctl-health-check.service/start\n\
+             boot-complete.target: Found dependency on multi-user.target/start\n\
+             boot-complete.target: Found dependency on osctl-fleet-agent.service/start\n\
+             boot-complete.target: Found dependency on boot-complete.target/start\n\
+             boot-complete.target: Job osctl-health-check.service/start deleted to break \
+             ordering cycle starting with boot-complete.target/start\n",
+            vec![vec![
+                "osctl-health-check.service",
+                "multi-user.target",
+                "osctl-fleet-agent.service",
+                "boot-complete.target",
+            ]],
+        ),
+        (
+            "a.service: Found ordering cycle on b.service/start\n\
+             a.service: Found dependency on a.service/start\n\
+             x.service: unrelated warning\n\
+             c.service: Found ordering cycle on d.service/stop\n\
+             c.service: Found dependency on c.service/stop\n",
+            vec![
+                vec!["b.service", "a.service"],
+                vec!["d.service", "c.service"],
+            ],
+        ),
+    ];
+    for (stderr, want) in cases {
+        assert_eq!(ordering_cycles(stderr), want, "{stderr}");
+    }
 }
 
 /// Every unit in contrib/systemd, with the osctl under test.
@@ -212,7 +287,7 @@ fn the_shipped_units_enabled_together_boot_without_an_ordering_cycle() {
     const AGENT: &str = "osctl-fleet-agent.service";
     let units = shipped_units();
     assert!(units.iter().any(|(n, _)| n == AGENT), "{units:?}");
-    assert_eq!(boot_cycles(&units), Vec::<String>::new());
+    assert_eq!(boot_cycles(&units), Vec::<Vec<String>>::new());
 
     let cyclic: Vec<(String, String)> = units
         .iter()
@@ -234,7 +309,7 @@ fn the_shipped_units_enabled_together_boot_without_an_ordering_cycle() {
     );
     let found = boot_cycles(&cyclic);
     assert!(
-        found.iter().any(|l| l.contains(AGENT)),
+        found.iter().any(|cycle| cycle.iter().any(|u| u == AGENT)),
         "the check did not see the agent's old cycle: {found:?}"
     );
 }

@@ -11,10 +11,11 @@
 //!    machine after a clean run — never a third;
 //! 3. the default boot entry names an entry that exists;
 //! 4. after re-running the command (or `gc`, where the scenario says the
-//!    rest is gc's), the machine's *whole* state —
+//!    rest is gc's; the command and then `gc` where the crash leaves a
+//!    temporary only gc may remove), the machine's *whole* state —
 //!    every file under the boot dir, the deployment state, the store's
-//!    records and refs, the object count, `status` and `fsck` — equals the
-//!    state after an uninterrupted run.
+//!    records, refs and layer indexes, the object count, `status` and
+//!    `fsck` — equals the state after an uninterrupted run.
 //!
 //! Every fail point in `osctl_store::failpoint::ALL` must be passed by some
 //! scenario, except the fleet agent's ([`TESTED_ELSEWHERE`]).
@@ -43,6 +44,21 @@ impl Machine {
         std::fs::write(etc.join("app.conf"), "setting = mine\n").unwrap();
         std::fs::write(etc.join("local.conf"), "added by the admin\n").unwrap();
     }
+}
+
+/// Points whose crash leaves a temporary file that only `gc` removes, so
+/// the re-run is the command and then `gc`. A pull cannot tell a crashed
+/// writer's temporary from one a concurrent pull is still writing (both
+/// hold the naming lock shared); gc holds it exclusively.
+const LEAVES_A_TEMPORARY_FOR_GC: &[&str] = &["pull:after-layer-index-written"];
+
+/// The names of the temporary files in `dir`.
+fn temporaries(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(osctl_store::atomic::TMP_PREFIX))
+        .collect()
 }
 
 /// One scenario: how to prepare the machine, the command, and the fail
@@ -109,7 +125,12 @@ fn scenarios() -> Vec<Scenario> {
                     words(&["switch", "--retain", "--progress", "none", &i.v3]),
                 )
             },
-            points: &["pull:after-layers", "pull:after-image", "pull:after-record"],
+            points: &[
+                "pull:after-layers",
+                "pull:after-layer-index",
+                "pull:after-image",
+                "pull:after-record",
+            ],
             finished_by_gc: &[],
         },
         Scenario {
@@ -501,7 +522,13 @@ fn scenarios() -> Vec<Scenario> {
                 let m = booted_v1(i);
                 (m, words(&["image", "pull", "--progress", "none", &i.v2]))
             },
-            points: &["pull:after-layers", "pull:after-image", "pull:after-record"],
+            points: &[
+                "pull:after-layers",
+                "pull:after-layer-index-written",
+                "pull:after-layer-index",
+                "pull:after-image",
+                "pull:after-record",
+            ],
             finished_by_gc: &[],
         },
         Scenario {
@@ -863,6 +890,11 @@ fn every_fail_point_ends_where_a_clean_run_ends() {
                 m.run(&["gc"]);
             } else {
                 m.run(&command.iter().map(String::as_str).collect::<Vec<_>>());
+                if LEAVES_A_TEMPORARY_FOR_GC.contains(point) {
+                    let left = temporaries(&m.osctl.sysroot().join("sysroot/osctl/layers"));
+                    assert!(!left.is_empty(), "{what}: no temporary left for gc");
+                    m.run(&["gc"]);
+                }
             }
             let rerun = machine_state(&m.osctl, booted.as_deref());
             assert_same(&what, &rerun, &after);

@@ -253,6 +253,7 @@ const TREES: &[&str] = &[
     "boot",
     "sysroot/state",
     "sysroot/osctl/images",
+    "sysroot/osctl/layers",
     "sysroot/composefs/images",
     "sysroot/composefs/streams",
     "etc/osctl",

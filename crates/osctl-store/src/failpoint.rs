@@ -22,6 +22,8 @@ pub const ENV: &str = test_hooks::FAILPOINT_ENV;
 pub const ALL: &[&str] = &[
     // osctl image pull (the store; switch and upgrade pull too)
     "pull:after-layers",
+    "pull:after-layer-index-written",
+    "pull:after-layer-index",
     "pull:after-image",
     "pull:after-record",
     // osctl image rm, osctl gc (the store)

@@ -253,10 +253,12 @@ impl IndexWriter {
         file.write_all(&header)
             .map_err(|e| io("writing the header", e))?;
         file.sync_all().map_err(|e| io("syncing", e))?;
+        crate::failpoint::hit("pull:after-layer-index-written");
         std::fs::rename(&self.tmp, &self.path).map_err(|e| io("renaming into place", e))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| io("syncing its directory", e))?;
+        crate::failpoint::hit("pull:after-layer-index");
         Ok(())
     }
 

@@ -23,6 +23,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use osctl_image::{FetchOptions, ImageRef};
+use osctl_store::atomic::TMP_PREFIX;
 use osctl_store::{Silent, Store, StoreError, failpoint};
 use osctl_testutil::{Entry, ImageSpec, Layer};
 use sha2::{Digest, Sha256};
@@ -102,6 +103,10 @@ struct Case {
     op: Op,
     /// Whether the second image has a record right after the crash.
     recorded_after_crash: bool,
+    /// Whether the crash leaves a temporary file that only `gc` removes
+    /// (a pull cannot tell it from one a concurrent pull is writing): the
+    /// re-run is then followed by a `gc`.
+    leaves_a_temporary: bool,
 }
 
 const CASES: &[Case] = &[
@@ -110,36 +115,56 @@ const CASES: &[Case] = &[
         before: Before::First,
         op: Op::Pull,
         recorded_after_crash: false,
+        leaves_a_temporary: false,
+    },
+    Case {
+        failpoint: "pull:after-layer-index-written",
+        before: Before::First,
+        op: Op::Pull,
+        recorded_after_crash: false,
+        leaves_a_temporary: true,
+    },
+    Case {
+        failpoint: "pull:after-layer-index",
+        before: Before::First,
+        op: Op::Pull,
+        recorded_after_crash: false,
+        leaves_a_temporary: false,
     },
     Case {
         failpoint: "pull:after-image",
         before: Before::First,
         op: Op::Pull,
         recorded_after_crash: false,
+        leaves_a_temporary: false,
     },
     Case {
         failpoint: "pull:after-record",
         before: Before::First,
         op: Op::Pull,
         recorded_after_crash: true,
+        leaves_a_temporary: false,
     },
     Case {
         failpoint: "rm:after-record",
         before: Before::Both,
         op: Op::Remove,
         recorded_after_crash: false,
+        leaves_a_temporary: false,
     },
     Case {
         failpoint: "rm:after-refs",
         before: Before::Both,
         op: Op::Remove,
         recorded_after_crash: false,
+        leaves_a_temporary: false,
     },
     Case {
         failpoint: "gc:after-refs-pruned",
         before: Before::SecondHalfRemoved,
         op: Op::Gc,
         recorded_after_crash: false,
+        leaves_a_temporary: false,
     },
 ];
 
@@ -329,6 +354,18 @@ fn every_store_fail_point_leaves_a_consistent_store_and_a_rerun_matches_a_clean_
         assert!(problems.is_empty(), "{point}: fsck: {problems:#?}");
 
         case.op.rerun(crashed.path(), &second);
+        let temporaries: Vec<String> = snapshot(crashed.path())
+            .into_keys()
+            .filter(|k| k.rsplit('/').next().unwrap().starts_with(TMP_PREFIX))
+            .collect();
+        assert_eq!(
+            !temporaries.is_empty(),
+            case.leaves_a_temporary,
+            "{point}: temporaries after the re-run: {temporaries:?}"
+        );
+        if case.leaves_a_temporary {
+            Op::Gc.run(crashed.path(), &second);
+        }
         let (want, got) = (snapshot(clean.path()), snapshot(crashed.path()));
         assert!(
             want.keys().any(|k| k.starts_with("composefs/objects/")),

@@ -2,11 +2,17 @@
 //! (osctl-store's writeback.rs): the splitters report the bytes they write,
 //! and past each 64 MiB a thread syncs the store's filesystem. Read from the
 //! pull's debug log, which counts the early syncs; a small pull has none.
+//! An early sync that fails fails the pull, which then registers nothing:
+//! shown on a disk whose writeback really fails.
 
-use osctl_testutil::{Entry, ImageSpec, Layer};
+use std::path::Path;
+use std::process::Command;
 
-use crate::util::Osctl;
+use osctl_testutil::{Entry, ImageSpec, Layer, ScratchFs};
+
+use crate::util::disk::{Cleanup, attach, s, sparse_file, tool};
 use crate::util::store::layout_ref;
+use crate::util::{Osctl, assert_fails_naming};
 
 /// More than one step of early writeback (64 MiB) of object bytes.
 const LARGE_FILE_BYTES: u64 = 80 << 20;
@@ -35,6 +41,18 @@ fn early_syncs(osctl: &Osctl, reference: &str) -> u64 {
         .unwrap_or_else(|_| panic!("early_syncs={count:?} in {line:?}"))
 }
 
+/// An image whose one layer holds more than one step of object bytes.
+fn large(dir: &Path) -> String {
+    layout_ref(
+        &dir.join("large"),
+        "v1",
+        &ImageSpec::new(vec![Layer::new(vec![
+            Entry::file("usr/bin/x", "x"),
+            Entry::zeros("usr/share/zeros.img", LARGE_FILE_BYTES),
+        ])]),
+    )
+}
+
 #[test]
 fn a_large_pull_syncs_early_and_a_small_one_does_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -43,14 +61,7 @@ fn a_large_pull_syncs_early_and_a_small_one_does_not() {
         "v1",
         &ImageSpec::new(vec![Layer::new(vec![Entry::file("usr/bin/x", "x")])]),
     );
-    let large = layout_ref(
-        &dir.path().join("large"),
-        "v1",
-        &ImageSpec::new(vec![Layer::new(vec![
-            Entry::file("usr/bin/x", "x"),
-            Entry::zeros("usr/share/zeros.img", LARGE_FILE_BYTES),
-        ])]),
-    );
+    let large = large(dir.path());
     let osctl = Osctl::new();
     assert_eq!(early_syncs(&osctl, &small), 0);
     let syncs = early_syncs(&osctl, &large);
@@ -59,4 +70,76 @@ fn a_large_pull_syncs_early_and_a_small_one_does_not() {
         "{syncs} early syncs for {LARGE_FILE_BYTES} bytes"
     );
     osctl.fsck_clean();
+}
+
+/// The disk's size: room for the whole pull, as the filesystem sees it.
+const DISK_BYTES: u64 = 256 << 20;
+/// What really backs the disk: less than one step of early writeback, so
+/// the first early sync is the first to find out.
+const BACKING_BYTES: u64 = 32 << 20;
+
+/// A store on a disk that accepts every write into the page cache and fails
+/// when it is written back: an ext2 filesystem (no journal to abort, errors
+/// continue) on a loop device whose sparse backing file lives on a tmpfs
+/// smaller than the disk. The kernel's writeback gets ENOSPC from the loop
+/// device, and `syncfs` reports it, as a failing disk reports EIO.
+#[test]
+fn an_early_sync_that_fails_fails_the_pull_and_registers_nothing() {
+    let backing = ScratchFs::tmpfs(BACKING_BYTES).unwrap();
+    let mut cleanup = Cleanup::default();
+    let disk = backing.path().join("disk");
+    sparse_file(&disk, DISK_BYTES);
+    let dev = attach(&disk, None, &mut cleanup);
+    tool(Command::new("mkfs.ext2").args(["-q", "-F", "-E", "nodiscard", &dev]));
+    let mnt = tempfile::tempdir().unwrap();
+    tool(Command::new("mount").args(["-o", "errors=continue", &dev, s(mnt.path())]));
+    cleanup.push("umount", &["-l", s(mnt.path())]);
+
+    let layouts = tempfile::tempdir().unwrap();
+    let large = large(layouts.path());
+    let small = layout_ref(
+        &layouts.path().join("small"),
+        "v1",
+        &ImageSpec::new(vec![Layer::new(vec![Entry::file("usr/bin/y", "y")])]),
+    );
+    let osctl = Osctl::new_in(mnt.path());
+    // What the store holds before: it must be there after.
+    osctl.ok(&["image", "pull", "--progress", "none", &small]);
+    let store = osctl.sysroot().join("sysroot/composefs");
+    let before = layer_streams(&store);
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    let out = osctl
+        .cmd()
+        .args(["image", "pull", "--progress", "none", &large])
+        .output()
+        .unwrap();
+    // The early writeback's own error, not the final sync's ("syncing the
+    // imported layers") nor an import's.
+    assert_fails_naming(
+        &out,
+        &[
+            "writing the imported layers back to disk",
+            &store.display().to_string(),
+        ],
+    );
+    let listed: Vec<_> = osctl
+        .list()
+        .iter()
+        .map(|i| i["reference"].clone())
+        .collect();
+    assert_eq!(listed, [small.as_str()], "image list");
+    assert_eq!(layer_streams(&store), before, "registered layers");
+    drop(cleanup);
+}
+
+/// The layers registered in the composefs repository at `store`.
+fn layer_streams(store: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(store.join("streams"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("oci-layer-"))
+        .collect();
+    names.sort();
+    names
 }

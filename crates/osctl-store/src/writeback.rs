@@ -13,7 +13,10 @@
 //! is durable. An early `syncfs` that fails ends the early writeback and
 //! its error is kept: the pull fails with it rather than register layers
 //! (the kernel reports some writeback errors only once, to whichever sync
-//! asks first, so the final sync might not see it again). `syncfs` writes
+//! asks first, so the final sync might not see it again).
+//! tests/pull_writeback.rs shows this on a disk whose writeback fails.
+//!
+//! `syncfs` writes
 //! and waits for the whole filesystem, and flushes the device's cache: on
 //! a root filesystem busy with other work, a cold pull of ~460 MiB adds
 //! about seven such syncs.

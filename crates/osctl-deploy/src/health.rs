@@ -240,6 +240,8 @@ pub fn run(check: &Check) -> CheckResult {
     // check's line was ignored.
     if let Some(problem) = &check.problem {
         use std::io::Write;
+        // The problem is also the record's reason; a failed write here only
+        // loses its copy at the head of the output.
         let _ = writeln!(out_reader, "{problem}");
     }
     let spawned = Command::new(&check.path)
@@ -308,6 +310,9 @@ fn tail(file: &mut std::fs::File) -> String {
     let len = file.seek(SeekFrom::End(0)).unwrap_or(0);
     let start = len.saturating_sub(OUTPUT_TAIL as u64);
     let mut buf = Vec::new();
+    // The output tail is what the record shows of a check beside its
+    // verdict, which never depends on it: unreadable output shows as less
+    // (or no) output, not as a failed check.
     if file.seek(SeekFrom::Start(start)).is_ok() {
         let _ = file.read_to_end(&mut buf);
     }

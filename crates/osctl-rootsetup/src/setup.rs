@@ -250,6 +250,8 @@ impl RootSetup {
         move_mount(stash, &sysroot)?;
         // Nothing to undo from here on: the root is complete.
         undo.clear();
+        // Only tidiness: the empty stash is on the initramfs's root, which
+        // is freed at switch-root whether or not it is still there.
         let _ = std::fs::remove_dir(stash);
         Ok(seeded)
     }

@@ -42,15 +42,18 @@ pub(super) fn render(host: &Host) -> String {
         st.other_deployments.iter().partition(failed);
     if !kept.is_empty() {
         let kept: Vec<BootEntry> = kept.into_iter().cloned().collect();
+        // Writing to a String cannot fail.
         let _ = writeln!(tail, "Other deployments: {}", others(&kept));
     }
     for e in bad {
+        // Writing to a String cannot fail.
         let _ = writeln!(tail, "Failed deployment: {}", failed_line(e));
     }
     if st.rollback_queued {
         tail.push_str("Rollback queued: the next boot is the rollback deployment\n");
     }
     for p in st.osctl.iter().flat_map(|o| &o.problems) {
+        // Writing to a String cannot fail.
         let _ = writeln!(tail, "Problem: {p}");
     }
     if blocks.is_empty() && tail.is_empty() {
@@ -70,6 +73,7 @@ fn entry_block(slot: &str, entry: &BootEntry, booted: bool) -> String {
     // An empty label continues the previous row's list.
     let mut row = |label: &str, value: &str| {
         let colon = if label.is_empty() { ' ' } else { ':' };
+        // Writing to a String cannot fail.
         let _ = writeln!(out, "{label:>width$}{colon} {value}");
     };
     row(
@@ -96,6 +100,7 @@ fn entry_block(slot: &str, entry: &BootEntry, booted: bool) -> String {
             let mut value = h.state.as_str().to_owned();
             if let Some(t) = osctl.boot_tries {
                 let plural = |n: u32| if n == 1 { "" } else { "s" };
+                // Writing to a String cannot fail.
                 let _ = write!(
                     value,
                     " ({} boot attempt{} left, {} made)",
@@ -105,6 +110,7 @@ fn entry_block(slot: &str, entry: &BootEntry, booted: bool) -> String {
                 );
             }
             if let Some(reason) = &h.reason {
+                // Writing to a String cannot fail.
                 let _ = write!(value, ": {reason}");
             }
             row("Health", &value);
@@ -213,6 +219,7 @@ fn failed_line(e: &BootEntry) -> String {
         .and_then(|o| o.health.as_ref())
         .and_then(|h| h.reason.as_deref())
     {
+        // Writing to a String cannot fail.
         let _ = write!(line, ": {reason}");
     }
     line

@@ -20,6 +20,15 @@ async fn watch_resumes_after_its_member_is_stopped() {
     watch_survives(Fault::Pause).await;
 }
 
+/// How many keys the watch has seen when each member in turn (0, 1, 2)
+/// suffers the fault. The writer does not write a key past one of these
+/// before that fault has happened: keys are written after every fault, so
+/// a watch whose member failed can only see them on a reopened stream.
+/// (Unchecked, a writer ahead of the watch had put every key before the
+/// last fault: if that member carried the watch, its buffered events were
+/// all the watch needed, and it never noticed the loss.)
+const FAULT_AT: [usize; 3] = [KEYS / 4, KEYS / 4 + KEYS / 5, KEYS / 4 + 2 * KEYS / 5];
+
 /// Puts numbered keys while every member in turn suffers `fault`; the watch
 /// must yield each key exactly once, in order.
 async fn watch_survives(fault: Fault) {
@@ -30,9 +39,15 @@ async fn watch_survives(fault: Fault) {
     // The writer creates w/0000, w/0001, ... with create (compare-and-swap),
     // retrying on errors: a create whose answer was lost but which applied
     // is not applied twice, so each key gets exactly one put event.
+    let (faults_done, mut faults_seen) = tokio::sync::watch::channel(0usize);
     let writer_etcd = etcd.clone();
     let writer = tokio::spawn(async move {
         for i in 0..KEYS {
+            let due = FAULT_AT.iter().filter(|&&at| at <= i).count();
+            faults_seen
+                .wait_for(|&done| done >= due)
+                .await
+                .expect("the watching side ended before its faults");
             let key = format!("w/{i:04}");
             loop {
                 match writer_etcd.create(&key, &i, None, None).await {
@@ -47,10 +62,9 @@ async fn watch_survives(fault: Fault) {
         }
     });
 
-    // Kill every member in turn (restarting the previous one first), so
-    // whichever member carries the watch stream dies at some point.
+    // Every member in turn (the previous one restored first), so whichever
+    // member carries the watch stream fails at some point.
     let mut seen: Vec<String> = Vec::new();
-    let mut next_kill = KEYS / 4;
     let mut victim = 0;
     while seen.len() < KEYS {
         let ev = within("next watch event", Duration::from_secs(30), watch.next())
@@ -68,13 +82,13 @@ async fn watch_survives(fault: Fault) {
             }
             other => panic!("unexpected event {other:?}"),
         }
-        if seen.len() == next_kill && victim < 3 {
+        if FAULT_AT.get(victim) == Some(&seen.len()) {
             if victim > 0 {
                 fault.undo(&mut c, victim - 1);
             }
             fault.inflict(&mut c, victim);
             victim += 1;
-            next_kill += KEYS / 5;
+            faults_done.send_replace(victim);
         }
     }
     writer.await.unwrap();

@@ -466,20 +466,43 @@ fn a_locked_storage_is_waited_for_and_said() {
     assert_eq!(&line, b"locked\n");
 
     let osctl = Osctl::new();
-    let pull = osctl
+    let mut pull = osctl
         .cmd()
         .args(["image", "pull", "--quiet", &reference])
-        .stdout(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Long enough for the warning (10 s), then let the lock go.
-    std::thread::sleep(std::time::Duration::from_secs(14));
+    // The lock goes once the warning is out (10 s after skopeo's proxy
+    // started, however long that took), not after a fixed time.
+    let (lines, heard) = std::sync::mpsc::channel::<String>();
+    let stderr = std::io::BufReader::new(pull.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in stderr.lines() {
+            let line = line.unwrap();
+            all.push_str(&line);
+            all.push('\n');
+            // The test may have stopped listening: only the text matters.
+            let _ = lines.send(line);
+        }
+        all
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match heard.recv_timeout(left) {
+            Ok(line) if line.contains("still waiting") => break,
+            Ok(_) => {}
+            Err(e) => panic!("no warning from the waiting pull ({e})"),
+        }
+    }
     drop(holder.stdin.take());
     assert!(holder.wait().unwrap().success());
-    let out = pull.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let status = pull.wait().unwrap();
+    let stderr = reader.join().unwrap();
+    assert!(status.success(), "{stderr}");
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
     assert_eq!(warnings.len(), 1, "{stderr}");
     assert!(

@@ -495,7 +495,14 @@ fn a_locked_storage_is_waited_for_and_said() {
         match heard.recv_timeout(left) {
             Ok(line) if line.contains("still waiting") => break,
             Ok(_) => {}
-            Err(e) => panic!("no warning from the waiting pull ({e})"),
+            Err(e) => {
+                drop(holder.stdin.take());
+                let _ = pull.kill(); // it may have ended already: that is the failure
+                panic!(
+                    "no warning from the waiting pull ({e}):\n{}",
+                    reader.join().unwrap()
+                );
+            }
         }
     }
     drop(holder.stdin.take());

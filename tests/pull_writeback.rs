@@ -81,17 +81,19 @@ const BACKING_BYTES: u64 = 32 << 20;
 /// A store on a disk that accepts every write into the page cache and fails
 /// when it is written back: an ext2 filesystem (no journal to abort, errors
 /// continue) on a loop device whose sparse backing file lives on a tmpfs
-/// smaller than the disk. The kernel's writeback gets ENOSPC from the loop
-/// device, and `syncfs` reports it, as a failing disk reports EIO.
+/// smaller than the disk. The loop device's writes fail once the tmpfs is
+/// full, and `syncfs` reports the writeback error (EIO), as on a failing
+/// disk.
 #[test]
 fn an_early_sync_that_fails_fails_the_pull_and_registers_nothing() {
     let backing = ScratchFs::tmpfs(BACKING_BYTES).unwrap();
+    // Before the cleanup, so dropped after it: unmounted first, then removed.
+    let mnt = tempfile::tempdir().unwrap();
     let mut cleanup = Cleanup::default();
     let disk = backing.path().join("disk");
     sparse_file(&disk, DISK_BYTES);
     let dev = attach(&disk, None, &mut cleanup);
     tool(Command::new("mkfs.ext2").args(["-q", "-F", "-E", "nodiscard", &dev]));
-    let mnt = tempfile::tempdir().unwrap();
     tool(Command::new("mount").args(["-o", "errors=continue", &dev, s(mnt.path())]));
     cleanup.push("umount", &["-l", s(mnt.path())]);
 

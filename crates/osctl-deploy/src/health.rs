@@ -240,8 +240,9 @@ pub fn run(check: &Check) -> CheckResult {
     // check's line was ignored.
     if let Some(problem) = &check.problem {
         use std::io::Write;
-        // The problem is also the record's reason; a failed write here only
-        // loses its copy at the head of the output.
+        // The verdict does not depend on this note: a failed write loses
+        // only the explanation of the ignored header line, which is
+        // recorded nowhere else (the check itself still runs and is judged).
         let _ = writeln!(out_reader, "{problem}");
     }
     let spawned = Command::new(&check.path)

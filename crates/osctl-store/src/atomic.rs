@@ -51,9 +51,9 @@ pub fn write_atomic(dir: &Dir, name: &str, data: &[u8]) -> std::io::Result<()> {
     if result.is_err() {
         // The write's own error is the one to report. A temporary that
         // cannot be removed either is what a crash here would leave: named
-        // by TMP_PREFIX, which readers skip, for the cleanup of its
-        // directory's owner (`gc` for the store's records, the boot
-        // directory's for entries).
+        // by TMP_PREFIX, which readers skip. (`gc` removes the store's
+        // record temporaries and the boot entries' cleanup osctl's own; in
+        // other directories one stays until removed by hand.)
         let _ = dir.remove_file(&tmp);
     }
     result

@@ -22,6 +22,8 @@ pub const ENV: &str = test_hooks::FAILPOINT_ENV;
 pub const ALL: &[&str] = &[
     // osctl image pull (the store; switch and upgrade pull too)
     "pull:after-layers",
+    // only where the image build writes a layer's index (a layer new to
+    // the store, or one whose index is missing or damaged)
     "pull:after-layer-index-written",
     "pull:after-layer-index",
     "pull:after-image",

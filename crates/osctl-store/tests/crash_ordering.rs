@@ -11,7 +11,9 @@
 //! - `fsck` finds nothing damaged;
 //! - re-running the operation leaves the same store, file for file (names,
 //!   link targets and content digests of the whole `sysroot/` tree), as a
-//!   run that was never interrupted.
+//!   run that was never interrupted; where the crash leaves a temporary
+//!   only `gc` may remove, the same store but for that temporary, and the
+//!   same store after a `gc`.
 //!
 //! The child is this test binary itself, re-run on the [`child`] test with
 //! the operation in [`CHILD_ENV`].
@@ -364,6 +366,14 @@ fn every_store_fail_point_leaves_a_consistent_store_and_a_rerun_matches_a_clean_
             "{point}: temporaries after the re-run: {temporaries:?}"
         );
         if case.leaves_a_temporary {
+            // The temporary is all gc is left to remove.
+            let mut rerun = snapshot(crashed.path());
+            rerun.retain(|k, _| !temporaries.contains(k));
+            assert_eq!(
+                differences(&snapshot(clean.path()), &rerun),
+                Vec::<String>::new(),
+                "{point}: re-run vs clean run, the temporary aside"
+            );
             Op::Gc.run(crashed.path(), &second);
         }
         let (want, got) = (snapshot(clean.path()), snapshot(crashed.path()));

@@ -22,8 +22,6 @@
 //! implied parents, canonicalisation): the equivalence tests in
 //! [`crate::erofs_write`] compare the EROFS images both paths produce.
 
-use foldhash::HashMap;
-use foldhash::HashMapExt as _;
 use std::ffi::OsStr;
 use std::hash::BuildHasher;
 use std::os::unix::ffi::OsStrExt;
@@ -34,6 +32,7 @@ use composefs::fsverity::Sha256HashValue;
 use composefs::generic_tree::{ImageError, LeafContent, Stat};
 use composefs::tree::RegularFile;
 use composefs_oci::tar::{TarEntry, TarItem};
+use foldhash::{HashMap, HashMapExt as _};
 use hashbrown::HashTable;
 
 /// "No entry" in a link field.

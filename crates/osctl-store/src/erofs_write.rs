@@ -27,15 +27,13 @@
 //! offset (its nid), the second writes.
 
 use std::collections::VecDeque;
-
-use foldhash::HashMap;
-use foldhash::HashMapExt as _;
 use std::io::Write;
 
 use anyhow::{Context, bail};
 use composefs::erofs::composefs::OverlayMetacopy;
 use composefs::erofs::format::{self, DataLayout, FileType, FormatVersion};
 use composefs::fsverity::Sha256HashValue;
+use foldhash::{HashMap, HashMapExt as _};
 use zerocopy::IntoBytes;
 
 use crate::compact::{CompactTree, Kind, NONE, ROOT, XattrSet};
